@@ -1,0 +1,156 @@
+//! Wire types shared by ri's eBPF programs (`ri-ebpf`) and its controller
+//! (`ri-user`). Every type that crosses the kernel/user boundary is defined
+//! here once, `#[repr(C)]`, and used by both sides.
+//!
+//! The central idea is the *plan*: a short stack-machine program written by
+//! user space into a BPF map, one per probe. The generic entry and return
+//! programs look the plan up by the attach cookie and interpret it: fetch
+//! registers, dereference user memory, do integer arithmetic, filter, and
+//! emit values into an event. No code is generated at run time.
+#![no_std]
+
+pub mod op;
+pub mod regs;
+
+/// Maximum number of instructions in one plan.
+pub const MAX_INSNS: usize = 64;
+/// Depth of the interpreter's value stack.
+pub const STACK_DEPTH: usize = 8;
+/// Maximum bytes of captured payload in one event.
+pub const PAYLOAD_CAP: usize = 4096;
+/// Maximum bytes one `str()` or `buf()` capture may read.
+pub const READ_MAX: usize = 2048;
+/// Number of plans (probe specifications) one ri session may load.
+pub const MAX_PLANS: u32 = 256;
+/// Number of registers copied from `pt_regs` into the interpreter's scratch.
+pub const NUM_REGS: usize = 21;
+/// Default size of the event ring buffer in bytes (a power of two).
+pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+
+/// One plan instruction: an opcode from [`op`] and its operands.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Insn {
+    /// Opcode, one of the constants in [`op`].
+    pub op: u8,
+    /// Width in bytes for `LOAD` and `EXT` (1, 2, 4 or 8).
+    pub width: u8,
+    /// 1 when `LOAD`/`EXT` sign-extend.
+    pub signed: u8,
+    /// Reserved, zero.
+    pub pad: u8,
+    /// Byte bound for `STR` and `BUF`; register index for `REG`.
+    pub len: u32,
+    /// Immediate operand for `IMM`.
+    pub imm: u64,
+}
+
+/// Plan flags.
+pub mod plan_flags {
+    /// The plan runs at a uretprobe (only informational for the kernel).
+    pub const RETURN: u32 = 1;
+}
+
+/// A per-probe plan: what to fetch, whether to emit. Indexed by plan id in the
+/// `PLANS` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Number of valid instructions in `insns`.
+    pub n_insns: u32,
+    /// [`plan_flags`] bits.
+    pub flags: u32,
+    /// The program.
+    pub insns: [Insn; MAX_INSNS],
+}
+
+impl Plan {
+    /// An empty plan (emits a header-only event).
+    pub const fn empty() -> Self {
+        Plan {
+            n_insns: 0,
+            flags: 0,
+            insns: [Insn {
+                op: 0,
+                width: 0,
+                signed: 0,
+                pad: 0,
+                len: 0,
+                imm: 0,
+            }; MAX_INSNS],
+        }
+    }
+}
+
+/// Header of every event in the ring buffer; the payload follows it.
+///
+/// The payload is a sequence of 8-byte aligned fields in the order of the
+/// plan's emitting instructions: `EMIT` writes one `u64`; `STR`, `BUF` and
+/// `COMM` write a `u64` byte count followed by the bytes, padded to 8.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// `bpf_ktime_get_ns()` at the hit (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Process id (kernel tgid).
+    pub pid: u32,
+    /// Thread id (kernel pid).
+    pub tid: u32,
+    /// Plan id: which probe specification fired.
+    pub plan: u32,
+    /// Site id: which attachment of that probe (e.g. which wildcard match).
+    pub site: u32,
+    /// CPU the probe ran on.
+    pub cpu: u32,
+    /// Payload bytes following the header.
+    pub payload_len: u32,
+    /// Bit N set when emitted field N involved a user-memory read that faulted.
+    pub faults: u64,
+}
+
+/// Size of [`EventHeader`] on the wire.
+pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
+
+/// Builds the attach cookie: the plan id in the low half, the site in the high.
+pub const fn cookie(plan: u32, site: u32) -> u64 {
+    ((site as u64) << 32) | plan as u64
+}
+
+/// Per-CPU scratch space of the interpreter: registers, value stack and the
+/// event being built. Lives in a per-CPU array map, never on the BPF stack.
+#[repr(C)]
+pub struct Scratch {
+    /// Copy of the probed thread's registers, in [`regs`] order; 32 slots so
+    /// a masked index is always in bounds.
+    pub regs: [u64; 32],
+    /// Value stack.
+    pub stack: [u64; STACK_DEPTH],
+    /// Plan being interpreted.
+    pub plan: u32,
+    /// Stack pointer (number of values on the stack).
+    pub sp: u32,
+    /// Payload bytes written so far.
+    pub out: u32,
+    /// Emitted fields so far.
+    pub fields: u32,
+    /// 1 when the current value involved a faulting read.
+    pub fault: u32,
+    /// 1 when a filter rejected the event.
+    pub drop: u32,
+    /// Temporary for user-memory reads.
+    pub tmp: u64,
+    /// Bit N set when emitted field N faulted (becomes `EventHeader::faults`).
+    pub faults: u64,
+    /// Header followed by payload; sized so any masked offset plus a maximal
+    /// read stays inside.
+    pub event: [u8; HEADER_LEN + PAYLOAD_CAP + 2 * READ_MAX + 16],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers and arrays, no padding holes that
+    // matter, valid for any bit pattern.
+    unsafe impl aya::Pod for super::Plan {}
+    unsafe impl aya::Pod for super::Insn {}
+    unsafe impl aya::Pod for super::EventHeader {}
+}

@@ -1,0 +1,85 @@
+//! Opcodes of the plan stack machine. Values are `u64`; binary operators pop
+//! the right operand, then the left, and push the result.
+
+/// Stop interpreting; emit the event.
+pub const END: u8 = 0;
+/// Push register `len` (an index into [`crate::regs`]).
+pub const REG: u8 = 1;
+/// Push `imm`.
+pub const IMM: u8 = 2;
+/// Pop an address, read `width` bytes of user memory, extend, push.
+pub const LOAD: u8 = 3;
+/// Truncate the top value to `width` bytes, then sign- or zero-extend.
+pub const EXT: u8 = 4;
+/// Pop; when zero, drop the event and stop.
+pub const FILTER: u8 = 5;
+/// Pop a value and append it to the payload as a `u64`.
+pub const EMIT: u8 = 6;
+/// Pop an address and append the C string there, at most `len` bytes.
+pub const STR: u8 = 7;
+/// Pop an address and append `len` bytes read there.
+pub const BUF: u8 = 8;
+/// Append the current task's command name (16 bytes).
+pub const COMM: u8 = 9;
+/// Push the process id (tgid).
+pub const PID: u8 = 10;
+/// Push the thread id.
+pub const TID: u8 = 11;
+/// Push the user id.
+pub const UID: u8 = 12;
+/// Push the monotonic time in ns.
+pub const NSECS: u8 = 13;
+/// Push the CPU number.
+pub const CPU: u8 = 14;
+
+/// Addition.
+pub const ADD: u8 = 32;
+/// Subtraction.
+pub const SUB: u8 = 33;
+/// Multiplication.
+pub const MUL: u8 = 34;
+/// Unsigned division (x / 0 = 0).
+pub const DIV: u8 = 35;
+/// Unsigned remainder (x % 0 = x).
+pub const MOD: u8 = 36;
+/// Bitwise and.
+pub const AND: u8 = 37;
+/// Bitwise or.
+pub const OR: u8 = 38;
+/// Bitwise xor.
+pub const XOR: u8 = 39;
+/// Shift left.
+pub const SHL: u8 = 40;
+/// Logical shift right.
+pub const SHR: u8 = 41;
+/// Arithmetic shift right.
+pub const SAR: u8 = 42;
+/// Equal (1 or 0).
+pub const EQ: u8 = 43;
+/// Not equal.
+pub const NE: u8 = 44;
+/// Unsigned less than.
+pub const LT: u8 = 45;
+/// Unsigned less or equal.
+pub const LE: u8 = 46;
+/// Signed less than.
+pub const SLT: u8 = 47;
+/// Signed less or equal.
+pub const SLE: u8 = 48;
+/// Logical and of two truth values.
+pub const LAND: u8 = 49;
+/// Logical or of two truth values.
+pub const LOR: u8 = 50;
+/// Signed division (x / 0 = 0).
+pub const SDIV: u8 = 51;
+/// Signed remainder (x % 0 = x).
+pub const SMOD: u8 = 52;
+
+/// Negation (two's complement).
+pub const NEG: u8 = 64;
+/// Logical not (1 when zero).
+pub const NOT: u8 = 65;
+/// Bitwise not.
+pub const BNOT: u8 = 66;
+/// Swap the two top values (lets `a > b` compile as `b < a`).
+pub const SWAP: u8 = 67;

@@ -1,0 +1,144 @@
+//! The event decoder: ring-buffer records back into typed values, using the
+//! field list the plan compiler produced for each probe.
+
+use ri_common::{EventHeader, HEADER_LEN};
+
+use crate::plan::{Field, FieldKind};
+
+/// Errors decoding a record (a plan/decoder mismatch; counted, never fatal).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than a header or than the header says.
+    #[error("truncated event ({0} bytes)")]
+    Truncated(usize),
+    /// A plan id the session did not load.
+    #[error("event for unknown plan {0}")]
+    UnknownPlan(u32),
+}
+
+/// One decoded value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// Unsigned integer.
+    U64(u64),
+    /// Signed integer.
+    I64(i64),
+    /// Pointer or hex integer.
+    Hex(u64),
+    /// C string bytes (without the terminating NUL).
+    Str(&'a [u8]),
+    /// Raw bytes.
+    Bytes(&'a [u8]),
+    /// The read behind this value faulted.
+    Fault,
+}
+
+/// A decoded event borrowing the ring buffer record.
+#[derive(Debug)]
+pub struct Event<'a> {
+    /// The fixed header.
+    pub header: EventHeader,
+    /// Values in field order.
+    pub values: Vec<Value<'a>>,
+}
+
+/// Reads the header of a record.
+pub fn header(data: &[u8]) -> Result<EventHeader, DecodeError> {
+    if data.len() < HEADER_LEN {
+        return Err(DecodeError::Truncated(data.len()));
+    }
+    // SAFETY: length checked; EventHeader is plain integers.
+    Ok(unsafe { std::ptr::read_unaligned(data.as_ptr() as *const EventHeader) })
+}
+
+/// Decodes a record with the fields of its plan.
+pub fn decode<'a>(data: &'a [u8], fields: &[Field]) -> Result<Event<'a>, DecodeError> {
+    let header = header(data)?;
+    let end = HEADER_LEN + header.payload_len as usize;
+    if data.len() < end {
+        return Err(DecodeError::Truncated(data.len()));
+    }
+    let payload = &data[HEADER_LEN..end];
+    let mut off = 0usize;
+    let mut values = Vec::with_capacity(fields.len());
+    let word = |off: usize| -> Result<u64, DecodeError> {
+        payload
+            .get(off..off + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or(DecodeError::Truncated(data.len()))
+    };
+    for (i, f) in fields.iter().enumerate() {
+        let faulted = i < 64 && header.faults & (1 << i) != 0;
+        let v = match f.kind {
+            FieldKind::Int { signed, hex } => {
+                let w = word(off)?;
+                off += 8;
+                if hex {
+                    Value::Hex(w)
+                } else if signed {
+                    Value::I64(w as i64)
+                } else {
+                    Value::U64(w)
+                }
+            }
+            FieldKind::Str | FieldKind::Buf | FieldKind::Comm => {
+                let n = word(off)? as usize;
+                let bytes = payload
+                    .get(off + 8..off + 8 + n)
+                    .ok_or(DecodeError::Truncated(data.len()))?;
+                off += 8 + ((n + 7) & !7);
+                match f.kind {
+                    FieldKind::Buf => Value::Bytes(bytes),
+                    _ => {
+                        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                        Value::Str(&bytes[..end])
+                    }
+                }
+            }
+        };
+        values.push(if faulted { Value::Fault } else { v });
+    }
+    Ok(Event { header, values })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut rec = vec![0u8; HEADER_LEN];
+        let payload: Vec<u8> = [
+            &(-5i64).to_le_bytes()[..],
+            &3u64.to_le_bytes(),
+            b"hi\0\0\0\0\0\0",
+        ]
+        .concat();
+        let h = EventHeader {
+            pid: 7,
+            payload_len: payload.len() as u32,
+            ..Default::default()
+        };
+        rec[..HEADER_LEN].copy_from_slice(unsafe {
+            std::slice::from_raw_parts(&h as *const _ as *const u8, HEADER_LEN)
+        });
+        rec.extend_from_slice(&payload);
+        let fields = [
+            Field {
+                name: "a".into(),
+                kind: FieldKind::Int {
+                    signed: true,
+                    hex: false,
+                },
+            },
+            Field {
+                name: "s".into(),
+                kind: FieldKind::Str,
+            },
+        ];
+        let ev = decode(&rec, &fields).unwrap();
+        assert_eq!(ev.header.pid, 7);
+        assert_eq!(ev.values, [Value::I64(-5), Value::Str(b"hi")]);
+        assert!(decode(&rec[..HEADER_LEN + 4], &fields).is_err());
+    }
+}

@@ -1,0 +1,58 @@
+//! The library's top-level error: one variant per module error, so the CLI
+//! prints one clear line (plus a caret line for expressions) and exits 2.
+
+use crate::{
+    elf::ElfError, engine::EngineError, plan::PlanError, probe::ParseError, target::TargetError,
+};
+
+/// Anything that stops a command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Malformed probe string.
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    /// Expression that does not type-check.
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+    /// Bad binary or unknown symbol.
+    #[error("{0}")]
+    Elf(#[from] ElfError),
+    /// Bad target or pid.
+    #[error("{0}")]
+    Target(#[from] TargetError),
+    /// Kernel-side failure.
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    /// A wildcard that matched no function.
+    #[error("no function matches '{pattern}' in {path}")]
+    NoMatch {
+        /// The pattern.
+        pattern: String,
+        /// The file searched.
+        path: String,
+    },
+    /// An offset past the end of its function.
+    #[error("offset {offset:#x} is past the end of '{func}' ({size} bytes)")]
+    BadOffset {
+        /// The function.
+        func: String,
+        /// The offset asked for.
+        offset: u64,
+        /// The function's size.
+        size: u64,
+    },
+    /// The `-c` command could not be started.
+    #[error("cannot start '{cmd}': {reason}")]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// Why.
+        reason: String,
+    },
+    /// Bad command-line usage not caught by the argument parser.
+    #[error("{0}")]
+    Usage(String),
+    /// Output or system error.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,23 @@
+//! ri's controller library. The path of a probe: `probe` parses the string,
+//! `plan` compiles it, `elf` and `target` resolve where it attaches,
+//! `session` and `engine` put it into the kernel, `decode` reads events back
+//! and `sink` writes them. `trace` and `list` are the commands; `cli` holds
+//! every flag.
+
+pub mod cli;
+pub mod decode;
+pub mod elf;
+pub mod engine;
+mod error;
+pub mod list;
+pub mod plan;
+pub mod probe;
+pub mod session;
+pub mod sink;
+pub mod target;
+pub mod trace;
+
+pub use error::Error;
+
+/// The eBPF object built from `ri-ebpf`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ri"));

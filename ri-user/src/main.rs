@@ -1,0 +1,29 @@
+//! The `ri` binary: parse the command line, run the library, map errors to
+//! one line on stderr and exit status 2.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ri::cli::{Cli, Command, list_options};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List { pid, args } => {
+            let opts = list_options(pid, &args);
+            ri::list::run(&opts, &mut std::io::stdout().lock()).map(|_| ())
+        }
+        Command::Trace(args) => match args.options() {
+            Ok(opts) => ri::trace::run(&opts).map(|_| ()),
+            Err(msg) => Err(ri::Error::Usage(msg)),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ri::Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ri: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The `-c CMD` child: forked before any thread exists, held before `exec`
+//! until the probes are attached, so its first instruction is already traced.
+
+use std::{
+    ffi::CString,
+    os::fd::{AsRawFd, OwnedFd},
+};
+
+use nix::{
+    sys::{
+        signal::{Signal, kill},
+        wait::waitpid,
+    },
+    unistd::{ForkResult, Pid, fork, pipe, write},
+};
+
+use crate::Error;
+
+/// A forked child waiting for [`HeldChild::release`] to exec its command.
+pub struct HeldChild {
+    /// The child's pid (it keeps it across exec).
+    pub pid: u32,
+    go: Option<OwnedFd>,
+    cmd: String,
+}
+
+impl HeldChild {
+    /// Forks a child that will run `sh -c "exec CMD"` once released. Must be
+    /// called while the process has a single thread.
+    pub fn spawn(cmd: &str) -> Result<Self, Error> {
+        let fail = |reason: String| Error::Command {
+            cmd: cmd.to_string(),
+            reason,
+        };
+        let sh = CString::new("/bin/sh").expect("no NUL");
+        let script = CString::new(format!("exec {cmd}")).map_err(|e| fail(e.to_string()))?;
+        let argv = [
+            CString::new("sh").expect("no NUL"),
+            CString::new("-c").expect("no NUL"),
+            script,
+        ];
+        let (rd, wr) = pipe().map_err(|e| fail(e.to_string()))?;
+        // SAFETY: the caller guarantees a single-threaded process; the child
+        // only calls async-signal-safe functions before exec.
+        match unsafe { fork() }.map_err(|e| fail(e.to_string()))? {
+            ForkResult::Child => {
+                drop(wr);
+                unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                }
+                let mut b = [0u8; 1];
+                // SAFETY: reading one byte into a stack buffer.
+                let n = unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+                if n != 1 {
+                    unsafe { libc::_exit(127) };
+                }
+                drop(rd);
+                let _ = nix::unistd::execv(&sh, &argv);
+                unsafe { libc::_exit(127) }
+            }
+            ForkResult::Parent { child } => {
+                drop(rd);
+                Ok(HeldChild {
+                    pid: child.as_raw() as u32,
+                    go: Some(wr),
+                    cmd: cmd.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Lets the child exec its command.
+    pub fn release(&mut self) -> Result<(), Error> {
+        if let Some(fd) = self.go.take() {
+            write(&fd, b"g").map_err(|e| Error::Command {
+                cmd: self.cmd.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Kills and reaps a child that was never released.
+    pub fn abort(mut self) {
+        self.go.take();
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(self.pid as i32), None);
+    }
+}

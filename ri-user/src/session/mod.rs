@@ -1,0 +1,148 @@
+//! A session: probe strings parsed, compiled to plans and resolved to
+//! attachment sites, then loaded into the kernel for some processes.
+
+pub mod child;
+
+use std::path::PathBuf;
+
+use crate::{
+    Error,
+    elf::ElfFile,
+    engine::{Engine, Program},
+    plan::{CompiledPlan, compile},
+    probe::{ProbeKind, ProbeSpec, parse_probe},
+    target,
+};
+
+/// One attachment point: a function (or function + offset) in a file.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// Index of the probe (plan id) it belongs to.
+    pub probe: usize,
+    /// Resolved file.
+    pub path: PathBuf,
+    /// Function name.
+    pub func: String,
+    /// Offset from the function start.
+    pub offset: u64,
+    /// File offset the uprobe attaches at.
+    pub file_offset: u64,
+    /// Full name: `uprobe:/path:func[+off]`.
+    pub name: String,
+    /// Short name for text output: `u:func` or `ur:func`.
+    pub short: String,
+}
+
+/// A parsed and compiled probe with its sites.
+#[derive(Debug)]
+pub struct Probe {
+    /// The parsed probe string.
+    pub spec: ProbeSpec,
+    /// Its plan and fields.
+    pub plan: CompiledPlan,
+}
+
+/// All probes of a session and their sites.
+#[derive(Debug)]
+pub struct ProbeSet {
+    /// Probes by plan id.
+    pub probes: Vec<Probe>,
+    /// Sites by site id.
+    pub sites: Vec<Site>,
+}
+
+impl ProbeSet {
+    /// Parses, compiles and resolves probe strings; `pids` help resolve
+    /// library names through the processes' mappings.
+    pub fn build(texts: &[String], pids: &[u32]) -> Result<Self, Error> {
+        let mut probes = Vec::new();
+        let mut sites = Vec::new();
+        for text in texts {
+            let spec = parse_probe(text)?;
+            let plan = compile(&spec)?;
+            let path = target::resolve(&spec.target, pids)?;
+            let elf = ElfFile::open(&path)?;
+            let matches = if spec.func.contains(['*', '?']) {
+                let m = elf.matching(&spec.func);
+                if m.is_empty() {
+                    return Err(Error::NoMatch {
+                        pattern: spec.func.clone(),
+                        path: elf.path.display().to_string(),
+                    });
+                }
+                m
+            } else {
+                vec![elf.function(&spec.func)?]
+            };
+            let (prefix, short) = match spec.kind {
+                ProbeKind::Uprobe => ("uprobe", "u"),
+                ProbeKind::Uretprobe => ("uretprobe", "ur"),
+            };
+            for f in matches {
+                if spec.offset != 0 && f.size != 0 && spec.offset >= f.size {
+                    return Err(Error::BadOffset {
+                        func: f.name.clone(),
+                        offset: spec.offset,
+                        size: f.size,
+                    });
+                }
+                let file_offset = elf.file_offset(&f.name, f.addr + spec.offset)?;
+                let off = if spec.offset != 0 {
+                    format!("+{:#x}", spec.offset)
+                } else {
+                    String::new()
+                };
+                sites.push(Site {
+                    probe: probes.len(),
+                    path: elf.path.clone(),
+                    func: f.name.clone(),
+                    offset: spec.offset,
+                    file_offset,
+                    name: format!("{prefix}:{}:{}{off}", elf.path.display(), f.name),
+                    short: format!("{short}:{}{off}", f.name),
+                });
+            }
+            probes.push(Probe { spec, plan });
+        }
+        Ok(ProbeSet { probes, sites })
+    }
+
+    /// Writes the plans and attaches every site, once per pid (or once for
+    /// all processes when `pids` is empty). `program` overrides the
+    /// interpreter (benchmarks attach the bare program).
+    pub fn attach(
+        &self,
+        engine: &mut Engine,
+        pids: &[u32],
+        program: Option<Program>,
+    ) -> Result<usize, Error> {
+        for (id, p) in self.probes.iter().enumerate() {
+            engine.set_plan(id as u32, &p.plan.plan)?;
+        }
+        let scopes: Vec<Option<u32>> = if pids.is_empty() {
+            vec![None]
+        } else {
+            pids.iter().map(|p| Some(*p)).collect()
+        };
+        let mut n = 0;
+        for (sid, site) in self.sites.iter().enumerate() {
+            let which = program.unwrap_or(match self.probes[site.probe].spec.kind {
+                ProbeKind::Uprobe => Program::Entry,
+                ProbeKind::Uretprobe => Program::Return,
+            });
+            let cookie = ri_common::cookie(site.probe as u32, sid as u32);
+            for pid in &scopes {
+                engine.attach(
+                    which,
+                    &site.path,
+                    site.file_offset,
+                    cookie,
+                    *pid,
+                    &site.name,
+                )?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

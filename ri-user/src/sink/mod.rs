@@ -1,0 +1,130 @@
+//! Where decoded events go: human lines or one JSON object per line.
+
+use std::io::{self, Write};
+
+use crate::{
+    decode::{Event, Value},
+    plan::Field,
+};
+
+/// What a sink needs to know about the probe site of an event.
+pub struct SiteInfo<'a> {
+    /// Full probe name, e.g. `uprobe:/usr/bin/x:main`.
+    pub probe: &'a str,
+    /// Short name for human output, e.g. `u:main`.
+    pub short: &'a str,
+    /// Capture fields.
+    pub fields: &'a [Field],
+}
+
+/// An output format.
+pub trait Sink {
+    /// Writes one event.
+    fn event(&mut self, site: &SiteInfo<'_>, ev: &Event<'_>) -> io::Result<()>;
+    /// Flushes buffered output.
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// Human-readable lines: `u:func pid=1 tid=1 name=value ...`.
+pub struct TextSink<W: Write> {
+    out: W,
+}
+
+impl<W: Write> TextSink<W> {
+    /// A text sink over `out`.
+    pub fn new(out: W) -> Self {
+        TextSink { out }
+    }
+}
+
+fn text_bytes(b: &[u8], out: &mut String) {
+    for &c in b {
+        if (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\' {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+}
+
+impl<W: Write> Sink for TextSink<W> {
+    fn event(&mut self, site: &SiteInfo<'_>, ev: &Event<'_>) -> io::Result<()> {
+        let mut line = format!("{} pid={} tid={}", site.short, ev.header.pid, ev.header.tid);
+        for (f, v) in site.fields.iter().zip(&ev.values) {
+            line.push(' ');
+            line.push_str(&f.name);
+            line.push('=');
+            match v {
+                Value::U64(x) => line.push_str(&x.to_string()),
+                Value::I64(x) => line.push_str(&x.to_string()),
+                Value::Hex(x) => line.push_str(&format!("{x:#x}")),
+                Value::Str(s) | Value::Bytes(s) => {
+                    line.push('"');
+                    text_bytes(s, &mut line);
+                    line.push('"');
+                }
+                Value::Fault => line.push_str("<fault>"),
+            }
+        }
+        line.push('\n');
+        self.out.write_all(line.as_bytes())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// One JSON object per event: `probe`, `pid`, `tid`, `cpu`, `ts_ns`, then
+/// the captures by name (strings as text, bytes as hex, faults as `null`).
+pub struct JsonSink<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonSink<W> {
+    /// A JSON-lines sink over `out`.
+    pub fn new(out: W) -> Self {
+        JsonSink { out }
+    }
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn event(&mut self, site: &SiteInfo<'_>, ev: &Event<'_>) -> io::Result<()> {
+        let h = &ev.header;
+        let mut line = String::with_capacity(128);
+        line.push_str("{\"probe\":");
+        line.push_str(&serde_json::to_string(site.probe).map_err(io::Error::other)?);
+        line.push_str(&format!(
+            ",\"pid\":{},\"tid\":{},\"cpu\":{},\"ts_ns\":{}",
+            h.pid, h.tid, h.cpu, h.ts_ns
+        ));
+        for (f, v) in site.fields.iter().zip(&ev.values) {
+            line.push(',');
+            line.push_str(&serde_json::to_string(&f.name).map_err(io::Error::other)?);
+            line.push(':');
+            match v {
+                Value::U64(x) => line.push_str(&x.to_string()),
+                Value::I64(x) => line.push_str(&x.to_string()),
+                Value::Hex(x) => line.push_str(&format!("\"{x:#x}\"")),
+                Value::Str(s) => line.push_str(
+                    &serde_json::to_string(&String::from_utf8_lossy(s))
+                        .map_err(io::Error::other)?,
+                ),
+                Value::Bytes(b) => {
+                    line.push('"');
+                    for c in *b {
+                        line.push_str(&format!("{c:02x}"));
+                    }
+                    line.push('"');
+                }
+                Value::Fault => line.push_str("null"),
+            }
+        }
+        line.push_str("}\n");
+        self.out.write_all(line.as_bytes())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

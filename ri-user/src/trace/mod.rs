@@ -1,0 +1,278 @@
+//! `ri trace`: attach probes, stream decoded events to a sink until the
+//! duration ends, the `-c` command exits, or Ctrl-C; then print a summary of
+//! events per probe and events lost.
+
+use std::{
+    io::Write,
+    os::fd::{FromRawFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    Error,
+    decode::{decode, header},
+    engine::{Engine, Program},
+    session::{ProbeSet, child::HeldChild},
+    sink::{JsonSink, Sink, SiteInfo, TextSink},
+    target,
+};
+
+/// What to trace and how.
+#[derive(Clone, Debug, Default)]
+pub struct TraceOptions {
+    /// Probe strings.
+    pub probes: Vec<String>,
+    /// Only these processes (empty: all, unless `command`).
+    pub pids: Vec<u32>,
+    /// Run this command with the probes attached; stop when it exits.
+    pub command: Option<String>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// JSON lines instead of text.
+    pub json: bool,
+    /// Ring buffer size in bytes.
+    pub ring_bytes: u32,
+    /// Attach the empty program instead of the interpreter (benchmarks).
+    pub bare: bool,
+    /// No attach message and no summary.
+    pub quiet: bool,
+}
+
+/// What a trace saw.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// (site name, events) per site.
+    pub per_site: Vec<(String, u64)>,
+    /// Events lost to a full ring buffer.
+    pub lost: u64,
+    /// Records that could not be decoded.
+    pub undecodable: u64,
+    /// Exit status of the `-c` command.
+    pub child_status: Option<i32>,
+}
+
+impl Summary {
+    /// Writes the summary, as printed on stderr at exit.
+    pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let total: u64 = self.per_site.iter().map(|s| s.1).sum();
+        writeln!(w, "ri: {total} events, {} lost", self.lost)?;
+        for (name, n) in &self.per_site {
+            writeln!(w, "  {n:>10}  {name}")?;
+        }
+        if self.lost > 0 {
+            writeln!(
+                w,
+                "ri: {} events were lost because the ring buffer was full (try a larger --buffer-size)",
+                self.lost
+            )?;
+        }
+        if self.undecodable > 0 {
+            writeln!(w, "ri: {} events could not be decoded", self.undecodable)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a trace to completion. Must be called before any other thread exists
+/// (the `-c` child is forked first).
+pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
+    if opts.command.is_some() && !opts.pids.is_empty() {
+        return Err(Error::Usage("-c and -p cannot be combined".into()));
+    }
+    for &pid in &opts.pids {
+        target::check_pid(pid)?;
+    }
+    let set = ProbeSet::build(&opts.probes, &opts.pids)?;
+    let started = Instant::now();
+    let mut child = match &opts.command {
+        Some(cmd) => Some(HeldChild::spawn(cmd)?),
+        None => None,
+    };
+    let pids: Vec<u32> = match &child {
+        Some(c) => vec![c.pid],
+        None => opts.pids.clone(),
+    };
+    let attached = (|| {
+        let mut engine = Engine::load(opts.ring_bytes)?;
+        let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
+        Ok::<_, Error>((engine, n))
+    })();
+    let (mut engine, n) = match attached {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(c) = child.take() {
+                c.abort();
+            }
+            return Err(e);
+        }
+    };
+    if !opts.quiet {
+        eprintln!(
+            "ri: attached {} probe{} at {} site{} ({} attachment{}) in {} ms",
+            set.probes.len(),
+            plural(set.probes.len()),
+            set.sites.len(),
+            plural(set.sites.len()),
+            n,
+            plural(n),
+            started.elapsed().as_millis()
+        );
+    }
+    let ring = engine.take_ring()?;
+    let child_pid = child.as_ref().map(|c| c.pid);
+    if let Some(c) = child.as_mut() {
+        c.release()?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut summary = rt.block_on(event_loop(&set, ring, opts, child_pid))?;
+    summary.lost = engine.lost()?;
+    if !opts.quiet {
+        summary.write_to(&mut std::io::stderr())?;
+    }
+    Ok(summary)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Opens a pidfd that becomes readable when `pid` exits.
+fn pidfd(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: plain syscall; the returned fd is owned here.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor, owned by the AsyncFd from here on.
+    unsafe { AsyncFd::register(OwnedFd::from_raw_fd(fd as i32)) }.map_err(|e| e.into_parts().1)
+}
+
+struct Drain<'a> {
+    set: &'a ProbeSet,
+    sink: Box<dyn Sink>,
+    counts: Vec<u64>,
+    undecodable: u64,
+    closed: bool,
+}
+
+impl Drain<'_> {
+    /// Decodes and writes every record waiting in the ring buffer.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            let Ok(h) = header(&item) else {
+                self.undecodable += 1;
+                continue;
+            };
+            let (Some(site), Some(probe)) = (
+                self.set.sites.get(h.site as usize),
+                self.set.probes.get(h.plan as usize),
+            ) else {
+                self.undecodable += 1;
+                continue;
+            };
+            self.counts[h.site as usize] += 1;
+            if self.closed {
+                continue;
+            }
+            match decode(&item, &probe.plan.fields) {
+                Ok(ev) => {
+                    let info = SiteInfo {
+                        probe: &site.name,
+                        short: &site.short,
+                        fields: &probe.plan.fields,
+                    };
+                    if self.sink.event(&info, &ev).is_err() {
+                        self.closed = true;
+                    }
+                }
+                Err(_) => self.undecodable += 1,
+            }
+        }
+        if !self.closed && self.sink.flush().is_err() {
+            self.closed = true;
+        }
+    }
+}
+
+async fn event_loop(
+    set: &ProbeSet,
+    ring: RingBuf<MapData>,
+    opts: &TraceOptions,
+    child: Option<u32>,
+) -> Result<Summary, Error> {
+    let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+    let sink: Box<dyn Sink> = if opts.json {
+        Box::new(JsonSink::new(out))
+    } else {
+        Box::new(TextSink::new(out))
+    };
+    let mut d = Drain {
+        set,
+        sink,
+        counts: vec![0; set.sites.len()],
+        undecodable: 0,
+        closed: false,
+    };
+    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
+    // holds it.
+    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+    let child_fd = match child {
+        Some(pid) => Some(pidfd(pid)?),
+        None => None,
+    };
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut child_status = None;
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                d.drain(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
+            r = async { child_fd.as_ref().expect("guarded").readable().await }, if child_fd.is_some() => {
+                drop(r?);
+                child_status = Some(reap(child.expect("guarded")));
+                break;
+            }
+        }
+    }
+    if let (Some(pid), None) = (child, child_status) {
+        // Stopped early: end the command too.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        child_status = Some(reap(pid));
+    }
+    d.drain(ring.get_mut());
+    Ok(Summary {
+        per_site: set
+            .sites
+            .iter()
+            .zip(&d.counts)
+            .map(|(s, n)| (s.name.clone(), *n))
+            .collect(),
+        lost: 0,
+        undecodable: d.undecodable,
+        child_status,
+    })
+}
+
+/// Waits for the child and returns its exit code (128+signal when killed).
+fn reap(pid: u32) -> i32 {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    match waitpid(nix::unistd::Pid::from_raw(pid as i32), None) {
+        Ok(WaitStatus::Exited(_, c)) => c,
+        Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
+        _ => -1,
+    }
+}
