@@ -1,0 +1,1 @@
+//! In-target control library (placeholder).
