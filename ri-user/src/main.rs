@@ -3,11 +3,24 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 use ri::cli::{Cli, Command, list_options};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, not clap's usage dump: the first line names the fault.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("ri: {first} (see ri --help)");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::List { pid, args } => {
             let opts = list_options(pid, &args);

@@ -1,1 +1,89 @@
+//! Helpers for ri's integration tests: where the `ri` binary and the
+//! fixtures are, running ri, and reading its JSON events.
+//!
+//! These tests use the real kernel (eBPF, uprobes); they need root.
 
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+use serde_json::Value;
+
+/// The `ri` binary under test: `$RI_BIN`, else the newest of
+/// `target/{release,debug}/ri`.
+pub fn ri_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RI_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("ri"))
+        .filter(|p| p.exists())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| {
+            panic!("no ri binary: run `cargo xtask test` (or `cargo build --release -p ri-user`), or set RI_BIN")
+        })
+}
+
+/// Directory of the compiled C fixtures.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("FIXTURES"))
+}
+
+/// Path of one compiled fixture.
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+/// Fails the test with a clear message when BPF cannot be used.
+pub fn require_bpf() {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("these tests attach real eBPF uprobes and need root: run them as root (sudo cargo xtask test)");
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        panic!("this kernel has no BTF (/sys/kernel/btf/vmlinux): ri's eBPF programs cannot run here");
+    }
+}
+
+/// Runs ri with `args`.
+pub fn ri(args: &[&str]) -> Output {
+    Command::new(ri_bin())
+        .args(args)
+        .output()
+        .expect("run ri")
+}
+
+/// Parses ri's `--json` stdout into events.
+pub fn events(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
+}
+
+/// Events whose `probe` ends with `suffix`.
+pub fn of_probe<'a>(events: &'a [Value], suffix: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["probe"].as_str().is_some_and(|p| p.ends_with(suffix)))
+        .collect()
+}
+
+/// Runs bpftrace when it is installed; `None` when it is not.
+pub fn bpftrace(args: &[&str]) -> Option<Output> {
+    let found = std::env::split_paths(&std::env::var_os("PATH")?)
+        .any(|d| d.join("bpftrace").is_file());
+    found.then(|| {
+        Command::new("bpftrace")
+            .args(args)
+            .output()
+            .expect("run bpftrace")
+    })
+}

@@ -25,20 +25,34 @@ pub struct HeldChild {
 }
 
 impl HeldChild {
-    /// Forks a child that will run `sh -c "exec CMD"` once released. Must be
-    /// called while the process has a single thread.
+    /// Forks a child that will run CMD once released: split into words and
+    /// executed directly, or through `sh -c "exec CMD"` when it uses shell
+    /// syntax. Must be called while the process has a single thread.
     pub fn spawn(cmd: &str) -> Result<Self, Error> {
         let fail = |reason: String| Error::Command {
             cmd: cmd.to_string(),
             reason,
         };
-        let sh = CString::new("/bin/sh").expect("no NUL");
-        let script = CString::new(format!("exec {cmd}")).map_err(|e| fail(e.to_string()))?;
-        let argv = [
-            CString::new("sh").expect("no NUL"),
-            CString::new("-c").expect("no NUL"),
-            script,
-        ];
+        let words: Vec<String> = if cmd.contains(|c: char| "|&;<>()$`\\\"'*?[]{}~=".contains(c)) {
+            vec!["/bin/sh".into(), "-c".into(), format!("exec {cmd}")]
+        } else {
+            cmd.split_whitespace().map(str::to_string).collect()
+        };
+        if words.is_empty() {
+            return Err(fail("empty command".into()));
+        }
+        let argv = words
+            .iter()
+            .map(|w| CString::new(w.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(e.to_string()))?;
+        let prog = &argv[0];
+        if !words[0].contains('/') && which(&words[0]).is_none() {
+            return Err(fail("command not found".into()));
+        }
+        if words[0].contains('/') && !std::path::Path::new(&words[0]).exists() {
+            return Err(fail("no such file".into()));
+        }
         let (rd, wr) = pipe().map_err(|e| fail(e.to_string()))?;
         // SAFETY: the caller guarantees a single-threaded process; the child
         // only calls async-signal-safe functions before exec.
@@ -55,7 +69,7 @@ impl HeldChild {
                     unsafe { libc::_exit(127) };
                 }
                 drop(rd);
-                let _ = nix::unistd::execv(&sh, &argv);
+                let _ = nix::unistd::execvp(prog, &argv);
                 unsafe { libc::_exit(127) }
             }
             ForkResult::Parent { child } => {
@@ -86,4 +100,11 @@ impl HeldChild {
         let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
         let _ = waitpid(Pid::from_raw(self.pid as i32), None);
     }
+}
+
+/// Finds a program in `PATH`.
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }

@@ -1,0 +1,190 @@
+//! Declarative runtime cases, like bpftrace's runtime tests: each case in
+//! `tests/cases/*.toml` is a command line and what it must print.
+//!
+//! ```toml
+//! [[case]]
+//! name = "entry args on the int3 site"
+//! args = ["trace", "--json", "-c", "{calls} calls 100", "u:{calls}:work_int3(a=arg0, b=arg1)"]
+//! status = 0                              # exit status (default 0)
+//! count = { "work_int3" = 100 }           # JSON events per probe suffix
+//! seq = [{ probe = "work_int3", a = 1, b = 2 }]  # events in this order (fields are a subset)
+//! stdout_has = ["..."]                    # substrings of stdout
+//! stderr_has = ["..."]                    # substrings of stderr
+//! stderr_lines = 1                        # at most this many stderr lines
+//! as_user = "nobody"                      # run ri as another user
+//! ```
+//! `{calls}` and other `{NAME}` are fixture paths; `{fixtures}` is their folder.
+//! In `seq`, the string "null" matches a JSON null (a read that faulted).
+
+use std::{collections::BTreeMap, process::Command};
+
+use ri_tests::{events, fixtures, require_bpf, ri_bin};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+struct File {
+    case: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    args: Vec<String>,
+    #[serde(default)]
+    status: i32,
+    #[serde(default)]
+    count: BTreeMap<String, usize>,
+    #[serde(default)]
+    seq: Vec<BTreeMap<String, toml::Value>>,
+    #[serde(default)]
+    stdout_has: Vec<String>,
+    #[serde(default)]
+    stderr_has: Vec<String>,
+    stderr_lines: Option<usize>,
+    as_user: Option<String>,
+}
+
+fn expand(s: &str) -> String {
+    let dir = fixtures();
+    let mut out = s.replace("{fixtures}", &dir.display().to_string());
+    while let Some(start) = out.find('{') {
+        let Some(len) = out[start..].find('}') else { break };
+        let name = &out[start + 1..start + len];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            break;
+        }
+        let path = dir.join(name).display().to_string();
+        out.replace_range(start..start + len + 1, &path);
+    }
+    out
+}
+
+/// TOML has no null: the string "null" stands for JSON null (a faulted read).
+fn to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) if s == "null" => Value::Null,
+        toml::Value::String(s) => Value::String(expand(s)),
+        v => serde_json::to_value(v).expect("toml to json"),
+    }
+}
+
+fn check(case: &Case) -> Result<(), String> {
+    let args: Vec<String> = case.args.iter().map(|a| expand(a)).collect();
+    let mut cmd = match &case.as_user {
+        Some(user) => {
+            let mut c = Command::new("setpriv");
+            let uid = if user == "nobody" { "65534" } else { user.as_str() };
+            c.args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+            ]);
+            c.arg(ri_bin());
+            c
+        }
+        None => Command::new(ri_bin()),
+    };
+    let out = cmd.args(&args).output().map_err(|e| format!("cannot run ri: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ctx = || format!("\n  command: ri {}\n  stdout: {}\n  stderr: {}", args.join(" "), trunc(&stdout), stderr);
+    if out.status.code() != Some(case.status) {
+        return Err(format!("exit status {:?}, expected {}{}", out.status.code(), case.status, ctx()));
+    }
+    if stderr.contains("panicked") {
+        return Err(format!("ri panicked{}", ctx()));
+    }
+    for s in &case.stdout_has {
+        let s = expand(s);
+        if !stdout.contains(&s) {
+            return Err(format!("stdout lacks {s:?}{}", ctx()));
+        }
+    }
+    for s in &case.stderr_has {
+        let s = expand(s);
+        if !stderr.contains(&s) {
+            return Err(format!("stderr lacks {s:?}{}", ctx()));
+        }
+    }
+    if let Some(n) = case.stderr_lines
+        && stderr.lines().count() > n
+    {
+        return Err(format!("stderr has more than {n} lines{}", ctx()));
+    }
+    let evs = events(&out.stdout);
+    for (probe, want) in &case.count {
+        let probe = expand(probe);
+        let got = evs
+            .iter()
+            .filter(|e| e["probe"].as_str().is_some_and(|p| p.ends_with(probe.as_str())))
+            .count();
+        if got != *want {
+            return Err(format!("{got} events of {probe}, expected {want}{}", ctx()));
+        }
+    }
+    let mut at = 0;
+    for want in &case.seq {
+        let probe = expand(want.get("probe").and_then(|p| p.as_str()).unwrap_or(""));
+        let found = evs[at..].iter().position(|e| {
+            e["probe"].as_str().is_some_and(|p| p.ends_with(probe.as_str()))
+                && want
+                    .iter()
+                    .filter(|(k, _)| *k != "probe")
+                    .all(|(k, v)| e[k.as_str()] == to_json(v))
+        });
+        match found {
+            Some(i) => at += i + 1,
+            None => return Err(format!("no event matching {want:?} (in order){}", ctx())),
+        }
+    }
+    Ok(())
+}
+
+fn trunc(s: &str) -> String {
+    if s.len() > 2000 { format!("{}...", &s[..2000]) } else { s.to_string() }
+}
+
+fn main() {
+    require_bpf();
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/cases")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let (mut passed, mut failed) = (0, 0);
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read case file");
+        let file: File = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+        for case in file.case {
+            let full = format!("{stem}::{}", case.name);
+            if !filter.is_empty() && !filter.iter().any(|p| full.contains(p.as_str())) {
+                continue;
+            }
+            match check(&case) {
+                Ok(()) => {
+                    println!("test {full} ... ok");
+                    passed += 1;
+                }
+                Err(e) => {
+                    println!("test {full} ... FAILED\n  {e}");
+                    failed += 1;
+                }
+            }
+        }
+    }
+    println!(
+        "\ntest result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out",
+        if failed == 0 { "ok" } else { "FAILED" }
+    );
+    if failed > 0 {
+        std::process::exit(101);
+    }
+}
