@@ -119,11 +119,11 @@ fn run(ctx: *mut c_void) -> u32 {
     let len = HEADER_LEN + out;
     // SAFETY: `len` is at most the size of `s.event` (see Scratch).
     let data = unsafe { core::slice::from_raw_parts(s.event.as_ptr(), len) };
-    if EVENTS.output::<[u8]>(data, 0).is_err() {
-        if let Some(lost) = LOST.get_ptr_mut(0) {
-            // SAFETY: per-CPU counter.
-            unsafe { *lost += 1 };
-        }
+    if EVENTS.output::<[u8]>(data, 0).is_err()
+        && let Some(lost) = LOST.get_ptr_mut(0)
+    {
+        // SAFETY: per-CPU counter.
+        unsafe { *lost += 1 };
     }
     0
 }

@@ -20,4 +20,4 @@ pub mod trace;
 pub use error::Error;
 
 /// The eBPF object built from `ri-ebpf`.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ri"));
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ri-ebpf"));

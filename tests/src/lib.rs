@@ -44,19 +44,20 @@ pub fn fixture(name: &str) -> PathBuf {
 pub fn require_bpf() {
     // SAFETY: plain syscall.
     if unsafe { libc::geteuid() } != 0 {
-        panic!("these tests attach real eBPF uprobes and need root: run them as root (sudo cargo xtask test)");
+        panic!(
+            "these tests attach real eBPF uprobes and need root: run them as root (sudo cargo xtask test)"
+        );
     }
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        panic!("this kernel has no BTF (/sys/kernel/btf/vmlinux): ri's eBPF programs cannot run here");
+        panic!(
+            "this kernel has no BTF (/sys/kernel/btf/vmlinux): ri's eBPF programs cannot run here"
+        );
     }
 }
 
 /// Runs ri with `args`.
 pub fn ri(args: &[&str]) -> Output {
-    Command::new(ri_bin())
-        .args(args)
-        .output()
-        .expect("run ri")
+    Command::new(ri_bin()).args(args).output().expect("run ri")
 }
 
 /// Parses ri's `--json` stdout into events.
@@ -78,8 +79,8 @@ pub fn of_probe<'a>(events: &'a [Value], suffix: &str) -> Vec<&'a Value> {
 
 /// Runs bpftrace when it is installed; `None` when it is not.
 pub fn bpftrace(args: &[&str]) -> Option<Output> {
-    let found = std::env::split_paths(&std::env::var_os("PATH")?)
-        .any(|d| d.join("bpftrace").is_file());
+    let found =
+        std::env::split_paths(&std::env::var_os("PATH")?).any(|d| d.join("bpftrace").is_file());
     found.then(|| {
         Command::new("bpftrace")
             .args(args)

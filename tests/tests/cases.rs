@@ -50,7 +50,9 @@ fn expand(s: &str) -> String {
     let dir = fixtures();
     let mut out = s.replace("{fixtures}", &dir.display().to_string());
     while let Some(start) = out.find('{') {
-        let Some(len) = out[start..].find('}') else { break };
+        let Some(len) = out[start..].find('}') else {
+            break;
+        };
         let name = &out[start + 1..start + len];
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             break;
@@ -75,7 +77,11 @@ fn check(case: &Case) -> Result<(), String> {
     let mut cmd = match &case.as_user {
         Some(user) => {
             let mut c = Command::new("setpriv");
-            let uid = if user == "nobody" { "65534" } else { user.as_str() };
+            let uid = if user == "nobody" {
+                "65534"
+            } else {
+                user.as_str()
+            };
             c.args([
                 &format!("--reuid={uid}"),
                 &format!("--regid={uid}"),
@@ -88,12 +94,27 @@ fn check(case: &Case) -> Result<(), String> {
         }
         None => Command::new(ri_bin()),
     };
-    let out = cmd.args(&args).output().map_err(|e| format!("cannot run ri: {e}"))?;
+    let out = cmd
+        .args(&args)
+        .output()
+        .map_err(|e| format!("cannot run ri: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let ctx = || format!("\n  command: ri {}\n  stdout: {}\n  stderr: {}", args.join(" "), trunc(&stdout), stderr);
+    let ctx = || {
+        format!(
+            "\n  command: ri {}\n  stdout: {}\n  stderr: {}",
+            args.join(" "),
+            trunc(&stdout),
+            stderr
+        )
+    };
     if out.status.code() != Some(case.status) {
-        return Err(format!("exit status {:?}, expected {}{}", out.status.code(), case.status, ctx()));
+        return Err(format!(
+            "exit status {:?}, expected {}{}",
+            out.status.code(),
+            case.status,
+            ctx()
+        ));
     }
     if stderr.contains("panicked") {
         return Err(format!("ri panicked{}", ctx()));
@@ -120,7 +141,11 @@ fn check(case: &Case) -> Result<(), String> {
         let probe = expand(probe);
         let got = evs
             .iter()
-            .filter(|e| e["probe"].as_str().is_some_and(|p| p.ends_with(probe.as_str())))
+            .filter(|e| {
+                e["probe"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(probe.as_str()))
+            })
             .count();
         if got != *want {
             return Err(format!("{got} events of {probe}, expected {want}{}", ctx()));
@@ -130,7 +155,9 @@ fn check(case: &Case) -> Result<(), String> {
     for want in &case.seq {
         let probe = expand(want.get("probe").and_then(|p| p.as_str()).unwrap_or(""));
         let found = evs[at..].iter().position(|e| {
-            e["probe"].as_str().is_some_and(|p| p.ends_with(probe.as_str()))
+            e["probe"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(probe.as_str()))
                 && want
                     .iter()
                     .filter(|(k, _)| *k != "probe")
@@ -145,12 +172,19 @@ fn check(case: &Case) -> Result<(), String> {
 }
 
 fn trunc(s: &str) -> String {
-    if s.len() > 2000 { format!("{}...", &s[..2000]) } else { s.to_string() }
+    if s.len() > 2000 {
+        format!("{}...", &s[..2000])
+    } else {
+        s.to_string()
+    }
 }
 
 fn main() {
     require_bpf();
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/cases")

@@ -1,1 +1,252 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup|build|test|demo|bench`.
+//!
+//! `setup` installs what a fresh machine lacks (nightly `rust-src`,
+//! `bpf-linker`, bpftrace for the comparison tests) and returns quickly when
+//! everything is there. The other tasks run it first.
+
+mod bench;
+mod demo;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// Pinned linker for the eBPF crate: the version that uses rustc's own LLVM.
+const BPF_LINKER_VERSION: &str = "0.10.0";
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "ri project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the toolchain pieces a fresh machine lacks (idempotent).
+    Setup,
+    /// Build ri (release) and the test fixtures.
+    Build,
+    /// Setup, build, lint and run every test.
+    Test {
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Arguments passed to `cargo test` after `--`.
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
+    /// Build, start the bundled sample service, trace it, print what was seen.
+    Demo,
+    /// Measure probe overhead, startup and memory against bpftrace and a bare
+    /// program; write bench/RESULTS.md.
+    Bench,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup(),
+        Task::Build => {
+            setup()?;
+            build()
+        }
+        Task::Test { no_lint, rest } => {
+            setup()?;
+            build()?;
+            if !no_lint {
+                lint()?;
+            }
+            test(&rest)
+        }
+        Task::Demo => {
+            setup()?;
+            build()?;
+            demo::run()
+        }
+        Task::Bench => {
+            setup()?;
+            build()?;
+            bench::run()
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// The target directory cargo uses.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// The release `ri` binary.
+pub fn ri_bin() -> PathBuf {
+    target_dir().join("release").join("ri")
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+fn setup() -> Result<()> {
+    let t = Instant::now();
+    // Nightly with rust-src: the eBPF crate builds core with -Z build-std.
+    let sysroot =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]));
+    let has_src = sysroot.as_deref().is_some_and(|s| {
+        Path::new(s.trim())
+            .join("lib/rustlib/src/rust/library/core")
+            .is_dir()
+    });
+    if sysroot.is_none() {
+        eprintln!("setup: installing the nightly toolchain with rust-src");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    } else if !has_src {
+        eprintln!("setup: adding rust-src to nightly");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    // bpf-linker, pinned.
+    let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if !linker.contains(BPF_LINKER_VERSION) {
+        eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
+        run(Command::new("cargo").args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+        ]))?;
+    }
+    // bpftrace is the reference the tests and benchmarks compare with.
+    if !have("bpftrace") && have("apt-get") {
+        eprintln!("setup: installing bpftrace");
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "bpftrace"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    // Clippy on nightly lints the eBPF crate for its own target.
+    let nightly_parts = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
+    if !nightly_parts.lines().any(|l| l.starts_with("clippy")) {
+        eprintln!("setup: adding clippy to nightly");
+        run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))?;
+    }
+    if !have("gcc") {
+        bail!("gcc is needed to build the C fixtures and is not installed");
+    }
+    eprintln!("setup: ok ({} ms)", t.elapsed().as_millis());
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn build() -> Result<()> {
+    // Default members: everything but the eBPF crate, which ri-user's
+    // build script compiles for the BPF target.
+    run(cargo().args(["build", "--release"]))
+}
+
+fn lint() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "ri-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The eBPF crate only builds for the BPF target.
+    run(Command::new("rustup").current_dir(root()).args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "--release",
+        "-p",
+        "ri-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+fn test(rest: &[String]) -> Result<()> {
+    let mut c = cargo();
+    c.args(["test", "--release"]).env("RI_BIN", ri_bin());
+    if !rest.is_empty() {
+        c.arg("--").args(rest);
+    }
+    run(&mut c)
+}
+
+/// Builds the C fixtures into `target/fixtures` and returns that folder.
+pub fn fixtures() -> Result<PathBuf> {
+    let out = target_dir().join("fixtures");
+    run(Command::new("sh")
+        .arg(root().join("tests/fixtures/build.sh"))
+        .arg(&out))?;
+    Ok(out)
+}

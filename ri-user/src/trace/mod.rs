@@ -226,7 +226,11 @@ async fn event_loop(
         None => None,
     };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Signal streams are made once: a signal that arrives while events are
+    // being drained is then still seen by the next select.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
     let mut child_status = None;
     loop {
         tokio::select! {
@@ -235,7 +239,7 @@ async fn event_loop(
                 d.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
             r = async { child_fd.as_ref().expect("guarded").readable().await }, if child_fd.is_some() => {

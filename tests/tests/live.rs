@@ -1,0 +1,254 @@
+//! Tests that need more than one process or a timeline: tracing a running
+//! process with -p, checking its code bytes before, during and after,
+//! lost-event accounting, and agreement with bpftrace.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    os::unix::fs::FileExt,
+    process::{Child, ChildStdout, Command, Stdio},
+};
+
+use ri_tests::{bpftrace, events, fixture, of_probe, require_bpf, ri, ri_bin};
+
+/// A `calls wait N` fixture: started, its function addresses read.
+struct Waiting {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    addrs: Vec<(String, u64)>,
+}
+
+impl Waiting {
+    fn start(n: u32) -> Self {
+        let mut child = Command::new(fixture("calls"))
+            .args(["wait", &n.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start fixture");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addrs = line
+            .split_whitespace()
+            .skip(1)
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (
+                    k.to_string(),
+                    u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap(),
+                )
+            })
+            .collect();
+        Waiting { child, out, addrs }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The first 8 code bytes of each probed function, from the live process.
+    fn code(&self) -> Vec<[u8; 8]> {
+        let mem = std::fs::File::open(format!("/proc/{}/mem", self.pid())).unwrap();
+        self.addrs
+            .iter()
+            .map(|(_, a)| {
+                let mut b = [0u8; 8];
+                mem.read_exact_at(&mut b, *a).unwrap();
+                b
+            })
+            .collect()
+    }
+
+    fn go(&mut self) -> String {
+        writeln!(self.child.stdin.as_mut().unwrap()).unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line
+    }
+
+    fn finish(mut self) {
+        writeln!(self.child.stdin.as_mut().unwrap()).unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+/// Starts `ri ARGS` and waits for its "attached" line on stderr.
+fn start_ri(args: &[&str]) -> (Child, String) {
+    let mut ri = Command::new(ri_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ri");
+    let mut err = BufReader::new(ri.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("attached"), "ri did not attach: {line}");
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).unwrap();
+        s
+    });
+    ri.stderr = None;
+    // Keep the stderr reader alive by stashing its result in the child's
+    // lifetime: joined in stop_ri.
+    STDERR.with(|s| s.borrow_mut().push(rest));
+    (ri, line)
+}
+
+thread_local! {
+    static STDERR: std::cell::RefCell<Vec<std::thread::JoinHandle<String>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Stops ri with SIGINT (as Ctrl-C does) and returns (status, stdout, stderr).
+fn stop_ri(mut ri: Child) -> (i32, Vec<u8>, String) {
+    unsafe { libc::kill(ri.id() as i32, libc::SIGINT) };
+    let mut out = Vec::new();
+    ri.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let status = ri.wait().unwrap();
+    let err = STDERR.with(|s| s.borrow_mut().pop().unwrap().join().unwrap());
+    (status.code().unwrap_or(-1), out, err)
+}
+
+#[test]
+fn pid_mode_traces_only_that_process_and_detaching_restores_the_code() {
+    require_bpf();
+    let mut traced = Waiting::start(200);
+    let mut other = Waiting::start(50);
+    let before = traced.code();
+    let pid = traced.pid().to_string();
+    let calls = fixture("calls").display().to_string();
+    let (ri, _) = start_ri(&[
+        "trace",
+        "--json",
+        "-p",
+        &pid,
+        &format!("u:{calls}:work_int3(a=arg0, b=arg1)"),
+        &format!("u:{calls}:work_nop5(a=arg0, b=arg1)"),
+    ]);
+    let during = traced.code();
+    assert_ne!(
+        before[0], during[0],
+        "work_int3 should carry a breakpoint while attached"
+    );
+    assert!(traced.go().starts_with("done 200"));
+    assert!(other.go().starts_with("done 50"));
+    let (status, out, err) = stop_ri(ri);
+    assert_eq!(status, 0, "{err}");
+    assert!(err.contains("ri: 400 events, 0 lost"), "{err}");
+    let evs = events(&out);
+    assert_eq!(of_probe(&evs, ":work_int3").len(), 200);
+    assert_eq!(of_probe(&evs, ":work_nop5").len(), 200);
+    assert!(
+        evs.iter()
+            .all(|e| e["pid"].as_u64() == Some(traced.pid() as u64))
+    );
+    let last = of_probe(&evs, ":work_nop5")[199];
+    assert_eq!(
+        (last["a"].as_u64(), last["b"].as_u64()),
+        (Some(199), Some(597))
+    );
+    assert_eq!(
+        traced.code(),
+        before,
+        "detaching must restore the original code bytes"
+    );
+    traced.finish();
+    other.finish();
+}
+
+#[test]
+fn lost_events_are_counted_exactly() {
+    require_bpf();
+    let calls = fixture("calls").display().to_string();
+    let dir = std::env::temp_dir().join(format!("ri-lost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let outfile = dir.join("out.json");
+    // A 1 MiB buffer and a tight loop of probed calls: some events may be
+    // lost, but seen + lost must equal the calls made.
+    let status = Command::new(ri_bin())
+        .args([
+            "trace",
+            "--json",
+            "--buffer-size",
+            "1",
+            "-c",
+            &format!("{calls} spin 1"),
+            &format!("u:{calls}:work_nop5(a=arg0, b=arg1)"),
+        ])
+        .stdout(std::fs::File::create(&outfile).unwrap())
+        .stderr(std::fs::File::create(dir.join("err")).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = std::fs::read(&outfile).unwrap();
+    let err = std::fs::read_to_string(dir.join("err")).unwrap();
+    let made: u64 = String::from_utf8_lossy(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("calls "))
+        .expect("fixture reports its calls")
+        .trim()
+        .parse()
+        .unwrap();
+    let summary = err
+        .lines()
+        .find(|l| l.starts_with("ri: ") && l.contains(" events, "))
+        .unwrap();
+    let nums: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let (seen, lost) = (nums[0], nums[1]);
+    assert_eq!(events(&out).len() as u64, seen, "{summary}");
+    assert_eq!(seen + lost, made, "{summary}; fixture made {made} calls");
+    assert!(
+        made > 100_000,
+        "the fixture should make many calls, made {made}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn counts_agree_with_bpftrace() {
+    require_bpf();
+    let calls = fixture("calls").display().to_string();
+    let n = 2000;
+    let out = ri(&[
+        "trace",
+        "--json",
+        "-q",
+        "-c",
+        &format!("{calls} calls {n}"),
+        &format!("u:{calls}:work_int3"),
+        &format!("u:{calls}:work_nop5(a=arg0, b=arg1)"),
+    ]);
+    assert!(out.status.success());
+    let evs = events(&out.stdout);
+    let ri_int3 = of_probe(&evs, ":work_int3").len();
+    let ri_nop5 = of_probe(&evs, ":work_nop5").len();
+    assert_eq!((ri_int3, ri_nop5), (n, n));
+    let Some(bt) = bpftrace(&[
+        "-c",
+        &format!("{calls} calls {n}"),
+        "-e",
+        // bpftrace 0.17 also counts other tracers' processes on a shared
+        // probe site; its own cpid predicate keeps the comparison fair.
+        &format!(
+            "uprobe:{calls}:work_int3 /pid == cpid/ {{ @a = count(); }} uprobe:{calls}:work_nop5 /pid == cpid/ {{ @b = count(); }}"
+        ),
+    ]) else {
+        eprintln!("bpftrace is not installed: compared ri with the fixture's own count only");
+        return;
+    };
+    let text = String::from_utf8_lossy(&bt.stdout);
+    let get = |k: &str| -> usize {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("@{k}: ")))
+            .unwrap_or_else(|| panic!("no @{k} in bpftrace output: {text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!((get("a"), get("b")), (ri_int3, ri_nop5));
+}

@@ -1,0 +1,363 @@
+//! `cargo xtask bench`: probe overhead side by side in one run, on both probe
+//! sites (int3 and nop5): no probe, a bare eBPF program, ri capturing two
+//! arguments, bpftrace capturing the same; startup and peak RSS of ri and
+//! bpftrace; events lost at full speed. Writes bench/RESULTS.md.
+
+use std::{
+    fmt::Write as _,
+    os::unix::process::ExitStatusExt,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{fixtures, have, ri_bin, root};
+
+/// Calls per measurement on the int3 site (about 14 µs each when probed).
+const N_INT3: u64 = 200_000;
+/// Calls per measurement on the nop5 site (well under 1 µs each).
+const N_NOP5: u64 = 3_000_000;
+/// Repetitions; the median is reported.
+const REPS: usize = 5;
+
+/// What one run of the fixture under a tracer reported.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    int3_ns: f64,
+    nop5_ns: f64,
+    max_rss_kb: i64,
+}
+
+fn now_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain clock read into a local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// Runs `cmd` to completion, returning its stderr and peak RSS (KiB, the
+/// largest of it and its waited-for descendants).
+fn run_measured(cmd: &mut Command) -> Result<(String, i64)> {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {cmd:?}"))?;
+    let pid = child.id() as i32;
+    let mut stderr = child.stderr.expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut s).ok();
+        s
+    });
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 reaps our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    if r < 0 {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    let err = reader.join().expect("stderr reader");
+    let st = std::process::ExitStatus::from_raw(status);
+    if !st.success() {
+        bail!("{cmd:?} failed ({st}): {err}");
+    }
+    Ok((err, ru.ru_maxrss))
+}
+
+fn parse_sample(err: &str, rss: i64) -> Result<Sample> {
+    let get = |k: &str| -> Result<f64> {
+        err.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .with_context(|| format!("no '{k}' line in: {err}"))?
+            .trim()
+            .parse()
+            .context("bad number")
+    };
+    Ok(Sample {
+        int3_ns: get("int3 ")?,
+        nop5_ns: get("nop5 ")?,
+        max_rss_kb: rss,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[v.len() / 2]
+}
+
+fn repeat(mut f: impl FnMut() -> Result<Sample>) -> Result<Sample> {
+    let mut all = Vec::new();
+    for _ in 0..REPS {
+        all.push(f()?);
+    }
+    Ok(Sample {
+        int3_ns: median(all.iter().map(|s| s.int3_ns).collect()),
+        nop5_ns: median(all.iter().map(|s| s.nop5_ns).collect()),
+        max_rss_kb: all.iter().map(|s| s.max_rss_kb).max().unwrap_or(0),
+    })
+}
+
+/// Startup: from spawning the tracer to the traced command's first
+/// instruction of `main` (probes are attached before it execs).
+fn startup(cmd: impl Fn() -> Command) -> Result<f64> {
+    let mut v = Vec::new();
+    for _ in 0..REPS {
+        let t0 = now_ns();
+        let out = cmd()
+            .stderr(Stdio::null())
+            .output()
+            .context("startup run")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let start: i64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("start "))
+            .with_context(|| format!("no start line in {text}"))?
+            .trim()
+            .parse()?;
+        v.push((start - t0) as f64 / 1e6);
+    }
+    Ok(median(v))
+}
+
+/// Runs every measurement and writes bench/RESULTS.md.
+pub fn run() -> Result<()> {
+    let fx = fixtures()?;
+    let calls = fx.join("calls");
+    let c = calls.display().to_string();
+    let ri = ri_bin();
+    let bench_cmd = format!("{c} bench {N_INT3} {N_NOP5}");
+    let with_bpftrace = have("bpftrace");
+
+    eprintln!("bench: (a) no probe");
+    let none = repeat(|| {
+        let (err, rss) = run_measured(Command::new(&calls).args([
+            "bench",
+            &N_INT3.to_string(),
+            &N_NOP5.to_string(),
+        ]))?;
+        parse_sample(&err, rss)
+    })?;
+    eprintln!("bench: (b) bare eBPF program");
+    let bare = repeat(|| {
+        let (err, rss) = run_measured(Command::new(&ri).args([
+            "trace",
+            "-q",
+            "--bare",
+            "-c",
+            &bench_cmd,
+            &format!("u:{c}:work_int3"),
+            &format!("u:{c}:work_nop5"),
+        ]))?;
+        parse_sample(&err, rss)
+    })?;
+    eprintln!("bench: (c) ri trace capturing two arguments");
+    let mut ri_lost = Vec::new();
+    let ri_s = repeat(|| {
+        let (err, rss) = run_measured(Command::new(&ri).args([
+            "trace",
+            "--json",
+            "-c",
+            &bench_cmd,
+            &format!("u:{c}:work_int3(a=arg0, b=arg1)"),
+            &format!("u:{c}:work_nop5(a=arg0, b=arg1)"),
+        ]))?;
+        if let Some(l) = err
+            .lines()
+            .find(|l| l.starts_with("ri: ") && l.contains(" events, "))
+        {
+            ri_lost.push(l.trim_start_matches("ri: ").to_string());
+        }
+        parse_sample(&err, rss)
+    })?;
+    let bt = if with_bpftrace {
+        eprintln!("bench: (d) bpftrace capturing two arguments");
+        Some(repeat(|| {
+            let (err, rss) = run_measured(Command::new("bpftrace").args([
+                "-c",
+                &bench_cmd,
+                "-e",
+                &format!(
+                    "uprobe:{c}:work_int3 {{ printf(\"%d %d\\n\", arg0, arg1); }} \
+                     uprobe:{c}:work_nop5 {{ printf(\"%d %d\\n\", arg0, arg1); }}"
+                ),
+            ]))?;
+            parse_sample(&err, rss)
+        })?)
+    } else {
+        None
+    };
+
+    eprintln!("bench: startup");
+    let ri_start = startup(|| {
+        let mut cmd = Command::new(&ri);
+        cmd.args([
+            "trace",
+            "-q",
+            "-c",
+            &format!("{c} start"),
+            &format!("u:{c}:work_nop5(a=arg0, b=arg1)"),
+        ]);
+        cmd
+    })?;
+    let bt_start = if with_bpftrace {
+        Some(startup(|| {
+            let mut cmd = Command::new("bpftrace");
+            cmd.args([
+                "-c",
+                &format!("{c} start"),
+                "-e",
+                &format!("uprobe:{c}:work_nop5 {{ printf(\"%d %d\\n\", arg0, arg1); }}"),
+            ]);
+            cmd
+        })?)
+    } else {
+        None
+    };
+
+    eprintln!("bench: events at full speed (nop5 site, 3 s)");
+    let (spin_err, _) = run_measured(Command::new(&ri).args([
+        "trace",
+        "--json",
+        "-c",
+        &format!("{c} spin 3"),
+        &format!("u:{c}:work_nop5(a=arg0, b=arg1)"),
+    ]))?;
+    let spin_summary = spin_err
+        .lines()
+        .find(|l| l.starts_with("ri: ") && l.contains(" events, "))
+        .unwrap_or("no summary")
+        .trim_start_matches("ri: ")
+        .to_string();
+
+    let report = render(&Report {
+        none,
+        bare,
+        ri: ri_s,
+        bt,
+        ri_start,
+        bt_start,
+        ri_lost,
+        spin_summary,
+    });
+    let path = root().join("bench/RESULTS.md");
+    std::fs::create_dir_all(path.parent().expect("has parent"))?;
+    std::fs::write(&path, &report)?;
+    println!("{report}");
+    eprintln!("bench: wrote {}", path.display());
+    Ok(())
+}
+
+struct Report {
+    none: Sample,
+    bare: Sample,
+    ri: Sample,
+    bt: Option<Sample>,
+    ri_start: f64,
+    bt_start: Option<f64>,
+    ri_lost: Vec<String>,
+    spin_summary: String,
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let _ = writeln!(s, "# ri benchmark results\n");
+    let _ = writeln!(
+        s,
+        "Written by `cargo xtask bench`; every number below comes from one run of it \
+         (median of {REPS} repetitions) on this machine: Linux {}, {} CPUs. \
+         The fixture is `tests/fixtures/calls.c` built with `-g -O2 -fno-omit-frame-pointer`; \
+         `work_int3` has an ordinary entry (uprobe via int3), `work_nop5` a 5-byte nop entry \
+         (the kernel's uprobe fast path). {N_INT3} calls on int3, {N_NOP5} on nop5 per run.\n",
+        kernel.trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = writeln!(s, "## Cost per probed call (ns)\n");
+    let _ = writeln!(s, "| | int3 site | nop5 site |");
+    let _ = writeln!(s, "|---|---:|---:|");
+    let row = |s: &mut String, name: &str, x: &Sample| {
+        let _ = writeln!(s, "| {name} | {:.1} | {:.1} |", x.int3_ns, x.nop5_ns);
+    };
+    row(&mut s, "(a) no probe", &r.none);
+    row(&mut s, "(b) bare eBPF program (returns 0)", &r.bare);
+    row(&mut s, "(c) `ri trace` capturing two arguments", &r.ri);
+    if let Some(bt) = &r.bt {
+        row(&mut s, "(d) bpftrace capturing the same (printf)", bt);
+    } else {
+        let _ = writeln!(s, "| (d) bpftrace | not installed | not installed |");
+    }
+    let _ = writeln!(s, "\n## Targets\n");
+    let ratio = |c: f64, b: f64| c / b;
+    for (site, c, b, d) in [
+        (
+            "int3",
+            r.ri.int3_ns,
+            r.bare.int3_ns,
+            r.bt.map(|x| x.int3_ns),
+        ),
+        (
+            "nop5",
+            r.ri.nop5_ns,
+            r.bare.nop5_ns,
+            r.bt.map(|x| x.nop5_ns),
+        ),
+    ] {
+        let q = ratio(c, b);
+        let _ = writeln!(
+            s,
+            "- {site}: (c)/(b) = {q:.3} (target ≤ 1.15: {})",
+            verdict(q <= 1.15)
+        );
+        if let Some(d) = d {
+            let _ = writeln!(
+                s,
+                "- {site}: (c) {c:.1} ns vs (d) {d:.1} ns (target (c) ≤ (d): {})",
+                verdict(c <= d)
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "- startup, command start → probes attached: ri {:.1} ms (target < 150 ms: {}){}",
+        r.ri_start,
+        verdict(r.ri_start < 150.0),
+        r.bt_start
+            .map(|b| format!("; bpftrace {b:.1} ms"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        s,
+        "- peak RSS during (c): ri {:.1} MB (target < 30 MB: {}){}",
+        r.ri.max_rss_kb as f64 / 1024.0,
+        verdict(r.ri.max_rss_kb < 30 * 1024),
+        r.bt.map(|b| format!("; bpftrace {:.1} MB", b.max_rss_kb as f64 / 1024.0))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(s, "\n## Events at full speed\n");
+    let _ = writeln!(
+        s,
+        "`ri trace --json` (default 16 MiB ring buffer, output to /dev/null) on the nop5 site \
+         while the fixture calls it as fast as it can for 3 s: {}.\n",
+        r.spin_summary
+    );
+    let _ = writeln!(
+        s,
+        "Events and losses in the (c) runs: {}.",
+        r.ri_lost.join("; ")
+    );
+    let _ = writeln!(
+        s,
+        "\nStartup is measured from spawning the tracer to the first line of the traced \
+         command's `main` (both tools attach before the command execs). Peak RSS is the \
+         tracer's `ru_maxrss` from wait4 (the traced fixture, a few hundred KB, is included)."
+    );
+    s
+}
