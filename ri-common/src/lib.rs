@@ -24,8 +24,15 @@ pub const READ_MAX: usize = 2048;
 pub const MAX_PLANS: u32 = 256;
 /// Number of registers copied from `pt_regs` into the interpreter's scratch.
 pub const NUM_REGS: usize = 21;
-/// Default size of the event ring buffer in bytes (a power of two).
-pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+/// Default size of the event ring buffer in bytes (a power of two). The
+/// reader maps it twice (for wrap-around), so it counts twice in ri's RSS.
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+/// The kernel wakes the reader at most this often per CPU while events flow
+/// (plus whenever a quarter of the ring is full); the reader drains on its
+/// own tick too, so no event waits longer than [`READER_TICK_MS`].
+pub const WAKEUP_INTERVAL_NS: u64 = 2_000_000;
+/// The reader's drain tick in ms, for events that arrived without a wakeup.
+pub const READER_TICK_MS: u64 = 10;
 
 /// One plan instruction: an opcode from [`op`] and its operands.
 #[repr(C)]

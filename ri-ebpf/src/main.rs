@@ -8,7 +8,9 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::pt_regs,
+    bindings::{
+        BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, pt_regs,
+    },
     helpers::generated::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_loop,
@@ -20,7 +22,7 @@ use aya_ebpf::{
 };
 use ri_common::{
     DEFAULT_RING_BYTES, EventHeader, HEADER_LEN, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX,
-    STACK_DEPTH, Scratch, op,
+    STACK_DEPTH, Scratch, WAKEUP_INTERVAL_NS, op,
 };
 
 /// Plans by plan id, written by user space before attaching.
@@ -34,6 +36,10 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Events to user space.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// Time of the last reader wakeup this CPU asked for.
+#[map]
+static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Events dropped because the ring buffer was full, per CPU.
 #[map]
@@ -119,13 +125,33 @@ fn run(ctx: *mut c_void) -> u32 {
     let len = HEADER_LEN + out;
     // SAFETY: `len` is at most the size of `s.event` (see Scratch).
     let data = unsafe { core::slice::from_raw_parts(s.event.as_ptr(), len) };
-    if EVENTS.output::<[u8]>(data, 0).is_err()
+    if EVENTS.output::<[u8]>(data, wakeup_flags(hdr.ts_ns)).is_err()
         && let Some(lost) = LOST.get_ptr_mut(0)
     {
         // SAFETY: per-CPU counter.
         unsafe { *lost += 1 };
     }
     0
+}
+
+/// Batches reader wakeups: waking the reader for every event costs more than
+/// the probe itself at high rates. Wake when this CPU has not woken it for
+/// `WAKEUP_INTERVAL_NS` (so sparse events still arrive at once) or when a
+/// quarter of the ring is in use; the reader's own tick drains the rest.
+#[inline(always)]
+fn wakeup_flags(now: u64) -> u64 {
+    let Some(last) = LAST_WAKEUP.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU value.
+    let last = unsafe { &mut *last };
+    let full = EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS.query(BPF_RB_RING_SIZE as u64) / 4;
+    if full || now.wrapping_sub(*last) >= WAKEUP_INTERVAL_NS {
+        *last = now;
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
 }
 
 /// Stack and payload operations on the scratch state, with every index

@@ -11,7 +11,7 @@ OUT=$1
 SRC=$(cd "$(dirname "$0")" && pwd)
 CC=${CC:-gcc}
 # As Motr: debug info, frame pointers, symbols exported (-rdynamic).
-CFLAGS="-std=gnu11 -g -O2 -fno-omit-frame-pointer -Wall -Wextra -Werror -pthread"
+CFLAGS="-std=c11 -g -O2 -fno-omit-frame-pointer -Wall -Wextra -Werror -pthread"
 mkdir -p "$OUT"
 set -x
 # shellcheck disable=SC2086 # M0SIM_CFLAGS is a list of flags

@@ -142,7 +142,7 @@ enum { TRACE_RING_NR = 4096, ADDB2_RING_NR = 4096 };
 
 static struct m0_trace_rec m0_trace_ring[TRACE_RING_NR];
 static pthread_mutex_t trace_lock = PTHREAD_MUTEX_INITIALIZER;
-uint64_t m0sim_trace_nr;   /* records written (under trace_lock) */
+uint64_t m0sim_trace_nr;   /* records written (written under trace_lock) */
 
 /** Records one trace point: the descriptor and the packed arguments go into
  * the ring.  This is the function to put a uprobe on. */
@@ -155,7 +155,9 @@ M0_PROBE void m0_trace_allot(const struct m0_trace_descr *td, const void *body)
 		n = sizeof r->trr_body;
 	pthread_mutex_lock(&trace_lock);
 	r = &m0_trace_ring[m0sim_trace_nr % TRACE_RING_NR];
-	r->trr_seq = m0sim_trace_nr++;
+	r->trr_seq = m0sim_trace_nr;
+	/* Atomic because stats read it without the lock. */
+	__atomic_store_n(&m0sim_trace_nr, r->trr_seq + 1, __ATOMIC_RELAXED);
 	r->trr_time = m0_time_now();
 	r->trr_descr = td;
 	memset(r->trr_body, 0, sizeof r->trr_body);
@@ -278,7 +280,8 @@ M0_PROBE void m0_addb2_add(uint64_t id, int n, const uint64_t *value)
 	if (n > 8)
 		n = 8;
 	pthread_mutex_lock(&addb2_lock);
-	r = &m0_addb2_ring[m0sim_addb2_nr++ % ADDB2_RING_NR];
+	r = &m0_addb2_ring[m0sim_addb2_nr % ADDB2_RING_NR];
+	__atomic_store_n(&m0sim_addb2_nr, m0sim_addb2_nr + 1, __ATOMIC_RELAXED);
 	r->ar_time = m0_time_now();
 	r->ar_id = id;
 	r->ar_nr = n;

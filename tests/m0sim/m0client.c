@@ -406,6 +406,8 @@ static int cmd_fid(int argc, char **argv)
 	struct m0_fid gob, cob;
 	unsigned long devices = 3;
 	const char *name;
+	struct m0sim_sbuf sb;
+	char esc[6 * 256 + 3];
 	uint32_t d;
 
 	if (argc < 2)
@@ -415,10 +417,14 @@ static int cmd_fid(int argc, char **argv)
 		devices = strtoul(argv[3], NULL, 10);
 	else if (argc != 2)
 		return EXIT_USAGE;
+	if (strlen(name) > 256 || devices < 1 || devices > 16)
+		return EXIT_USAGE;
 	m0sim_name_to_id(name, strlen(name), &id);
 	m0_fid_gob_make(&gob, (uint32_t)id.u_hi, id.u_lo);
-	printf("{\"name\":\"%s\",\"id\":\"%" PRIx64 ":%" PRIx64 "\",\"fid\":\""
-	       FID_F "\",\"cobs\":[", name, id.u_hi, id.u_lo, FID_P(&gob));
+	m0sim_sb_init(&sb, esc, sizeof esc);
+	m0sim_sb_json_str(&sb, name, strlen(name));
+	printf("{\"name\":%s,\"id\":\"%" PRIx64 ":%" PRIx64 "\",\"fid\":\""
+	       FID_F "\",\"cobs\":[", esc, id.u_hi, id.u_lo, FID_P(&gob));
 	for (d = 0; d <= devices; d++) {
 		m0_fid_convert_gob2cob(&gob, &cob, d);
 		printf("%s{\"device\":%u,\"cob_fid\":\"" FID_F "\"}", d ? "," : "", d,

@@ -40,15 +40,6 @@ struct m0_rpc_chan {
 	struct m0_rpc_machine *rc_rpc_machine;
 };
 
-/** Network buffer (one frame on the wire). */
-struct m0_net_buffer {
-	void *nb_buffer;
-	m0_bcount_t nb_length;
-	m0_bcount_t nb_offset;
-	int nb_qtype;
-	struct m0_net_end_point *nb_ep;
-};
-
 /* ------------------------------------------------------------ rpc items */
 
 struct m0_rpc_item_type {

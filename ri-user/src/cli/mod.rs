@@ -60,7 +60,7 @@ pub struct TraceArgs {
     #[arg(long)]
     pub json: bool,
     /// Ring buffer size in MiB (a power of two).
-    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    #[arg(long, default_value_t = ri_common::DEFAULT_RING_BYTES >> 20, value_name = "MIB")]
     pub buffer_size: u32,
     /// Print no attach message and no summary.
     #[arg(short, long)]

@@ -369,6 +369,15 @@ impl Compiler<'_> {
                 Ok(Ty::Buf(*n))
             }
             ExprKind::Binary(b, l, r) => self.binary(*b, l, r, span),
+            ExprKind::Member(..)
+            | ExprKind::Index(..)
+            | ExprKind::AddrOf(..)
+            | ExprKind::SizeofType(..)
+            | ExprKind::SizeofExpr(..)
+            | ExprKind::CastNamed(..) => Err(self.err(
+                span,
+                "typed expressions need debug info (not wired yet)".into(),
+            )),
         }
     }
 

@@ -94,8 +94,20 @@ pub enum ExprKind {
     Reg(u32),
     /// `pid`, `tid`, `uid`, `nsecs`, `cpu`, `comm`.
     Builtin(Builtin),
-    /// A name ri does not know yet (DWARF names arrive with typed captures).
+    /// A function parameter by its DWARF name.
     Ident(String),
+    /// `e.name` (`arrow` false) or `e->name` (`arrow` true).
+    Member(Box<Expr>, String, bool),
+    /// `e[i]`.
+    Index(Box<Expr>, Box<Expr>),
+    /// `&e`.
+    AddrOf(Box<Expr>),
+    /// `sizeof(type)`.
+    SizeofType(TypeName),
+    /// `sizeof(expr)`.
+    SizeofExpr(Box<Expr>),
+    /// `(struct name *)e`, `(typedef_name)e`: a cast to a type from debug info.
+    CastNamed(TypeName, Box<Expr>),
     /// Unary operator.
     Unary(UnOp, Box<Expr>),
     /// Binary operator.
@@ -159,6 +171,18 @@ pub enum BinOp {
     Ge,
     LAnd,
     LOr,
+}
+
+/// A type named in a cast or `sizeof`, resolved through debug info:
+/// `struct m0_fop *`, `m0_time_t`, `unsigned long`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypeName {
+    /// The C spelling without pointers: `struct m0_fop`, `m0_time_t`.
+    pub name: String,
+    /// Number of `*`.
+    pub ptr: u8,
+    /// Where it was written.
+    pub span: Span,
 }
 
 /// A C scalar type with pointer depth, as written in a cast: `u32*`, `s8`.

@@ -258,12 +258,25 @@ impl Parser<'_> {
                 span,
             });
         }
-        if t.kind == Tok::Punct("*") {
+        if t.kind == Tok::Punct("*") || t.kind == Tok::Punct("&") {
             self.bump();
             let e = self.unary()?;
             let span = t.span.to(e.span);
+            let kind = if t.kind == Tok::Punct("*") {
+                ExprKind::Deref(Box::new(e))
+            } else {
+                ExprKind::AddrOf(Box::new(e))
+            };
+            return Ok(Expr { kind, span });
+        }
+        if t.kind == Tok::Punct("(")
+            && let Some(tn) = self.try_type_name(1)
+        {
+            self.expect(")")?;
+            let e = self.unary()?;
+            let span = t.span.to(e.span);
             return Ok(Expr {
-                kind: ExprKind::Deref(Box::new(e)),
+                kind: ExprKind::CastNamed(tn, Box::new(e)),
                 span,
             });
         }
@@ -286,7 +299,103 @@ impl Parser<'_> {
                 span,
             });
         }
-        self.primary()
+        self.postfix()
+    }
+
+    /// Member access, `->` and indexing after a primary expression.
+    fn postfix(&mut self) -> Result<Expr, ParseError> {
+        let mut e = self.primary()?;
+        loop {
+            if self.is_punct("->") || self.is_punct(".") {
+                let arrow = self.is_punct("->");
+                self.bump();
+                let t = self.bump();
+                let Tok::Ident(name) = &t.kind else {
+                    return Err(self.unexpected(&t, "expected a member name"));
+                };
+                let span = e.span.to(t.span);
+                e = Expr {
+                    kind: ExprKind::Member(Box::new(e), name.clone(), arrow),
+                    span,
+                };
+            } else if self.is_punct("[") {
+                self.bump();
+                let i = self.expr()?;
+                let close = self.expect("]")?;
+                let span = e.span.to(close.span);
+                e = Expr {
+                    kind: ExprKind::Index(Box::new(e), Box::new(i)),
+                    span,
+                };
+            } else {
+                return Ok(e);
+            }
+        }
+    }
+
+    /// Recognises a type name for debug info starting `at` tokens ahead:
+    /// `struct|union|enum NAME *...`, `NAME *...`, C multi-word base types,
+    /// or a lone `NAME` followed by `)` and the start of an operand. On
+    /// success the tokens up to (not including) `)` are consumed.
+    fn try_type_name(&mut self, at: usize) -> Option<TypeName> {
+        const WORDS: [&str; 7] = ["unsigned", "signed", "long", "short", "int", "char", "const"];
+        let start = self.peek_at(at).span;
+        let mut words: Vec<String> = Vec::new();
+        let mut i = at;
+        while let Tok::Ident(w) = &self.peek_at(i).kind {
+            let tagged = words.first().is_some_and(|f| ["struct", "union", "enum"].contains(&f.as_str()));
+            let more = words.is_empty()
+                || (words.len() == 1 && tagged)
+                || (WORDS.contains(&w.as_str()) && words.iter().all(|x| WORDS.contains(&x.as_str())));
+            if !more {
+                break;
+            }
+            words.push(w.clone());
+            i += 1;
+        }
+        if words.is_empty() {
+            return None;
+        }
+        let first = words[0].as_str();
+        if ["struct", "union", "enum"].contains(&first) && words.len() < 2 {
+            return None;
+        }
+        let mut ptr = 0u8;
+        while matches!(self.peek_at(i).kind, Tok::Punct("*")) {
+            ptr += 1;
+            i += 1;
+        }
+        if !matches!(self.peek_at(i).kind, Tok::Punct(")")) {
+            return None;
+        }
+        let tagged = ["struct", "union", "enum"].contains(&first);
+        let multi = words.len() > 1;
+        if !tagged && !multi && ptr == 0 {
+            // `(name)` is a cast only when an operand follows it.
+            if scalar_type(first).is_some() {
+                return None;
+            }
+            let next = &self.peek_at(i + 1).kind;
+            let operand = matches!(next, Tok::Ident(_) | Tok::Int(_) | Tok::Punct("("));
+            if !operand || is_builtin_name(first) {
+                return None;
+            }
+        }
+        if !tagged && !multi && ptr > 0 && scalar_type(first).is_some() {
+            return None;
+        }
+        for _ in at..i {
+            self.bump();
+        }
+        // The opening parenthesis when `at` is 1.
+        if at == 1 {
+            self.bump();
+        }
+        Some(TypeName {
+            name: words.join(" "),
+            ptr,
+            span: start.to(self.toks[self.pos.saturating_sub(1)].span),
+        })
     }
 
     fn primary(&mut self) -> Result<Expr, ParseError> {
@@ -304,10 +413,52 @@ impl Parser<'_> {
             Tok::Ident(name) if (name == "str" || name == "buf") && self.is_punct("(") => {
                 return self.call(name.clone(), t.span);
             }
+            Tok::Ident(name) if name == "sizeof" && self.is_punct("(") => {
+                return self.sizeof(t.span);
+            }
             Tok::Ident(name) => ident(name),
             _ => return Err(self.unexpected(&t, "expected an expression")),
         };
         Ok(Expr { kind, span: t.span })
+    }
+
+    fn sizeof(&mut self, start: Span) -> Result<Expr, ParseError> {
+        // `sizeof(type)` when what follows reads as a type, else `sizeof(expr)`.
+        let kind = match self.try_sizeof_type() {
+            Some(tn) => ExprKind::SizeofType(tn),
+            None => {
+                self.expect("(")?;
+                ExprKind::SizeofExpr(Box::new(self.expr()?))
+            }
+        };
+        let close = self.expect(")")?;
+        Ok(Expr {
+            kind,
+            span: start.to(close.span),
+        })
+    }
+
+    fn try_sizeof_type(&mut self) -> Option<TypeName> {
+        let save = self.pos;
+        // A lone identifier inside sizeof() is a type unless it is a known
+        // expression name (argN, registers, builtins).
+        if let (Tok::Ident(n), Tok::Punct(")")) = (&self.peek_at(1).kind, &self.peek_at(2).kind) {
+            if matches!(ident(n), ExprKind::Ident(_)) || scalar_type(n).is_some() {
+                let span = self.peek_at(1).span;
+                let name = n.clone();
+                self.bump();
+                self.bump();
+                return Some(TypeName { name, ptr: 0, span });
+            }
+            return None;
+        }
+        match self.try_type_name(1) {
+            Some(t) => Some(t),
+            None => {
+                self.pos = save;
+                None
+            }
+        }
     }
 
     fn call(&mut self, name: String, start: Span) -> Result<Expr, ParseError> {
@@ -337,6 +488,11 @@ impl Parser<'_> {
         };
         Ok(Expr { kind, span })
     }
+}
+
+/// Names that are expressions, never types.
+fn is_builtin_name(name: &str) -> bool {
+    !matches!(ident(name), ExprKind::Ident(_))
 }
 
 fn ident(name: &str) -> ExprKind {
@@ -413,6 +569,24 @@ mod tests {
             }
             k => panic!("{k:?}"),
         }
+    }
+
+    #[test]
+    fn typed_expressions() {
+        let p = ok("u:/b:f(op=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode, x=a[3].b, p=&x->y)");
+        assert!(matches!(&p.captures[0].expr.kind, ExprKind::Member(_, m, false) if m == "rit_opcode"));
+        assert!(matches!(&p.captures[1].expr.kind, ExprKind::Member(i, m, false)
+            if m == "b" && matches!(i.kind, ExprKind::Index(_, _))));
+        assert!(matches!(p.captures[2].expr.kind, ExprKind::AddrOf(_)));
+        let p = ok("u:/b:f(a=(struct m0_fop *)arg1, b=(m0_time_t)arg0, c=(unsigned long)arg0, d=sizeof(struct m0_fid), e=sizeof(x), f=(x) + 1, g=(u32*)arg0)");
+        assert!(matches!(&p.captures[0].expr.kind, ExprKind::CastNamed(t, _) if t.name == "struct m0_fop" && t.ptr == 1));
+        assert!(matches!(&p.captures[1].expr.kind, ExprKind::CastNamed(t, _) if t.name == "m0_time_t" && t.ptr == 0));
+        assert!(matches!(&p.captures[2].expr.kind, ExprKind::CastNamed(t, _) if t.name == "unsigned long"));
+        assert!(matches!(&p.captures[3].expr.kind, ExprKind::SizeofType(t) if t.name == "struct m0_fid"));
+        assert!(matches!(&p.captures[4].expr.kind, ExprKind::SizeofType(t) if t.name == "x"));
+        assert!(matches!(p.captures[5].expr.kind, ExprKind::Binary(BinOp::Add, _, _)));
+        assert!(matches!(p.captures[6].expr.kind, ExprKind::Cast(_, _)));
+        assert!(err("u:/b:f(x->)").contains("expected a member name"));
     }
 
     #[test]

@@ -232,8 +232,13 @@ async fn event_loop(
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut child_status = None;
+    // Events the kernel did not wake us for (it batches wakeups) are picked
+    // up on this tick.
+    let mut tick = tokio::time::interval(Duration::from_millis(ri_common::READER_TICK_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = tick.tick() => d.drain(ring.get_mut()),
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 d.drain(guard.get_inner_mut());
