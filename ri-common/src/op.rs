@@ -7,7 +7,9 @@ pub const END: u8 = 0;
 pub const REG: u8 = 1;
 /// Push `imm`.
 pub const IMM: u8 = 2;
-/// Pop an address, read `width` bytes of user memory, extend, push.
+/// Pop an address, add `imm`, read `width` bytes of user memory there,
+/// extend, push. (The offset folds the member offsets of typed expressions
+/// into one instruction.)
 pub const LOAD: u8 = 3;
 /// Truncate the top value to `width` bytes, then sign- or zero-extend.
 pub const EXT: u8 = 4;

@@ -255,7 +255,7 @@ unsafe extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
         }
         op::IMM => s.push(insn.imm),
         op::LOAD => {
-            let addr = s.pop();
+            let addr = s.pop().wrapping_add(insn.imm);
             let v = read_user(s, addr, insn.width);
             s.push(extend(v, insn.width, insn.signed));
         }

@@ -226,12 +226,24 @@ impl Compiler<'_> {
         )
     }
 
+    /// Reads `t` at the address on the stack. A preceding `IMM k; ADD`
+    /// folds into the load's offset.
     fn load(&mut self, t: CType, span: Span) -> Result<(), PlanError> {
+        let mut offset = 0u64;
+        if let [.., a, b] = self.insns.as_slice()
+            && a.op == op::IMM
+            && b.op == op::ADD
+        {
+            offset = a.imm;
+            // The pair pushed and popped one value: the depth is unchanged.
+            self.insns.truncate(self.insns.len() - 2);
+        }
         self.insn(
             Insn {
                 op: op::LOAD,
                 width: t.width,
                 signed: t.signed as u8,
+                imm: offset,
                 ..Default::default()
             },
             span,
@@ -485,8 +497,8 @@ mod tests {
     #[test]
     fn deref_width_and_pointer_scaling() {
         let p = plan("u:/b:f(x=*(u32*)(arg0+16))");
-        assert_eq!(ops(&p), [op::REG, op::IMM, op::ADD, op::LOAD, op::EMIT]);
-        assert_eq!(p.plan.insns[3].width, 4);
+        assert_eq!(ops(&p), [op::REG, op::LOAD, op::EMIT]);
+        assert_eq!((p.plan.insns[1].width, p.plan.insns[1].imm), (4, 16));
         let p = plan("u:/b:f(x=*((u32*)arg0+2))");
         assert_eq!(
             ops(&p),
