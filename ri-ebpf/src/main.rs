@@ -125,7 +125,9 @@ fn run(ctx: *mut c_void) -> u32 {
     let len = HEADER_LEN + out;
     // SAFETY: `len` is at most the size of `s.event` (see Scratch).
     let data = unsafe { core::slice::from_raw_parts(s.event.as_ptr(), len) };
-    if EVENTS.output::<[u8]>(data, wakeup_flags(hdr.ts_ns)).is_err()
+    if EVENTS
+        .output::<[u8]>(data, wakeup_flags(hdr.ts_ns))
+        .is_err()
         && let Some(lost) = LOST.get_ptr_mut(0)
     {
         // SAFETY: per-CPU counter.

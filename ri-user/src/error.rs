@@ -2,7 +2,8 @@
 //! prints one clear line (plus a caret line for expressions) and exits 2.
 
 use crate::{
-    elf::ElfError, engine::EngineError, plan::PlanError, probe::ParseError, target::TargetError,
+    dwarf::DwarfError, elf::ElfError, engine::EngineError, peek::PeekError, plan::PlanError,
+    probe::ParseError, target::TargetError,
 };
 
 /// Anything that stops a command.
@@ -20,6 +21,12 @@ pub enum Error {
     /// Bad target or pid.
     #[error("{0}")]
     Target(#[from] TargetError),
+    /// Missing or unusable debug info, unknown type, member or variable.
+    #[error("{0}")]
+    Dwarf(#[from] DwarfError),
+    /// A process whose memory cannot be read.
+    #[error("{0}")]
+    Peek(#[from] PeekError),
     /// Kernel-side failure.
     #[error("{0}")]
     Engine(#[from] EngineError),
@@ -49,9 +56,15 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// `ri ctl`: no socket, refused, or the target's error.
+    #[error("{0}")]
+    Ctl(#[from] crate::ctl::CtlError),
     /// Bad command-line usage not caught by the argument parser.
     #[error("{0}")]
     Usage(String),
+    /// `ri report` could not run or write its report.
+    #[error("{0}")]
+    Report(#[from] crate::report::ReportError),
     /// Output or system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

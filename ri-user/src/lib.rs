@@ -1,21 +1,27 @@
 //! ri's controller library. The path of a probe: `probe` parses the string,
 //! `plan` compiles it, `elf` and `target` resolve where it attaches,
 //! `session` and `engine` put it into the kernel, `decode` reads events back
-//! and `sink` writes them. `trace` and `list` are the commands; `cli` holds
+//! and `sink` writes them. `dwarf` reads a binary's types from its debug
+//! info. `trace`, `list`, `peek`, `types` and `report` are the commands; `cli` holds
 //! every flag.
 
 pub mod cli;
+pub mod ctl;
 pub mod decode;
+pub mod dwarf;
 pub mod elf;
 pub mod engine;
 mod error;
 pub mod list;
+pub mod peek;
 pub mod plan;
 pub mod probe;
+pub mod report;
 pub mod session;
 pub mod sink;
 pub mod target;
 pub mod trace;
+pub mod types;
 
 pub use error::Error;
 

@@ -30,6 +30,15 @@ fn main() -> ExitCode {
             Ok(opts) => ri::trace::run(&opts).map(|_| ()),
             Err(msg) => Err(ri::Error::Usage(msg)),
         },
+        Command::Ctl(args) => match args.options() {
+            Ok(opts) => ri::ctl::run(&opts),
+            Err(msg) => Err(ri::Error::Usage(msg)),
+        },
+        Command::Peek(args) => ri::peek::run(&args.options(), &mut std::io::stdout().lock()),
+        Command::Types(args) => {
+            ri::types::run(&args.options(), &mut std::io::stdout().lock()).map(|_| ())
+        }
+        Command::Report(args) => args.options().and_then(|opts| ri::report::run(&opts)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

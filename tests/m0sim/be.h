@@ -161,5 +161,11 @@ int m0_btree_del(struct m0_btree *arbor, const struct m0_btree_key *key,
 int m0_btree_iter(struct m0_btree *arbor, const struct m0_btree_key *key,
 		  struct m0_btree_cb *cb, uint64_t flags, struct m0_btree_op *op);
 bool bnode_find(struct slot *slot, struct m0_btree_key *find_key);
+/** JSON of the node whose cached page contains addr (compared with the
+ * tree's node pages, never dereferenced): 0, -ENOENT or -EIO. */
+int m0_btree_node_json(struct m0_btree *arbor, uint64_t addr,
+		       struct m0sim_sbuf *sb);
+/** Address of the root node's cached page. */
+uintptr_t m0_btree_root_addr(struct m0_btree *arbor);
 
 #endif /* M0SIM_BE_H */

@@ -1066,3 +1066,164 @@ M0_PROBE int m0_btree_del(struct m0_btree *arbor, const struct m0_btree_key *key
 		return rc;
 	}
 }
+
+/* --------------------------------------------------------- inspection */
+
+/* Address of a cached node page, printed as text. */
+static void addr_json(struct m0sim_sbuf *sb, const char *label, const void *p)
+{
+	m0sim_sb_printf(sb, "\"%s\":\"0x%" PRIxPTR "\"", label, (uintptr_t)p);
+}
+
+static const char *key_kind(const struct brec *r)
+{
+	if (r->kl == 0)
+		return "empty";
+	switch (r->k[0]) {
+	case 0x01:
+		return "object";
+	case 0x02:
+		return "cob-ns";
+	case 0x03:
+		return "cob-oi";
+	case 0x04:
+		return "cob-emap";
+	default:
+		return r->k[0] >= 0x20 ? "meta" : "unknown";
+	}
+}
+
+static void hex_json(struct m0sim_sbuf *sb, const uint8_t *p, uint32_t n)
+{
+	uint32_t i;
+
+	m0sim_sb_printf(sb, "\"");
+	for (i = 0; i < n; i++)
+		m0sim_sb_printf(sb, "%02x", p[i]);
+	m0sim_sb_printf(sb, "\"");
+}
+
+/* True when every record of h lies inside the page. */
+static bool node_sane(const struct bnode_head *h)
+{
+	size_t slots_end = sizeof *h + (size_t)h->bh_used * sizeof h->bh_slot[0];
+	int i;
+
+	if (h->bh_magic != BNODE_MAGIC || h->bh_used > REC_MAX ||
+	    slots_end > BE_NODE_SIZE || h->bh_heap < slots_end ||
+	    h->bh_heap > BE_NODE_SIZE)
+		return false;
+	for (i = 0; i < h->bh_used; i++) {
+		uint16_t kl, vl;
+		size_t off = h->bh_slot[i];
+
+		if (off < slots_end || off + 4 > BE_NODE_SIZE)
+			return false;
+		memcpy(&kl, (const uint8_t *)h + off, 2);
+		memcpy(&vl, (const uint8_t *)h + off + 2, 2);
+		if (off + 4 + kl + vl > BE_NODE_SIZE ||
+		    (h->bh_level != 0 && vl != 4))
+			return false;
+	}
+	return true;
+}
+
+/* Child page reference: page number and the address of its cached image. */
+static void child_json(struct m0sim_sbuf *sb, struct m0_be_seg *seg,
+		       const char *label, uint32_t pg)
+{
+	m0sim_sb_printf(sb, "\"%s\":{\"page\":%u,", label, pg);
+	if (pg > 0 && pg < seg_sb(seg)->sb_npages)
+		addr_json(sb, "address", seg->seg_pages[pg]);
+	else
+		m0sim_sb_printf(sb, "\"address\":null");
+	m0sim_sb_printf(sb, "}");
+}
+
+/** Prints, as JSON, the node whose cached page image contains addr.  addr
+ * is only compared with the addresses of the tree's node pages, never
+ * dereferenced; -ENOENT when it is not inside one, -EIO when that page
+ * does not hold a well-formed node. */
+M0_INTERNAL int m0_btree_node_json(struct m0_btree *arbor, uint64_t addr,
+				   struct m0sim_sbuf *sb)
+{
+	struct m0_be_seg *seg = arbor->t_seg;
+	const struct bnode_head *h = NULL;
+	uint32_t pg, npages;
+	int i, rc = 0;
+
+	pthread_mutex_lock(&seg->seg_lock);
+	npages = seg_sb(seg)->sb_npages;
+	for (pg = 1; pg < npages && pg < seg->seg_pages_cap; pg++) {
+		uintptr_t base = (uintptr_t)seg->seg_pages[pg];
+
+		if (base != 0 && addr >= base && addr - base < BE_NODE_SIZE) {
+			h = (const struct bnode_head *)(const void *)seg->seg_pages[pg];
+			break;
+		}
+	}
+	if (h == NULL) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (!node_sane(h)) {
+		rc = -EIO;
+		goto out;
+	}
+	m0sim_sb_printf(sb, "{");
+	addr_json(sb, "address", h);
+	m0sim_sb_printf(sb, ",\"offset\":%" PRIu64 ",\"page\":%u,\"root\":%s,"
+			"\"level\":%u,\"leaf\":%s,\"records\":%u,\"lsn\":%" PRIu64
+			",\"free_bytes\":%zu", addr - (uintptr_t)h, pg,
+			pg == seg_sb(seg)->sb_root ? "true" : "false",
+			h->bh_level, h->bh_level == 0 ? "true" : "false", h->bh_used,
+			h->bh_lsn, h->bh_heap - sizeof *h -
+			(size_t)h->bh_used * sizeof h->bh_slot[0]);
+	if (h->bh_level != 0) {
+		m0sim_sb_printf(sb, ",");
+		child_json(sb, seg, "left", h->bh_left);
+	}
+	m0sim_sb_printf(sb, ",\"recs\":[");
+	for (i = 0; i < h->bh_used; i++) {
+		struct brec r;
+		const char *kind;
+
+		rec_read(h, i, &r);
+		kind = key_kind(&r);
+		m0sim_sb_printf(sb, "%s{\"kind\":\"%s\",\"key\":", i ? "," : "",
+				kind);
+		hex_json(sb, r.k, r.kl);
+		if (strcmp(kind, "meta") == 0 || strcmp(kind, "object") == 0) {
+			m0sim_sb_printf(sb, ",\"key_text\":");
+			m0sim_sb_json_utf8(sb, r.k + (kind[0] == 'o'),
+					   r.kl - (kind[0] == 'o'));
+		}
+		if (h->bh_level != 0) {
+			m0sim_sb_printf(sb, ",");
+			child_json(sb, seg, "child", rec_child(&r));
+		} else {
+			m0sim_sb_printf(sb, ",\"value_bytes\":%u", r.vl);
+			if (strcmp(kind, "meta") == 0) {
+				m0sim_sb_printf(sb, ",\"value\":");
+				m0sim_sb_json_utf8(sb, r.v, r.vl);
+			}
+		}
+		m0sim_sb_printf(sb, "}");
+	}
+	m0sim_sb_printf(sb, "]}");
+out:
+	pthread_mutex_unlock(&seg->seg_lock);
+	return rc;
+}
+
+/** Address of the cached image of the root node. */
+M0_INTERNAL uintptr_t m0_btree_root_addr(struct m0_btree *arbor)
+{
+	struct m0_be_seg *seg = arbor->t_seg;
+	uintptr_t a;
+
+	pthread_mutex_lock(&seg->seg_lock);
+	a = (uintptr_t)seg->seg_pages[seg_sb(seg)->sb_root];
+	pthread_mutex_unlock(&seg->seg_lock);
+	return a;
+}

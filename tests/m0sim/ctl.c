@@ -80,6 +80,18 @@ static int sb_result(const struct m0sim_sbuf *sb)
 	return sb->sb_len > INT32_MAX ? -E2BIG : (int)sb->sb_len;
 }
 
+int m0sim_btree_node_json(uint64_t addr, char *json, size_t len)
+{
+	struct m0sim_sbuf sb;
+	int rc;
+
+	if (!up())
+		return -EAGAIN;
+	m0sim_sb_init(&sb, json, len);
+	rc = m0_btree_node_json(&m0sim_store.st_tree, addr, &sb);
+	return rc != 0 ? rc : sb_result(&sb);
+}
+
 int m0sim_cob_list(struct m0_fid fid, char *json, size_t len)
 {
 	struct m0sim_sbuf sb;

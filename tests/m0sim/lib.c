@@ -469,6 +469,55 @@ void m0sim_sb_json_str(struct m0sim_sbuf *sb, const void *s, size_t len)
 	m0sim_sb_printf(sb, "\"");
 }
 
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if none. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+	unsigned cp;
+	size_t k, i;
+
+	if (p[0] < 0xc2 || p[0] > 0xf4)
+		return 0;
+	k = p[0] < 0xe0 ? 2 : p[0] < 0xf0 ? 3 : 4;
+	if (k > n)
+		return 0;
+	cp = p[0] & (0x7f >> k);
+	for (i = 1; i < k; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if ((k == 3 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) ||
+	    (k == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return k;
+}
+
+void m0sim_sb_json_utf8(struct m0sim_sbuf *sb, const void *s, size_t len)
+{
+	const unsigned char *p = s;
+	size_t i = 0;
+
+	m0sim_sb_printf(sb, "\"");
+	while (i < len) {
+		unsigned char c = p[i];
+		size_t k = c >= 0x80 ? utf8_seq(p + i, len - i) : 0;
+
+		if (k > 0) {
+			m0sim_sb_printf(sb, "%.*s", (int)k, (const char *)p + i);
+			i += k;
+			continue;
+		}
+		if (c == '"' || c == '\\')
+			m0sim_sb_printf(sb, "\\%c", c);
+		else if (c < 0x20 || c >= 0x7f)
+			m0sim_sb_printf(sb, "\\u%04x", c);
+		else
+			m0sim_sb_printf(sb, "%c", c);
+		i++;
+	}
+	m0sim_sb_printf(sb, "\"");
+}
+
 void m0sim_sb_fid(struct m0sim_sbuf *sb, const struct m0_fid *fid)
 {
 	m0sim_sb_printf(sb, "\"" FID_F "\"", FID_P(fid));

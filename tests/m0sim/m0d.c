@@ -2,9 +2,11 @@
  *
  *   m0d [--port N] [--data DIR] [--devices N] [--localities N]
  *       [--handler-delay-us N] [--no-sync] [--trace]
+ *       [--no-control] [--report-dir DIR] [--control-dir DIR]
  *
- * Prints "endpoint inet:tcp:127.0.0.1@PORT" once it accepts requests, and
- * "stats {...}" when it stops (SIGTERM or SIGINT). */
+ * Prints "endpoint inet:tcp:127.0.0.1@PORT" once it accepts requests (and
+ * its control socket, when built with ri-control, is up), and "stats {...}"
+ * when it stops (SIGTERM or SIGINT). */
 #define _GNU_SOURCE
 #define M0_TRACE_SUBSYSTEM M0_TRACE_SUBSYS_OTHER
 #include "reqh.h"
@@ -26,13 +28,17 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: m0d [--port N] [--data DIR] [--devices N] [--localities N]\n"
 		"           [--handler-delay-us N] [--no-sync] [--trace]\n"
+		"           [--no-control] [--report-dir DIR] [--control-dir DIR]\n"
 		"  --port N              TCP port on 127.0.0.1 (0: any free port; default 0)\n"
 		"  --data DIR            data directory (default ./m0sim-data)\n"
 		"  --devices N           data devices, plus one parity device (default 3)\n"
 		"  --localities N        request handler localities (default 2)\n"
 		"  --handler-delay-us N  extra service time per request (default 0)\n"
 		"  --no-sync             no fsync (survives kill -9, not power loss)\n"
-		"  --trace               print trace records to stderr\n");
+		"  --trace               print trace records to stderr\n"
+		"  --no-control          no ri-control socket (and no SIGUSR2 report)\n"
+		"  --report-dir DIR      SIGUSR2 reports go to files in DIR (default stderr)\n"
+		"  --control-dir DIR     directory of the control socket (default: ri-control's)\n");
 }
 
 static int num(const char *s, unsigned long max, unsigned long *out)
@@ -78,12 +84,15 @@ int main(int argc, char **argv)
 		{ "handler-delay-us", required_argument, NULL, 'w' },
 		{ "no-sync", no_argument, NULL, 's' },
 		{ "trace", no_argument, NULL, 't' },
+		{ "no-control", no_argument, NULL, 'C' },
+		{ "report-dir", required_argument, NULL, 'R' },
+		{ "control-dir", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *data = "./m0sim-data";
+	const char *data = "./m0sim-data", *report_dir = NULL, *control_dir = NULL;
 	unsigned long port = 0, devices = 3, locs = 2, delay = 0, v;
-	bool sync = true;
+	bool sync = true, with_control = true;
 	char err[512] = "";
 	uint32_t ndev;
 	sigset_t sigs;
@@ -116,6 +125,15 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			m0sim_trace_print = 1;
+			break;
+		case 'C':
+			with_control = false;
+			break;
+		case 'R':
+			report_dir = optarg;
+			break;
+		case 'D':
+			control_dir = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -154,6 +172,29 @@ int main(int argc, char **argv)
 	}
 	m0sim_store.st_server_ep = m0sim_rpc_machine.rm_ep.nep_addr;
 	m0sim_ctl_ready(1);
+	if (with_control) {
+		struct m0sim_control_cfg cc = {
+			.cc_port = port,
+			.cc_endpoint = m0sim_rpc_machine.rm_ep.nep_addr,
+			.cc_data = data,
+			.cc_devices = devices,
+			.cc_store_devices = ndev,
+			.cc_localities = locs,
+			.cc_delay_us = delay,
+			.cc_sync = sync,
+			.cc_trace = m0sim_trace_print != 0,
+			.cc_report_dir = report_dir,
+			.cc_socket_dir = control_dir,
+		};
+
+		rc = m0sim_control_start(&cc, err, sizeof err);
+		if (rc == 0)
+			fprintf(stderr, "m0d: control socket %s\n",
+				m0sim_control_socket());
+		else if (rc != -ENOTSUP)
+			fprintf(stderr, "m0d: control: %s (running without it)\n",
+				err);
+	}
 	M0_LOG(M0_ALWAYS, "m0d up at %s, data %s, %u+1 devices, %u localities",
 	       m0sim_rpc_machine.rm_ep.nep_addr, data, ndev, (unsigned)locs);
 	printf("endpoint %s\n", m0sim_rpc_machine.rm_ep.nep_addr);
@@ -171,6 +212,7 @@ int main(int argc, char **argv)
 	m0sim_reqh_shutdown(&m0sim_reqh);
 	m0sim_rpc_wait_idle(&m0sim_rpc_machine);
 	print_stats();
+	m0sim_control_stop();
 	m0sim_ctl_ready(0);
 	m0sim_rpc_fini(&m0sim_rpc_machine);
 	m0sim_reqh_fini(&m0sim_reqh);

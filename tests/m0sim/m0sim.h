@@ -335,6 +335,9 @@ void m0sim_sb_printf(struct m0sim_sbuf *sb, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /** Appends a JSON string literal (with quotes) of len bytes. */
 void m0sim_sb_json_str(struct m0sim_sbuf *sb, const void *s, size_t len);
+/** Like m0sim_sb_json_str, but valid UTF-8 sequences are kept as they are
+ * (other bytes >= 0x7f are escaped as \u00XX). */
+void m0sim_sb_json_utf8(struct m0sim_sbuf *sb, const void *s, size_t len);
 void m0sim_sb_fid(struct m0sim_sbuf *sb, const struct m0_fid *fid);
 
 #endif /* M0SIM_H */

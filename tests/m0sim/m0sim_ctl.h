@@ -64,4 +64,35 @@ int m0sim_admin(const char *line, char *out, size_t outlen);
 /** m0d: the service is up (or going down). */
 void m0sim_ctl_ready(int ready);
 
+/** B-tree node of the metadata tree whose page contains address addr, as
+ * JSON (length, like snprintf); -ENOENT when addr is in no node. */
+int m0sim_btree_node_json(uint64_t addr, char *json, size_t len);
+
+/* ------------------------------------------------- control socket (control.c) */
+
+/** m0d's flags as loaded, shown by the "config" report section. */
+struct m0sim_control_cfg {
+	unsigned long cc_port;         /* --port as given (0: any) */
+	const char *cc_endpoint;       /* the bound endpoint */
+	const char *cc_data;           /* --data */
+	unsigned long cc_devices;      /* --devices as given */
+	uint32_t cc_store_devices;     /* data devices of the store */
+	unsigned long cc_localities;   /* --localities */
+	unsigned long cc_delay_us;     /* --handler-delay-us */
+	bool cc_sync;                  /* not --no-sync */
+	bool cc_trace;                 /* --trace */
+	const char *cc_report_dir;     /* --report-dir (NULL: stderr) */
+	const char *cc_socket_dir;     /* --control-dir (NULL: library default) */
+};
+
+/** Starts m0d's control server (ri-control, target name "m0d") with its
+ * commands, report sections and the SIGUSR2 report.  0 or -errno with a
+ * message in err; -ENOTSUP when m0d was built without ri-control. */
+int m0sim_control_start(const struct m0sim_control_cfg *cfg, char *err,
+			size_t errlen);
+/** Path of the control socket, NULL when not started. */
+const char *m0sim_control_socket(void);
+/** Stops the control server (waits for running commands). */
+void m0sim_control_stop(void);
+
 #endif /* M0SIM_CTL_H */

@@ -1397,10 +1397,12 @@ M0_INTERNAL void m0sim_store_stats_json(struct m0sim_store *st,
 	}
 	pthread_mutex_lock(&st->st_seg.seg_lock);
 	sbk = m0_be_seg_sb(&st->st_seg);
-	m0sim_sb_printf(sb, "],\"btree\":{\"root\":%u,\"height\":%u,\"pages\":%u,"
+	m0sim_sb_printf(sb, "],\"btree\":{\"root\":%u,\"root_addr\":\"0x%" PRIxPTR
+			"\",\"height\":%u,\"pages\":%u,"
 			"\"lsn\":%" PRIu64 ",\"wal_bytes\":%" PRIu64
 			",\"checkpoints\":%" PRIu64 ",\"replayed_tx\":%" PRIu64 "}}",
-			sbk->sb_root, sbk->sb_height, sbk->sb_npages, sbk->sb_lsn,
+			sbk->sb_root, m0_btree_root_addr(&st->st_tree),
+			sbk->sb_height, sbk->sb_npages, sbk->sb_lsn,
 			st->st_seg.seg_wal_off, st->st_seg.seg_nr_checkpoints,
 			st->st_seg.seg_replayed);
 	pthread_mutex_unlock(&st->st_seg.seg_lock);

@@ -10,6 +10,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod m0sim;
+
 /// The `ri` binary under test: `$RI_BIN`, else the newest of
 /// `target/{release,debug}/ri`.
 pub fn ri_bin() -> PathBuf {

@@ -12,19 +12,22 @@
 //! stderr_has = ["..."]                    # substrings of stderr
 //! stderr_lines = 1                        # at most this many stderr lines
 //! as_user = "nobody"                      # run ri as another user
+//! each = ["typed-O0", "typed-O2"]         # once per value, as {each}
+//! m0d = true                              # start an m0d first (stopped after)
 //! ```
 //! `{calls}` and other `{NAME}` are fixture paths; `{fixtures}` is their folder.
+//! With `m0d = true`, `{m0d_pid}`, `{m0d_socket}` and `{m0d_endpoint}` name it.
 //! In `seq`, the string "null" matches a JSON null (a read that faulted).
 
 use std::{collections::BTreeMap, process::Command};
 
-use ri_tests::{events, fixtures, require_bpf, ri_bin};
+use ri_tests::{events, fixtures, m0sim::M0d, require_bpf, ri_bin};
 use serde::Deserialize;
 use serde_json::Value;
 
 #[derive(Deserialize)]
 struct File {
-    case: Vec<Case>,
+    case: Vec<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +47,29 @@ struct Case {
     stderr_has: Vec<String>,
     stderr_lines: Option<usize>,
     as_user: Option<String>,
+    #[serde(default)]
+    m0d: bool,
+    /// Run the case once per value, with `{each}` replaced by it.
+    #[serde(default)]
+    each: Vec<String>,
+}
+
+/// Expands a raw case into one case per `each` value.
+fn instances(raw: &toml::Table) -> Result<Vec<Case>, String> {
+    let text = toml::to_string(raw).map_err(|e| e.to_string())?;
+    let base: Case = toml::from_str(&text).map_err(|e| e.to_string())?;
+    if base.each.is_empty() {
+        return Ok(vec![base]);
+    }
+    base.each
+        .iter()
+        .map(|v| {
+            let mut c: Case =
+                toml::from_str(&text.replace("{each}", v)).map_err(|e| e.to_string())?;
+            c.name = format!("{} [{v}]", c.name);
+            Ok(c)
+        })
+        .collect()
 }
 
 fn expand(s: &str) -> String {
@@ -54,7 +80,8 @@ fn expand(s: &str) -> String {
             break;
         };
         let name = &out[start + 1..start + len];
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        let fixture_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if name.is_empty() || !name.chars().all(fixture_char) {
             break;
         }
         let path = dir.join(name).display().to_string();
@@ -73,6 +100,22 @@ fn to_json(v: &toml::Value) -> Value {
 }
 
 fn check(case: &Case) -> Result<(), String> {
+    let m0d = case.m0d.then(M0d::start);
+    let vars: Vec<(&str, String)> = match &m0d {
+        Some(m) => vec![
+            ("{m0d_pid}", m.pid.to_string()),
+            (
+                "{m0d_socket}",
+                m.socket
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            ("{m0d_endpoint}", m.endpoint.clone()),
+        ],
+        None => Vec::new(),
+    };
+    let expand = |s: &str| expand(&vars.iter().fold(s.to_string(), |s, (k, v)| s.replace(k, v)));
     let args: Vec<String> = case.args.iter().map(|a| expand(a)).collect();
     let mut cmd = match &case.as_user {
         Some(user) => {
@@ -136,7 +179,12 @@ fn check(case: &Case) -> Result<(), String> {
     {
         return Err(format!("stderr has more than {n} lines{}", ctx()));
     }
-    let evs = events(&out.stdout);
+    // Only trace cases print events (ri ctl prints other JSON).
+    let evs = if case.count.is_empty() && case.seq.is_empty() {
+        Vec::new()
+    } else {
+        events(&out.stdout)
+    };
     for (probe, want) in &case.count {
         let probe = expand(probe);
         let got = evs
@@ -197,7 +245,11 @@ fn main() {
         let text = std::fs::read_to_string(&f).expect("read case file");
         let file: File = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let stem = f.file_stem().unwrap().to_string_lossy().to_string();
-        for case in file.case {
+        let cases = file
+            .case
+            .iter()
+            .flat_map(|raw| instances(raw).unwrap_or_else(|e| panic!("{}: {e}", f.display())));
+        for case in cases {
             let full = format!("{stem}::{}", case.name);
             if !filter.is_empty() && !filter.iter().any(|p| full.contains(p.as_str())) {
                 continue;

@@ -5,6 +5,7 @@
 //! everything is there. The other tasks run it first.
 
 mod bench;
+mod bench_report;
 mod demo;
 
 use std::{
@@ -242,11 +243,21 @@ fn test(rest: &[String]) -> Result<()> {
     run(&mut c)
 }
 
-/// Builds the C fixtures into `target/fixtures` and returns that folder.
+/// Builds the C fixtures and m0sim (`m0d` with ri-control linked in,
+/// `m0client`) into `target/fixtures` and returns that folder.
 pub fn fixtures() -> Result<PathBuf> {
     let out = target_dir().join("fixtures");
     run(Command::new("sh")
         .arg(root().join("tests/fixtures/build.sh"))
         .arg(&out))?;
+    run(cargo().args(["build", "--release", "-p", "ri-control"]))?;
+    run(Command::new("sh")
+        .arg(root().join("tests/m0sim/build.sh"))
+        .arg(&out)
+        .env(
+            "RI_CONTROL_LIB",
+            target_dir().join("release").join("libri_control.a"),
+        )
+        .env("RI_CONTROL_INCLUDE", root().join("ri-control/include")))?;
     Ok(out)
 }

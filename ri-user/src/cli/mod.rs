@@ -39,6 +39,38 @@ pub enum Command {
     /// retval, registers, pid, tid, uid, nsecs, cpu, comm, integer arithmetic,
     /// casts like (u32*), dereference, str(ADDR[, LEN]) and buf(ADDR, LEN).
     Trace(TraceArgs),
+    /// Talk to a target's control socket (targets linked with ri-control).
+    ///
+    /// `ri ctl --discover` lists control sockets; `ri ctl -p PID --list` lists
+    /// a target's commands; `ri ctl -p PID COMMAND [ARGS...]` runs one. ARGS
+    /// are `key=value`, or values for the command's required arguments in
+    /// order; a value is JSON when it parses as JSON, else a string. A
+    /// command that changes the target asks first on a terminal and
+    /// otherwise needs --yes.
+    Ctl(CtlArgs),
+    /// Print a live process's memory as a typed value, like gdb's print.
+    ///
+    /// `ri peek -p PID SYMBOL` prints a global or static variable;
+    /// `ri peek -p PID ADDRESS TYPE` prints the TYPE (e.g. 'struct foo') at
+    /// ADDRESS. Types and variables come from the DWARF of the executable,
+    /// or of --target. Pointers are followed --depth hops; unreadable memory
+    /// is shown as <unreadable 0x...>.
+    Peek(PeekArgs),
+    /// Show a binary's structs, unions, enums and typedefs, like pahole.
+    ///
+    /// `ri types TARGET [PATTERN]`: member offsets and sizes, bitfields,
+    /// holes and padding, enum values. TARGET is a path or a library name;
+    /// PATTERN a glob over type names (default all).
+    Types(TypesArgs),
+    /// A guru-meditation report on a live process, from outside.
+    ///
+    /// `ri report PID` (or `-p PID`): the process (ids, command line,
+    /// executable and build-id, times, cgroup, scheduling, limits), its
+    /// packages, every thread with its symbolized stack (each thread is
+    /// stopped briefly, one at a time; the pauses are printed), descriptors,
+    /// sockets, memory, configuration (secret-looking environment values
+    /// redacted), and the sections a target running ri-control adds.
+    Report(ReportArgs),
 }
 
 /// Options of `ri trace`.
@@ -112,5 +144,174 @@ pub fn list_options(pid: Option<u32>, args: &[String]) -> ListOptions {
         target,
         pid,
         pattern,
+    }
+}
+
+/// Options of `ri ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// List the control sockets on this machine (pid, name, path, alive).
+    #[arg(long, conflicts_with_all = ["pid", "socket", "name", "list", "command"])]
+    pub discover: bool,
+    /// The target process.
+    #[arg(short, long, value_name = "PID", value_parser = clap::value_parser!(i32).range(1..))]
+    pub pid: Option<i32>,
+    /// The control socket, instead of -p.
+    #[arg(long, value_name = "PATH", conflicts_with = "pid")]
+    pub socket: Option<std::path::PathBuf>,
+    /// The control server's name, when the process has several.
+    #[arg(long, value_name = "NAME", requires = "pid")]
+    pub name: Option<String>,
+    /// List the target's commands.
+    #[arg(long, conflicts_with = "command")]
+    pub list: bool,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Run a mutating command without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// The command to run.
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+    /// Its arguments: key=value, or values of its required arguments in order.
+    #[arg(value_name = "ARGS", allow_negative_numbers = true)]
+    pub args: Vec<String>,
+}
+
+impl CtlArgs {
+    /// The library options these flags stand for.
+    pub fn options(&self) -> Result<crate::ctl::CtlOptions, String> {
+        use crate::ctl::{Action, CtlOptions, Endpoint};
+        let action = match (&self.command, self.discover, self.list) {
+            (_, true, _) => Action::Discover,
+            (None, _, true) => Action::List,
+            (Some(c), _, _) => Action::Call {
+                command: c.clone(),
+                args: self.args.clone(),
+            },
+            (None, _, false) => {
+                return Err("ri ctl needs a COMMAND, --list or --discover".into());
+            }
+        };
+        let endpoint = match (&self.socket, self.pid) {
+            (Some(p), _) => Some(Endpoint::Socket(p.clone())),
+            (None, Some(pid)) => Some(Endpoint::Pid {
+                pid,
+                name: self.name.clone(),
+            }),
+            (None, None) if matches!(action, Action::Discover) => None,
+            (None, None) => return Err("ri ctl needs -p PID or --socket PATH".into()),
+        };
+        Ok(CtlOptions {
+            endpoint,
+            action,
+            json: self.json,
+            yes: self.yes,
+        })
+    }
+}
+
+/// Options of `ri peek`.
+#[derive(Debug, Args)]
+pub struct PeekArgs {
+    /// The process to read.
+    #[arg(short, long, value_name = "PID")]
+    pub pid: u32,
+    /// The binary or library whose debug info and variables to use
+    /// (default: the process's executable).
+    #[arg(long, value_name = "PATH|LIB")]
+    pub target: Option<String>,
+    /// Pointer hops to follow.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub depth: u32,
+    /// Array elements to show before "...N more".
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub elements: usize,
+    /// One JSON object: name, type, addr, value.
+    #[arg(long)]
+    pub json: bool,
+    /// SYMBOL, or ADDRESS TYPE.
+    #[arg(required = true, num_args = 1.., value_name = "SYMBOL | ADDRESS TYPE")]
+    pub what: Vec<String>,
+}
+
+impl PeekArgs {
+    /// The library options these flags stand for.
+    pub fn options(&self) -> crate::peek::PeekOptions {
+        crate::peek::PeekOptions {
+            pid: self.pid,
+            target: self.target.clone(),
+            what: self.what.clone(),
+            depth: self.depth,
+            max_elements: self.elements,
+            json: self.json,
+        }
+    }
+}
+
+/// Options of `ri types`.
+#[derive(Debug, Args)]
+pub struct TypesArgs {
+    /// Resolve a library name in this process's mappings.
+    #[arg(short, long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// A JSON array of the types.
+    #[arg(long)]
+    pub json: bool,
+    /// A binary or library: a path or a name.
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// Glob over type names: 'm0_fid*', 'struct node', '*'.
+    #[arg(value_name = "PATTERN")]
+    pub pattern: Option<String>,
+}
+
+impl TypesArgs {
+    /// The library options these flags stand for.
+    pub fn options(&self) -> crate::types::TypesOptions {
+        crate::types::TypesOptions {
+            target: self.target.clone(),
+            pid: self.pid,
+            pattern: self.pattern.clone(),
+            json: self.json,
+        }
+    }
+}
+
+/// Options of `ri report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The process.
+    #[arg(value_name = "PID", required_unless_present = "pid_flag")]
+    pub pid: Option<u32>,
+    /// The process (same as the positional PID).
+    #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "pid")]
+    pub pid_flag: Option<u32>,
+    /// Print JSON with the same content.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the report to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+    /// Only these sections, comma-separated: process, package, threads,
+    /// files, sockets, memory, config, control.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub sections: Vec<String>,
+    /// List threads without stopping them (no stacks).
+    #[arg(long)]
+    pub no_stacks: bool,
+}
+
+impl ReportArgs {
+    /// The library options these flags stand for.
+    pub fn options(&self) -> Result<crate::report::ReportOptions, crate::Error> {
+        Ok(crate::report::ReportOptions {
+            pid: self.pid.or(self.pid_flag).unwrap_or(0),
+            sections: crate::report::Section::parse_list(&self.sections)?,
+            json: self.json,
+            output: self.output.clone(),
+            no_stacks: self.no_stacks,
+        })
     }
 }

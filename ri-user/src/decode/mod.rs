@@ -3,7 +3,7 @@
 
 use ri_common::{EventHeader, HEADER_LEN};
 
-use crate::plan::{Field, FieldKind};
+use crate::plan::{Field, FieldKind, TypeRef};
 
 /// Errors decoding a record (a plan/decoder mismatch; counted, never fatal).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -29,6 +29,10 @@ pub enum Value<'a> {
     Str(&'a [u8]),
     /// Raw bytes.
     Bytes(&'a [u8]),
+    /// An enum value and its enumerator's name, when it has one.
+    Enum(i64, Option<&'a str>),
+    /// A whole object's bytes and its type.
+    Object(&'a [u8], &'a TypeRef),
     /// The read behind this value faulted.
     Fault,
 }
@@ -52,7 +56,7 @@ pub fn header(data: &[u8]) -> Result<EventHeader, DecodeError> {
 }
 
 /// Decodes a record with the fields of its plan.
-pub fn decode<'a>(data: &'a [u8], fields: &[Field]) -> Result<Event<'a>, DecodeError> {
+pub fn decode<'a>(data: &'a [u8], fields: &'a [Field]) -> Result<Event<'a>, DecodeError> {
     let header = header(data)?;
     let end = HEADER_LEN + header.payload_len as usize;
     if data.len() < end {
@@ -69,8 +73,20 @@ pub fn decode<'a>(data: &'a [u8], fields: &[Field]) -> Result<Event<'a>, DecodeE
     };
     for (i, f) in fields.iter().enumerate() {
         let faulted = i < 64 && header.faults & (1 << i) != 0;
-        let v = match f.kind {
-            FieldKind::Int { signed, hex } => {
+        let v = match &f.kind {
+            FieldKind::Enum(t) => {
+                let w = word(off)?;
+                off += 8;
+                let name = match t.dbg.ty(t.dbg.strip(t.ty)) {
+                    crate::dwarf::Type::Enum { variants, .. } => variants
+                        .iter()
+                        .find(|(_, v)| *v == w as i64)
+                        .map(|(n, _)| n.as_str()),
+                    _ => None,
+                };
+                Value::Enum(w as i64, name)
+            }
+            &FieldKind::Int { signed, hex } => {
                 let w = word(off)?;
                 off += 8;
                 if hex {
@@ -81,14 +97,15 @@ pub fn decode<'a>(data: &'a [u8], fields: &[Field]) -> Result<Event<'a>, DecodeE
                     Value::U64(w)
                 }
             }
-            FieldKind::Str | FieldKind::Buf | FieldKind::Comm => {
+            FieldKind::Str | FieldKind::Buf | FieldKind::Comm | FieldKind::Object(_) => {
                 let n = word(off)? as usize;
                 let bytes = payload
                     .get(off + 8..off + 8 + n)
                     .ok_or(DecodeError::Truncated(data.len()))?;
                 off += 8 + ((n + 7) & !7);
-                match f.kind {
+                match &f.kind {
                     FieldKind::Buf => Value::Bytes(bytes),
+                    FieldKind::Object(t) => Value::Object(bytes, t),
                     _ => {
                         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
                         Value::Str(&bytes[..end])

@@ -3,12 +3,19 @@
 //! decoder needs to read the events back.
 //!
 //! Expressions are type-checked here once (C rules for widths, signedness
-//! and pointer arithmetic); nothing is compiled per event.
+//! and pointer arithmetic; struct layouts from DWARF through [`types`]);
+//! nothing is compiled per event. A typed path like
+//! `fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode` becomes a register
+//! read and a chain of loads with the member offsets folded in.
+
+mod types;
 
 use ri_common::{Insn, MAX_INSNS, PAYLOAD_CAP, Plan, READ_MAX, STACK_DEPTH, op, regs};
 
+pub use types::{Class, Obj, TypeContext, TypeRef};
+
 use crate::probe::{
-    BinOp, Builtin, CType, Expr, ExprKind, ParseError, ProbeKind, ProbeSpec, Span, UnOp,
+    BinOp, Builtin, CType, Expr, ExprKind, ParseError, ProbeKind, ProbeSpec, Span, TypeName, UnOp,
 };
 
 /// Default bound of `str()` when no length is given (as bpftrace).
@@ -20,7 +27,7 @@ pub const DEFAULT_STR_LEN: u64 = 64;
 pub struct PlanError(#[from] pub ParseError);
 
 /// How to decode and print one captured field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum FieldKind {
     /// An integer; pointers print in hex.
     Int {
@@ -35,10 +42,15 @@ pub enum FieldKind {
     Buf,
     /// The command name.
     Comm,
+    /// An enum value, printed by name.
+    Enum(TypeRef),
+    /// A whole object (struct, union, array) captured as bytes, printed
+    /// with its field names.
+    Object(TypeRef),
 }
 
 /// One captured field of an event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Field {
     /// Output name.
     pub name: String,
@@ -58,16 +70,55 @@ pub struct CompiledPlan {
 /// Names the event itself uses; captures may not take them.
 const RESERVED: [&str; 6] = ["probe", "pid", "tid", "cpu", "ts_ns", "faults"];
 
-/// Compiles a parsed probe.
-pub fn compile(spec: &ProbeSpec) -> Result<CompiledPlan, PlanError> {
+/// True when a probe needs debug info: parameter names, members, named types.
+pub fn needs_types(spec: &ProbeSpec) -> bool {
+    fn walk(e: &Expr) -> bool {
+        match &e.kind {
+            ExprKind::Ident(_)
+            | ExprKind::Member(..)
+            | ExprKind::Index(..)
+            | ExprKind::SizeofType(_)
+            | ExprKind::CastNamed(..) => true,
+            ExprKind::Unary(_, a)
+            | ExprKind::Cast(_, a)
+            | ExprKind::Deref(a)
+            | ExprKind::AddrOf(a)
+            | ExprKind::SizeofExpr(a)
+            | ExprKind::Str(a, _)
+            | ExprKind::Buf(a, _) => walk(a),
+            ExprKind::Binary(_, a, b) => walk(a) || walk(b),
+            _ => false,
+        }
+    }
+    spec.captures.iter().any(|c| walk(&c.expr)) || spec.filter.as_ref().is_some_and(walk)
+}
+
+/// True when debug info would improve a probe without being required: a
+/// return value prints by the function's return type.
+pub fn wants_types(spec: &ProbeSpec) -> bool {
+    fn retval(e: &Expr) -> bool {
+        match &e.kind {
+            ExprKind::Retval => true,
+            ExprKind::Unary(_, a) | ExprKind::Str(a, _) | ExprKind::Buf(a, _) => retval(a),
+            _ => false,
+        }
+    }
+    needs_types(spec)
+        || (spec.kind == ProbeKind::Uretprobe && spec.captures.iter().any(|c| retval(&c.expr)))
+}
+
+/// Compiles a parsed probe; `types` gives debug info and the probed
+/// function when the probe uses typed names.
+pub fn compile(spec: &ProbeSpec, types: Option<&TypeContext>) -> Result<CompiledPlan, PlanError> {
     let mut c = Compiler {
         spec,
+        types,
         insns: Vec::new(),
         depth: 0,
     };
     if let Some(f) = &spec.filter {
         let ty = c.expr(f)?;
-        c.need_value(&ty, f.span, "a filter")?;
+        c.rvalue(ty, f.span, "a filter")?;
         c.emit(op::FILTER, f.span)?;
     }
     let mut fields = Vec::new();
@@ -85,21 +136,7 @@ pub fn compile(spec: &ProbeSpec) -> Result<CompiledPlan, PlanError> {
             ));
         }
         let ty = c.expr(&cap.expr)?;
-        let (kind, bytes) = match ty {
-            Ty::Val(t) => {
-                c.emit(op::EMIT, cap.expr.span)?;
-                (
-                    FieldKind::Int {
-                        signed: t.signed && t.ptr == 0,
-                        hex: t.ptr > 0,
-                    },
-                    8,
-                )
-            }
-            Ty::Str(n) => (FieldKind::Str, 8 + round8(n)),
-            Ty::Buf(n) => (FieldKind::Buf, 8 + round8(n)),
-            Ty::Comm => (FieldKind::Comm, 24),
-        };
+        let (kind, bytes) = c.capture(ty, cap.expr.span)?;
         payload += bytes;
         if payload > PAYLOAD_CAP {
             return Err(c.err(
@@ -125,11 +162,14 @@ fn round8(n: u64) -> usize {
     (n as usize + 7) & !7
 }
 
-/// Static type of a compiled expression.
-#[derive(Clone, Copy, Debug)]
+/// What a compiled expression left on the stack.
+#[derive(Clone, Debug)]
 enum Ty {
-    /// A value on the stack.
-    Val(CType),
+    /// A value of this type.
+    Val(Obj),
+    /// The address of an object of this type (an lvalue); a bitfield's bit
+    /// offset and size when it is one.
+    Place(Obj, Option<(u32, u32)>),
     /// A string already emitted, with its bound.
     Str(u64),
     /// Bytes already emitted.
@@ -151,6 +191,7 @@ const S64: CType = CType {
 
 struct Compiler<'a> {
     spec: &'a ProbeSpec,
+    types: Option<&'a TypeContext>,
     insns: Vec<Insn>,
     depth: usize,
 }
@@ -194,25 +235,28 @@ impl Compiler<'_> {
         )
     }
 
-    fn need_value(&self, ty: &Ty, span: Span, what: &str) -> Result<CType, PlanError> {
-        match ty {
-            Ty::Val(t) => Ok(*t),
-            _ => Err(self.err(
-                span,
-                format!("str(), buf() and comm can only be captured, not used in {what}"),
-            )),
-        }
-    }
-
-    fn reg(&mut self, idx: u32, span: Span) -> Result<(), PlanError> {
+    fn with(
+        &mut self,
+        code: u8,
+        width: u8,
+        signed: bool,
+        len: u32,
+        span: Span,
+    ) -> Result<(), PlanError> {
         self.insn(
             Insn {
-                op: op::REG,
-                len: idx,
+                op: code,
+                width,
+                signed: signed as u8,
+                len,
                 ..Default::default()
             },
             span,
         )
+    }
+
+    fn reg(&mut self, idx: u32, span: Span) -> Result<(), PlanError> {
+        self.with(op::REG, 0, false, idx, span)
     }
 
     fn imm(&mut self, v: u64, span: Span) -> Result<(), PlanError> {
@@ -226,9 +270,26 @@ impl Compiler<'_> {
         )
     }
 
-    /// Reads `t` at the address on the stack. A preceding `IMM k; ADD`
-    /// folds into the load's offset.
-    fn load(&mut self, t: CType, span: Span) -> Result<(), PlanError> {
+    /// Adds a constant to the top value, merging with a preceding constant
+    /// addition.
+    fn add_const(&mut self, k: u64, span: Span) -> Result<(), PlanError> {
+        if k == 0 {
+            return Ok(());
+        }
+        if let [.., a, b] = self.insns.as_mut_slice()
+            && a.op == op::IMM
+            && b.op == op::ADD
+        {
+            a.imm = a.imm.wrapping_add(k);
+            return Ok(());
+        }
+        self.imm(k, span)?;
+        self.emit(op::ADD, span)
+    }
+
+    /// Reads `width` bytes at the address on the stack. A preceding
+    /// `IMM k; ADD` folds into the load's offset.
+    fn load(&mut self, width: u8, signed: bool, span: Span) -> Result<(), PlanError> {
         let mut offset = 0u64;
         if let [.., a, b] = self.insns.as_slice()
             && a.op == op::IMM
@@ -241,8 +302,8 @@ impl Compiler<'_> {
         self.insn(
             Insn {
                 op: op::LOAD,
-                width: t.width,
-                signed: t.signed as u8,
+                width,
+                signed: signed as u8,
                 imm: offset,
                 ..Default::default()
             },
@@ -250,42 +311,233 @@ impl Compiler<'_> {
         )
     }
 
+    fn ctx(&self, span: Span, what: &str) -> Result<&TypeContext, PlanError> {
+        self.types.ok_or_else(|| {
+            self.err(
+                span,
+                format!("{what} needs debug info for the probed binary"),
+            )
+        })
+    }
+
+    fn class(&self, o: &Obj, span: Span) -> Result<Class, PlanError> {
+        match o {
+            Obj::Raw(c) if c.ptr > 0 => Ok(Class::Ptr(Some(Obj::Raw(CType {
+                ptr: c.ptr - 1,
+                ..*c
+            })))),
+            Obj::Raw(c) => Ok(Class::Int {
+                width: c.width,
+                signed: c.signed,
+            }),
+            Obj::Ptr(p) => Ok(Class::Ptr(Some((**p).clone()))),
+            Obj::Dw(_) => Ok(self.ctx(span, "a typed value")?.class(o)),
+        }
+    }
+
+    fn size_of(&self, o: &Obj, span: Span) -> Result<u64, PlanError> {
+        match o {
+            Obj::Raw(c) if c.ptr > 0 => Ok(8),
+            Obj::Raw(c) => Ok(c.width as u64),
+            Obj::Ptr(_) => Ok(8),
+            Obj::Dw(id) => {
+                let t = self.ctx(span, "sizeof")?;
+                t.dbg.size_of(*id).ok_or_else(|| {
+                    self.err(
+                        span,
+                        format!("the size of {} is unknown", t.dbg.type_name(*id)),
+                    )
+                })
+            }
+        }
+    }
+
+    fn name_of(&self, o: &Obj) -> String {
+        match (o, self.types) {
+            (Obj::Raw(c), _) => c.to_string(),
+            (Obj::Ptr(p), _) => format!("{} *", self.name_of(p)),
+            (Obj::Dw(id), Some(t)) => t.dbg.type_name(*id),
+            (Obj::Dw(id), None) => format!("type #{id}"),
+        }
+    }
+
+    /// Turns what an expression left into a value on the stack: loads from a
+    /// place, extracts a bitfield, decays an array to its address.
+    fn rvalue(&mut self, ty: Ty, span: Span, what: &str) -> Result<Obj, PlanError> {
+        match ty {
+            Ty::Val(o) => Ok(o),
+            Ty::Place(o, bits) => {
+                let class = self.class(&o, span)?;
+                match class {
+                    Class::Int { width, signed } | Class::Enum { width, signed } => {
+                        match bits {
+                            Some((off, size)) => self.bitfield(off, size, signed, span)?,
+                            None => self.load(width, signed, span)?,
+                        }
+                        Ok(o)
+                    }
+                    Class::Ptr(_) => {
+                        self.load(8, false, span)?;
+                        Ok(o)
+                    }
+                    Class::Array(elem, _) => Ok(Obj::Ptr(Box::new(elem))),
+                    Class::Aggregate(_) => Err(self.err(
+                        span,
+                        format!(
+                            "{} is a struct or union: capture it whole (NAME=EXPR) or pick a member, not in {what}",
+                            self.name_of(&o)
+                        ),
+                    )),
+                    Class::Other(why) => Err(self.err(span, format!("{} {why}", self.name_of(&o)))),
+                }
+            }
+            _ => Err(self.err(
+                span,
+                format!("str(), buf() and comm can only be captured, not used in {what}"),
+            )),
+        }
+    }
+
+    /// Loads the bytes holding a bitfield and extracts it.
+    fn bitfield(&mut self, off: u32, size: u32, signed: bool, span: Span) -> Result<(), PlanError> {
+        let need = off + size;
+        let width = match need {
+            0..=8 => 1,
+            9..=16 => 2,
+            17..=32 => 4,
+            _ => 8,
+        };
+        self.load(width, false, span)?;
+        // Move the field to the top bits, then shift it down with or without
+        // sign extension.
+        self.imm((64 - need) as u64, span)?;
+        self.emit(op::SHL, span)?;
+        self.imm((64 - size) as u64, span)?;
+        self.emit(if signed { op::SAR } else { op::SHR }, span)
+    }
+
+    fn int_value(&mut self, e: &Expr, what: &str) -> Result<Obj, PlanError> {
+        let t = self.expr(e)?;
+        let o = self.rvalue(t, e.span, what)?;
+        match self.class(&o, e.span)? {
+            Class::Int { .. } | Class::Enum { .. } | Class::Ptr(_) => Ok(o),
+            _ => Err(self.err(
+                e.span,
+                format!(
+                    "{} is not a number, cannot use it in {what}",
+                    self.name_of(&o)
+                ),
+            )),
+        }
+    }
+
+    /// Emits a capture and returns its field kind and payload bytes.
+    fn capture(&mut self, ty: Ty, span: Span) -> Result<(FieldKind, usize), PlanError> {
+        match ty {
+            Ty::Str(n) => return Ok((FieldKind::Str, 8 + round8(n))),
+            Ty::Buf(n) => return Ok((FieldKind::Buf, 8 + round8(n))),
+            Ty::Comm => return Ok((FieldKind::Comm, 24)),
+            Ty::Place(ref o, None) => {
+                let class = self.class(o, span)?;
+                if let Class::Array(ref elem, count) = class
+                    && self.is_char(elem, span)?
+                {
+                    let n = count.unwrap_or(DEFAULT_STR_LEN).clamp(1, READ_MAX as u64);
+                    self.with(op::STR, 0, false, n as u32, span)?;
+                    return Ok((FieldKind::Str, 8 + round8(n)));
+                }
+                if matches!(class, Class::Aggregate(_) | Class::Array(..)) {
+                    let Obj::Dw(id) = o else {
+                        return Err(self.err(span, "cannot capture this object whole".into()));
+                    };
+                    let size = self.size_of(o, span)?;
+                    if size == 0 || size > READ_MAX as u64 {
+                        return Err(self.err(
+                            span,
+                            format!(
+                                "{} is {size} bytes; whole captures hold at most {READ_MAX}: capture members instead",
+                                self.name_of(o)
+                            ),
+                        ));
+                    }
+                    self.with(op::BUF, 0, false, size as u32, span)?;
+                    let t = self.ctx(span, "a whole-object capture")?;
+                    return Ok((FieldKind::Object(t.type_ref(*id)), 8 + round8(size)));
+                }
+            }
+            _ => {}
+        }
+        let o = self.rvalue(ty, span, "a capture")?;
+        let kind = match self.class(&o, span)? {
+            Class::Ptr(Some(p)) if matches!(p, Obj::Dw(_)) && self.is_char(&p, span)? => {
+                self.with(op::STR, 0, false, DEFAULT_STR_LEN as u32, span)?;
+                return Ok((FieldKind::Str, 8 + round8(DEFAULT_STR_LEN)));
+            }
+            Class::Ptr(_) => FieldKind::Int {
+                signed: false,
+                hex: true,
+            },
+            Class::Enum { .. } => match &o {
+                Obj::Dw(id) => FieldKind::Enum(self.ctx(span, "an enum")?.type_ref(*id)),
+                _ => FieldKind::Int {
+                    signed: false,
+                    hex: false,
+                },
+            },
+            Class::Int { signed, .. } => FieldKind::Int { signed, hex: false },
+            _ => {
+                return Err(self.err(
+                    span,
+                    format!("cannot capture a value of type {}", self.name_of(&o)),
+                ));
+            }
+        };
+        self.emit(op::EMIT, span)?;
+        Ok((kind, 8))
+    }
+
+    fn is_char(&self, o: &Obj, span: Span) -> Result<bool, PlanError> {
+        Ok(match o {
+            Obj::Dw(_) => self.ctx(span, "a typed value")?.is_char(o),
+            _ => false,
+        })
+    }
+
     fn expr(&mut self, e: &Expr) -> Result<Ty, PlanError> {
         let span = e.span;
         match &e.kind {
             ExprKind::Int(v) => {
                 self.imm(*v, span)?;
-                Ok(Ty::Val(S64))
+                Ok(Ty::Val(Obj::Raw(S64)))
             }
             ExprKind::Arg(n) => {
-                if self.spec.kind == ProbeKind::Uretprobe {
-                    return Err(self.err(
-                        span,
-                        format!("arg{n} is not available in a uretprobe (its register has been reused); capture it at entry"),
-                    ));
-                }
+                self.no_args_at_return(&format!("arg{n}"), span)?;
                 match regs::ARGS.get(*n as usize) {
                     Some(r) => self.reg(*r, span)?,
                     None => {
                         // Stack-passed arguments: above the return address.
                         self.reg(regs::RSP, span)?;
-                        self.imm(8 * (*n as u64 - 5), span)?;
-                        self.emit(op::ADD, span)?;
-                        self.load(U64, span)?;
+                        self.add_const(8 * (*n as u64 - 5), span)?;
+                        self.load(8, false, span)?;
                     }
                 }
-                Ok(Ty::Val(U64))
+                Ok(Ty::Val(Obj::Raw(U64)))
             }
             ExprKind::Retval => {
                 if self.spec.kind != ProbeKind::Uretprobe {
-                    return Err(self.err(span, "retval is only available in a uretprobe (ur:)".into()));
+                    return Err(
+                        self.err(span, "retval is only available in a uretprobe (ur:)".into())
+                    );
                 }
                 self.reg(regs::RAX, span)?;
-                Ok(Ty::Val(U64))
+                let ret = self.types.and_then(|t| t.function()).and_then(|f| f.ret);
+                let o = ret.map_or(Obj::Raw(U64), Obj::Dw);
+                self.narrow(&o, span)?;
+                Ok(Ty::Val(o))
             }
             ExprKind::Reg(r) => {
                 self.reg(*r, span)?;
-                Ok(Ty::Val(U64))
+                Ok(Ty::Val(Obj::Raw(U64)))
             }
             ExprKind::Builtin(b) => {
                 let code = match b {
@@ -300,15 +552,11 @@ impl Compiler<'_> {
                     }
                 };
                 self.emit(code, span)?;
-                Ok(Ty::Val(U64))
+                Ok(Ty::Val(Obj::Raw(U64)))
             }
-            ExprKind::Ident(name) => Err(self.err(
-                span,
-                format!("unknown identifier '{name}' (use argN, retval, a register, pid, tid, uid, nsecs, cpu or comm)"),
-            )),
+            ExprKind::Ident(name) => self.param(name, span),
             ExprKind::Unary(u, inner) => {
-                let t = self.expr(inner)?;
-                let t = self.need_value(&t, inner.span, "arithmetic")?;
+                let o = self.int_value(inner, "arithmetic")?;
                 let code = match u {
                     UnOp::Neg => op::NEG,
                     UnOp::Not => op::NOT,
@@ -316,81 +564,311 @@ impl Compiler<'_> {
                 };
                 self.emit(code, span)?;
                 Ok(Ty::Val(match u {
-                    UnOp::Not => U64,
-                    _ => CType { ptr: 0, ..t },
+                    UnOp::Not => Obj::Raw(U64),
+                    _ => match self.class(&o, span)? {
+                        Class::Int { signed: true, .. } | Class::Enum { signed: true, .. } => {
+                            Obj::Raw(S64)
+                        }
+                        _ => Obj::Raw(U64),
+                    },
                 }))
             }
             ExprKind::Cast(to, inner) => {
-                let t = self.expr(inner)?;
-                self.need_value(&t, inner.span, "a cast")?;
+                self.int_value(inner, "a cast")?;
                 if to.ptr == 0 && to.width < 8 {
-                    self.insn(
-                        Insn {
-                            op: op::EXT,
-                            width: to.width,
-                            signed: to.signed as u8,
-                            ..Default::default()
-                        },
-                        span,
-                    )?;
+                    self.with(op::EXT, to.width, to.signed, 0, span)?;
                 }
-                Ok(Ty::Val(*to))
+                Ok(Ty::Val(Obj::Raw(*to)))
+            }
+            ExprKind::CastNamed(tn, inner) => {
+                let target = self.named_type(tn)?;
+                self.int_value(inner, "a cast")?;
+                if let Class::Int { width, signed } | Class::Enum { width, signed } =
+                    self.class(&target, tn.span)?
+                    && width < 8
+                {
+                    self.with(op::EXT, width, signed, 0, span)?;
+                }
+                if let Class::Aggregate(_) | Class::Array(..) = self.class(&target, tn.span)? {
+                    return Err(self.err(
+                        tn.span,
+                        format!(
+                            "cannot cast a value to {}; cast to a pointer and dereference",
+                            self.name_of(&target)
+                        ),
+                    ));
+                }
+                Ok(Ty::Val(target))
             }
             ExprKind::Deref(inner) => {
-                let t = self.expr(inner)?;
-                let t = self.need_value(&t, inner.span, "a dereference")?;
-                let pointee = if t.ptr == 0 {
-                    U64
-                } else {
-                    CType {
-                        ptr: t.ptr - 1,
-                        ..t
+                let o = self.int_value(inner, "a dereference")?;
+                match self.class(&o, inner.span)? {
+                    Class::Ptr(Some(p)) => Ok(Ty::Place(p, None)),
+                    Class::Ptr(None) => Err(self.err(
+                        inner.span,
+                        "cannot dereference a void pointer; cast it first".into(),
+                    )),
+                    // A plain integer reads a u64 there (as `*arg0` in bpftrace).
+                    _ if matches!(o, Obj::Raw(_)) => Ok(Ty::Place(Obj::Raw(U64), None)),
+                    _ => Err(self.err(
+                        inner.span,
+                        format!(
+                            "cannot dereference {}: it is not a pointer",
+                            self.name_of(&o)
+                        ),
+                    )),
+                }
+            }
+            ExprKind::AddrOf(inner) => match self.expr(inner)? {
+                Ty::Place(o, None) => Ok(Ty::Val(Obj::Ptr(Box::new(o)))),
+                Ty::Place(_, Some(_)) => {
+                    Err(self.err(span, "cannot take the address of a bitfield".into()))
+                }
+                _ => Err(self.err(
+                    inner.span,
+                    "& needs an object in memory (a member, an element or *p)".into(),
+                )),
+            },
+            ExprKind::Member(inner, name, arrow) => self.member(inner, name, *arrow, span),
+            ExprKind::Index(base, idx) => {
+                let elem = match self.expr(base)? {
+                    Ty::Place(o, None)
+                        if matches!(self.class(&o, base.span)?, Class::Array(..)) =>
+                    {
+                        let Class::Array(elem, _) = self.class(&o, base.span)? else {
+                            unreachable!()
+                        };
+                        elem
+                    }
+                    t => {
+                        let o = self.rvalue(t, base.span, "an index")?;
+                        match self.class(&o, base.span)? {
+                            Class::Ptr(Some(p)) => p,
+                            _ => {
+                                return Err(self.err(
+                                    base.span,
+                                    format!(
+                                        "cannot index {}: not an array or pointer",
+                                        self.name_of(&o)
+                                    ),
+                                ));
+                            }
+                        }
                     }
                 };
-                let load = if pointee.ptr > 0 { U64 } else { pointee };
-                self.load(load, span)?;
-                Ok(Ty::Val(pointee))
+                let size = self.size_of(&elem, span)?;
+                if let ExprKind::Int(k) = idx.kind {
+                    self.add_const(k.wrapping_mul(size), span)?;
+                } else {
+                    self.int_value(idx, "an index")?;
+                    if size != 1 {
+                        self.imm(size, span)?;
+                        self.emit(op::MUL, span)?;
+                    }
+                    self.emit(op::ADD, span)?;
+                }
+                Ok(Ty::Place(elem, None))
+            }
+            ExprKind::SizeofType(tn) => {
+                let o = match self.named_type(tn) {
+                    Ok(o) => o,
+                    Err(e) => match self.param_type(&tn.name) {
+                        Some(o) if tn.ptr == 0 => o,
+                        _ => return Err(e),
+                    },
+                };
+                let n = self.size_of(&o, span)?;
+                self.imm(n, span)?;
+                Ok(Ty::Val(Obj::Raw(U64)))
+            }
+            ExprKind::SizeofExpr(inner) => {
+                let (mark, depth) = (self.insns.len(), self.depth);
+                let t = self.expr(inner)?;
+                let o = match &t {
+                    Ty::Val(o) | Ty::Place(o, _) => o.clone(),
+                    _ => return Err(self.err(inner.span, "sizeof needs a typed expression".into())),
+                };
+                let n = self.size_of(&o, span)?;
+                self.insns.truncate(mark);
+                self.depth = depth;
+                self.imm(n, span)?;
+                Ok(Ty::Val(Obj::Raw(U64)))
             }
             ExprKind::Str(inner, len) => {
-                let t = self.expr(inner)?;
-                self.need_value(&t, inner.span, "str()")?;
+                self.int_value(inner, "str()")?;
                 let n = len.unwrap_or(DEFAULT_STR_LEN);
                 self.bound(n, span)?;
-                self.insn(
-                    Insn {
-                        op: op::STR,
-                        len: n as u32,
-                        ..Default::default()
-                    },
-                    span,
-                )?;
+                self.with(op::STR, 0, false, n as u32, span)?;
                 Ok(Ty::Str(n))
             }
             ExprKind::Buf(inner, n) => {
-                let t = self.expr(inner)?;
-                self.need_value(&t, inner.span, "buf()")?;
+                self.int_value(inner, "buf()")?;
                 self.bound(*n, span)?;
-                self.insn(
-                    Insn {
-                        op: op::BUF,
-                        len: *n as u32,
-                        ..Default::default()
-                    },
-                    span,
-                )?;
+                self.with(op::BUF, 0, false, *n as u32, span)?;
                 Ok(Ty::Buf(*n))
             }
             ExprKind::Binary(b, l, r) => self.binary(*b, l, r, span),
-            ExprKind::Member(..)
-            | ExprKind::Index(..)
-            | ExprKind::AddrOf(..)
-            | ExprKind::SizeofType(..)
-            | ExprKind::SizeofExpr(..)
-            | ExprKind::CastNamed(..) => Err(self.err(
-                span,
-                "typed expressions need debug info (not wired yet)".into(),
-            )),
         }
+    }
+
+    fn no_args_at_return(&self, what: &str, span: Span) -> Result<(), PlanError> {
+        if self.spec.kind == ProbeKind::Uretprobe {
+            return Err(self.err(
+                span,
+                format!("{what} is not available in a uretprobe (its register has been reused); capture it at entry"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn param_type(&self, name: &str) -> Option<Obj> {
+        let f = self.types?.function()?;
+        f.params
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| Obj::Dw(p.ty))
+    }
+
+    /// A parameter by its DWARF name, read from its System V register.
+    fn param(&mut self, name: &str, span: Span) -> Result<Ty, PlanError> {
+        let Some(t) = self.types else {
+            return Err(self.err(
+                span,
+                format!("unknown identifier '{name}' (use argN, retval, a register, pid, tid, uid, nsecs, cpu or comm)"),
+            ));
+        };
+        let Some(f) = t.function() else {
+            return Err(self.err(
+                span,
+                format!("unknown identifier '{name}': the probed function has no debug info"),
+            ));
+        };
+        let Some(pos) = f.params.iter().position(|p| p.name == name) else {
+            let names: Vec<&str> = f.params.iter().map(|p| p.name.as_str()).collect();
+            return Err(self.err(
+                span,
+                format!(
+                    "unknown identifier '{name}' ({} has parameters: {})",
+                    f.name,
+                    names.join(", ")
+                ),
+            ));
+        };
+        self.no_args_at_return(&format!("parameter '{name}'"), span)?;
+        let reg = t
+            .param_register(f, pos)
+            .map_err(|why| self.err(span, format!("parameter '{name}' {why}")))?;
+        let o = Obj::Dw(f.params[pos].ty);
+        self.reg(regs::ARGS[reg], span)?;
+        self.narrow(&o, span)?;
+        Ok(Ty::Val(o))
+    }
+
+    /// A register holds a narrow integer in its low bytes only: truncate and
+    /// extend it to its type's width.
+    fn narrow(&mut self, o: &Obj, span: Span) -> Result<(), PlanError> {
+        if let Class::Int { width, signed } | Class::Enum { width, signed } = self.class(o, span)?
+            && width < 8
+        {
+            self.with(op::EXT, width, signed, 0, span)?;
+        }
+        Ok(())
+    }
+
+    fn named_type(&self, tn: &TypeName) -> Result<Obj, PlanError> {
+        let base = match crate::probe::scalar_type(&tn.name) {
+            Some((width, signed)) => Obj::Raw(CType {
+                width,
+                signed,
+                ptr: 0,
+            }),
+            None => {
+                let t = self.ctx(tn.span, &format!("the type '{}'", tn.name))?;
+                match t.dbg.type_by_name(&tn.name) {
+                    Some(id) => Obj::Dw(id),
+                    None => {
+                        let close = t.close_types(&tn.name);
+                        let hint = if close.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (did you mean {}?)", close.join(", "))
+                        };
+                        return Err(self.err(
+                            tn.span,
+                            format!(
+                                "unknown type '{}' in {}{hint}",
+                                tn.name,
+                                t.dbg.path().display()
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        Ok((0..tn.ptr).fold(base, |o, _| Obj::Ptr(Box::new(o))))
+    }
+
+    fn member(
+        &mut self,
+        inner: &Expr,
+        name: &str,
+        arrow: bool,
+        span: Span,
+    ) -> Result<Ty, PlanError> {
+        let t = self.expr(inner)?;
+        let obj = if arrow {
+            let o = self.rvalue(t, inner.span, "'->'")?;
+            match self.class(&o, inner.span)? {
+                Class::Ptr(Some(p)) => p,
+                _ => {
+                    return Err(self.err(
+                        inner.span,
+                        format!(
+                            "'->' needs a pointer to a struct, but this is {}{}",
+                            self.name_of(&o),
+                            if matches!(self.class(&o, inner.span)?, Class::Aggregate(_)) {
+                                "; use '.'"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
+            }
+        } else {
+            match t {
+                Ty::Place(o, None) => o,
+                Ty::Val(o) => {
+                    let hint = if matches!(self.class(&o, inner.span)?, Class::Ptr(_)) {
+                        "; use '->'"
+                    } else {
+                        ""
+                    };
+                    return Err(self.err(
+                        inner.span,
+                        format!("'.' needs a struct, but this is {}{hint}", self.name_of(&o)),
+                    ));
+                }
+                _ => return Err(self.err(inner.span, "'.' needs a struct".into())),
+            }
+        };
+        let Obj::Dw(id) = obj else {
+            return Err(self.err(inner.span, format!("{} has no members", self.name_of(&obj))));
+        };
+        let t = self.ctx(span, "member access")?;
+        let m = t.dbg.member(id, name).map_err(|e| {
+            self.err(
+                Span::new(span.end.saturating_sub(name.len()), span.end),
+                e.to_string(),
+            )
+        })?;
+        self.add_const(m.offset, span)?;
+        let bits = match (m.bit_offset, m.bit_size) {
+            (Some(o), Some(s)) => Some((o, s)),
+            (None, Some(s)) => Some((0, s)),
+            _ => None,
+        };
+        Ok(Ty::Place(Obj::Dw(m.ty), bits))
     }
 
     fn bound(&self, n: u64, span: Span) -> Result<(), PlanError> {
@@ -401,14 +879,26 @@ impl Compiler<'_> {
     }
 
     fn binary(&mut self, b: BinOp, l: &Expr, r: &Expr, span: Span) -> Result<Ty, PlanError> {
-        let lt = self.expr(l)?;
-        let lt = self.need_value(&lt, l.span, "arithmetic")?;
-        let rt = self.expr(r)?;
-        let rt = self.need_value(&rt, r.span, "arithmetic")?;
-        let signed = lt.signed && rt.signed && lt.ptr == 0 && rt.ptr == 0;
+        let lt = self.int_value(l, "arithmetic")?;
+        let lc = self.class(&lt, l.span)?;
+        let rt = self.int_value(r, "arithmetic")?;
+        let rc = self.class(&rt, r.span)?;
+        let is_signed = |c: &Class| {
+            matches!(
+                c,
+                Class::Int { signed: true, .. } | Class::Enum { signed: true, .. }
+            )
+        };
+        let signed = is_signed(&lc) && is_signed(&rc);
         // Pointer arithmetic scales the integer side by the pointee size.
-        if matches!(b, BinOp::Add | BinOp::Sub) && lt.ptr > 0 && rt.ptr == 0 {
-            let size = if lt.ptr > 1 { 8 } else { lt.width as u64 };
+        if matches!(b, BinOp::Add | BinOp::Sub)
+            && let Class::Ptr(pointee) = &lc
+            && !matches!(rc, Class::Ptr(_))
+        {
+            let size = match pointee {
+                Some(p) => self.size_of(p, span)?,
+                None => 1,
+            };
             if size > 1 {
                 self.imm(size, span)?;
                 self.emit(op::MUL, span)?;
@@ -428,7 +918,7 @@ impl Compiler<'_> {
             BinOp::Or => op::OR,
             BinOp::Xor => op::XOR,
             BinOp::Shl => op::SHL,
-            BinOp::Shr if lt.signed && lt.ptr == 0 => op::SAR,
+            BinOp::Shr if is_signed(&lc) => op::SAR,
             BinOp::Shr => op::SHR,
             BinOp::Eq => op::EQ,
             BinOp::Ne => op::NE,
@@ -455,13 +945,13 @@ impl Compiler<'_> {
                 | BinOp::LOr
         );
         Ok(Ty::Val(if is_cmp {
-            U64
-        } else if lt.ptr > 0 {
+            Obj::Raw(U64)
+        } else if matches!(lc, Class::Ptr(_)) {
             lt
         } else if signed {
-            S64
+            Obj::Raw(S64)
         } else {
-            U64
+            Obj::Raw(U64)
         }))
     }
 }
@@ -472,11 +962,13 @@ mod tests {
     use crate::probe::parse_probe;
 
     fn plan(s: &str) -> CompiledPlan {
-        compile(&parse_probe(s).unwrap()).unwrap_or_else(|e| panic!("{e}"))
+        compile(&parse_probe(s).unwrap(), None).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn err(s: &str) -> String {
-        compile(&parse_probe(s).unwrap()).unwrap_err().to_string()
+        compile(&parse_probe(s).unwrap(), None)
+            .unwrap_err()
+            .to_string()
     }
 
     fn ops(p: &CompiledPlan) -> Vec<u8> {
@@ -521,6 +1013,14 @@ mod tests {
                 hex: false
             }
         );
+        let p = plan("u:/b:f(x=(u64**)arg0)");
+        assert_eq!(
+            p.fields[0].kind,
+            FieldKind::Int {
+                signed: false,
+                hex: true
+            }
+        );
     }
 
     #[test]
@@ -548,5 +1048,7 @@ mod tests {
         assert!(err("u:/b:f(pid=arg0)").contains("capture name 'pid' is taken"));
         assert!(err("u:/b:f(str(arg0)+1)").contains("can only be captured"));
         assert!(err("u:/b:f(str(arg0, 100000))").contains("length must be between"));
+        assert!(err("u:/b:f(x=arg0->y)").contains("'->' needs a pointer to a struct"));
+        assert!(err("u:/b:f(x=(struct foo *)arg0)").contains("needs debug info"));
     }
 }

@@ -338,15 +338,20 @@ impl Parser<'_> {
     /// or a lone `NAME` followed by `)` and the start of an operand. On
     /// success the tokens up to (not including) `)` are consumed.
     fn try_type_name(&mut self, at: usize) -> Option<TypeName> {
-        const WORDS: [&str; 7] = ["unsigned", "signed", "long", "short", "int", "char", "const"];
+        const WORDS: [&str; 7] = [
+            "unsigned", "signed", "long", "short", "int", "char", "const",
+        ];
         let start = self.peek_at(at).span;
         let mut words: Vec<String> = Vec::new();
         let mut i = at;
         while let Tok::Ident(w) = &self.peek_at(i).kind {
-            let tagged = words.first().is_some_and(|f| ["struct", "union", "enum"].contains(&f.as_str()));
+            let tagged = words
+                .first()
+                .is_some_and(|f| ["struct", "union", "enum"].contains(&f.as_str()));
             let more = words.is_empty()
                 || (words.len() == 1 && tagged)
-                || (WORDS.contains(&w.as_str()) && words.iter().all(|x| WORDS.contains(&x.as_str())));
+                || (WORDS.contains(&w.as_str())
+                    && words.iter().all(|x| WORDS.contains(&x.as_str())));
             if !more {
                 break;
             }
@@ -573,18 +578,36 @@ mod tests {
 
     #[test]
     fn typed_expressions() {
-        let p = ok("u:/b:f(op=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode, x=a[3].b, p=&x->y)");
-        assert!(matches!(&p.captures[0].expr.kind, ExprKind::Member(_, m, false) if m == "rit_opcode"));
-        assert!(matches!(&p.captures[1].expr.kind, ExprKind::Member(i, m, false)
-            if m == "b" && matches!(i.kind, ExprKind::Index(_, _))));
+        let p =
+            ok("u:/b:f(op=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode, x=a[3].b, p=&x->y)");
+        assert!(
+            matches!(&p.captures[0].expr.kind, ExprKind::Member(_, m, false) if m == "rit_opcode")
+        );
+        assert!(
+            matches!(&p.captures[1].expr.kind, ExprKind::Member(i, m, false)
+            if m == "b" && matches!(i.kind, ExprKind::Index(_, _)))
+        );
         assert!(matches!(p.captures[2].expr.kind, ExprKind::AddrOf(_)));
-        let p = ok("u:/b:f(a=(struct m0_fop *)arg1, b=(m0_time_t)arg0, c=(unsigned long)arg0, d=sizeof(struct m0_fid), e=sizeof(x), f=(x) + 1, g=(u32*)arg0)");
-        assert!(matches!(&p.captures[0].expr.kind, ExprKind::CastNamed(t, _) if t.name == "struct m0_fop" && t.ptr == 1));
-        assert!(matches!(&p.captures[1].expr.kind, ExprKind::CastNamed(t, _) if t.name == "m0_time_t" && t.ptr == 0));
-        assert!(matches!(&p.captures[2].expr.kind, ExprKind::CastNamed(t, _) if t.name == "unsigned long"));
-        assert!(matches!(&p.captures[3].expr.kind, ExprKind::SizeofType(t) if t.name == "struct m0_fid"));
+        let p = ok(
+            "u:/b:f(a=(struct m0_fop *)arg1, b=(m0_time_t)arg0, c=(unsigned long)arg0, d=sizeof(struct m0_fid), e=sizeof(x), f=(x) + 1, g=(u32*)arg0)",
+        );
+        assert!(
+            matches!(&p.captures[0].expr.kind, ExprKind::CastNamed(t, _) if t.name == "struct m0_fop" && t.ptr == 1)
+        );
+        assert!(
+            matches!(&p.captures[1].expr.kind, ExprKind::CastNamed(t, _) if t.name == "m0_time_t" && t.ptr == 0)
+        );
+        assert!(
+            matches!(&p.captures[2].expr.kind, ExprKind::CastNamed(t, _) if t.name == "unsigned long")
+        );
+        assert!(
+            matches!(&p.captures[3].expr.kind, ExprKind::SizeofType(t) if t.name == "struct m0_fid")
+        );
         assert!(matches!(&p.captures[4].expr.kind, ExprKind::SizeofType(t) if t.name == "x"));
-        assert!(matches!(p.captures[5].expr.kind, ExprKind::Binary(BinOp::Add, _, _)));
+        assert!(matches!(
+            p.captures[5].expr.kind,
+            ExprKind::Binary(BinOp::Add, _, _)
+        ));
         assert!(matches!(p.captures[6].expr.kind, ExprKind::Cast(_, _)));
         assert!(err("u:/b:f(x->)").contains("expected a member name"));
     }

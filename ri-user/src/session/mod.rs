@@ -3,13 +3,14 @@
 
 pub mod child;
 
-use std::path::PathBuf;
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use crate::{
     Error,
+    dwarf::DebugInfo,
     elf::ElfFile,
     engine::{Engine, Program},
-    plan::{CompiledPlan, compile},
+    plan::{CompiledPlan, TypeContext, compile, needs_types, wants_types},
     probe::{ProbeKind, ProbeSpec, parse_probe},
     target,
 };
@@ -57,9 +58,13 @@ impl ProbeSet {
     pub fn build(texts: &[String], pids: &[u32]) -> Result<Self, Error> {
         let mut probes = Vec::new();
         let mut sites = Vec::new();
+        let mut debug: HashMap<PathBuf, Arc<DebugInfo>> = HashMap::new();
         for text in texts {
             let spec = parse_probe(text)?;
-            let plan = compile(&spec)?;
+            if !needs_types(&spec) {
+                // Syntax and semantic errors first, before touching any file.
+                compile(&spec, None)?;
+            }
             let path = target::resolve(&spec.target, pids)?;
             let elf = ElfFile::open(&path)?;
             let matches = if spec.func.contains(['*', '?']) {
@@ -74,6 +79,28 @@ impl ProbeSet {
             } else {
                 vec![elf.function(&spec.func)?]
             };
+            let dbg = if wants_types(&spec) {
+                match debug.get(&elf.path) {
+                    Some(d) => Some(d.clone()),
+                    None => match DebugInfo::load(&elf.path) {
+                        Ok(d) => {
+                            let d = Arc::new(d);
+                            debug.insert(elf.path.clone(), d.clone());
+                            Some(d)
+                        }
+                        Err(e) if needs_types(&spec) => return Err(e.into()),
+                        Err(_) => None,
+                    },
+                }
+            } else {
+                None
+            };
+            // Parameter names are per function: a wildcard must match one.
+            let ctx = dbg.map(|dbg| TypeContext {
+                dbg,
+                func: (matches.len() == 1).then(|| matches[0].name.clone()),
+            });
+            let plan = compile(&spec, ctx.as_ref())?;
             let (prefix, short) = match spec.kind {
                 ProbeKind::Uprobe => ("uprobe", "u"),
                 ProbeKind::Uretprobe => ("uretprobe", "ur"),

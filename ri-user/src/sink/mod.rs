@@ -4,8 +4,22 @@ use std::io::{self, Write};
 
 use crate::{
     decode::{Event, Value},
+    dwarf,
     plan::Field,
 };
+
+/// Decodes a captured object with its debug-info type (pointers print as
+/// addresses: they are not followed in events).
+fn render(bytes: &[u8], t: &crate::plan::TypeRef) -> dwarf::value::Value {
+    dwarf::value::decode(
+        &t.dbg,
+        t.ty,
+        bytes,
+        None,
+        &dwarf::value::NoMemory,
+        &dwarf::value::Options::default(),
+    )
+}
 
 /// What a sink needs to know about the probe site of an event.
 pub struct SiteInfo<'a> {
@@ -63,6 +77,13 @@ impl<W: Write> Sink for TextSink<W> {
                     text_bytes(s, &mut line);
                     line.push('"');
                 }
+                Value::Enum(_, Some(n)) => line.push_str(n),
+                Value::Enum(v, None) => line.push_str(&v.to_string()),
+                Value::Object(bytes, t) => {
+                    // One event, one line: fold the multi-line rendering.
+                    let text = render(bytes, t).to_text();
+                    line.push_str(&text.lines().map(str::trim).collect::<Vec<_>>().join(" "));
+                }
                 Value::Fault => line.push_str("<fault>"),
             }
         }
@@ -117,6 +138,11 @@ impl<W: Write> Sink for JsonSink<W> {
                     }
                     line.push('"');
                 }
+                Value::Enum(_, Some(n)) => {
+                    line.push_str(&serde_json::to_string(n).map_err(io::Error::other)?)
+                }
+                Value::Enum(v, None) => line.push_str(&v.to_string()),
+                Value::Object(bytes, t) => line.push_str(&render(bytes, t).to_json().to_string()),
                 Value::Fault => line.push_str("null"),
             }
         }
