@@ -113,6 +113,24 @@ fn suggest(close: &[String]) -> String {
     }
 }
 
+/// The name-index key of a named struct, union or enum: `struct foo`.
+pub(crate) fn tag_key(ty: &Type) -> Option<String> {
+    match ty {
+        Type::Struct {
+            kind: StructKind::Struct,
+            name: Some(n),
+            ..
+        } => Some(format!("struct {n}")),
+        Type::Struct {
+            kind: StructKind::Union,
+            name: Some(n),
+            ..
+        } => Some(format!("union {n}")),
+        Type::Enum { name: Some(n), .. } => Some(format!("enum {n}")),
+        _ => None,
+    }
+}
+
 /// Index of a type in a [`DebugInfo`]'s arena.
 pub type TypeId = usize;
 
@@ -653,21 +671,10 @@ impl DebugInfo {
     /// other types are returned stripped.
     pub fn canonical(&self, id: TypeId) -> TypeId {
         let id = self.strip(id);
-        let key = match &self.types[id] {
-            Type::Struct {
-                kind: StructKind::Struct,
-                name: Some(n),
-                ..
-            } => format!("struct {n}"),
-            Type::Struct {
-                kind: StructKind::Union,
-                name: Some(n),
-                ..
-            } => format!("union {n}"),
-            Type::Enum { name: Some(n), .. } => format!("enum {n}"),
-            _ => return id,
-        };
-        self.names.get(&key).copied().unwrap_or(id)
+        match tag_key(&self.types[id]) {
+            Some(key) => self.names.get(&key).copied().unwrap_or(id),
+            None => id,
+        }
     }
 
     /// Number of types in the arena (every compilation unit's copy).

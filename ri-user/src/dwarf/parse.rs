@@ -687,15 +687,10 @@ impl<'a, 'd> Builder<'a, 'd> {
         let mut names: HashMap<String, TypeId> = HashMap::new();
         for (id, t) in info.types.iter().enumerate() {
             let key = match t {
-                Type::Struct {
-                    kind,
-                    name: Some(n),
-                    ..
-                } => match kind {
-                    StructKind::Struct => format!("struct {n}"),
-                    StructKind::Union => format!("union {n}"),
+                Type::Struct { .. } | Type::Enum { .. } => match super::tag_key(t) {
+                    Some(k) => k,
+                    None => continue,
                 },
-                Type::Enum { name: Some(n), .. } => format!("enum {n}"),
                 Type::Typedef { name, .. } => name.clone(),
                 Type::Base { name, .. } => base_key(name).unwrap_or_else(|| name.clone()),
                 _ => continue,
@@ -710,22 +705,9 @@ impl<'a, 'd> Builder<'a, 'd> {
         }
         // `struct foo;` in one unit is the `struct foo` another defines.
         for &decl in &self.declarations {
-            let key = match &info.types[decl] {
-                Type::Struct {
-                    kind: StructKind::Struct,
-                    name: Some(n),
-                    ..
-                } => format!("struct {n}"),
-                Type::Struct {
-                    kind: StructKind::Union,
-                    name: Some(n),
-                    ..
-                } => format!("union {n}"),
-                Type::Enum { name: Some(n), .. } => format!("enum {n}"),
-                _ => {
-                    info.incomplete.insert(decl);
-                    continue;
-                }
+            let Some(key) = super::tag_key(&info.types[decl]) else {
+                info.incomplete.insert(decl);
+                continue;
             };
             match names.get(&key) {
                 Some(&def) if !self.declarations.contains(&def) => {
