@@ -12,6 +12,7 @@ pub mod dwarf;
 pub mod elf;
 pub mod engine;
 mod error;
+pub mod fid;
 pub mod list;
 pub mod peek;
 pub mod plan;

@@ -6,6 +6,22 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use ri::cli::{Cli, Command, list_options};
 
+/// `ri fid decode|of`.
+fn fid(action: ri::cli::FidAction, json: bool) -> Result<(), ri::Error> {
+    let v = match action {
+        ri::cli::FidAction::Decode { fid } => ri::fid::Fid::parse(&fid)
+            .map_err(|e| ri::Error::Usage(e.to_string()))?
+            .decode(),
+        ri::cli::FidAction::Of { name, devices } => ri::fid::of(&name, devices),
+    };
+    if json {
+        println!("{v}");
+    } else {
+        print!("{}", ri::fid::to_text(&v));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -39,6 +55,7 @@ fn main() -> ExitCode {
             ri::types::run(&args.options(), &mut std::io::stdout().lock()).map(|_| ())
         }
         Command::Report(args) => args.options().and_then(|opts| ri::report::run(&opts)),
+        Command::Fid { action, json } => fid(action, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,6 +71,33 @@ pub enum Command {
     /// sockets, memory, configuration (secret-looking environment values
     /// redacted), and the sections a target running ri-control adds.
     Report(ReportArgs),
+    /// Motr fids: decode one, or map an object name to its fids.
+    Fid {
+        /// What to do.
+        #[command(subcommand)]
+        action: FidAction,
+        /// JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+/// `ri fid` actions.
+#[derive(Debug, Subcommand)]
+pub enum FidAction {
+    /// Type, container, key; for a cob its device and its object's fid.
+    Decode {
+        /// A fid, `<container:key>` in hex.
+        fid: String,
+    },
+    /// An object name's id, fid and cob fids (the motr-shaped service's mapping).
+    Of {
+        /// The object name.
+        name: String,
+        /// Data devices the object is striped over (plus one parity device).
+        #[arg(long, default_value_t = 3)]
+        devices: u32,
+    },
 }
 
 /// Options of `ri trace`.
