@@ -396,7 +396,7 @@ fn render(r: &Report) -> String {
     let _ = writeln!(s, "\n## Events at full speed\n");
     let _ = writeln!(
         s,
-        "`ri trace --json` (default 16 MiB ring buffer, output to /dev/null) on the nop5 site \
+        "`ri trace --json` (default 8 MiB ring buffer, output to /dev/null) on the nop5 site \
          while the fixture calls it as fast as it can for 3 s: {}.\n",
         r.spin_summary
     );
