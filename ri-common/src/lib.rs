@@ -56,6 +56,46 @@ pub struct Insn {
 pub mod plan_flags {
     /// The plan runs at a uretprobe (only informational for the kernel).
     pub const RETURN: u32 = 1;
+    /// The plan aggregates into maps (`COUNT`, `HIST`, `STASH`): its payload
+    /// is a key, zeroed before each run, and no event is sent.
+    pub const AGGREGATE: u32 = 2;
+}
+
+/// Bytes of key an aggregating plan may build (its whole payload).
+pub const AGG_KEY_BYTES: usize = 96;
+/// Default number of keys in the aggregation map.
+pub const AGG_ENTRIES: u32 = 10240;
+/// Number of log2 buckets of `HIST`: 0, then [2^(b-1), 2^b) for b in 1..=64.
+pub const HIST_BUCKETS: u32 = 65;
+
+/// Key of the aggregation map: which probe and site, which histogram bucket
+/// (0 for `COUNT`), and the key bytes the plan built (zero-padded).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AggKey {
+    /// Plan id.
+    pub plan: u32,
+    /// Site id.
+    pub site: u32,
+    /// Log2 bucket for `HIST`, 0 for `COUNT`.
+    pub bucket: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+    /// The plan's payload: its key fields in payload layout.
+    pub key: [u8; AGG_KEY_BYTES],
+}
+
+impl AggKey {
+    /// An all-zero key.
+    pub const fn zeroed() -> Self {
+        AggKey {
+            plan: 0,
+            site: 0,
+            bucket: 0,
+            pad: 0,
+            key: [0; AGG_KEY_BYTES],
+        }
+    }
 }
 
 /// A per-probe plan: what to fetch, whether to emit. Indexed by plan id in the
@@ -144,6 +184,10 @@ pub struct Scratch {
     pub fault: u32,
     /// 1 when a filter rejected the event.
     pub drop: u32,
+    /// Site id of the hit.
+    pub site: u32,
+    /// Reserved.
+    pub pad: u32,
     /// Temporary for user-memory reads.
     pub tmp: u64,
     /// Bit N set when emitted field N faulted (becomes `EventHeader::faults`).
@@ -151,6 +195,29 @@ pub struct Scratch {
     /// Header followed by payload; sized so any masked offset plus a maximal
     /// read stays inside.
     pub event: [u8; HEADER_LEN + PAYLOAD_CAP + 2 * READ_MAX + 16],
+    /// Key of an aggregation update, built from the payload.
+    pub agg: AggKey,
+    /// Value of an in-flight begin, built from the payload.
+    pub flight: Inflight,
+}
+
+/// An operation in flight (`ri inflight`): when and where it began and
+/// the fields its begin probe captured (the key first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inflight {
+    /// `bpf_ktime_get_ns()` at the begin probe.
+    pub ts_ns: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Site id of the begin probe.
+    pub site: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+    /// The begin probe's payload.
+    pub payload: [u8; AGG_KEY_BYTES],
 }
 
 #[cfg(feature = "user")]
@@ -160,4 +227,6 @@ mod pod {
     unsafe impl aya::Pod for super::Plan {}
     unsafe impl aya::Pod for super::Insn {}
     unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::AggKey {}
+    unsafe impl aya::Pod for super::Inflight {}
 }

@@ -33,6 +33,24 @@ pub const UID: u8 = 12;
 pub const NSECS: u8 = 13;
 /// Push the CPU number.
 pub const CPU: u8 = 14;
+/// Aggregate: count one hit for the key built so far (the payload the
+/// emitting instructions wrote), under [`crate::AggKey`]; no event is sent.
+pub const COUNT: u8 = 15;
+/// Aggregate: pop a value and count one hit in its log2 bucket for the key
+/// built so far; no event is sent.
+pub const HIST: u8 = 16;
+/// Store the time in ns for this thread under slot `imm` (a function entry
+/// of `ri latency`); no event is sent.
+pub const STASH: u8 = 17;
+/// Push now minus the time stored by `STASH` for this thread under slot
+/// `imm` and forget it; without one, drop the hit.
+pub const ELAPSED: u8 = 18;
+/// `ri inflight` begin: store the payload built so far (its first word is
+/// the key) with the time, pid and tid in the in-flight map; no event.
+pub const BEGIN: u8 = 19;
+/// `ri inflight` end: forget the in-flight entry whose key is the payload's
+/// first word; no event.
+pub const END_FLIGHT: u8 = 20;
 
 /// Addition.
 pub const ADD: u8 = 32;

@@ -17,12 +17,13 @@ use aya_ebpf::{
         bpf_probe_read_user, bpf_probe_read_user_str,
     },
     macros::{map, uprobe, uretprobe},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{ProbeContext, RetProbeContext},
 };
 use ri_common::{
-    DEFAULT_RING_BYTES, EventHeader, HEADER_LEN, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX,
-    STACK_DEPTH, Scratch, WAKEUP_INTERVAL_NS, op,
+    AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, HEADER_LEN, Inflight,
+    MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, STACK_DEPTH, Scratch, WAKEUP_INTERVAL_NS,
+    op, plan_flags,
 };
 
 /// Plans by plan id, written by user space before attaching.
@@ -44,6 +45,22 @@ static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Events dropped because the ring buffer was full, per CPU.
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Aggregations (`COUNT`, `HIST`): hits per key, per CPU; user space sums.
+#[map]
+static AGG: PerCpuHashMap<AggKey, u64> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
+
+/// Aggregation updates dropped because `AGG` was full, per CPU.
+#[map]
+static AGG_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Operations in flight (`ri inflight`), by key.
+#[map]
+static INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(AGG_ENTRIES, 0);
+
+/// Entry times of `ri latency`, keyed by thread id << 32 | slot.
+#[map]
+static STASHED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// Entry probe: runs the plan named by the cookie.
 #[uprobe]
@@ -83,6 +100,7 @@ fn run(ctx: *mut c_void) -> u32 {
         s.regs[..ri_common::NUM_REGS].copy_from_slice(&regs);
     }
     s.plan = cookie as u32;
+    s.site = (cookie >> 32) as u32;
     s.sp = 0;
     s.out = 0;
     s.fields = 0;
@@ -90,10 +108,18 @@ fn run(ctx: *mut c_void) -> u32 {
     s.drop = 0;
     s.tmp = 0;
     s.faults = 0;
-    let n = match PLANS.get(s.plan) {
-        Some(p) => p.n_insns,
+    let (n, flags) = match PLANS.get(s.plan) {
+        Some(p) => (p.n_insns, p.flags),
         None => return 0,
     };
+    if flags & plan_flags::AGGREGATE != 0 {
+        // The payload is the key: clear it so padding is the same every hit.
+        let p = s.event[HEADER_LEN..].as_mut_ptr() as *mut u64;
+        for w in 0..AGG_KEY_BYTES / 8 {
+            // SAFETY: constant offsets inside `event`, 8-aligned.
+            unsafe { *p.add(w) = 0 };
+        }
+    }
     if n > 0 {
         // SAFETY: `step` has the callback signature bpf_loop expects.
         unsafe {
@@ -105,7 +131,7 @@ fn run(ctx: *mut c_void) -> u32 {
             );
         }
     }
-    if s.drop != 0 {
+    if s.drop != 0 || flags & plan_flags::AGGREGATE != 0 {
         return 0;
     }
     let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
@@ -134,6 +160,93 @@ fn run(ctx: *mut c_void) -> u32 {
         unsafe { *lost += 1 };
     }
     0
+}
+
+/// Counts one hit under the key in `s.agg`: an existing entry is bumped on
+/// this CPU; a new one is inserted; a full map is counted in `AGG_DROPPED`.
+#[inline(always)]
+fn bump(s: &mut Scratch, bucket: u32) {
+    s.agg.plan = s.plan;
+    s.agg.site = s.site;
+    s.agg.bucket = bucket;
+    s.agg.pad = 0;
+    let src = s.event[HEADER_LEN..].as_ptr() as *const u64;
+    let dst = s.agg.key.as_mut_ptr() as *mut u64;
+    for w in 0..AGG_KEY_BYTES / 8 {
+        // SAFETY: constant offsets inside `event` and `agg.key`.
+        unsafe { core::ptr::write_unaligned(dst.add(w), *src.add(w)) };
+    }
+    // By reference: the key stays in the map value, off the BPF stack.
+    let key: &AggKey = &s.agg;
+    if let Some(v) = AGG.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of a per-CPU value.
+        unsafe { *v += 1 };
+        return;
+    }
+    if AGG.insert(key, 1u64, 1 /* BPF_NOEXIST */).is_ok() {
+        return;
+    }
+    // Another CPU may have inserted the key meanwhile.
+    if let Some(v) = AGG.get_ptr_mut(key) {
+        // SAFETY: as above.
+        unsafe { *v += 1 };
+    } else {
+        dropped();
+    }
+}
+
+/// Counts an update the kernel had no room for.
+#[inline(always)]
+fn dropped() {
+    if let Some(d) = AGG_DROPPED.get_ptr_mut(0) {
+        // SAFETY: per-CPU counter.
+        unsafe { *d += 1 };
+    }
+}
+
+/// The payload's first word: the key of `ri inflight`.
+#[inline(always)]
+fn first_word(s: &Scratch) -> u64 {
+    // SAFETY: a constant, 8-aligned offset inside `event`.
+    unsafe { *(s.event[HEADER_LEN..].as_ptr() as *const u64) }
+}
+
+/// Stores the payload as an operation in flight under its first word.
+#[inline(always)]
+fn begin(s: &mut Scratch) {
+    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    s.flight.ts_ns = unsafe { bpf_ktime_get_ns() };
+    s.flight.pid = (pid_tgid >> 32) as u32;
+    s.flight.tid = pid_tgid as u32;
+    s.flight.site = s.site;
+    s.flight.pad = 0;
+    let src = s.event[HEADER_LEN..].as_ptr() as *const u64;
+    let dst = s.flight.payload.as_mut_ptr() as *mut u64;
+    for w in 0..AGG_KEY_BYTES / 8 {
+        // SAFETY: constant offsets inside `event` and `flight.payload`.
+        unsafe { core::ptr::write_unaligned(dst.add(w), *src.add(w)) };
+    }
+    let key = first_word(s);
+    let value: &Inflight = &s.flight;
+    if INFLIGHT.insert(key, value, 0).is_err() {
+        dropped();
+    }
+}
+
+/// Log2 bucket: 0 for 0, else b with 2^(b-1) <= v < 2^b.
+#[inline(always)]
+fn log2_bucket(mut v: u64) -> u32 {
+    if v == 0 {
+        return 0;
+    }
+    let mut b = 1;
+    for sh in [32u32, 16, 8, 4, 2, 1] {
+        if v >> sh != 0 {
+            v >>= sh;
+            b += sh;
+        }
+    }
+    b
 }
 
 /// Batches reader wakeups: waking the reader for every event costs more than
@@ -329,6 +442,44 @@ unsafe extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
         op::UID => s.push(unsafe { bpf_get_current_uid_gid() } & 0xffff_ffff),
         op::NSECS => s.push(unsafe { bpf_ktime_get_ns() }),
         op::CPU => s.push(unsafe { bpf_get_smp_processor_id() } as u64),
+        op::COUNT => {
+            bump(s, 0);
+            s.drop = 1;
+            return 1;
+        }
+        op::HIST => {
+            let v = s.pop();
+            bump(s, log2_bucket(v));
+            s.drop = 1;
+            return 1;
+        }
+        op::BEGIN => {
+            begin(s);
+            s.drop = 1;
+            return 1;
+        }
+        op::END_FLIGHT => {
+            let _ = INFLIGHT.remove(first_word(s));
+            s.drop = 1;
+            return 1;
+        }
+        op::STASH => {
+            let key = (unsafe { bpf_get_current_pid_tgid() } << 32) | (insn.imm & 0xffff_ffff);
+            let now = unsafe { bpf_ktime_get_ns() };
+            let _ = STASHED.insert(key, now, 0);
+            s.drop = 1;
+            return 1;
+        }
+        op::ELAPSED => {
+            let key = (unsafe { bpf_get_current_pid_tgid() } << 32) | (insn.imm & 0xffff_ffff);
+            // SAFETY: the value is copied out at once.
+            let Some(t0) = (unsafe { STASHED.get(key) }).copied() else {
+                s.drop = 1;
+                return 1;
+            };
+            let _ = STASHED.remove(key);
+            s.push(unsafe { bpf_ktime_get_ns() }.wrapping_sub(t0));
+        }
         op::NEG => {
             let v = s.pop();
             s.push(v.wrapping_neg());

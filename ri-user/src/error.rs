@@ -27,6 +27,9 @@ pub enum Error {
     /// A process whose memory cannot be read.
     #[error("{0}")]
     Peek(#[from] PeekError),
+    /// USDT notes or arguments.
+    #[error("{0}")]
+    Usdt(#[from] crate::usdt::UsdtError),
     /// Kernel-side failure.
     #[error("{0}")]
     Engine(#[from] EngineError),
@@ -59,6 +62,9 @@ pub enum Error {
     /// `ri ctl`: no socket, refused, or the target's error.
     #[error("{0}")]
     Ctl(#[from] crate::ctl::CtlError),
+    /// `ri count`, `hist`, `latency`: a probe or key that cannot aggregate.
+    #[error("{0}")]
+    Agg(#[from] crate::agg::AggError),
     /// Bad command-line usage not caught by the argument parser.
     #[error("{0}")]
     Usage(String),

@@ -2,9 +2,10 @@
 //! `plan` compiles it, `elf` and `target` resolve where it attaches,
 //! `session` and `engine` put it into the kernel, `decode` reads events back
 //! and `sink` writes them. `dwarf` reads a binary's types from its debug
-//! info. `trace`, `list`, `peek`, `types` and `report` are the commands; `cli` holds
-//! every flag.
+//! info. `trace`, `agg` (count, hist, latency), `list`, `peek`, `types` and
+//! `report` are the commands; `cli` holds every flag.
 
+pub mod agg;
 pub mod cli;
 pub mod ctl;
 pub mod decode;
@@ -23,6 +24,7 @@ pub mod sink;
 pub mod target;
 pub mod trace;
 pub mod types;
+pub mod usdt;
 
 pub use error::Error;
 

@@ -22,6 +22,11 @@ fn fid(action: ri::cli::FidAction, json: bool) -> Result<(), ri::Error> {
     Ok(())
 }
 
+/// `ri count|hist|latency`.
+fn agg(opts: Result<ri::agg::AggOptions, String>) -> Result<(), ri::Error> {
+    ri::agg::run(&opts.map_err(ri::Error::Usage)?)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -46,6 +51,12 @@ fn main() -> ExitCode {
             Ok(opts) => ri::trace::run(&opts).map(|_| ()),
             Err(msg) => Err(ri::Error::Usage(msg)),
         },
+        Command::Count(a) => agg(a.common.options(ri::agg::AggKind::Count, a.probes)),
+        Command::Hist(a) => agg(a.common.options(ri::agg::AggKind::Hist(a.value), a.probes)),
+        Command::Latency(a) => agg(a.common.options(ri::agg::AggKind::Latency, vec![a.probe])),
+        Command::Inflight(a) => agg(a
+            .common
+            .options(ri::agg::AggKind::Inflight(a.end), vec![a.begin])),
         Command::Ctl(args) => match args.options() {
             Ok(opts) => ri::ctl::run(&opts),
             Err(msg) => Err(ri::Error::Usage(msg)),

@@ -252,3 +252,53 @@ fn counts_agree_with_bpftrace() {
     };
     assert_eq!((get("a"), get("b")), (ri_int3, ri_nop5));
 }
+
+#[test]
+fn count_by_key_agrees_with_bpftrace() {
+    require_bpf();
+    let calls = fixture("calls").display().to_string();
+    let cmd = format!("{calls} calls 2000");
+    let out = ri(&[
+        "count",
+        "--json",
+        "-q",
+        "-c",
+        &cmd,
+        &format!("u:{calls}:work_nop5"),
+        "--by",
+        "arg0 % 7",
+    ]);
+    assert!(out.status.success());
+    let doc = events(&out.stdout).pop().expect("a final JSON object");
+    assert_eq!(doc["type"], "final");
+    let mut ri_counts: Vec<(u64, u64)> = doc["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let k = e["by"]["arg0 % 7"].as_u64().unwrap();
+            (k, e["count"].as_u64().unwrap())
+        })
+        .collect();
+    ri_counts.sort();
+    let expect: Vec<(u64, u64)> = (0..7u64).map(|k| (k, (2000 - k).div_ceil(7))).collect();
+    assert_eq!(ri_counts, expect);
+    let Some(bt) = bpftrace(&[
+        "-c",
+        &cmd,
+        "-e",
+        &format!("uprobe:{calls}:work_nop5 /pid == cpid/ {{ @[arg0 % 7] = count(); }}"),
+    ]) else {
+        eprintln!("bpftrace is not installed: compared ri with the fixture's own count only");
+        return;
+    };
+    let text = String::from_utf8_lossy(&bt.stdout);
+    let mut bt_counts: Vec<(u64, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("@["))
+        .filter_map(|l| l.split_once("]: "))
+        .map(|(k, v)| (k.parse().unwrap(), v.trim().parse().unwrap()))
+        .collect();
+    bt_counts.sort();
+    assert_eq!(bt_counts, ri_counts, "bpftrace said: {text}");
+}

@@ -236,6 +236,9 @@ pub fn run() -> Result<()> {
     eprintln!("bench: typed 4-level capture vs raw argN capture (typed-O2 visit_node)");
     let typed_section = typed(&fx)?;
 
+    eprintln!("bench: in-kernel aggregations (count, hist) on the nop5 site");
+    let agg_section = aggregations(&fx, with_bpftrace)?;
+
     eprintln!("bench: ri report pauses on a 64-thread fixture");
     let report_section = crate::bench_report::run()?;
 
@@ -251,6 +254,8 @@ pub fn run() -> Result<()> {
     });
     report.push('\n');
     report.push_str(&typed_section);
+    report.push('\n');
+    report.push_str(&agg_section);
     report.push('\n');
     report.push_str(&report_section);
     let path = root().join("bench/RESULTS.md");
@@ -301,6 +306,125 @@ fn typed(fx: &std::path::Path) -> Result<String> {
          four loads with the member offsets folded in; nothing is looked up per event.\n",
         verdict(q <= 1.2)
     ))
+}
+
+/// Per-hit cost of `ri count` and `ri hist` on the nop5 site against the
+/// bare program and bpftrace's count()/hist(), and ri's own CPU time while
+/// counting at full speed.
+fn aggregations(fx: &std::path::Path, with_bpftrace: bool) -> Result<String> {
+    let calls = fx.join("calls");
+    let c = calls.display().to_string();
+    let cmd = format!("{c} bench 1000 {N_NOP5}");
+    let site = format!("u:{c}:work_nop5");
+    let nop5 = |prog: &str, args: Vec<String>| -> Result<f64> {
+        let mut v = Vec::new();
+        for _ in 0..REPS {
+            let (err, rss) = run_measured(Command::new(prog).args(&args))?;
+            v.push(parse_sample(&err, rss)?.nop5_ns);
+        }
+        Ok(median(v))
+    };
+    let ri = ri_bin().display().to_string();
+    let ri_args = |extra: &[&str]| -> Vec<String> {
+        extra
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["-q".into(), "-c".into(), cmd.clone(), site.clone()])
+            .collect()
+    };
+    let none = nop5(&c, vec!["bench".into(), "1000".into(), N_NOP5.to_string()])?;
+    let bare = nop5(&ri, ri_args(&["trace", "--bare"]))?;
+    let count = nop5(&ri, ri_args(&["count"]))?;
+    let count_by = nop5(&ri, ri_args(&["count", "--by", "arg0 % 16"]))?;
+    let hist = nop5(&ri, ri_args(&["hist", "--value", "arg1"]))?;
+    let bt = |body: &str| -> Result<Option<f64>> {
+        if !with_bpftrace {
+            return Ok(None);
+        }
+        let prog = format!("uprobe:{c}:work_nop5 {{ {body} }}");
+        Ok(Some(nop5(
+            "bpftrace",
+            vec!["-c".into(), cmd.clone(), "-e".into(), prog],
+        )?))
+    };
+    let bt_count = bt("@ = count();")?;
+    let bt_count_by = bt("@[arg0 % 16] = count();")?;
+    let bt_hist = bt("@ = hist(arg1);")?;
+    let cell = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.1}", v - none));
+    let (cpu_ms, hits) = count_cpu(&calls, &ri)?;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## In-kernel aggregations\n\n\
+         Per-hit cost on the nop5 site (`work_nop5`, {N_NOP5} calls), ns per call above \
+         the unprobed {none:.1} ns. Nothing crosses to user space per hit: the plan \
+         updates a per-CPU hash map.\n\n\
+         | | ri | bpftrace |\n|---|---:|---:|\n\
+         | bare program (`ri trace --bare`) | {:.1} | |\n\
+         | `ri count` / `@ = count()` | {:.1} | {} |\n\
+         | `ri count --by 'arg0 % 16'` / `@[arg0 % 16] = count()` | {:.1} | {} |\n\
+         | `ri hist --value arg1` / `@ = hist(arg1)` | {:.1} | {} |\n\n\
+         ri's own CPU time (user + system, from wait4) while `ri count -p` counted \
+         `calls spin 3` at full speed for 2 s: {cpu_ms:.1} ms for {hits} hits, \
+         loading and attaching included.\n",
+        bare - none,
+        count - none,
+        cell(bt_count),
+        count_by - none,
+        cell(bt_count_by),
+        hist - none,
+        cell(bt_hist),
+    );
+    Ok(s)
+}
+
+/// ri's CPU time in ms (ru_utime + ru_stime) and the hits it counted, for
+/// `ri count -p` on a fixture spinning on work_nop5 that ri did not start
+/// (so the spinner's time is not in ri's rusage).
+fn count_cpu(calls: &std::path::Path, ri: &str) -> Result<(f64, u64)> {
+    let mut spin = Command::new(calls)
+        .args(["spin", "3"])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("start calls spin")?;
+    let c = calls.display().to_string();
+    let child = Command::new(ri)
+        .args([
+            "count",
+            "-q",
+            "-p",
+            &spin.id().to_string(),
+            "-d",
+            "2",
+            &format!("u:{c}:work_nop5"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start ri count")?;
+    let pid = child.id() as i32;
+    let mut out = child.stdout.expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut out, &mut s).ok();
+        s
+    });
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 reaps our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    if r < 0 {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    let text = reader.join().expect("stdout reader");
+    spin.wait().context("wait calls spin")?;
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    let hits = text
+        .lines()
+        .find_map(|l| l.strip_prefix("u:work_nop5: "))
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no count in {text}"))?;
+    Ok((ms(ru.ru_utime) + ms(ru.ru_stime), hits))
 }
 
 struct Report {

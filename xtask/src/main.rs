@@ -170,6 +170,18 @@ fn setup() -> Result<()> {
             .args(["install", "-y", "-qq", "bpftrace"])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    // <sys/sdt.h> builds the USDT note-parsing fixture.
+    let sdt = [
+        "/usr/include/sys/sdt.h",
+        "/usr/include/x86_64-linux-gnu/sys/sdt.h",
+    ];
+    if !sdt.iter().any(|p| std::path::Path::new(p).exists()) && have("apt-get") {
+        eprintln!("setup: installing systemtap-sdt-dev");
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "systemtap-sdt-dev"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
     // Clippy on nightly lints the eBPF crate for its own target.
     let nightly_parts = output(Command::new("rustup").args([
         "component",

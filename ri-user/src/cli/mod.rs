@@ -7,6 +7,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{list::ListOptions, trace::TraceOptions};
 
+mod agg;
+pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs};
+
 /// ri: run-time instruments for live services.
 #[derive(Debug, Parser)]
 #[command(name = "ri", version, about, propagate_version = true)]
@@ -39,6 +42,25 @@ pub enum Command {
     /// retval, registers, pid, tid, uid, nsecs, cpu, comm, integer arithmetic,
     /// casts like (u32*), dereference, str(ADDR[, LEN]) and buf(ADDR, LEN).
     Trace(TraceArgs),
+    /// Count hits per probe in the kernel, optionally per key (--by).
+    ///
+    /// Nothing is sent per hit: the kernel counts in a map that ri reads
+    /// at each --interval and at exit.
+    Count(CountArgs),
+    /// A log2 histogram of --value per probe (and per --by key), in the kernel.
+    Hist(HistArgs),
+    /// Time from a function's entry to its return, per thread: a log2
+    /// histogram in ns and p50/p90/p99/max estimated from its buckets.
+    ///
+    /// A filter on the probe applies at entry; --by keys are evaluated at
+    /// the return (pid, tid, comm, retval; not arguments).
+    Latency(LatencyArgs),
+    /// Operations begun and not yet ended, oldest first, with their age.
+    ///
+    /// `--begin 'PROBE(key=EXPR, FIELD=EXPR...)' --end 'PROBE(key=EXPR)'`:
+    /// the kernel keeps each begun key with its fields until its end; ri
+    /// lists what is left at each --interval and at exit.
+    Inflight(InflightArgs),
     /// Talk to a target's control socket (targets linked with ri-control).
     ///
     /// `ri ctl --discover` lists control sockets; `ri ctl -p PID --list` lists

@@ -2,7 +2,9 @@
 //! plans into the `PLANS` map, attaching the generic programs with cookies,
 //! and handing out the event ring buffer and the lost-event counter.
 
-use std::path::Path;
+pub mod perf;
+
+use std::{os::fd::AsFd, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -69,6 +71,8 @@ impl Program {
 pub struct Engine {
     bpf: Ebpf,
     loaded: Vec<Program>,
+    /// USDT attachments, detached when the engine drops.
+    usdt_links: Vec<perf::PerfLink>,
 }
 
 /// Walks an error's sources looking for EPERM (the verifier's EACCES is a
@@ -118,11 +122,18 @@ impl Engine {
     /// Loads the object with an event ring buffer of `ring_bytes` (a power of
     /// two, multiple of the page size).
     pub fn load(ring_bytes: u32) -> Result<Self, EngineError> {
+        Self::load_agg(ring_bytes, ri_common::AGG_ENTRIES)
+    }
+
+    /// [`Engine::load`] with room for `agg_entries` keys in the aggregation map.
+    pub fn load_agg(ring_bytes: u32, agg_entries: u32) -> Result<Self, EngineError> {
         if !have_bpf_privileges() {
             return Err(EngineError::PermissionDenied);
         }
         let bpf = EbpfLoader::new()
             .map_max_entries("EVENTS", ring_bytes)
+            .map_max_entries("AGG", agg_entries)
+            .map_max_entries("INFLIGHT", agg_entries)
             .load(crate::EBPF_OBJECT)
             .map_err(|e| {
                 if is_permission(&e) {
@@ -134,6 +145,7 @@ impl Engine {
         Ok(Engine {
             bpf,
             loaded: Vec::new(),
+            usdt_links: Vec::new(),
         })
     }
 
@@ -205,6 +217,35 @@ impl Engine {
             })
     }
 
+    /// Attaches the entry program at a USDT probe (`offset` in `path`),
+    /// raising its semaphore (file offset `semaphore`) while attached.
+    pub fn attach_usdt(
+        &mut self,
+        path: &Path,
+        offset: u64,
+        semaphore: Option<u64>,
+        cookie: u64,
+        pid: Option<u32>,
+        site: &str,
+    ) -> Result<(), EngineError> {
+        let prog = self.program(Program::Entry)?;
+        let fd = prog.fd().map_err(|e| EngineError::Load(chain(&e)))?;
+        let link = perf::attach_uprobe(fd.as_fd(), path, offset, semaphore, false, pid, cookie)
+            .map_err(|e| match e {
+                perf::PerfError::Open(ref io) | perf::PerfError::Link(ref io)
+                    if io.raw_os_error() == Some(libc::EPERM) =>
+                {
+                    EngineError::PermissionDenied
+                }
+                e => EngineError::Attach {
+                    site: site.to_string(),
+                    reason: e.to_string(),
+                },
+            })?;
+        self.usdt_links.push(link);
+        Ok(())
+    }
+
     /// Takes the event ring buffer (once).
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, EngineError> {
         let map = self.bpf.take_map("EVENTS").ok_or(EngineError::Map {
@@ -214,6 +255,14 @@ impl Engine {
         RingBuf::try_from(map).map_err(|e| EngineError::Map {
             map: "EVENTS",
             reason: chain(&e),
+        })
+    }
+
+    /// A map of the loaded object, by name (aggregations read theirs).
+    pub fn map(&self, name: &'static str) -> Result<&aya::maps::Map, EngineError> {
+        self.bpf.map(name).ok_or(EngineError::Map {
+            map: name,
+            reason: "missing from the object".into(),
         })
     }
 

@@ -1,5 +1,5 @@
-//! `ri list`: every function that can be probed, as ready-to-paste probe
-//! strings.
+//! `ri list`: every function and USDT probe that can be probed, as
+//! ready-to-paste probe strings.
 
 use std::{io::Write, path::PathBuf};
 
@@ -16,7 +16,9 @@ pub struct ListOptions {
     pub pattern: Option<String>,
 }
 
-/// Writes one `uprobe:PATH:FUNC` line per matching function; returns how many.
+/// Writes one `uprobe:PATH:FUNC` line per matching function and one
+/// `usdt:PATH:PROVIDER:NAME ARGS` line per matching USDT probe; returns how
+/// many.
 pub fn run(opts: &ListOptions, out: &mut impl Write) -> Result<usize, Error> {
     let pids: Vec<u32> = opts.pid.into_iter().collect();
     for &p in &pids {
@@ -46,6 +48,7 @@ pub fn run(opts: &ListOptions, out: &mut impl Write) -> Result<usize, Error> {
             writeln!(out, "uprobe:{}:{}", elf.path.display(), f.name)?;
             n += 1;
         }
+        n += crate::usdt::list(&elf.path, pattern, out)?;
     }
     Ok(n)
 }

@@ -30,6 +30,8 @@ pub enum ProbeKind {
     Uprobe,
     /// Function return.
     Uretprobe,
+    /// A USDT (SystemTap SDT) probe.
+    Usdt,
 }
 
 impl ProbeKind {
@@ -38,6 +40,7 @@ impl ProbeKind {
         match self {
             ProbeKind::Uprobe => "uprobe",
             ProbeKind::Uretprobe => "uretprobe",
+            ProbeKind::Usdt => "usdt",
         }
     }
 }
@@ -51,7 +54,9 @@ pub struct ProbeSpec {
     pub kind: ProbeKind,
     /// Path or library name, as written.
     pub target: String,
-    /// Function name or glob pattern.
+    /// USDT provider (`usdt:TARGET:PROVIDER:NAME`), when given.
+    pub provider: Option<String>,
+    /// Function name or glob pattern (the probe name for USDT).
     pub func: String,
     /// Span of `func` in `text`.
     pub func_span: Span,

@@ -1,4 +1,5 @@
-//! Probe strings: `uprobe:TARGET:FUNC[+OFF][(name=expr, ...)] [if EXPR]`.
+//! Probe strings: `uprobe:TARGET:FUNC[+OFF][(name=expr, ...)] [if EXPR]`,
+//! and `usdt:TARGET:[PROVIDER:]NAME[(...)] [if EXPR]`.
 //!
 //! The grammar is bpftrace's where they overlap (`uprobe`/`u`,
 //! `uretprobe`/`ur`, `argN`, `retval`, `str()`, `buf()`); errors carry the

@@ -19,11 +19,14 @@ pub fn parse_probe(text: &str) -> Result<ProbeSpec, ParseError> {
     let kind = match &text[..c1] {
         "uprobe" | "u" => ProbeKind::Uprobe,
         "uretprobe" | "ur" => ProbeKind::Uretprobe,
+        "usdt" => ProbeKind::Usdt,
         other => {
             return Err(err(
                 0,
                 c1.max(1),
-                &format!("unknown probe kind '{other}' (expected uprobe, u, uretprobe or ur)"),
+                &format!(
+                    "unknown probe kind '{other}' (expected uprobe, u, uretprobe, ur or usdt)"
+                ),
             ));
         }
     };
@@ -43,11 +46,26 @@ pub fn parse_probe(text: &str) -> Result<ProbeSpec, ParseError> {
             "missing target: name a binary path or a library",
         ));
     }
-    let fs = c2 + 1;
+    let mut fs = c2 + 1;
     let fe = text[fs..]
         .find(|c: char| c == '(' || c.is_whitespace())
         .map_or(text.len(), |i| i + fs);
+    // usdt:TARGET:[PROVIDER:]NAME
+    let mut provider = None;
+    if kind == ProbeKind::Usdt
+        && let Some(c3) = text[fs..fe].find(':')
+    {
+        let p = &text[fs..fs + c3];
+        if p.is_empty() {
+            return Err(err(fs, fs + 1, "missing USDT provider before ':'"));
+        }
+        provider = Some(p.to_string());
+        fs += c3 + 1;
+    }
     let head = &text[fs..fe];
+    if kind == ProbeKind::Usdt && head.contains('+') {
+        return Err(err(fs, fe, "a USDT probe takes no offset"));
+    }
     let (func, offset) = match head.find('+') {
         Some(p) => {
             let off_text = &head[p + 1..];
@@ -58,7 +76,12 @@ pub fn parse_probe(text: &str) -> Result<ProbeSpec, ParseError> {
         None => (head, 0),
     };
     if func.is_empty() {
-        return Err(err(fs, fs + 1, "missing function name"));
+        let what = if kind == ProbeKind::Usdt {
+            "missing USDT probe name"
+        } else {
+            "missing function name"
+        };
+        return Err(err(fs, fs + 1, what));
     }
     if let Some(bad) = func
         .char_indices()
@@ -107,6 +130,7 @@ pub fn parse_probe(text: &str) -> Result<ProbeSpec, ParseError> {
         text: text.to_string(),
         kind,
         target,
+        provider,
         func: func.to_string(),
         func_span: Span::new(fs, fs + func.len()),
         offset,
@@ -627,5 +651,22 @@ mod tests {
         assert!(err("u:/b:f(x=0xzz)").contains("bad integer literal"));
         assert!(err("u:/b:f#").contains("unexpected character '#'"));
         assert!(err("u:/b:f(x) junk").contains("expected '(' captures ')' or 'if' filter"));
+    }
+
+    #[test]
+    fn usdt_probes() {
+        let p = ok("usdt:/usr/bin/postgres:postgresql:query__start(q=str(arg0))");
+        assert_eq!(p.kind, ProbeKind::Usdt);
+        assert_eq!(p.target, "/usr/bin/postgres");
+        assert_eq!(p.provider.as_deref(), Some("postgresql"));
+        assert_eq!(p.func, "query__start");
+        assert_eq!(&p.text[p.func_span.start..p.func_span.end], "query__start");
+        let p = ok("usdt:libpython3.11.so.1.0:function__*");
+        assert_eq!(p.provider, None);
+        assert_eq!(p.func, "function__*");
+        assert!(err("usdt:/bin/x:p:n+4").contains("no offset"));
+        assert!(err("usdt:/bin/x:p:").contains("missing USDT probe name"));
+        assert!(err("usdt:/bin/x::n").contains("missing USDT provider"));
+        assert_eq!(ok("u:/bin/x:f").provider, None);
     }
 }

@@ -2,6 +2,7 @@
 //! attachment sites, then loaded into the kernel for some processes.
 
 pub mod child;
+mod usdt;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
@@ -28,6 +29,8 @@ pub struct Site {
     pub offset: u64,
     /// File offset the uprobe attaches at.
     pub file_offset: u64,
+    /// File offset of a USDT probe's semaphore.
+    pub semaphore: Option<u64>,
     /// Full name: `uprobe:/path:func[+off]`.
     pub name: String,
     /// Short name for text output: `u:func` or `ur:func`.
@@ -61,6 +64,10 @@ impl ProbeSet {
         let mut debug: HashMap<PathBuf, Arc<DebugInfo>> = HashMap::new();
         for text in texts {
             let spec = parse_probe(text)?;
+            if spec.kind == ProbeKind::Usdt {
+                usdt::build(spec, pids, &mut probes, &mut sites)?;
+                continue;
+            }
             if !needs_types(&spec) {
                 // Syntax and semantic errors first, before touching any file.
                 compile(&spec, None)?;
@@ -104,6 +111,7 @@ impl ProbeSet {
             let (prefix, short) = match spec.kind {
                 ProbeKind::Uprobe => ("uprobe", "u"),
                 ProbeKind::Uretprobe => ("uretprobe", "ur"),
+                ProbeKind::Usdt => ("usdt", "usdt"),
             };
             for f in matches {
                 if spec.offset != 0 && f.size != 0 && spec.offset >= f.size {
@@ -125,6 +133,7 @@ impl ProbeSet {
                     func: f.name.clone(),
                     offset: spec.offset,
                     file_offset,
+                    semaphore: None,
                     name: format!("{prefix}:{}:{}{off}", elf.path.display(), f.name),
                     short: format!("{short}:{}{off}", f.name),
                 });
@@ -153,9 +162,25 @@ impl ProbeSet {
         };
         let mut n = 0;
         for (sid, site) in self.sites.iter().enumerate() {
+            if self.probes[site.probe].spec.kind == ProbeKind::Usdt {
+                let cookie = ri_common::cookie(site.probe as u32, sid as u32);
+                for pid in &scopes {
+                    engine.attach_usdt(
+                        &site.path,
+                        site.file_offset,
+                        site.semaphore,
+                        cookie,
+                        *pid,
+                        &site.name,
+                    )?;
+                    n += 1;
+                }
+                continue;
+            }
             let which = program.unwrap_or(match self.probes[site.probe].spec.kind {
                 ProbeKind::Uprobe => Program::Entry,
                 ProbeKind::Uretprobe => Program::Return,
+                ProbeKind::Usdt => Program::Entry,
             });
             let cookie = ri_common::cookie(site.probe as u32, sid as u32);
             for pid in &scopes {

@@ -79,13 +79,51 @@ impl Summary {
 /// Runs a trace to completion. Must be called before any other thread exists
 /// (the `-c` child is forked first).
 pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
+    check(opts)?;
+    let set = ProbeSet::build(&opts.probes, &opts.pids)?;
+    let Launched {
+        mut engine,
+        child_pid,
+    } = launch(opts, &set, ri_common::AGG_ENTRIES)?;
+    let ring = engine.take_ring()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut summary = rt.block_on(event_loop(&set, ring, opts, child_pid))?;
+    summary.lost = engine.lost()?;
+    if !opts.quiet {
+        summary.write_to(&mut std::io::stderr())?;
+    }
+    Ok(summary)
+}
+
+/// Checks `-c`/`-p` before anything is built.
+pub(crate) fn check(opts: &TraceOptions) -> Result<(), Error> {
     if opts.command.is_some() && !opts.pids.is_empty() {
         return Err(Error::Usage("-c and -p cannot be combined".into()));
     }
     for &pid in &opts.pids {
         target::check_pid(pid)?;
     }
-    let set = ProbeSet::build(&opts.probes, &opts.pids)?;
+    Ok(())
+}
+
+/// Probes in the kernel, and the `-c` command running.
+pub(crate) struct Launched {
+    /// The loaded object.
+    pub engine: Engine,
+    /// The `-c` command, released after attaching.
+    pub child_pid: Option<u32>,
+}
+
+/// Forks the `-c` command (held), loads the object with `agg_entries` keys
+/// of aggregation map, attaches every site, prints the attach line, then
+/// lets the command run.
+pub(crate) fn launch(
+    opts: &TraceOptions,
+    set: &ProbeSet,
+    agg_entries: u32,
+) -> Result<Launched, Error> {
     let started = Instant::now();
     let mut child = match &opts.command {
         Some(cmd) => Some(HeldChild::spawn(cmd)?),
@@ -96,11 +134,11 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
         None => opts.pids.clone(),
     };
     let attached = (|| {
-        let mut engine = Engine::load(opts.ring_bytes)?;
+        let mut engine = Engine::load_agg(opts.ring_bytes, agg_entries)?;
         let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
         Ok::<_, Error>((engine, n))
     })();
-    let (mut engine, n) = match attached {
+    let (engine, n) = match attached {
         Ok(v) => v,
         Err(e) => {
             if let Some(c) = child.take() {
@@ -121,20 +159,11 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
             started.elapsed().as_millis()
         );
     }
-    let ring = engine.take_ring()?;
     let child_pid = child.as_ref().map(|c| c.pid);
     if let Some(c) = child.as_mut() {
         c.release()?;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let mut summary = rt.block_on(event_loop(&set, ring, opts, child_pid))?;
-    summary.lost = engine.lost()?;
-    if !opts.quiet {
-        summary.write_to(&mut std::io::stderr())?;
-    }
-    Ok(summary)
+    Ok(Launched { engine, child_pid })
 }
 
 fn plural(n: usize) -> &'static str {
@@ -221,17 +250,7 @@ async fn event_loop(
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
     // holds it.
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
-    let child_fd = match child {
-        Some(pid) => Some(pidfd(pid)?),
-        None => None,
-    };
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    // Signal streams are made once: a signal that arrives while events are
-    // being drained is then still seen by the next select.
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut child_status = None;
+    let mut stop = Stop::new(opts.duration, child)?;
     // Events the kernel did not wake us for (it batches wakeups) are picked
     // up on this tick.
     let mut tick = tokio::time::interval(Duration::from_millis(ri_common::READER_TICK_MS));
@@ -244,24 +263,13 @@ async fn event_loop(
                 d.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
-            _ = int.recv() => break,
-            _ = term.recv() => break,
-            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
-            r = async { child_fd.as_ref().expect("guarded").readable().await }, if child_fd.is_some() => {
-                drop(r?);
-                child_status = Some(reap(child.expect("guarded")));
+            r = stop.wait() => {
+                r?;
                 break;
             }
         }
     }
-    if let (Some(pid), None) = (child, child_status) {
-        // Stopped early: end the command too.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        child_status = Some(reap(pid));
-    }
+    let child_status = stop.finish();
     d.drain(ring.get_mut());
     Ok(Summary {
         per_site: set
@@ -274,6 +282,66 @@ async fn event_loop(
         undecodable: d.undecodable,
         child_status,
     })
+}
+
+/// When a run ends: Ctrl-C or SIGTERM, the duration, or the `-c` command's
+/// exit.
+pub(crate) struct Stop {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    deadline: Option<tokio::time::Instant>,
+    child: Option<u32>,
+    child_fd: Option<AsyncFd<OwnedFd>>,
+    child_status: Option<i32>,
+}
+
+impl Stop {
+    /// Starts watching; call inside the tokio runtime.
+    pub(crate) fn new(duration: Option<Duration>, child: Option<u32>) -> Result<Self, Error> {
+        // Signal streams are made once: a signal that arrives while events
+        // are being drained is then still seen by the next wait.
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Stop {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            deadline: duration.map(|d| tokio::time::Instant::now() + d),
+            child,
+            child_fd: match child {
+                Some(pid) => Some(pidfd(pid)?),
+                None => None,
+            },
+            child_status: None,
+        })
+    }
+
+    /// Returns when the run should end (cancel-safe).
+    pub(crate) async fn wait(&mut self) -> Result<(), Error> {
+        let deadline = self.deadline;
+        let child_fd = self.child_fd.as_ref();
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {}
+            r = async { child_fd.expect("guarded").readable().await }, if child_fd.is_some() => {
+                drop(r?);
+                self.child_status = Some(reap(self.child.expect("guarded")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the `-c` command if it still runs; returns its exit status.
+    pub(crate) fn finish(&mut self) -> Option<i32> {
+        if let (Some(pid), None) = (self.child, self.child_status) {
+            // Stopped early: end the command too.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            self.child_status = Some(reap(pid));
+        }
+        self.child_status
+    }
 }
 
 /// Waits for the child and returns its exit code (128+signal when killed).

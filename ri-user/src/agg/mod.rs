@@ -1,0 +1,394 @@
+//! In-kernel aggregations: `ri count`, `ri hist`, `ri latency`.
+//!
+//! Each probe compiles, as for `ri trace`, into a plan whose captures are
+//! the `--by` keys (and the `--value`); the plan is then turned into an
+//! aggregating one: the payload those captures write is the key, and a
+//! final `COUNT` or `HIST` updates the kernel's `AGG` map instead of sending
+//! an event. `ri latency` adds a `STASH` at entry and an `ELAPSED` at return.
+//! User space only reads the map, at each interval and at exit.
+
+mod inflight;
+mod read;
+mod render;
+
+use std::time::Duration;
+
+use ri_common::{AGG_KEY_BYTES, Insn, MAX_INSNS, op, plan_flags};
+
+use crate::{
+    Error,
+    plan::{Field, FieldKind},
+    session::ProbeSet,
+    trace::{self, Launched, Stop, TraceOptions},
+};
+
+pub use read::{Snapshot, Stats};
+
+/// Errors turning probes into aggregations.
+#[derive(Debug, thiserror::Error)]
+pub enum AggError {
+    /// A probe string with its own captures.
+    #[error("'{0}': aggregating probes take no captures; group with --by")]
+    Captures(String),
+    /// Keys larger than the kernel's key area.
+    #[error(
+        "--by keys need {0} bytes; a key holds at most {AGG_KEY_BYTES} (shorten str(ADDR, LEN))"
+    )]
+    KeyTooLarge(usize),
+    /// A plan with no room for the aggregation instructions.
+    #[error("'{0}': probe too complex to aggregate: more than {MAX_INSNS} plan instructions")]
+    TooComplex(String),
+    /// `--value` that is not a number.
+    #[error("--value must be a number, not a string or bytes: '{0}'")]
+    NotANumber(String),
+    /// `ri latency` needs one plain function entry.
+    #[error("'{0}': ri latency takes one function entry probe (u:TARGET:FUNC), no wildcard")]
+    Latency(String),
+    /// `ri inflight` probes without the integer `key` capture first.
+    #[error("'{0}': ri inflight needs an integer key=EXPR as the first capture")]
+    InflightKey(String),
+    /// The kernel's aggregation map could not be read.
+    #[error("cannot read the aggregation map: {0}")]
+    Read(String),
+}
+
+/// Which aggregation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AggKind {
+    /// Hits per probe and key.
+    Count,
+    /// Log2 histogram of this expression per probe and key.
+    Hist(String),
+    /// Entry-to-return time per thread, as a log2 histogram.
+    Latency,
+    /// Operations begun (the probe) and not yet ended by this probe.
+    Inflight(String),
+}
+
+/// What to aggregate and how.
+#[derive(Clone, Debug)]
+pub struct AggOptions {
+    /// Count, hist or latency.
+    pub kind: AggKind,
+    /// Key expressions.
+    pub by: Vec<String>,
+    /// Print each interval's additions while running.
+    pub interval: Option<Duration>,
+    /// Size of the kernel map in keys.
+    pub max_keys: u32,
+    /// Probes, processes, duration, JSON, quiet (as for `ri trace`).
+    pub trace: TraceOptions,
+}
+
+/// Where a probe string's captures would start: after `KIND:TARGET:FUNC`.
+fn head_end(text: &str) -> usize {
+    let after = text
+        .find(':')
+        .and_then(|a| text[a + 1..].find(':').map(|b| a + b + 2))
+        .unwrap_or(0);
+    text[after..]
+        .find(|c: char| c == '(' || c.is_whitespace())
+        .map_or(text.len(), |i| i + after)
+}
+
+/// The probe string with `caps` as its captures (`k0=EXPR, ...`).
+fn with_captures(text: &str, caps: &[String]) -> Result<String, AggError> {
+    let at = head_end(text);
+    if text[at..].starts_with('(') {
+        return Err(AggError::Captures(text.to_string()));
+    }
+    if caps.is_empty() {
+        return Ok(text.to_string());
+    }
+    Ok(format!(
+        "{}({}){}",
+        &text[..at],
+        caps.join(", "),
+        &text[at..]
+    ))
+}
+
+fn key_captures(by: &[String]) -> Vec<String> {
+    by.iter()
+        .enumerate()
+        .map(|(i, e)| format!("k{i}={e}"))
+        .collect()
+}
+
+/// Payload bytes the emitting instructions of `insns` write.
+fn payload_bytes(insns: &[Insn]) -> usize {
+    insns
+        .iter()
+        .map(|i| match i.op {
+            op::EMIT => 8,
+            op::STR | op::BUF => 8 + ((i.len as usize + 7) & !7),
+            op::COMM => 24,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// How one probe of the session aggregates.
+#[derive(Clone, Debug)]
+pub struct AggPlan {
+    /// The key fields (labels are the `--by` texts).
+    pub keys: Vec<Field>,
+    /// Histogram (true) or count.
+    pub hist: bool,
+    /// The histogram's value is signed: the top bucket holds the negatives.
+    pub signed: bool,
+    /// Shown in the output (false for latency's entry half).
+    pub shown: bool,
+}
+
+/// Rewrites plan `id` of `set` so that it aggregates: `tail` replaces the
+/// last `drop` instructions.
+fn rewrite(
+    set: &mut ProbeSet,
+    id: usize,
+    drop: usize,
+    tail: &[Insn],
+    hist: bool,
+) -> Result<AggPlan, AggError> {
+    let probe = &mut set.probes[id];
+    let text = probe.spec.text.clone();
+    let plan = &mut probe.plan.plan;
+    let n = (plan.n_insns as usize).saturating_sub(drop);
+    if n + tail.len() > MAX_INSNS {
+        return Err(AggError::TooComplex(text));
+    }
+    let bytes = payload_bytes(&plan.insns[..n]);
+    if bytes > AGG_KEY_BYTES {
+        return Err(AggError::KeyTooLarge(bytes));
+    }
+    plan.insns[n..n + tail.len()].copy_from_slice(tail);
+    plan.n_insns = (n + tail.len()) as u32;
+    plan.flags |= plan_flags::AGGREGATE;
+    let mut keys = probe.plan.fields.clone();
+    let mut signed = false;
+    if hist && let Some(v) = keys.pop() {
+        signed = matches!(v.kind, FieldKind::Int { signed: true, .. });
+    }
+    Ok(AggPlan {
+        keys,
+        hist,
+        signed,
+        shown: true,
+    })
+}
+
+fn insn(code: u8, imm: u64) -> Insn {
+    Insn {
+        op: code,
+        imm,
+        ..Default::default()
+    }
+}
+
+/// Builds the probes of an aggregation and the per-plan descriptions.
+pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
+    let keys = key_captures(&opts.by);
+    let pids = &opts.trace.pids;
+    let mut plans = Vec::new();
+    let set = match &opts.kind {
+        AggKind::Count => {
+            let texts = opts
+                .trace
+                .probes
+                .iter()
+                .map(|t| with_captures(t, &keys))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut set = ProbeSet::build(&texts, pids)?;
+            for id in 0..set.probes.len() {
+                plans.push(rewrite(&mut set, id, 0, &[insn(op::COUNT, 0)], false)?);
+            }
+            set
+        }
+        AggKind::Hist(value) => {
+            let mut caps = keys.clone();
+            caps.push(format!("v={value}"));
+            let texts = opts
+                .trace
+                .probes
+                .iter()
+                .map(|t| with_captures(t, &caps))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut set = ProbeSet::build(&texts, pids)?;
+            for id in 0..set.probes.len() {
+                let numeric = matches!(
+                    set.probes[id].plan.fields.last().map(|f| &f.kind),
+                    Some(FieldKind::Int { .. } | FieldKind::Enum(_))
+                );
+                let last = set.probes[id].plan.plan.n_insns as usize;
+                if !numeric || last == 0 || set.probes[id].plan.plan.insns[last - 1].op != op::EMIT
+                {
+                    return Err(AggError::NotANumber(value.clone()).into());
+                }
+                // The value's EMIT becomes HIST: it pops the value instead.
+                plans.push(rewrite(&mut set, id, 1, &[insn(op::HIST, 0)], true)?);
+            }
+            set
+        }
+        AggKind::Latency => {
+            let text = &opts.trace.probes[0];
+            let entry = with_captures(text, &[])?;
+            let spec = crate::probe::parse_probe(&entry)?;
+            if spec.kind != crate::probe::ProbeKind::Uprobe
+                || spec.offset != 0
+                || spec.func.contains(['*', '?'])
+            {
+                return Err(AggError::Latency(text.clone()).into());
+            }
+            let at = head_end(&entry);
+            let head = &entry[entry.find(':').map_or(0, |c| c + 1)..at];
+            let mut caps = keys.clone();
+            caps.push("v=nsecs".into());
+            let ret = format!("ur:{head}({})", caps.join(", "));
+            let mut set = ProbeSet::build(&[entry.clone(), ret], pids)?;
+            let mut e = rewrite(&mut set, 0, 0, &[insn(op::STASH, 0)], false)?;
+            e.shown = false;
+            plans.push(e);
+            // `NSECS, EMIT` of the value become `ELAPSED, HIST`.
+            plans.push(rewrite(
+                &mut set,
+                1,
+                2,
+                &[insn(op::ELAPSED, 0), insn(op::HIST, 0)],
+                true,
+            )?);
+            set
+        }
+        AggKind::Inflight(end) => {
+            if !opts.by.is_empty() {
+                return Err(crate::Error::Usage(
+                    "ri inflight takes no --by: capture fields in the --begin probe".into(),
+                ));
+            }
+            let texts = [opts.trace.probes[0].clone(), end.clone()];
+            let mut set = ProbeSet::build(&texts, pids)?;
+            for (id, text) in texts.iter().enumerate() {
+                let fields = &set.probes[id].plan.fields;
+                let keyed = fields.first().is_some_and(|f| {
+                    f.name == "key" && matches!(f.kind, FieldKind::Int { .. } | FieldKind::Enum(_))
+                });
+                if !keyed || (id == 1 && fields.len() != 1) {
+                    return Err(AggError::InflightKey(text.clone()).into());
+                }
+            }
+            plans.push(rewrite(&mut set, 0, 0, &[insn(op::BEGIN, 0)], false)?);
+            let mut e = rewrite(&mut set, 1, 0, &[insn(op::END_FLIGHT, 0)], false)?;
+            e.shown = false;
+            plans.push(e);
+            return Ok((set, plans));
+        }
+    };
+    for p in &mut plans {
+        for (k, label) in p.keys.iter_mut().zip(&opts.by) {
+            k.name = label.clone();
+        }
+    }
+    Ok((set, plans))
+}
+
+/// Runs an aggregation to completion and prints the result.
+pub fn run(opts: &AggOptions) -> Result<(), Error> {
+    trace::check(&opts.trace)?;
+    let (set, plans) = build(opts)?;
+    let Launched { engine, child_pid } = trace::launch(&opts.trace, &set, opts.max_keys)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut stop = Stop::new(opts.trace.duration, child_pid)?;
+        let mut out = std::io::stdout().lock();
+        let view = render::View {
+            set: &set,
+            plans: &plans,
+            opts,
+        };
+        if matches!(opts.kind, AggKind::Inflight(_)) {
+            let json = opts.trace.json;
+            let show = |out: &mut std::io::StdoutLock, last| -> Result<(), Error> {
+                let flights = inflight::read(&engine)?;
+                inflight::print(out, &set, &plans[0], &flights, json, last)?;
+                Ok(())
+            };
+            if let Some(every) = opts.interval {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => show(&mut out, false)?,
+                        r = stop.wait() => { r?; break; }
+                    }
+                }
+            } else {
+                stop.wait().await?;
+            }
+            show(&mut out, true)?;
+            stop.finish();
+            if !opts.trace.quiet {
+                let stats = read::stats(&engine)?;
+                render::dropped(&mut std::io::stderr(), &stats, opts.max_keys)?;
+            }
+            return Ok(());
+        }
+        if let Some(every) = opts.interval {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = Snapshot::default();
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let now = read::snapshot(&engine)?;
+                        view.print(&mut out, &now.since(&last), false)?;
+                        last = now;
+                    }
+                    r = stop.wait() => { r?; break; }
+                }
+            }
+        } else {
+            stop.wait().await?;
+        }
+        stop.finish();
+        let total = read::snapshot(&engine)?;
+        view.print(&mut out, &total, true)?;
+        if !opts.trace.quiet {
+            let stats = read::stats(&engine)?;
+            render::summary(&mut std::io::stderr(), &total, &stats, opts.max_keys)?;
+        }
+        Ok::<_, Error>(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_go_after_the_function() {
+        let k = key_captures(&["arg0 % 4".into(), "comm".into()]);
+        assert_eq!(
+            with_captures("u:./calls:work_int3 if arg0 > 2", &k).unwrap(),
+            "u:./calls:work_int3(k0=arg0 % 4, k1=comm) if arg0 > 2"
+        );
+        assert_eq!(
+            with_captures("u:/a:b+0x4", &k[..1]).unwrap(),
+            "u:/a:b+0x4(k0=arg0 % 4)"
+        );
+        assert!(with_captures("u:/a:b(x=arg0)", &k).is_err());
+        assert_eq!(with_captures("u:/a:b", &[]).unwrap(), "u:/a:b");
+    }
+
+    #[test]
+    fn key_bytes() {
+        let i = |code, len| Insn {
+            op: code,
+            len,
+            ..Default::default()
+        };
+        assert_eq!(
+            payload_bytes(&[i(op::EMIT, 0), i(op::COMM, 0), i(op::STR, 61)]),
+            8 + 24 + 72
+        );
+    }
+}

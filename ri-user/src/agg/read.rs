@@ -1,0 +1,102 @@
+//! Reading the kernel's aggregation map: per-CPU values summed, histogram
+//! buckets gathered under their (site, key).
+
+use std::collections::BTreeMap;
+
+use aya::maps::{PerCpuArray, PerCpuHashMap};
+use ri_common::{AggKey, HIST_BUCKETS};
+
+use super::AggError;
+use crate::engine::Engine;
+
+/// One key's hits: the total and, for histograms, per log2 bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cell {
+    /// Hits.
+    pub count: u64,
+    /// Hits per bucket (all in bucket 0 for counts).
+    pub buckets: [u64; HIST_BUCKETS as usize],
+}
+
+impl Default for Cell {
+    fn default() -> Self {
+        Cell {
+            count: 0,
+            buckets: [0; HIST_BUCKETS as usize],
+        }
+    }
+}
+
+/// Where a cell is: plan id, site id, key bytes.
+pub type CellKey = (u32, u32, Vec<u8>);
+
+/// The map's content: (plan, site, key bytes) → hits.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Cells by plan, site and key bytes.
+    pub cells: BTreeMap<CellKey, Cell>,
+}
+
+impl Snapshot {
+    /// What was added since `before`.
+    pub fn since(&self, before: &Snapshot) -> Snapshot {
+        let mut cells = BTreeMap::new();
+        for (k, c) in &self.cells {
+            let mut d = c.clone();
+            if let Some(b) = before.cells.get(k) {
+                d.count -= b.count.min(d.count);
+                for (x, y) in d.buckets.iter_mut().zip(&b.buckets) {
+                    *x -= (*y).min(*x);
+                }
+            }
+            if d.count > 0 {
+                cells.insert(k.clone(), d);
+            }
+        }
+        Snapshot { cells }
+    }
+
+    /// Hits over all keys.
+    pub fn total(&self) -> u64 {
+        self.cells.values().map(|c| c.count).sum()
+    }
+}
+
+/// Counters beside the map.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Updates dropped because the map was full.
+    pub dropped: u64,
+}
+
+fn err(e: impl std::fmt::Display) -> AggError {
+    AggError::Read(e.to_string())
+}
+
+/// Reads the whole aggregation map.
+pub fn snapshot(engine: &Engine) -> Result<Snapshot, crate::Error> {
+    let map: PerCpuHashMap<_, AggKey, u64> =
+        PerCpuHashMap::try_from(engine.map("AGG")?).map_err(err)?;
+    let mut snap = Snapshot::default();
+    for item in map.iter() {
+        let (k, per_cpu) = item.map_err(err)?;
+        let n: u64 = per_cpu.iter().sum();
+        let cell = snap
+            .cells
+            .entry((k.plan, k.site, k.key.to_vec()))
+            .or_default();
+        cell.count += n;
+        cell.buckets[(k.bucket as usize).min(HIST_BUCKETS as usize - 1)] += n;
+    }
+    Ok(snap)
+}
+
+/// Reads the dropped-update counter.
+pub fn stats(engine: &Engine) -> Result<Stats, crate::Error> {
+    let map: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(engine.map("AGG_DROPPED")?).map_err(err)?;
+    let v = map.get(&0, 0).map_err(err)?;
+    Ok(Stats {
+        dropped: v.iter().sum(),
+    })
+}
