@@ -50,26 +50,11 @@ pub(super) fn find(binary: &Path) -> Result<(PathBuf, Vec<u8>), DwarfError> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, DwarfError> {
-    std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => DwarfError::NotFound(path.to_path_buf()),
-        _ => DwarfError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    })
+    Ok(crate::elf::read_elf(path)?)
 }
 
 fn parse<'d>(path: &Path, data: &'d [u8]) -> Result<object::File<'d>, DwarfError> {
-    if !data.starts_with(b"\x7fELF") {
-        return Err(DwarfError::NotElf {
-            path: path.to_path_buf(),
-            reason: "no ELF magic".into(),
-        });
-    }
-    object::File::parse(data).map_err(|e| DwarfError::NotElf {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    Ok(crate::elf::parse_elf(path, data)?)
 }
 
 /// True when the file has a non-empty `.debug_info` (possibly compressed).

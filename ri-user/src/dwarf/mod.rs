@@ -20,25 +20,9 @@ use crate::elf::glob_match;
 /// Errors loading debug info or looking things up in it.
 #[derive(Debug, thiserror::Error)]
 pub enum DwarfError {
-    /// The binary does not exist.
-    #[error("no such file: {0}")]
-    NotFound(PathBuf),
-    /// A file exists but cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not an ELF object.
-    #[error("{path} is not an ELF file: {reason}")]
-    NotElf {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said.
-        reason: String,
-    },
+    /// The binary or a debug file is missing, unreadable or not ELF.
+    #[error(transparent)]
+    File(#[from] crate::elf::FileError),
     /// Neither the binary nor a separate debug file has DWARF.
     #[error("no debug info for {path}: {hint}")]
     NoDebugInfo {

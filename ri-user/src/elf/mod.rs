@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
-/// Errors reading a binary's symbols.
+/// Errors opening a binary, shared by every module that reads ELF files
+/// (symbols, DWARF, USDT notes).
 #[derive(Debug, thiserror::Error)]
-pub enum ElfError {
+pub enum FileError {
     /// The file does not exist.
     #[error("no such file: {0}")]
     NotFound(PathBuf),
@@ -27,6 +28,40 @@ pub enum ElfError {
         /// What the parser said.
         reason: String,
     },
+}
+
+/// Reads a file whose content must be ELF.
+pub fn read_elf(path: &Path) -> Result<Vec<u8>, FileError> {
+    let data = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => FileError::NotFound(path.to_path_buf()),
+        _ => FileError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    })?;
+    if !data.starts_with(b"\x7fELF") {
+        return Err(FileError::NotElf {
+            path: path.to_path_buf(),
+            reason: "no ELF magic".into(),
+        });
+    }
+    Ok(data)
+}
+
+/// Parses ELF bytes read by [`read_elf`].
+pub fn parse_elf<'d>(path: &Path, data: &'d [u8]) -> Result<object::File<'d>, FileError> {
+    object::File::parse(data).map_err(|e| FileError::NotElf {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Errors reading a binary's symbols.
+#[derive(Debug, thiserror::Error)]
+pub enum ElfError {
+    /// The file is missing, unreadable or not ELF.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The function is not in the symbol tables.
     #[error("unknown symbol '{name}' in {path}{}", suggest(.close))]
     UnknownSymbol {
@@ -82,24 +117,9 @@ pub struct ElfFile {
 impl ElfFile {
     /// Reads `path` and its `.symtab`/`.dynsym` function symbols.
     pub fn open(path: &Path) -> Result<Self, ElfError> {
-        let data = std::fs::read(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ElfError::NotFound(path.to_path_buf()),
-            _ => ElfError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            },
-        })?;
+        let data = read_elf(path)?;
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        if !data.starts_with(b"\x7fELF") {
-            return Err(ElfError::NotElf {
-                path,
-                reason: "no ELF magic".into(),
-            });
-        }
-        let file = object::File::parse(&*data).map_err(|e| ElfError::NotElf {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let file = parse_elf(&path, &data)?;
         let mut functions: Vec<Function> = file
             .symbols()
             .chain(file.dynamic_symbols())

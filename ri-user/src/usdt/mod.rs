@@ -15,22 +15,12 @@ use crate::{elf::glob_match, probe::ParseError};
 /// Errors reading USDT notes or using their arguments.
 #[derive(Debug, thiserror::Error)]
 pub enum UsdtError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not a 64-bit ELF object.
-    #[error("{path} is not an ELF file: {reason}")]
-    NotElf {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said.
-        reason: String,
-    },
+    /// The file is missing, unreadable or not ELF.
+    #[error(transparent)]
+    File(#[from] crate::elf::FileError),
+    /// Writing the listing failed.
+    #[error("{0}")]
+    Write(#[from] std::io::Error),
     /// A malformed note.
     #[error("malformed USDT note in {path}: {reason}")]
     BadNote {
@@ -125,19 +115,13 @@ impl Note {
 
 /// Reads every USDT note of `path` (an empty list when there are none).
 pub fn read_notes(path: &Path) -> Result<Vec<Note>, UsdtError> {
-    let data = std::fs::read(path).map_err(|e| UsdtError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let data = crate::elf::read_elf(path)?;
     parse_notes(path, &data)
 }
 
 /// Parses the notes of an ELF image.
 pub fn parse_notes(path: &Path, data: &[u8]) -> Result<Vec<Note>, UsdtError> {
-    let file = object::File::parse(data).map_err(|e| UsdtError::NotElf {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let file = crate::elf::parse_elf(path, data)?;
     let bad = |reason: &str| UsdtError::BadNote {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -333,11 +317,7 @@ pub fn list(path: &Path, pattern: &str, out: &mut impl std::io::Write) -> Result
                 note.provider,
                 note.name,
                 note.arg_text
-            )
-            .map_err(|e| UsdtError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            })?;
+            )?;
             n += 1;
         }
     }
