@@ -1,8 +1,8 @@
 //! Flags of the aggregating commands `ri count`, `ri hist` and `ri latency`.
 
-use std::time::Duration;
-
 use clap::Args;
+
+use super::seconds;
 
 use crate::{
     agg::{AggKind, AggOptions},
@@ -19,21 +19,12 @@ pub struct AggCommon {
     /// Also print what each SECONDS added, while running.
     #[arg(short, long, value_name = "SECONDS")]
     pub interval: Option<f64>,
-    /// Only this process (repeatable).
-    #[arg(short, long = "pid", value_name = "PID")]
-    pub pids: Vec<u32>,
-    /// Start this command with the probes attached; stop when it exits.
-    #[arg(short = 'c', long = "command", value_name = "CMD")]
-    pub command: Option<String>,
-    /// Stop after this many seconds.
-    #[arg(short, long, value_name = "SECONDS")]
-    pub duration: Option<f64>,
+    /// Which processes, and for how long.
+    #[command(flatten)]
+    pub scope: super::ScopeArgs,
     /// JSON: one object per print.
     #[arg(long)]
     pub json: bool,
-    /// Print no attach message and no summary.
-    #[arg(short, long)]
-    pub quiet: bool,
     /// Keys the kernel map holds; updates past it are counted as dropped.
     #[arg(long, default_value_t = ri_common::AGG_ENTRIES, value_name = "N")]
     pub max_keys: u32,
@@ -75,15 +66,6 @@ pub struct LatencyArgs {
     pub common: AggCommon,
 }
 
-fn seconds(flag: &str, v: Option<f64>) -> Result<Option<Duration>, String> {
-    match v {
-        Some(d) if !(d > 0.0 && d.is_finite()) => Err(format!(
-            "{flag} must be a positive number of seconds, not {d}"
-        )),
-        d => Ok(d.map(Duration::from_secs_f64)),
-    }
-}
-
 impl AggCommon {
     /// The library options for `kind` over `probes`.
     pub fn options(&self, kind: AggKind, probes: Vec<String>) -> Result<AggOptions, String> {
@@ -97,14 +79,14 @@ impl AggCommon {
             max_keys: self.max_keys,
             trace: TraceOptions {
                 probes,
-                pids: self.pids.clone(),
-                command: self.command.clone(),
-                duration: seconds("--duration", self.duration)?,
+                pids: self.scope.pids.clone(),
+                command: self.scope.command.clone(),
+                duration: seconds("--duration", self.scope.duration)?,
                 json: self.json,
                 // No events flow: the smallest ring will do.
                 ring_bytes: 4096,
                 bare: false,
-                quiet: self.quiet,
+                quiet: self.scope.quiet,
             },
         })
     }

@@ -122,12 +122,10 @@ pub enum FidAction {
     },
 }
 
-/// Options of `ri trace`.
+/// Which processes a probing command watches, and for how long; shared by
+/// `trace` and the aggregating commands.
 #[derive(Debug, Args)]
-pub struct TraceArgs {
-    /// Probe strings.
-    #[arg(required = true, value_name = "PROBE")]
-    pub probes: Vec<String>,
+pub struct ScopeArgs {
     /// Trace only this process (repeatable).
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
@@ -137,15 +135,36 @@ pub struct TraceArgs {
     /// Stop after this many seconds.
     #[arg(short, long, value_name = "SECONDS")]
     pub duration: Option<f64>,
+    /// Print no attach message and no summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Parses an optional positive number of seconds given to `flag`.
+pub fn seconds(flag: &str, v: Option<f64>) -> Result<Option<Duration>, String> {
+    match v {
+        Some(d) if !(d > 0.0 && d.is_finite()) => Err(format!(
+            "{flag} must be a positive number of seconds, not {d}"
+        )),
+        d => Ok(d.map(Duration::from_secs_f64)),
+    }
+}
+
+/// Options of `ri trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Probe strings.
+    #[arg(required = true, value_name = "PROBE")]
+    pub probes: Vec<String>,
+    /// Which processes, and for how long.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// One JSON object per event.
     #[arg(long)]
     pub json: bool,
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, default_value_t = ri_common::DEFAULT_RING_BYTES >> 20, value_name = "MIB")]
     pub buffer_size: u32,
-    /// Print no attach message and no summary.
-    #[arg(short, long)]
-    pub quiet: bool,
     /// Attach an empty program instead of the plan (benchmark baseline).
     #[arg(long, hide = true)]
     pub bare: bool,
@@ -160,23 +179,15 @@ impl TraceArgs {
                 self.buffer_size
             ));
         }
-        let duration = match self.duration {
-            Some(d) if !(d > 0.0 && d.is_finite()) => {
-                return Err(format!(
-                    "--duration must be a positive number of seconds, not {d}"
-                ));
-            }
-            d => d.map(Duration::from_secs_f64),
-        };
         Ok(TraceOptions {
             probes: self.probes.clone(),
-            pids: self.pids.clone(),
-            command: self.command.clone(),
-            duration,
+            pids: self.scope.pids.clone(),
+            command: self.scope.command.clone(),
+            duration: seconds("--duration", self.scope.duration)?,
             json: self.json,
             ring_bytes: self.buffer_size << 20,
             bare: self.bare,
-            quiet: self.quiet,
+            quiet: self.scope.quiet,
         })
     }
 }
