@@ -201,6 +201,19 @@ pub struct Scratch {
     pub flight: Inflight,
 }
 
+/// Key of the in-flight map: the process and the key word its begin probe
+/// captured, so equal pointers in two processes stay apart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlightKey {
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+    /// The first word of the begin probe's payload.
+    pub key: u64,
+}
+
 /// An operation in flight (`ri inflight`): when and where it began and
 /// the fields its begin probe captured (the key first).
 #[repr(C)]
@@ -229,4 +242,5 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::AggKey {}
     unsafe impl aya::Pod for super::Inflight {}
+    unsafe impl aya::Pod for super::FlightKey {}
 }

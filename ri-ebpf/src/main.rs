@@ -21,9 +21,9 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use ri_common::{
-    AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, HEADER_LEN, Inflight,
-    MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, STACK_DEPTH, Scratch, WAKEUP_INTERVAL_NS,
-    op, plan_flags,
+    AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FlightKey, HEADER_LEN,
+    Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, STACK_DEPTH, Scratch,
+    WAKEUP_INTERVAL_NS, op, plan_flags,
 };
 
 /// Plans by plan id, written by user space before attaching.
@@ -54,9 +54,9 @@ static AGG: PerCpuHashMap<AggKey, u64> = PerCpuHashMap::with_max_entries(AGG_ENT
 #[map]
 static AGG_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Operations in flight (`ri inflight`), by key.
+/// Operations in flight (`ri inflight`), by process and key.
 #[map]
-static INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(AGG_ENTRIES, 0);
+static INFLIGHT: HashMap<FlightKey, Inflight> = HashMap::with_max_entries(AGG_ENTRIES, 0);
 
 /// Entry times of `ri latency`, keyed by thread id << 32 | slot.
 #[map]
@@ -204,11 +204,15 @@ fn dropped() {
     }
 }
 
-/// The payload's first word: the key of `ri inflight`.
+/// The in-flight key: this process and the payload's first word.
 #[inline(always)]
-fn first_word(s: &Scratch) -> u64 {
-    // SAFETY: a constant, 8-aligned offset inside `event`.
-    unsafe { *(s.event[HEADER_LEN..].as_ptr() as *const u64) }
+fn flight_key(s: &Scratch) -> FlightKey {
+    FlightKey {
+        pid: (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32,
+        pad: 0,
+        // SAFETY: a constant, 8-aligned offset inside `event`.
+        key: unsafe { *(s.event[HEADER_LEN..].as_ptr() as *const u64) },
+    }
 }
 
 /// Stores the payload as an operation in flight under its first word.
@@ -226,9 +230,9 @@ fn begin(s: &mut Scratch) {
         // SAFETY: constant offsets inside `event` and `flight.payload`.
         unsafe { core::ptr::write_unaligned(dst.add(w), *src.add(w)) };
     }
-    let key = first_word(s);
+    let key = flight_key(s);
     let value: &Inflight = &s.flight;
-    if INFLIGHT.insert(key, value, 0).is_err() {
+    if INFLIGHT.insert(&key, value, 0).is_err() {
         dropped();
     }
 }
@@ -459,7 +463,7 @@ unsafe extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
             return 1;
         }
         op::END_FLIGHT => {
-            let _ = INFLIGHT.remove(first_word(s));
+            let _ = INFLIGHT.remove(&flight_key(s));
             s.drop = 1;
             return 1;
         }

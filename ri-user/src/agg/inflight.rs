@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use aya::maps::HashMap as BpfHashMap;
-use ri_common::{EventHeader, HEADER_LEN, Inflight};
+use ri_common::{EventHeader, FlightKey, HEADER_LEN, Inflight};
 use serde_json::{Map, Value as Json, json};
 
 use super::{AggError, AggPlan, render::duration_text, render::value_json, render::value_text};
@@ -29,7 +29,7 @@ pub struct Flight {
 
 /// Reads the in-flight map, oldest first.
 pub fn read(engine: &Engine) -> Result<Vec<Flight>, crate::Error> {
-    let map: BpfHashMap<_, u64, Inflight> =
+    let map: BpfHashMap<_, FlightKey, Inflight> =
         BpfHashMap::try_from(engine.map("INFLIGHT")?).map_err(|e| AggError::Read(e.to_string()))?;
     let mut v = Vec::new();
     for item in map.iter() {
