@@ -22,6 +22,7 @@ pub mod report;
 pub mod session;
 pub mod sink;
 pub mod target;
+pub mod text;
 pub mod trace;
 pub mod types;
 pub mod usdt;

@@ -10,7 +10,7 @@ use super::{
     AggKind, AggOptions, AggPlan,
     read::{Cell, CellKey, Snapshot, Stats},
 };
-use crate::{decode::Value, session::ProbeSet};
+use crate::{decode::Value, session::ProbeSet, text::counted};
 
 /// What a print needs besides the numbers.
 pub struct View<'a> {
@@ -270,7 +270,12 @@ pub fn summary(
     stats: &Stats,
     max_keys: u32,
 ) -> std::io::Result<()> {
-    writeln!(w, "ri: {} hits in {} keys", snap.total(), snap.cells.len())?;
+    writeln!(
+        w,
+        "ri: {} in {}",
+        counted(snap.total(), "hit"),
+        counted(snap.cells.len() as u64, "key")
+    )?;
     dropped(w, stats, max_keys)
 }
 

@@ -253,6 +253,24 @@ impl<'a, 'd> Builder<'a, 'd> {
         Ok(a)
     }
 
+    /// The attributes of `node`'s direct children tagged `tag`, in order.
+    fn tagged_children(
+        &self,
+        unit: &Unit<'d>,
+        node: Node<'_, '_, '_, 'd>,
+        tag: gimli::DwTag,
+    ) -> gimli::Result<Vec<Attrs<'d>>> {
+        let mut out = Vec::new();
+        let mut children = node.children();
+        while let Some(child) = children.next()? {
+            let e = child.entry();
+            if e.tag() == tag {
+                out.push(self.attrs(unit, e)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// A name attribute as text.
     fn text(&self, unit: &Unit<'d>, v: Option<AttributeValue<R<'d>>>) -> Option<String> {
         let s = self.dwarf.attr_string(unit, v?).ok()?;
@@ -436,13 +454,7 @@ impl<'a, 'd> Builder<'a, 'd> {
         let underlying = self.type_of(&a);
         let mut names = Vec::new();
         let mut raw = Vec::new();
-        let mut children = node.children();
-        while let Some(child) = children.next()? {
-            let e = child.entry();
-            if e.tag() != dw::DW_TAG_enumerator {
-                continue;
-            }
-            let m = self.attrs(unit, e)?;
+        for m in self.tagged_children(unit, node, dw::DW_TAG_enumerator)? {
             let value = match m.const_value {
                 Some(AttributeValue::Data1(v)) => (u64::from(v), 1, false),
                 Some(AttributeValue::Data2(v)) => (u64::from(v), 2, false),
@@ -481,16 +493,11 @@ impl<'a, 'd> Builder<'a, 'd> {
     ) -> gimli::Result<()> {
         let id = self.id_at(off);
         let elem = self.type_of(&a).unwrap_or(VOID);
-        let mut dims: Vec<Option<u64>> = Vec::new();
-        let mut children = node.children();
-        while let Some(child) = children.next()? {
-            let e = child.entry();
-            if e.tag() != dw::DW_TAG_subrange_type {
-                continue;
-            }
-            let s = self.attrs(unit, e)?;
-            dims.push(dimension(&s));
-        }
+        let mut dims: Vec<Option<u64>> = self
+            .tagged_children(unit, node, dw::DW_TAG_subrange_type)?
+            .iter()
+            .map(dimension)
+            .collect();
         if dims.is_empty() {
             dims.push(None);
         }

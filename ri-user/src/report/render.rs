@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::{Report, threads::Frame};
+use crate::text::counted;
 
 const WIDTH: usize = 72;
 
@@ -75,14 +76,6 @@ fn frame_line(i: usize, f: &Frame) -> String {
         s.push_str(" [fp]");
     }
     s
-}
-
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        word.to_string()
-    } else {
-        format!("{word}s")
-    }
 }
 
 fn kb(v: Option<u64>) -> String {
@@ -204,10 +197,9 @@ pub fn text(r: &Report) -> String {
         if t.stacks {
             let _ = writeln!(
                 out,
-                "{} {}; {} stopped one at a time: total pause {} µs, longest {} µs \
+                "{}; {} stopped one at a time: total pause {} µs, longest {} µs \
                  (of which ri held it {} µs at most)",
-                t.count,
-                plural(t.count, "thread"),
+                counted(t.count as u64, "thread"),
                 t.stopped,
                 t.total_pause_us,
                 t.max_pause_us,
@@ -216,9 +208,8 @@ pub fn text(r: &Report) -> String {
         } else {
             let _ = writeln!(
                 out,
-                "{} {} (stacks not taken)",
-                t.count,
-                plural(t.count, "thread")
+                "{} (stacks not taken)",
+                counted(t.count as u64, "thread")
             );
         }
         notes(&mut out, &t.notes);
@@ -260,7 +251,7 @@ pub fn text(r: &Report) -> String {
     if let Some(f) = &r.files {
         out.push('\n');
         banner(&mut out, "Files");
-        let _ = writeln!(out, "{} open {}", f.count, plural(f.count, "descriptor"));
+        let _ = writeln!(out, "{} open", counted(f.count as u64, "descriptor"));
         for d in &f.fds {
             let mut l = format!(
                 "  {:>5} {:<3} {:<7} {}",

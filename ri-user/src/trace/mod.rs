@@ -18,6 +18,7 @@ use crate::{
     session::{ProbeSet, child::HeldChild},
     sink::{JsonSink, Sink, SiteInfo, TextSink},
     target,
+    text::counted,
 };
 
 /// What to trace and how.
@@ -149,13 +150,10 @@ pub(crate) fn launch(
     };
     if !opts.quiet {
         eprintln!(
-            "ri: attached {} probe{} at {} site{} ({} attachment{}) in {} ms",
-            set.probes.len(),
-            plural(set.probes.len()),
-            set.sites.len(),
-            plural(set.sites.len()),
-            n,
-            plural(n),
+            "ri: attached {} at {} ({}) in {} ms",
+            counted(set.probes.len() as u64, "probe"),
+            counted(set.sites.len() as u64, "site"),
+            counted(n as u64, "attachment"),
             started.elapsed().as_millis()
         );
     }
@@ -164,10 +162,6 @@ pub(crate) fn launch(
         c.release()?;
     }
     Ok(Launched { engine, child_pid })
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 /// Opens a pidfd that becomes readable when `pid` exits.

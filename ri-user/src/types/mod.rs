@@ -10,6 +10,7 @@ use crate::{
     Error,
     dwarf::{DebugInfo, DwarfError, Member, StructKind, Type, TypeId},
     target,
+    text::counted,
 };
 
 /// Which types to show.
@@ -84,14 +85,6 @@ fn pad(s: &str, col: usize) -> String {
         format!("{s} ")
     } else {
         format!("{s}{}", " ".repeat(col - n))
-    }
-}
-
-fn plural(n: u64, unit: &str) -> String {
-    if n == 1 {
-        format!("{n} {unit}")
-    } else {
-        format!("{n} {unit}s")
     }
 }
 
@@ -186,14 +179,14 @@ fn hole_lines(from: u64, bits: u64, what: &str) -> Vec<String> {
     let to_byte = (8 - from % 8) % 8;
     if to_byte > 0 && bits > 0 {
         let b = to_byte.min(bits);
-        out.push(format!("/* XXX {} {what} */", plural(b, "bit")));
+        out.push(format!("/* XXX {} {what} */", counted(b, "bit")));
         bits -= b;
     }
     if bits >= 8 {
-        out.push(format!("/* XXX {} {what} */", plural(bits / 8, "byte")));
+        out.push(format!("/* XXX {} {what} */", counted(bits / 8, "byte")));
     }
     if !bits.is_multiple_of(8) {
-        out.push(format!("/* XXX {} {what} */", plural(bits % 8, "bit")));
+        out.push(format!("/* XXX {} {what} */", counted(bits % 8, "bit")));
     }
     out
 }

@@ -366,10 +366,10 @@ mod tests {
         ]
         .iter()
         .any(|p| Path::new(p).exists());
-        if !have_sdt {
-            eprintln!("skipped: no <sys/sdt.h> (cargo xtask setup installs it)");
-            return;
-        }
+        assert!(
+            have_sdt,
+            "no <sys/sdt.h>: run `cargo xtask setup` (installs systemtap-sdt-dev)"
+        );
         let dir = std::env::temp_dir().join(format!("ri-sdt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let src = dir.join("sdt.c");
@@ -397,19 +397,9 @@ mod tests {
         }
     }
 
-    /// The fixture of [`sdt_fixture`] (`tests/tests/usdt_sdt.rs` traces
-    /// the same program live).
-    const SDT_FIXTURE: &str = "#define _SDT_HAS_SEMAPHORES 1
-#include <sys/sdt.h>
-unsigned short fix_three_semaphore __attribute__((section(\".probes\")));
-long g[4] = {10, 20, 30, 40};
-__attribute__((noinline)) int f(int a, long *p, long i) {
-    if (fix_three_semaphore)
-        DTRACE_PROBE4(fix, three, a, p[i], g[2], (char)a);
-    return a;
-}
-int main(int argc, char **argv) { return f(argc, g, argc - 1) == 0; }
-";
+    /// The fixture of [`sdt_fixture`]; `tests/tests/usdt_sdt.rs` traces
+    /// the same program live.
+    const SDT_FIXTURE: &str = include_str!("../../../tests/fixtures/sdt.c");
 
     #[test]
     fn python_function_entry() {
