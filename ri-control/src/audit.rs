@@ -17,6 +17,9 @@ use crate::protocol::WireError;
 
 /// Default number of entries kept in memory.
 pub const DEFAULT_RING: usize = 256;
+/// Size past which the audit file is rotated to `<file>.1` (replacing an
+/// older `.1`), so a long-lived service keeps at most twice this on disk.
+pub const ROTATE_BYTES: u64 = 8 << 20;
 
 /// The audit log could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -80,29 +83,58 @@ pub struct AuditLog {
     file: Mutex<File>,
     ring: Mutex<VecDeque<AuditEntry>>,
     capacity: usize,
+    rotate_at: u64,
     write_errors: AtomicU64,
+}
+
+/// Opens `path` for appending, creating it 0600 (never through a symlink).
+fn open_append(path: &Path) -> Result<File, AuditError> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| AuditError::Open {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 impl AuditLog {
     /// Opens (creating with mode 0600) the audit file for appending.
     pub fn open(path: &Path, capacity: usize) -> Result<Self, AuditError> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|source| AuditError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
         Ok(AuditLog {
             path: path.to_owned(),
-            file: Mutex::new(file),
+            file: Mutex::new(open_append(path)?),
             ring: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
             capacity: capacity.max(1),
+            rotate_at: ROTATE_BYTES,
             write_errors: AtomicU64::new(0),
         })
+    }
+
+    /// Rotates the file once it grows past `bytes` (default [`ROTATE_BYTES`]).
+    pub fn rotate_at(mut self, bytes: u64) -> Self {
+        self.rotate_at = bytes.max(1);
+        self
+    }
+
+    /// Moves a full file to `<file>.1` and starts a new one; on failure the
+    /// old file keeps growing and the error is counted.
+    fn rotate(&self, f: &mut File) -> bool {
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        match std::fs::rename(&self.path, &old)
+            .map_err(|_| ())
+            .and_then(|()| open_append(&self.path).map_err(|_| ()))
+        {
+            Ok(new) => {
+                *f = new;
+                true
+            }
+            Err(()) => false,
+        }
     }
 
     /// The file's path.
@@ -121,7 +153,9 @@ impl AuditLog {
         line.push(b'\n');
         let ok = {
             let mut f = lock(&self.file);
-            f.write_all(&line).is_ok()
+            let written = f.write_all(&line).is_ok();
+            let full = f.metadata().is_ok_and(|m| m.len() >= self.rotate_at);
+            written && (!full || self.rotate(&mut f))
         };
         if !ok {
             self.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -143,5 +177,63 @@ impl AuditLog {
     /// How many entries could not be written to the file.
     pub fn write_errors(&self) -> u64 {
         self.write_errors.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u64) -> AuditEntry {
+        AuditEntry {
+            time: "2026-11-30T00:00:00Z".into(),
+            epoch_ms: n,
+            target: "t".into(),
+            pid: 1,
+            peer: AuditPeer {
+                transport: "unix".into(),
+                uid: Some(0),
+                pid: Some(2),
+                addr: None,
+            },
+            cmd: "x.set".into(),
+            args: serde_json::json!({"n": n}),
+            confirmed: true,
+            ok: true,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_full_file_rotates_to_dot_1_keeping_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.audit.jsonl");
+        let log = AuditLog::open(&path, 8).unwrap().rotate_at(400);
+        for n in 0..6 {
+            log.record(entry(n));
+        }
+        assert_eq!(log.write_errors(), 0);
+        let lines = |p: &Path| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let old = dir.path().join("a.audit.jsonl.1");
+        assert!(old.exists());
+        assert!(std::fs::metadata(&path).unwrap().len() < 400);
+        // Each rotation replaces the previous .1: what is on disk is the
+        // newest entries, in two files.
+        assert!(lines(&old) >= 1 && lines(&path) + lines(&old) <= 6);
+        let last: AuditEntry = serde_json::from_str(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .chain(std::fs::read_to_string(&old).unwrap().lines())
+                .max_by_key(|l| serde_json::from_str::<AuditEntry>(l).unwrap().epoch_ms)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(last.epoch_ms, 5);
     }
 }
