@@ -227,8 +227,8 @@ pub struct Inflight {
     pub tid: u32,
     /// Site id of the begin probe.
     pub site: u32,
-    /// Reserved, zero.
-    pub pad: u32,
+    /// Plan id of the begin probe (the aggregation key of `SPAN`).
+    pub plan: u32,
     /// The begin probe's payload.
     pub payload: [u8; AGG_KEY_BYTES],
 }

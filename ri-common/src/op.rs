@@ -51,6 +51,11 @@ pub const BEGIN: u8 = 19;
 /// `ri inflight` end: forget the in-flight entry whose key is the payload's
 /// first word; no event.
 pub const END_FLIGHT: u8 = 20;
+/// `ri latency --begin/--end` end: look up the in-flight entry whose key is
+/// the payload's first word, count now minus its begin time in a log2
+/// bucket of `AGG` under the begin's plan, site and payload (without the
+/// key word), and forget it; without a begin, drop the hit. No event.
+pub const SPAN: u8 = 24;
 
 /// Addition.
 pub const ADD: u8 = 32;

@@ -176,6 +176,12 @@ fn bump(s: &mut Scratch, bucket: u32) {
         // SAFETY: constant offsets inside `event` and `agg.key`.
         unsafe { core::ptr::write_unaligned(dst.add(w), *src.add(w)) };
     }
+    update(s);
+}
+
+/// Counts one hit under the key already built in `s.agg`.
+#[inline(always)]
+fn update(s: &mut Scratch) {
     // By reference: the key stays in the map value, off the BPF stack.
     let key: &AggKey = &s.agg;
     if let Some(v) = AGG.get_ptr_mut(key) {
@@ -223,7 +229,7 @@ fn begin(s: &mut Scratch) {
     s.flight.pid = (pid_tgid >> 32) as u32;
     s.flight.tid = pid_tgid as u32;
     s.flight.site = s.site;
-    s.flight.pad = 0;
+    s.flight.plan = s.plan;
     let src = s.event[HEADER_LEN..].as_ptr() as *const u64;
     let dst = s.flight.payload.as_mut_ptr() as *mut u64;
     for w in 0..AGG_KEY_BYTES / 8 {
@@ -232,9 +238,39 @@ fn begin(s: &mut Scratch) {
     }
     let key = flight_key(s);
     let value: &Inflight = &s.flight;
-    if INFLIGHT.insert(&key, value, 0).is_err() {
+    if INFLIGHT.insert(key, value, 0).is_err() {
         dropped();
     }
+}
+
+/// Ends a span: the time since its begin (the in-flight entry under the
+/// payload's key) counts in a log2 bucket under the begin's plan, site and
+/// payload without the key word; the entry is forgotten. No begin, no count.
+#[inline(always)]
+fn span(s: &mut Scratch) {
+    let key = flight_key(s);
+    let Some(f) = INFLIGHT.get_ptr(key) else {
+        return;
+    };
+    // SAFETY: a map value, read at constant offsets before it is removed.
+    let f = unsafe { &*f };
+    let elapsed = unsafe { bpf_ktime_get_ns() }.wrapping_sub(f.ts_ns);
+    s.agg.plan = f.plan;
+    s.agg.site = f.site;
+    s.agg.bucket = log2_bucket(elapsed);
+    s.agg.pad = 0;
+    let src = f.payload.as_ptr() as *const u64;
+    let dst = s.agg.key.as_mut_ptr() as *mut u64;
+    for w in 1..AGG_KEY_BYTES / 8 {
+        // SAFETY: constant offsets inside `payload` and `agg.key`.
+        unsafe {
+            core::ptr::write_unaligned(dst.add(w - 1), core::ptr::read_unaligned(src.add(w)))
+        };
+    }
+    // SAFETY: the last word of `agg.key`.
+    unsafe { core::ptr::write_unaligned(dst.add(AGG_KEY_BYTES / 8 - 1), 0) };
+    let _ = INFLIGHT.remove(key);
+    update(s);
 }
 
 /// Log2 bucket: 0 for 0, else b with 2^(b-1) <= v < 2^b.
@@ -463,7 +499,12 @@ unsafe extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
             return 1;
         }
         op::END_FLIGHT => {
-            let _ = INFLIGHT.remove(&flight_key(s));
+            let _ = INFLIGHT.remove(flight_key(s));
+            s.drop = 1;
+            return 1;
+        }
+        op::SPAN => {
+            span(s);
             s.drop = 1;
             return 1;
         }

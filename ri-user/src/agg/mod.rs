@@ -47,6 +47,12 @@ pub enum AggError {
     /// `ri inflight` probes without the integer `key` capture first.
     #[error("'{0}': ri inflight needs an integer key=EXPR as the first capture")]
     InflightKey(String),
+    /// `ri latency --begin/--end` probes without the integer `key` capture
+    /// first, or an end probe with more captures.
+    #[error(
+        "'{0}': ri latency --begin needs an integer key=EXPR as the first capture, --end only key=EXPR"
+    )]
+    SpanKey(String),
     /// The kernel's aggregation map could not be read.
     #[error("cannot read the aggregation map: {0}")]
     Read(String),
@@ -61,6 +67,9 @@ pub enum AggKind {
     Hist(String),
     /// Entry-to-return time per thread, as a log2 histogram.
     Latency,
+    /// Time from the begin probe (the probe) to this end probe with the same
+    /// `key`, across threads, as a log2 histogram per begin fields.
+    Span(String),
     /// Operations begun (the probe) and not yet ended by this probe.
     Inflight(String),
 }
@@ -89,6 +98,38 @@ fn head_end(text: &str) -> usize {
     text[after..]
         .find(|c: char| c == '(' || c.is_whitespace())
         .map_or(text.len(), |i| i + after)
+}
+
+/// The probe string with `caps` appended to its own captures, if any.
+fn add_captures(text: &str, caps: &[String]) -> Result<String, AggError> {
+    let at = head_end(text);
+    if caps.is_empty() {
+        return Ok(text.to_string());
+    }
+    if !text[at..].starts_with('(') {
+        return with_captures(text, caps);
+    }
+    let mut depth = 0usize;
+    for (i, c) in text[at..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    let close = at + i;
+                    return Ok(format!(
+                        "{}, {}{}",
+                        &text[..close],
+                        caps.join(", "),
+                        &text[close..]
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    // Unbalanced: leave it to the parser to name the fault.
+    Ok(text.to_string())
 }
 
 /// The probe string with `caps` as its captures (`k0=EXPR, ...`).
@@ -258,6 +299,33 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             )?);
             set
         }
+        AggKind::Span(end) => {
+            let begin = add_captures(&opts.trace.probes[0], &keys)?;
+            let texts = [begin, end.clone()];
+            let mut set = ProbeSet::build(&texts, pids)?;
+            for (id, text) in [&opts.trace.probes[0], end].into_iter().enumerate() {
+                let fields = &set.probes[id].plan.fields;
+                let keyed = fields.first().is_some_and(|f| {
+                    f.name == "key" && matches!(f.kind, FieldKind::Int { .. } | FieldKind::Enum(_))
+                });
+                if !keyed || (id == 1 && fields.len() != 1) {
+                    return Err(AggError::SpanKey(text.clone()).into());
+                }
+            }
+            let mut b = rewrite(&mut set, 0, 0, &[insn(op::BEGIN, 0)], false)?;
+            // The key word is not part of the aggregation key.
+            b.keys.remove(0);
+            b.hist = true;
+            let n = b.keys.len();
+            for (k, label) in b.keys[n - opts.by.len()..].iter_mut().zip(&opts.by) {
+                k.name = label.clone();
+            }
+            plans.push(b);
+            let mut e = rewrite(&mut set, 1, 0, &[insn(op::SPAN, 0)], false)?;
+            e.shown = false;
+            plans.push(e);
+            return Ok((set, plans));
+        }
         AggKind::Inflight(end) => {
             if !opts.by.is_empty() {
                 return Err(crate::Error::Usage(
@@ -377,6 +445,19 @@ mod tests {
         );
         assert!(with_captures("u:/a:b(x=arg0)", &k).is_err());
         assert_eq!(with_captures("u:/a:b", &[]).unwrap(), "u:/a:b");
+    }
+
+    #[test]
+    fn by_keys_join_the_begin_captures() {
+        let by = ["arg0 % 3".to_string()];
+        assert_eq!(
+            add_captures("u:/a:f(key=arg0, n=str(arg1, 8)) if arg2 > 1", &by).unwrap(),
+            "u:/a:f(key=arg0, n=str(arg1, 8), arg0 % 3) if arg2 > 1"
+        );
+        assert_eq!(
+            add_captures("u:/a:f(key=arg0)", &[]).unwrap(),
+            "u:/a:f(key=arg0)"
+        );
     }
 
     #[test]
