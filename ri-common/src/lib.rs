@@ -59,6 +59,13 @@ pub mod plan_flags {
     /// The plan aggregates into maps (`COUNT`, `HIST`, `STASH`): its payload
     /// is a key, zeroed before each run, and no event is sent.
     pub const AGGREGATE: u32 = 2;
+    /// The plan is a bare `COUNT` (no key, no filter): the kernel skips the
+    /// interpreter and bumps slot `site` of the `FAST` per-CPU array.
+    pub const COUNT_FAST: u32 = 1 << 8;
+    /// The plan is `REG r, HIST` with `r` an argument register or `rax` (no
+    /// key, no filter): the kernel skips the interpreter and bumps slot
+    /// `site * HIST_BUCKETS + bucket` of `FAST`.
+    pub const HIST_FAST: u32 = 1 << 9;
 }
 
 /// Bytes of key an aggregating plan may build (its whole payload).

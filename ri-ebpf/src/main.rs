@@ -54,6 +54,11 @@ static AGG: PerCpuHashMap<AggKey, u64> = PerCpuHashMap::with_max_entries(AGG_ENT
 #[map]
 static AGG_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Hits of plans flagged `COUNT_FAST` (slot = site) or `HIST_FAST` (slot =
+/// site * HIST_BUCKETS + bucket), per CPU; user space sizes it and sums.
+#[map]
+static FAST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Operations in flight (`ri inflight`), by process and key.
 #[map]
 static INFLIGHT: HashMap<FlightKey, Inflight> = HashMap::with_max_entries(AGG_ENTRIES, 0);
@@ -80,15 +85,74 @@ pub fn ri_bare(_ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Bumps slot `i` of `FAST`; a slot past its end is counted as dropped.
+#[inline(always)]
+fn fast_bump(i: u32) {
+    match FAST.get_ptr_mut(i) {
+        // SAFETY: this CPU's slot.
+        Some(v) => unsafe { *v += 1 },
+        None => dropped(),
+    }
+}
+
+/// Register `i` (in `ri_common::regs` order) of the probed thread, for the
+/// argument registers and `rax` (user space flags `HIST_FAST` only for
+/// those). Each is read at its constant offset first, as the verifier
+/// requires of context reads, then one is picked.
+#[inline(always)]
+fn arg_reg(regs: *const pt_regs, i: u32) -> u64 {
+    // SAFETY: the uprobe context; volatile reads at constant offsets, so the
+    // compiler cannot fold them into one read at a computed offset.
+    let (rdi, rsi, rdx, rcx, r8, r9, rax) = unsafe {
+        (
+            core::ptr::read_volatile(&(*regs).rdi),
+            core::ptr::read_volatile(&(*regs).rsi),
+            core::ptr::read_volatile(&(*regs).rdx),
+            core::ptr::read_volatile(&(*regs).rcx),
+            core::ptr::read_volatile(&(*regs).r8),
+            core::ptr::read_volatile(&(*regs).r9),
+            core::ptr::read_volatile(&(*regs).rax),
+        )
+    };
+    match i {
+        14 => rdi,
+        13 => rsi,
+        12 => rdx,
+        11 => rcx,
+        9 => r8,
+        8 => r9,
+        _ => rax,
+    }
+}
+
 #[inline(always)]
 fn run(ctx: *mut c_void) -> u32 {
+    let cookie = unsafe { bpf_get_attach_cookie(ctx) };
+    let regs = ctx as *const pt_regs;
+    let Some(p) = PLANS.get(cookie as u32) else {
+        return 0;
+    };
+    // Plans that need no interpreter: a plain count, a histogram of one
+    // register.
+    if p.flags & plan_flags::COUNT_FAST != 0 {
+        fast_bump((cookie >> 32) as u32);
+        return 0;
+    }
+    if p.flags & plan_flags::HIST_FAST != 0 {
+        let v = arg_reg(regs, p.insns[0].len);
+        let site = (cookie >> 32) as u32;
+        fast_bump(
+            site.wrapping_mul(ri_common::HIST_BUCKETS)
+                .wrapping_add(log2_bucket(v)),
+        );
+        return 0;
+    }
+    let (n, flags) = (p.n_insns, p.flags);
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
     // SAFETY: a per-CPU map value; programs on one CPU do not nest here.
     let s = unsafe { &mut *s };
-    let cookie = unsafe { bpf_get_attach_cookie(ctx) };
-    let regs = ctx as *const pt_regs;
     // SAFETY: the context of a uprobe is the probed thread's pt_regs; each
     // field is read at a constant offset, as the verifier requires.
     unsafe {
@@ -108,10 +172,6 @@ fn run(ctx: *mut c_void) -> u32 {
     s.drop = 0;
     s.tmp = 0;
     s.faults = 0;
-    let (n, flags) = match PLANS.get(s.plan) {
-        Some(p) => (p.n_insns, p.flags),
-        None => return 0,
-    };
     if flags & plan_flags::AGGREGATE != 0 {
         // The payload is the key: clear it so padding is the same every hit.
         let p = s.event[HEADER_LEN..].as_mut_ptr() as *mut u64;

@@ -13,7 +13,7 @@ mod render;
 
 use std::time::Duration;
 
-use ri_common::{AGG_KEY_BYTES, Insn, MAX_INSNS, op, plan_flags};
+use ri_common::{AGG_KEY_BYTES, HIST_BUCKETS, Insn, MAX_INSNS, op, plan_flags, regs};
 
 use crate::{
     Error,
@@ -226,12 +226,39 @@ fn insn(code: u8, imm: u64) -> Insn {
     }
 }
 
+/// Most `FAST` slots a session may use for histograms (per CPU, 8 bytes
+/// each); past it, histograms go through the general `AGG` map.
+const FAST_HIST_SLOTS: u32 = 1 << 16;
+
+/// Flags the plans that need no interpreter: a bare `COUNT`, or `REG, HIST`
+/// (no key, no filter). The kernel then bumps a per-CPU array slot by site
+/// instead of hashing a key.
+fn fast_paths(set: &mut ProbeSet) {
+    let hist_ok = (set.sites.len() as u64) * u64::from(HIST_BUCKETS) <= u64::from(FAST_HIST_SLOTS);
+    for probe in &mut set.probes {
+        let plan = &mut probe.plan.plan;
+        let insns = &plan.insns[..plan.n_insns as usize];
+        match insns {
+            [c] if c.op == op::COUNT => plan.flags |= plan_flags::COUNT_FAST,
+            [r, h]
+                if hist_ok
+                    && r.op == op::REG
+                    && (r.len == regs::RAX || regs::ARGS.contains(&r.len))
+                    && h.op == op::HIST =>
+            {
+                plan.flags |= plan_flags::HIST_FAST
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Builds the probes of an aggregation and the per-plan descriptions.
 pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
     let keys = key_captures(&opts.by);
     let pids = &opts.trace.pids;
     let mut plans = Vec::new();
-    let set = match &opts.kind {
+    let mut set = match &opts.kind {
         AggKind::Count => {
             let texts = opts
                 .trace
@@ -355,6 +382,7 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             k.name = label.clone();
         }
     }
+    fast_paths(&mut set);
     Ok((set, plans))
 }
 
@@ -407,7 +435,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        let now = read::snapshot(&engine)?;
+                        let now = read::snapshot(&engine, &set)?;
                         view.print(&mut out, &now.since(&last), false)?;
                         last = now;
                     }
@@ -418,7 +446,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
             stop.wait().await?;
         }
         stop.finish();
-        let total = read::snapshot(&engine)?;
+        let total = read::snapshot(&engine, &set)?;
         view.print(&mut out, &total, true)?;
         if !opts.trace.quiet {
             let stats = read::stats(&engine)?;

@@ -143,6 +143,21 @@ impl ProbeSet {
         Ok(ProbeSet { probes, sites })
     }
 
+    /// Slots the kernel's `FAST` array needs for the plans flagged
+    /// `COUNT_FAST` (one per site) or `HIST_FAST` (one per site and bucket);
+    /// at least one.
+    pub fn fast_slots(&self) -> u32 {
+        let flags = self.probes.iter().fold(0, |f, p| f | p.plan.plan.flags);
+        let sites = self.sites.len() as u32;
+        if flags & ri_common::plan_flags::HIST_FAST != 0 {
+            sites.saturating_mul(ri_common::HIST_BUCKETS).max(1)
+        } else if flags & ri_common::plan_flags::COUNT_FAST != 0 {
+            sites.max(1)
+        } else {
+            1
+        }
+    }
+
     /// Writes the plans and attaches every site, once per pid (or once for
     /// all processes when `pids` is empty). `program` overrides the
     /// interpreter (benchmarks attach the bare program).

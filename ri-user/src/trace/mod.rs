@@ -134,7 +134,7 @@ pub(crate) fn launch(
         None => opts.pids.clone(),
     };
     let attached = (|| {
-        let mut engine = Engine::load_agg(opts.ring_bytes, agg_entries)?;
+        let mut engine = Engine::load_agg(opts.ring_bytes, agg_entries, set.fast_slots())?;
         let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
         Ok::<_, Error>((engine, n))
     })();
