@@ -4,7 +4,7 @@
 #![no_std]
 #![no_main]
 
-use core::ffi::c_void;
+use core::{ffi::c_void, ptr::write_volatile};
 
 use aya_ebpf::{
     EbpfContext,
@@ -165,28 +165,37 @@ fn run(ctx: *mut c_void) -> u32 {
     }
     s.plan = cookie as u32;
     s.site = (cookie >> 32) as u32;
-    s.sp = 0;
-    s.out = 0;
-    s.fields = 0;
-    s.fault = 0;
-    s.drop = 0;
-    s.tmp = 0;
-    s.faults = 0;
+    // Volatile stores: plain ones are merged into a call to the builtin
+    // memset, which BPF runs one byte per loop iteration.
+    // SAFETY: fields of the scratch value.
+    unsafe {
+        write_volatile(&mut s.sp, 0);
+        write_volatile(&mut s.out, 0);
+        write_volatile(&mut s.fields, 0);
+        write_volatile(&mut s.fault, 0);
+        write_volatile(&mut s.drop, 0);
+        write_volatile(&mut s.faults, 0);
+    }
     if flags & plan_flags::AGGREGATE != 0 {
         // The payload is the key: clear it so padding is the same every hit.
         let p = s.event[HEADER_LEN..].as_mut_ptr() as *mut u64;
         for w in 0..AGG_KEY_BYTES / 8 {
             // SAFETY: constant offsets inside `event`, 8-aligned.
-            unsafe { *p.add(w) = 0 };
+            unsafe { write_volatile(p.add(w), 0) };
         }
     }
     if n > 0 {
-        // SAFETY: `step` has the callback signature bpf_loop expects.
+        let mut state = LoopState {
+            s: s as *mut Scratch,
+            plan: p as *const Plan,
+        };
+        // SAFETY: `step` has the callback signature bpf_loop expects; the
+        // state outlives the loop.
         unsafe {
             bpf_loop(
                 n.min(MAX_INSNS as u32),
                 step as *mut c_void,
-                core::ptr::null_mut(),
+                &mut state as *mut LoopState as *mut c_void,
                 0,
             );
         }
@@ -451,15 +460,23 @@ fn read_user(s: &mut Scratch, addr: u64, width: u8) -> u64 {
     }
 }
 
+/// What each interpreter step works on, looked up once per hit and passed
+/// through bpf_loop's context argument.
+#[repr(C)]
+struct LoopState {
+    /// This CPU's scratch state.
+    s: *mut Scratch,
+    /// The plan being run.
+    plan: *const Plan,
+}
+
 /// One interpreter step; returns 1 to stop the loop.
-unsafe extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
-    let Some(s) = SCRATCH.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: per-CPU map value.
-    let s = unsafe { &mut *s };
-    let Some(plan) = PLANS.get(s.plan) else {
-        return 1;
+unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `LoopState` on run()'s stack, whose pointers the
+    // verifier tracks as map values.
+    let (s, plan) = unsafe {
+        let st = &*(ctx as *const LoopState);
+        (&mut *st.s, &*st.plan)
     };
     let insn = plan.insns[i as usize & (MAX_INSNS - 1)];
     match insn.op {
