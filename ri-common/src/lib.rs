@@ -66,6 +66,9 @@ pub mod plan_flags {
     /// key, no filter): the kernel skips the interpreter and bumps slot
     /// `site * HIST_BUCKETS + bucket` of `FAST`.
     pub const HIST_FAST: u32 = 1 << 9;
+    /// The plan's key fits one word: `COUNT` and `HIST` update `AGG_SMALL`,
+    /// keyed by [`crate::SmallAggKey`] (cheaper to hash than `AggKey`).
+    pub const SMALL_KEY: u32 = 1 << 10;
 }
 
 /// Bytes of key an aggregating plan may build (its whole payload).
@@ -90,6 +93,23 @@ pub struct AggKey {
     pub pad: u32,
     /// The plan's payload: its key fields in payload layout.
     pub key: [u8; AGG_KEY_BYTES],
+}
+
+/// Key of the small aggregation map, for plans whose key is one word
+/// ([`plan_flags::SMALL_KEY`]): as [`AggKey`] with 8 key bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SmallAggKey {
+    /// Plan id.
+    pub plan: u32,
+    /// Site id.
+    pub site: u32,
+    /// Log2 bucket for `HIST`, 0 for `COUNT`.
+    pub bucket: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+    /// The plan's payload: its one key word.
+    pub key: u64,
 }
 
 impl AggKey {
@@ -193,8 +213,8 @@ pub struct Scratch {
     pub drop: u32,
     /// Site id of the hit.
     pub site: u32,
-    /// Reserved.
-    pub pad: u32,
+    /// [`plan_flags`] of the plan being interpreted.
+    pub flags: u32,
     /// Temporary for user-memory reads.
     pub tmp: u64,
     /// Bit N set when emitted field N faulted (becomes `EventHeader::faults`).
@@ -204,6 +224,8 @@ pub struct Scratch {
     pub event: [u8; HEADER_LEN + PAYLOAD_CAP + 2 * READ_MAX + 16],
     /// Key of an aggregation update, built from the payload.
     pub agg: AggKey,
+    /// Key of a small-key aggregation update.
+    pub small: SmallAggKey,
     /// Value of an in-flight begin, built from the payload.
     pub flight: Inflight,
 }
@@ -248,6 +270,7 @@ mod pod {
     unsafe impl aya::Pod for super::Insn {}
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::AggKey {}
+    unsafe impl aya::Pod for super::SmallAggKey {}
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::FlightKey {}
 }

@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use ri_common::{
     AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FlightKey, HEADER_LEN,
-    Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, STACK_DEPTH, Scratch,
+    Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, STACK_DEPTH, Scratch, SmallAggKey,
     WAKEUP_INTERVAL_NS, op, plan_flags,
 };
 
@@ -49,6 +49,10 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Aggregations (`COUNT`, `HIST`): hits per key, per CPU; user space sums.
 #[map]
 static AGG: PerCpuHashMap<AggKey, u64> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
+
+/// Aggregations of plans whose key is one word (`SMALL_KEY`), per CPU.
+#[map]
+static AGG_SMALL: PerCpuHashMap<SmallAggKey, u64> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
 
 /// Aggregation updates dropped because `AGG` was full, per CPU.
 #[map]
@@ -175,6 +179,7 @@ fn run(ctx: *mut c_void) -> u32 {
         write_volatile(&mut s.fault, 0);
         write_volatile(&mut s.drop, 0);
         write_volatile(&mut s.faults, 0);
+        write_volatile(&mut s.flags, flags);
     }
     if flags & plan_flags::AGGREGATE != 0 {
         // The payload is the key: clear it so padding is the same every hit.
@@ -235,6 +240,17 @@ fn run(ctx: *mut c_void) -> u32 {
 /// this CPU; a new one is inserted; a full map is counted in `AGG_DROPPED`.
 #[inline(always)]
 fn bump(s: &mut Scratch, bucket: u32) {
+    if s.flags & plan_flags::SMALL_KEY != 0 {
+        s.small.plan = s.plan;
+        s.small.site = s.site;
+        s.small.bucket = bucket;
+        s.small.pad = 0;
+        // SAFETY: the payload's first word, 8-aligned inside `event`.
+        s.small.key = unsafe { *(s.event[HEADER_LEN..].as_ptr() as *const u64) };
+        let key: &SmallAggKey = &s.small;
+        count_in(&AGG_SMALL, key);
+        return;
+    }
     s.agg.plan = s.plan;
     s.agg.site = s.site;
     s.agg.bucket = bucket;
@@ -253,16 +269,23 @@ fn bump(s: &mut Scratch, bucket: u32) {
 fn update(s: &mut Scratch) {
     // By reference: the key stays in the map value, off the BPF stack.
     let key: &AggKey = &s.agg;
-    if let Some(v) = AGG.get_ptr_mut(key) {
+    count_in(&AGG, key);
+}
+
+/// Counts one hit under `key` in `map`: an existing entry is bumped on this
+/// CPU; a new one is inserted; a full map is counted in `AGG_DROPPED`.
+#[inline(always)]
+fn count_in<K>(map: &PerCpuHashMap<K, u64>, key: &K) {
+    if let Some(v) = map.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU value.
         unsafe { *v += 1 };
         return;
     }
-    if AGG.insert(key, 1u64, 1 /* BPF_NOEXIST */).is_ok() {
+    if map.insert(key, 1u64, 1 /* BPF_NOEXIST */).is_ok() {
         return;
     }
     // Another CPU may have inserted the key meanwhile.
-    if let Some(v) = AGG.get_ptr_mut(key) {
+    if let Some(v) = map.get_ptr_mut(key) {
         // SAFETY: as above.
         unsafe { *v += 1 };
     } else {

@@ -231,25 +231,29 @@ fn insn(code: u8, imm: u64) -> Insn {
 const FAST_HIST_SLOTS: u32 = 1 << 16;
 
 /// Flags the plans that need no interpreter: a bare `COUNT`, or `REG, HIST`
-/// (no key, no filter). The kernel then bumps a per-CPU array slot by site
-/// instead of hashing a key.
+/// of an argument register or `rax` (no key, no filter); the kernel then
+/// bumps a per-CPU array slot by site instead of hashing a key. Other
+/// counts and histograms whose key is one word use the small-key map.
 fn fast_paths(set: &mut ProbeSet) {
     let hist_ok = (set.sites.len() as u64) * u64::from(HIST_BUCKETS) <= u64::from(FAST_HIST_SLOTS);
     for probe in &mut set.probes {
         let plan = &mut probe.plan.plan;
         let insns = &plan.insns[..plan.n_insns as usize];
-        match insns {
-            [c] if c.op == op::COUNT => plan.flags |= plan_flags::COUNT_FAST,
+        plan.flags |= match insns {
+            [c] if c.op == op::COUNT => plan_flags::COUNT_FAST,
             [r, h]
                 if hist_ok
                     && r.op == op::REG
                     && (r.len == regs::RAX || regs::ARGS.contains(&r.len))
                     && h.op == op::HIST =>
             {
-                plan.flags |= plan_flags::HIST_FAST
+                plan_flags::HIST_FAST
             }
-            _ => {}
-        }
+            [.., last] if matches!(last.op, op::COUNT | op::HIST) && payload_bytes(insns) <= 8 => {
+                plan_flags::SMALL_KEY
+            }
+            _ => 0,
+        };
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{PerCpuArray, PerCpuHashMap};
-use ri_common::{AGG_KEY_BYTES, AggKey, HIST_BUCKETS, plan_flags};
+use ri_common::{AGG_KEY_BYTES, AggKey, HIST_BUCKETS, SmallAggKey, plan_flags};
 
 use super::AggError;
 use crate::{engine::Engine, session::ProbeSet};
@@ -88,6 +88,23 @@ pub fn snapshot(engine: &Engine, set: &ProbeSet) -> Result<Snapshot, crate::Erro
             .or_default();
         cell.count += n;
         cell.buckets[(k.bucket as usize).min(HIST_BUCKETS as usize - 1)] += n;
+    }
+    if set
+        .probes
+        .iter()
+        .any(|p| p.plan.plan.flags & plan_flags::SMALL_KEY != 0)
+    {
+        let map: PerCpuHashMap<_, SmallAggKey, u64> =
+            PerCpuHashMap::try_from(engine.map("AGG_SMALL")?).map_err(err)?;
+        for item in map.iter() {
+            let (k, per_cpu) = item.map_err(err)?;
+            let n: u64 = per_cpu.iter().sum();
+            let mut key = vec![0; AGG_KEY_BYTES];
+            key[..8].copy_from_slice(&k.key.to_ne_bytes());
+            let cell = snap.cells.entry((k.plan, k.site, key)).or_default();
+            cell.count += n;
+            cell.buckets[(k.bucket as usize).min(HIST_BUCKETS as usize - 1)] += n;
+        }
     }
     fast(engine, set, &mut snap)?;
     Ok(snap)

@@ -138,6 +138,7 @@ impl Engine {
         let bpf = EbpfLoader::new()
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("AGG", agg_entries)
+            .map_max_entries("AGG_SMALL", agg_entries)
             .map_max_entries("INFLIGHT", agg_entries)
             .map_max_entries("FAST", fast_slots.max(1))
             .load(crate::EBPF_OBJECT)
