@@ -69,6 +69,9 @@ pub mod plan_flags {
     /// The plan's key fits one word: `COUNT` and `HIST` update `AGG_SMALL`,
     /// keyed by [`crate::SmallAggKey`] (cheaper to hash than `AggKey`).
     pub const SMALL_KEY: u32 = 1 << 10;
+    /// The plan is only `REG r, EMIT` pairs (an event of raw registers): the
+    /// kernel copies the registers into the payload without the interpreter.
+    pub const REGS_ONLY: u32 = 1 << 11;
 }
 
 /// Bytes of key an aggregating plan may build (its whole payload).

@@ -189,7 +189,21 @@ fn run(ctx: *mut c_void) -> u32 {
             unsafe { write_volatile(p.add(w), 0) };
         }
     }
-    if n > 0 {
+    if flags & plan_flags::REGS_ONLY != 0 {
+        // `REG r, EMIT` pairs: registers straight into the payload.
+        let pairs = n / 2;
+        let out = s.event[HEADER_LEN..].as_mut_ptr() as *mut u64;
+        for i in 0..MAX_INSNS / 2 {
+            if i as u32 >= pairs {
+                break;
+            }
+            let r = p.insns[2 * i].len as usize & 31;
+            // SAFETY: slot i < 32 of the payload, 8-aligned inside `event`.
+            unsafe { *out.add(i) = s.regs[r] };
+        }
+        s.out = pairs.min(MAX_INSNS as u32 / 2) * 8;
+        s.fields = pairs;
+    } else if n > 0 {
         let mut state = LoopState {
             s: s as *mut Scratch,
             plan: p as *const Plan,

@@ -143,6 +143,23 @@ impl ProbeSet {
         Ok(ProbeSet { probes, sites })
     }
 
+    /// Flags the plans that are only `REG r, EMIT` pairs (events of raw
+    /// registers), which the kernel runs without its interpreter.
+    pub fn mark_regs_only(&mut self) {
+        for probe in &mut self.probes {
+            let plan = &mut probe.plan.plan;
+            let insns = &plan.insns[..plan.n_insns as usize];
+            let pairs = !insns.is_empty()
+                && insns.len() % 2 == 0
+                && insns
+                    .chunks(2)
+                    .all(|c| c[0].op == ri_common::op::REG && c[1].op == ri_common::op::EMIT);
+            if pairs && plan.flags & ri_common::plan_flags::AGGREGATE == 0 {
+                plan.flags |= ri_common::plan_flags::REGS_ONLY;
+            }
+        }
+    }
+
     /// Slots the kernel's `FAST` array needs for the plans flagged
     /// `COUNT_FAST` (one per site) or `HIST_FAST` (one per site and bucket);
     /// at least one.

@@ -80,7 +80,8 @@ impl Summary {
 /// (the `-c` child is forked first).
 pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     check(opts)?;
-    let set = ProbeSet::build(&opts.probes, &opts.pids)?;
+    let mut set = ProbeSet::build(&opts.probes, &opts.pids)?;
+    set.mark_regs_only();
     let Launched {
         mut engine,
         child_pid,
