@@ -157,15 +157,15 @@ fn run(ctx: *mut c_void) -> u32 {
     };
     // SAFETY: a per-CPU map value; programs on one CPU do not nest here.
     let s = unsafe { &mut *s };
-    // SAFETY: the context of a uprobe is the probed thread's pt_regs; each
-    // field is read at a constant offset, as the verifier requires.
+    // SAFETY: the context of a uprobe is the probed thread's pt_regs, laid
+    // out as NUM_REGS words in `regs` order; each is read at a constant
+    // offset, as the verifier requires, and stored straight into the scratch.
     unsafe {
-        let r = &*regs;
-        let regs = [
-            r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx,
-            r.rdx, r.rsi, r.rdi, r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss,
-        ];
-        s.regs[..ri_common::NUM_REGS].copy_from_slice(&regs);
+        let src = regs as *const u64;
+        let dst = s.regs.as_mut_ptr();
+        for i in 0..ri_common::NUM_REGS {
+            write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
+        }
     }
     s.plan = cookie as u32;
     s.site = (cookie >> 32) as u32;
