@@ -4,7 +4,9 @@
 //! the `--by` keys (and the `--value`); the plan is then turned into an
 //! aggregating one: the payload those captures write is the key, and a
 //! final `COUNT` or `HIST` updates the kernel's `AGG` map instead of sending
-//! an event. `ri latency` adds a `STASH` at entry and an `ELAPSED` at return.
+//! an event. `ri latency` adds a `STASH` at entry and an `ELAPSED` at return;
+//! `ri latency --begin/--end` stores the begin in `INFLIGHT` (as `ri
+//! inflight` does) and its end's `SPAN` bumps the begin's histogram.
 //! User space only reads the map, at each interval and at exit.
 
 mod inflight;
