@@ -44,7 +44,8 @@ pub struct Insn {
     pub width: u8,
     /// 1 when `LOAD`/`EXT` sign-extend.
     pub signed: u8,
-    /// Reserved, zero.
+    /// [`op::IMM_RIGHT`] or [`op::IMM_LEFT`] for a binary operator with a
+    /// constant operand; otherwise zero.
     pub pad: u8,
     /// Byte bound for `STR` and `BUF`; register index for `REG`.
     pub len: u32,

@@ -57,6 +57,14 @@ pub const END_FLIGHT: u8 = 20;
 /// key word), and forget it; without a begin, drop the hit. No event.
 pub const SPAN: u8 = 24;
 
+/// `Insn::pad` bit of a binary operator (`ADD`..=`SMOD`) whose right
+/// operand is its `imm` instead of a popped value: an `IMM k` fused into it.
+pub const IMM_RIGHT: u8 = 1;
+/// `Insn::pad` bit of a binary operator whose left operand is its `imm` and
+/// right operand the popped value: an `IMM k; SWAP` fused into it (`a > k`
+/// compiles to `k < a`).
+pub const IMM_LEFT: u8 = 2;
+
 /// Addition.
 pub const ADD: u8 = 32;
 /// Subtraction.

@@ -658,8 +658,14 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
             s.push(a);
         }
         code => {
-            let b = s.pop();
-            let a = s.pop();
+            let (a, b) = if insn.pad & op::IMM_RIGHT != 0 {
+                (s.pop(), insn.imm)
+            } else if insn.pad & op::IMM_LEFT != 0 {
+                (insn.imm, s.pop())
+            } else {
+                let b = s.pop();
+                (s.pop(), b)
+            };
             s.push(binary(code, a, b));
         }
     }

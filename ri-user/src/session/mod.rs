@@ -185,7 +185,7 @@ impl ProbeSet {
         program: Option<Program>,
     ) -> Result<usize, Error> {
         for (id, p) in self.probes.iter().enumerate() {
-            engine.set_plan(id as u32, &p.plan.plan)?;
+            engine.set_plan(id as u32, &crate::plan::fuse_constants(&p.plan.plan))?;
         }
         let scopes: Vec<Option<u32>> = if pids.is_empty() {
             vec![None]
