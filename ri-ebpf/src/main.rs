@@ -182,9 +182,18 @@ fn run(ctx: *mut c_void) -> u32 {
         write_volatile(&mut s.flags, flags);
     }
     if flags & plan_flags::AGGREGATE != 0 {
-        // The payload is the key: clear it so padding is the same every hit.
+        // The payload is the key: clear it so padding is the same every hit
+        // (a one-word key needs only its word cleared, for keyless plans).
         let p = s.event[HEADER_LEN..].as_mut_ptr() as *mut u64;
+        let words = if flags & plan_flags::SMALL_KEY != 0 {
+            1
+        } else {
+            AGG_KEY_BYTES / 8
+        };
         for w in 0..AGG_KEY_BYTES / 8 {
+            if w >= words {
+                break;
+            }
             // SAFETY: constant offsets inside `event`, 8-aligned.
             unsafe { write_volatile(p.add(w), 0) };
         }
