@@ -8,9 +8,7 @@ use core::{ffi::c_void, ptr::write_volatile};
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{
-        BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, pt_regs,
-    },
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::generated::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_loop,
@@ -37,6 +35,10 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Events to user space.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// Size of `EVENTS` in bytes, set by the loader (saves asking the ring).
+#[unsafe(no_mangle)]
+static RING_BYTES: u64 = DEFAULT_RING_BYTES as u64;
 
 /// Time of the last reader wakeup this CPU asked for.
 #[map]
@@ -415,8 +417,11 @@ fn wakeup_flags(now: u64) -> u64 {
     };
     // SAFETY: per-CPU value.
     let last = unsafe { &mut *last };
-    let full = EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS.query(BPF_RB_RING_SIZE as u64) / 4;
-    if full || now.wrapping_sub(*last) >= WAKEUP_INTERVAL_NS {
+    // SAFETY: a read-only global the loader sets.
+    let ring = unsafe { core::ptr::read_volatile(&RING_BYTES) };
+    if now.wrapping_sub(*last) >= WAKEUP_INTERVAL_NS
+        || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= ring / 4
+    {
         *last = now;
         BPF_RB_FORCE_WAKEUP as u64
     } else {
