@@ -137,7 +137,7 @@ impl Engine {
         }
         let ring = u64::from(ring_bytes);
         let bpf = EbpfLoader::new()
-            .set_global("RING_BYTES", &ring, true)
+            .override_global("RING_BYTES", &ring, true)
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("AGG", agg_entries)
             .map_max_entries("AGG_SMALL", agg_entries)
