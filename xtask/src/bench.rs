@@ -426,11 +426,14 @@ fn aggregations(fx: &std::path::Path, with_bpftrace: bool) -> Result<String> {
     let _ = writeln!(
         s,
         "\nri's own CPU time while `ri count -p` counted `calls spin` at full speed: \
-         {:.1} ms (user + system, from /proc/PID/stat) over a {:.2} s window after \
+         {:.1} ms (user + system, from /proc/PID/stat, in clock ticks of {:.0} ms) over a \
+         {:.2} s window after \
          attaching, in which about {} hits arrived ({:.2} M hits/s): {per_hit:.3} ns of ri CPU \
          per hit (target: near zero, nothing per hit: {}). Over the whole run, loading and \
          attaching included (wait4): {:.1} ms for {} hits.\n",
         cpu.window_ms,
+        // SAFETY: sysconf has no preconditions.
+        1e3 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64,
         cpu.window_s,
         cpu.hits_in_window,
         cpu.hits_in_window as f64 / cpu.window_s / 1e6,
@@ -451,35 +454,41 @@ fn prog_times(calls: &std::path::Path, ri: &str, with_bpftrace: bool) -> Result<
     let c = calls.display().to_string();
     let site = format!("u:{c}:work_nop5");
     let bt_site = format!("uprobe:{c}:work_nop5");
-    let mut rows: Vec<(String, String)> = [
-        (vec!["trace", "--bare"], "`ri trace --bare`"),
-        (vec!["count"], "`ri count`"),
+    let traced = format!("{site}(a=arg0, b=arg1)");
+    let runs: [(Vec<&str>, &str); 6] = [
+        (vec!["trace", "--bare", &site], "`ri trace --bare`"),
         (
-            vec!["count", "--by", "arg0 % 16"],
+            vec!["trace", "--json", &traced],
+            "`ri trace --json` capturing two arguments (events to /dev/null)",
+        ),
+        (vec!["count", &site], "`ri count`"),
+        (
+            vec!["count", "--by", "arg0 % 16", &site],
             "`ri count --by 'arg0 % 16'`",
         ),
-        (vec!["hist", "--value", "arg1"], "`ri hist --value arg1`"),
         (
-            vec!["hist", "--value", "arg1", "--by", "arg0 % 16"],
+            vec!["hist", "--value", "arg1", &site],
+            "`ri hist --value arg1`",
+        ),
+        (
+            vec!["hist", "--value", "arg1", "--by", "arg0 % 16", &site],
             "`ri hist --value arg1 --by 'arg0 % 16'`",
         ),
-    ]
-    .into_iter()
-    .map(|(args, name)| {
-        let ns = prog_ns(calls, |pid| {
-            let mut cmd = Command::new(ri);
-            cmd.args(&args).args(["-q", "-p", &pid.to_string(), &site]);
-            cmd
-        });
-        (name.to_string(), ns)
-    })
-    .map(|(name, ns)| {
-        (
-            name,
-            ns.map_or_else(|e| format!("error: {e}"), |v| format!("{v:.1}")),
-        )
-    })
-    .collect();
+    ];
+    let mut rows: Vec<(String, String)> = runs
+        .iter()
+        .map(|(args, name)| {
+            let ns = prog_ns(calls, |pid| {
+                let mut cmd = Command::new(ri);
+                cmd.args(args).args(["-q", "-p", &pid.to_string()]);
+                cmd
+            });
+            (
+                name.to_string(),
+                ns.map_or_else(|e| format!("error: {e}"), |v| format!("{v:.1}")),
+            )
+        })
+        .collect();
     if with_bpftrace {
         for body in [
             "@ = count();",
