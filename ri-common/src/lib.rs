@@ -44,7 +44,8 @@ pub struct Insn {
     pub width: u8,
     /// 1 when `LOAD`/`EXT` sign-extend.
     pub signed: u8,
-    /// Reserved, zero.
+    /// [`op::IMM_RIGHT`] or [`op::IMM_LEFT`] for a binary operator with a
+    /// constant operand; otherwise zero.
     pub pad: u8,
     /// Byte bound for `STR` and `BUF`; register index for `REG`.
     pub len: u32,
@@ -59,6 +60,19 @@ pub mod plan_flags {
     /// The plan aggregates into maps (`COUNT`, `HIST`, `STASH`): its payload
     /// is a key, zeroed before each run, and no event is sent.
     pub const AGGREGATE: u32 = 2;
+    /// The plan is a bare `COUNT` (no key, no filter): the kernel skips the
+    /// interpreter and bumps slot `site` of the `FAST` per-CPU array.
+    pub const COUNT_FAST: u32 = 1 << 8;
+    /// The plan is `REG r, HIST` with `r` an argument register or `rax` (no
+    /// key, no filter): the kernel skips the interpreter and bumps slot
+    /// `site * HIST_BUCKETS + bucket` of `FAST`.
+    pub const HIST_FAST: u32 = 1 << 9;
+    /// The plan's key fits one word: `COUNT` and `HIST` update `AGG_SMALL`,
+    /// keyed by [`crate::SmallAggKey`] (cheaper to hash than `AggKey`).
+    pub const SMALL_KEY: u32 = 1 << 10;
+    /// The plan is only `REG r, EMIT` pairs (an event of raw registers): the
+    /// kernel copies the registers into the payload without the interpreter.
+    pub const REGS_ONLY: u32 = 1 << 11;
 }
 
 /// Bytes of key an aggregating plan may build (its whole payload).
@@ -83,6 +97,23 @@ pub struct AggKey {
     pub pad: u32,
     /// The plan's payload: its key fields in payload layout.
     pub key: [u8; AGG_KEY_BYTES],
+}
+
+/// Key of the small aggregation map, for plans whose key is one word
+/// ([`plan_flags::SMALL_KEY`]): as [`AggKey`] with 8 key bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SmallAggKey {
+    /// Plan id.
+    pub plan: u32,
+    /// Site id.
+    pub site: u32,
+    /// Log2 bucket for `HIST`, 0 for `COUNT`.
+    pub bucket: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+    /// The plan's payload: its one key word.
+    pub key: u64,
 }
 
 impl AggKey {
@@ -186,8 +217,8 @@ pub struct Scratch {
     pub drop: u32,
     /// Site id of the hit.
     pub site: u32,
-    /// Reserved.
-    pub pad: u32,
+    /// [`plan_flags`] of the plan being interpreted.
+    pub flags: u32,
     /// Temporary for user-memory reads.
     pub tmp: u64,
     /// Bit N set when emitted field N faulted (becomes `EventHeader::faults`).
@@ -197,6 +228,8 @@ pub struct Scratch {
     pub event: [u8; HEADER_LEN + PAYLOAD_CAP + 2 * READ_MAX + 16],
     /// Key of an aggregation update, built from the payload.
     pub agg: AggKey,
+    /// Key of a small-key aggregation update.
+    pub small: SmallAggKey,
     /// Value of an in-flight begin, built from the payload.
     pub flight: Inflight,
 }
@@ -227,8 +260,8 @@ pub struct Inflight {
     pub tid: u32,
     /// Site id of the begin probe.
     pub site: u32,
-    /// Reserved, zero.
-    pub pad: u32,
+    /// Plan id of the begin probe (the aggregation key of `SPAN`).
+    pub plan: u32,
     /// The begin probe's payload.
     pub payload: [u8; AGG_KEY_BYTES],
 }
@@ -241,6 +274,7 @@ mod pod {
     unsafe impl aya::Pod for super::Insn {}
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::AggKey {}
+    unsafe impl aya::Pod for super::SmallAggKey {}
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::FlightKey {}
 }

@@ -51,6 +51,19 @@ pub const BEGIN: u8 = 19;
 /// `ri inflight` end: forget the in-flight entry whose key is the payload's
 /// first word; no event.
 pub const END_FLIGHT: u8 = 20;
+/// `ri latency --begin/--end` end: look up the in-flight entry whose key is
+/// the payload's first word, count now minus its begin time in a log2
+/// bucket of `AGG` under the begin's plan, site and payload (without the
+/// key word), and forget it; without a begin, drop the hit. No event.
+pub const SPAN: u8 = 24;
+
+/// `Insn::pad` bit of a binary operator (`ADD`..=`SMOD`) whose right
+/// operand is its `imm` instead of a popped value: an `IMM k` fused into it.
+pub const IMM_RIGHT: u8 = 1;
+/// `Insn::pad` bit of a binary operator whose left operand is its `imm` and
+/// right operand the popped value: an `IMM k; SWAP` fused into it (`a > k`
+/// compiles to `k < a`).
+pub const IMM_LEFT: u8 = 2;
 
 /// Addition.
 pub const ADD: u8 = 32;

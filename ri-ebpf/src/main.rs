@@ -4,13 +4,11 @@
 #![no_std]
 #![no_main]
 
-use core::ffi::c_void;
+use core::{ffi::c_void, ptr::write_volatile};
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{
-        BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, pt_regs,
-    },
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::generated::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_loop,
@@ -22,7 +20,7 @@ use aya_ebpf::{
 };
 use ri_common::{
     AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FlightKey, HEADER_LEN,
-    Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, STACK_DEPTH, Scratch,
+    Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, STACK_DEPTH, Scratch, SmallAggKey,
     WAKEUP_INTERVAL_NS, op, plan_flags,
 };
 
@@ -38,6 +36,10 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
+/// Size of `EVENTS` in bytes, set by the loader (saves asking the ring).
+#[unsafe(no_mangle)]
+static RING_BYTES: u64 = DEFAULT_RING_BYTES as u64;
+
 /// Time of the last reader wakeup this CPU asked for.
 #[map]
 static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -50,9 +52,18 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static AGG: PerCpuHashMap<AggKey, u64> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
 
+/// Aggregations of plans whose key is one word (`SMALL_KEY`), per CPU.
+#[map]
+static AGG_SMALL: PerCpuHashMap<SmallAggKey, u64> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
+
 /// Aggregation updates dropped because `AGG` was full, per CPU.
 #[map]
 static AGG_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Hits of plans flagged `COUNT_FAST` (slot = site) or `HIST_FAST` (slot =
+/// site * HIST_BUCKETS + bucket), per CPU; user space sizes it and sums.
+#[map]
+static FAST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Operations in flight (`ri inflight`), by process and key.
 #[map]
@@ -80,53 +91,141 @@ pub fn ri_bare(_ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Bumps slot `i` of `FAST`; a slot past its end is counted as dropped.
+#[inline(always)]
+fn fast_bump(i: u32) {
+    match FAST.get_ptr_mut(i) {
+        // SAFETY: this CPU's slot.
+        Some(v) => unsafe { *v += 1 },
+        None => dropped(),
+    }
+}
+
+/// Register `i` (in `ri_common::regs` order) of the probed thread, for the
+/// argument registers and `rax` (user space flags `HIST_FAST` only for
+/// those). Each is read at its constant offset first, as the verifier
+/// requires of context reads, then one is picked.
+#[inline(always)]
+fn arg_reg(regs: *const pt_regs, i: u32) -> u64 {
+    // SAFETY: the uprobe context; volatile reads at constant offsets, so the
+    // compiler cannot fold them into one read at a computed offset.
+    let (rdi, rsi, rdx, rcx, r8, r9, rax) = unsafe {
+        (
+            core::ptr::read_volatile(&(*regs).rdi),
+            core::ptr::read_volatile(&(*regs).rsi),
+            core::ptr::read_volatile(&(*regs).rdx),
+            core::ptr::read_volatile(&(*regs).rcx),
+            core::ptr::read_volatile(&(*regs).r8),
+            core::ptr::read_volatile(&(*regs).r9),
+            core::ptr::read_volatile(&(*regs).rax),
+        )
+    };
+    match i {
+        14 => rdi,
+        13 => rsi,
+        12 => rdx,
+        11 => rcx,
+        9 => r8,
+        8 => r9,
+        _ => rax,
+    }
+}
+
 #[inline(always)]
 fn run(ctx: *mut c_void) -> u32 {
+    let cookie = unsafe { bpf_get_attach_cookie(ctx) };
+    let regs = ctx as *const pt_regs;
+    let Some(p) = PLANS.get(cookie as u32) else {
+        return 0;
+    };
+    // Plans that need no interpreter: a plain count, a histogram of one
+    // register.
+    if p.flags & plan_flags::COUNT_FAST != 0 {
+        fast_bump((cookie >> 32) as u32);
+        return 0;
+    }
+    if p.flags & plan_flags::HIST_FAST != 0 {
+        let v = arg_reg(regs, p.insns[0].len);
+        let site = (cookie >> 32) as u32;
+        fast_bump(
+            site.wrapping_mul(ri_common::HIST_BUCKETS)
+                .wrapping_add(log2_bucket(v)),
+        );
+        return 0;
+    }
+    let (n, flags) = (p.n_insns, p.flags);
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
     // SAFETY: a per-CPU map value; programs on one CPU do not nest here.
     let s = unsafe { &mut *s };
-    let cookie = unsafe { bpf_get_attach_cookie(ctx) };
-    let regs = ctx as *const pt_regs;
-    // SAFETY: the context of a uprobe is the probed thread's pt_regs; each
-    // field is read at a constant offset, as the verifier requires.
+    // SAFETY: the context of a uprobe is the probed thread's pt_regs, laid
+    // out as NUM_REGS words in `regs` order; each is read at a constant
+    // offset, as the verifier requires, and stored straight into the scratch.
     unsafe {
-        let r = &*regs;
-        let regs = [
-            r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx,
-            r.rdx, r.rsi, r.rdi, r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss,
-        ];
-        s.regs[..ri_common::NUM_REGS].copy_from_slice(&regs);
+        let src = regs as *const u64;
+        let dst = s.regs.as_mut_ptr();
+        for i in 0..ri_common::NUM_REGS {
+            write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
+        }
     }
     s.plan = cookie as u32;
     s.site = (cookie >> 32) as u32;
-    s.sp = 0;
-    s.out = 0;
-    s.fields = 0;
-    s.fault = 0;
-    s.drop = 0;
-    s.tmp = 0;
-    s.faults = 0;
-    let (n, flags) = match PLANS.get(s.plan) {
-        Some(p) => (p.n_insns, p.flags),
-        None => return 0,
-    };
+    // Volatile stores: plain ones are merged into a call to the builtin
+    // memset, which BPF runs one byte per loop iteration.
+    // SAFETY: fields of the scratch value.
+    unsafe {
+        write_volatile(&mut s.sp, 0);
+        write_volatile(&mut s.out, 0);
+        write_volatile(&mut s.fields, 0);
+        write_volatile(&mut s.fault, 0);
+        write_volatile(&mut s.drop, 0);
+        write_volatile(&mut s.faults, 0);
+        write_volatile(&mut s.flags, flags);
+    }
     if flags & plan_flags::AGGREGATE != 0 {
-        // The payload is the key: clear it so padding is the same every hit.
+        // The payload is the key: clear it so padding is the same every hit
+        // (a one-word key needs only its word cleared, for keyless plans).
         let p = s.event[HEADER_LEN..].as_mut_ptr() as *mut u64;
+        let words = if flags & plan_flags::SMALL_KEY != 0 {
+            1
+        } else {
+            AGG_KEY_BYTES / 8
+        };
         for w in 0..AGG_KEY_BYTES / 8 {
+            if w >= words {
+                break;
+            }
             // SAFETY: constant offsets inside `event`, 8-aligned.
-            unsafe { *p.add(w) = 0 };
+            unsafe { write_volatile(p.add(w), 0) };
         }
     }
-    if n > 0 {
-        // SAFETY: `step` has the callback signature bpf_loop expects.
+    if flags & plan_flags::REGS_ONLY != 0 {
+        // `REG r, EMIT` pairs: registers straight into the payload.
+        let pairs = n / 2;
+        let out = s.event[HEADER_LEN..].as_mut_ptr() as *mut u64;
+        for i in 0..MAX_INSNS / 2 {
+            if i as u32 >= pairs {
+                break;
+            }
+            let r = p.insns[2 * i].len as usize & 31;
+            // SAFETY: slot i < 32 of the payload, 8-aligned inside `event`.
+            unsafe { *out.add(i) = s.regs[r] };
+        }
+        s.out = pairs.min(MAX_INSNS as u32 / 2) * 8;
+        s.fields = pairs;
+    } else if n > 0 {
+        let mut state = LoopState {
+            s: s as *mut Scratch,
+            plan: p as *const Plan,
+        };
+        // SAFETY: `step` has the callback signature bpf_loop expects; the
+        // state outlives the loop.
         unsafe {
             bpf_loop(
                 n.min(MAX_INSNS as u32),
                 step as *mut c_void,
-                core::ptr::null_mut(),
+                &mut state as *mut LoopState as *mut c_void,
                 0,
             );
         }
@@ -166,6 +265,17 @@ fn run(ctx: *mut c_void) -> u32 {
 /// this CPU; a new one is inserted; a full map is counted in `AGG_DROPPED`.
 #[inline(always)]
 fn bump(s: &mut Scratch, bucket: u32) {
+    if s.flags & plan_flags::SMALL_KEY != 0 {
+        s.small.plan = s.plan;
+        s.small.site = s.site;
+        s.small.bucket = bucket;
+        s.small.pad = 0;
+        // SAFETY: the payload's first word, 8-aligned inside `event`.
+        s.small.key = unsafe { *(s.event[HEADER_LEN..].as_ptr() as *const u64) };
+        let key: &SmallAggKey = &s.small;
+        count_in(&AGG_SMALL, key);
+        return;
+    }
     s.agg.plan = s.plan;
     s.agg.site = s.site;
     s.agg.bucket = bucket;
@@ -176,18 +286,31 @@ fn bump(s: &mut Scratch, bucket: u32) {
         // SAFETY: constant offsets inside `event` and `agg.key`.
         unsafe { core::ptr::write_unaligned(dst.add(w), *src.add(w)) };
     }
+    update(s);
+}
+
+/// Counts one hit under the key already built in `s.agg`.
+#[inline(always)]
+fn update(s: &mut Scratch) {
     // By reference: the key stays in the map value, off the BPF stack.
     let key: &AggKey = &s.agg;
-    if let Some(v) = AGG.get_ptr_mut(key) {
+    count_in(&AGG, key);
+}
+
+/// Counts one hit under `key` in `map`: an existing entry is bumped on this
+/// CPU; a new one is inserted; a full map is counted in `AGG_DROPPED`.
+#[inline(always)]
+fn count_in<K>(map: &PerCpuHashMap<K, u64>, key: &K) {
+    if let Some(v) = map.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU value.
         unsafe { *v += 1 };
         return;
     }
-    if AGG.insert(key, 1u64, 1 /* BPF_NOEXIST */).is_ok() {
+    if map.insert(key, 1u64, 1 /* BPF_NOEXIST */).is_ok() {
         return;
     }
     // Another CPU may have inserted the key meanwhile.
-    if let Some(v) = AGG.get_ptr_mut(key) {
+    if let Some(v) = map.get_ptr_mut(key) {
         // SAFETY: as above.
         unsafe { *v += 1 };
     } else {
@@ -223,7 +346,7 @@ fn begin(s: &mut Scratch) {
     s.flight.pid = (pid_tgid >> 32) as u32;
     s.flight.tid = pid_tgid as u32;
     s.flight.site = s.site;
-    s.flight.pad = 0;
+    s.flight.plan = s.plan;
     let src = s.event[HEADER_LEN..].as_ptr() as *const u64;
     let dst = s.flight.payload.as_mut_ptr() as *mut u64;
     for w in 0..AGG_KEY_BYTES / 8 {
@@ -232,9 +355,39 @@ fn begin(s: &mut Scratch) {
     }
     let key = flight_key(s);
     let value: &Inflight = &s.flight;
-    if INFLIGHT.insert(&key, value, 0).is_err() {
+    if INFLIGHT.insert(key, value, 0).is_err() {
         dropped();
     }
+}
+
+/// Ends a span: the time since its begin (the in-flight entry under the
+/// payload's key) counts in a log2 bucket under the begin's plan, site and
+/// payload without the key word; the entry is forgotten. No begin, no count.
+#[inline(always)]
+fn span(s: &mut Scratch) {
+    let key = flight_key(s);
+    let Some(f) = INFLIGHT.get_ptr(key) else {
+        return;
+    };
+    // SAFETY: a map value, read at constant offsets before it is removed.
+    let f = unsafe { &*f };
+    let elapsed = unsafe { bpf_ktime_get_ns() }.wrapping_sub(f.ts_ns);
+    s.agg.plan = f.plan;
+    s.agg.site = f.site;
+    s.agg.bucket = log2_bucket(elapsed);
+    s.agg.pad = 0;
+    let src = f.payload.as_ptr() as *const u64;
+    let dst = s.agg.key.as_mut_ptr() as *mut u64;
+    for w in 1..AGG_KEY_BYTES / 8 {
+        // SAFETY: constant offsets inside `payload` and `agg.key`.
+        unsafe {
+            core::ptr::write_unaligned(dst.add(w - 1), core::ptr::read_unaligned(src.add(w)))
+        };
+    }
+    // SAFETY: the last word of `agg.key`.
+    unsafe { core::ptr::write_unaligned(dst.add(AGG_KEY_BYTES / 8 - 1), 0) };
+    let _ = INFLIGHT.remove(key);
+    update(s);
 }
 
 /// Log2 bucket: 0 for 0, else b with 2^(b-1) <= v < 2^b.
@@ -264,8 +417,11 @@ fn wakeup_flags(now: u64) -> u64 {
     };
     // SAFETY: per-CPU value.
     let last = unsafe { &mut *last };
-    let full = EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS.query(BPF_RB_RING_SIZE as u64) / 4;
-    if full || now.wrapping_sub(*last) >= WAKEUP_INTERVAL_NS {
+    // SAFETY: a read-only global the loader sets.
+    let ring = unsafe { core::ptr::read_volatile(&RING_BYTES) };
+    if now.wrapping_sub(*last) >= WAKEUP_INTERVAL_NS
+        || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= ring / 4
+    {
         *last = now;
         BPF_RB_FORCE_WAKEUP as u64
     } else {
@@ -355,15 +511,23 @@ fn read_user(s: &mut Scratch, addr: u64, width: u8) -> u64 {
     }
 }
 
+/// What each interpreter step works on, looked up once per hit and passed
+/// through bpf_loop's context argument.
+#[repr(C)]
+struct LoopState {
+    /// This CPU's scratch state.
+    s: *mut Scratch,
+    /// The plan being run.
+    plan: *const Plan,
+}
+
 /// One interpreter step; returns 1 to stop the loop.
-unsafe extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
-    let Some(s) = SCRATCH.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: per-CPU map value.
-    let s = unsafe { &mut *s };
-    let Some(plan) = PLANS.get(s.plan) else {
-        return 1;
+unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `LoopState` on run()'s stack, whose pointers the
+    // verifier tracks as map values.
+    let (s, plan) = unsafe {
+        let st = &*(ctx as *const LoopState);
+        (&mut *st.s, &*st.plan)
     };
     let insn = plan.insns[i as usize & (MAX_INSNS - 1)];
     match insn.op {
@@ -463,7 +627,12 @@ unsafe extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
             return 1;
         }
         op::END_FLIGHT => {
-            let _ = INFLIGHT.remove(&flight_key(s));
+            let _ = INFLIGHT.remove(flight_key(s));
+            s.drop = 1;
+            return 1;
+        }
+        op::SPAN => {
+            span(s);
             s.drop = 1;
             return 1;
         }
@@ -503,8 +672,14 @@ unsafe extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
             s.push(a);
         }
         code => {
-            let b = s.pop();
-            let a = s.pop();
+            let (a, b) = if insn.pad & op::IMM_RIGHT != 0 {
+                (s.pop(), insn.imm)
+            } else if insn.pad & op::IMM_LEFT != 0 {
+                (insn.imm, s.pop())
+            } else {
+                let b = s.pop();
+                (s.pop(), b)
+            };
             s.push(binary(code, a, b));
         }
     }

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         },
         Command::Count(a) => agg(a.common.options(ri::agg::AggKind::Count, a.probes)),
         Command::Hist(a) => agg(a.common.options(ri::agg::AggKind::Hist(a.value), a.probes)),
-        Command::Latency(a) => agg(a.common.options(ri::agg::AggKind::Latency, vec![a.probe])),
+        Command::Latency(a) => agg(a.options()),
         Command::Inflight(a) => agg(a
             .common
             .options(ri::agg::AggKind::Inflight(a.end), vec![a.begin])),

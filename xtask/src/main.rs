@@ -46,7 +46,12 @@ enum Task {
     Demo,
     /// Measure probe overhead, startup and memory against bpftrace and a bare
     /// program; write bench/RESULTS.md.
-    Bench,
+    Bench {
+        /// Only the in-kernel aggregations (count/hist vs bare and bpftrace,
+        /// ri's CPU while counting); write bench/RESULTS-agg.md.
+        #[arg(long)]
+        agg: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -70,10 +75,10 @@ fn main() -> Result<()> {
             build()?;
             demo::run()
         }
-        Task::Bench => {
+        Task::Bench { agg } => {
             setup()?;
             build()?;
-            bench::run()
+            if agg { bench::run_agg() } else { bench::run() }
         }
     }
 }

@@ -4,7 +4,9 @@
 //! the `--by` keys (and the `--value`); the plan is then turned into an
 //! aggregating one: the payload those captures write is the key, and a
 //! final `COUNT` or `HIST` updates the kernel's `AGG` map instead of sending
-//! an event. `ri latency` adds a `STASH` at entry and an `ELAPSED` at return.
+//! an event. `ri latency` adds a `STASH` at entry and an `ELAPSED` at return;
+//! `ri latency --begin/--end` stores the begin in `INFLIGHT` (as `ri
+//! inflight` does) and its end's `SPAN` bumps the begin's histogram.
 //! User space only reads the map, at each interval and at exit.
 
 mod inflight;
@@ -13,7 +15,7 @@ mod render;
 
 use std::time::Duration;
 
-use ri_common::{AGG_KEY_BYTES, Insn, MAX_INSNS, op, plan_flags};
+use ri_common::{AGG_KEY_BYTES, HIST_BUCKETS, Insn, MAX_INSNS, op, plan_flags, regs};
 
 use crate::{
     Error,
@@ -47,6 +49,12 @@ pub enum AggError {
     /// `ri inflight` probes without the integer `key` capture first.
     #[error("'{0}': ri inflight needs an integer key=EXPR as the first capture")]
     InflightKey(String),
+    /// `ri latency --begin/--end` probes without the integer `key` capture
+    /// first, or an end probe with more captures.
+    #[error(
+        "'{0}': ri latency --begin needs an integer key=EXPR as the first capture, --end only key=EXPR"
+    )]
+    SpanKey(String),
     /// The kernel's aggregation map could not be read.
     #[error("cannot read the aggregation map: {0}")]
     Read(String),
@@ -61,6 +69,9 @@ pub enum AggKind {
     Hist(String),
     /// Entry-to-return time per thread, as a log2 histogram.
     Latency,
+    /// Time from the begin probe (the probe) to this end probe with the same
+    /// `key`, across threads, as a log2 histogram per begin fields.
+    Span(String),
     /// Operations begun (the probe) and not yet ended by this probe.
     Inflight(String),
 }
@@ -89,6 +100,38 @@ fn head_end(text: &str) -> usize {
     text[after..]
         .find(|c: char| c == '(' || c.is_whitespace())
         .map_or(text.len(), |i| i + after)
+}
+
+/// The probe string with `caps` appended to its own captures, if any.
+fn add_captures(text: &str, caps: &[String]) -> Result<String, AggError> {
+    let at = head_end(text);
+    if caps.is_empty() {
+        return Ok(text.to_string());
+    }
+    if !text[at..].starts_with('(') {
+        return with_captures(text, caps);
+    }
+    let mut depth = 0usize;
+    for (i, c) in text[at..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    let close = at + i;
+                    return Ok(format!(
+                        "{}, {}{}",
+                        &text[..close],
+                        caps.join(", "),
+                        &text[close..]
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    // Unbalanced: leave it to the parser to name the fault.
+    Ok(text.to_string())
 }
 
 /// The probe string with `caps` as its captures (`k0=EXPR, ...`).
@@ -185,12 +228,43 @@ fn insn(code: u8, imm: u64) -> Insn {
     }
 }
 
+/// Most `FAST` slots a session may use for histograms (per CPU, 8 bytes
+/// each); past it, histograms go through the general `AGG` map.
+const FAST_HIST_SLOTS: u32 = 1 << 16;
+
+/// Flags the plans that need no interpreter: a bare `COUNT`, or `REG, HIST`
+/// of an argument register or `rax` (no key, no filter); the kernel then
+/// bumps a per-CPU array slot by site instead of hashing a key. Other
+/// counts and histograms whose key is one word use the small-key map.
+fn fast_paths(set: &mut ProbeSet) {
+    let hist_ok = (set.sites.len() as u64) * u64::from(HIST_BUCKETS) <= u64::from(FAST_HIST_SLOTS);
+    for probe in &mut set.probes {
+        let plan = &mut probe.plan.plan;
+        let insns = &plan.insns[..plan.n_insns as usize];
+        plan.flags |= match insns {
+            [c] if c.op == op::COUNT => plan_flags::COUNT_FAST,
+            [r, h]
+                if hist_ok
+                    && r.op == op::REG
+                    && (r.len == regs::RAX || regs::ARGS.contains(&r.len))
+                    && h.op == op::HIST =>
+            {
+                plan_flags::HIST_FAST
+            }
+            [.., last] if matches!(last.op, op::COUNT | op::HIST) && payload_bytes(insns) <= 8 => {
+                plan_flags::SMALL_KEY
+            }
+            _ => 0,
+        };
+    }
+}
+
 /// Builds the probes of an aggregation and the per-plan descriptions.
 pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
     let keys = key_captures(&opts.by);
     let pids = &opts.trace.pids;
     let mut plans = Vec::new();
-    let set = match &opts.kind {
+    let mut set = match &opts.kind {
         AggKind::Count => {
             let texts = opts
                 .trace
@@ -258,6 +332,33 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             )?);
             set
         }
+        AggKind::Span(end) => {
+            let begin = add_captures(&opts.trace.probes[0], &keys)?;
+            let texts = [begin, end.clone()];
+            let mut set = ProbeSet::build(&texts, pids)?;
+            for (id, text) in [&opts.trace.probes[0], end].into_iter().enumerate() {
+                let fields = &set.probes[id].plan.fields;
+                let keyed = fields.first().is_some_and(|f| {
+                    f.name == "key" && matches!(f.kind, FieldKind::Int { .. } | FieldKind::Enum(_))
+                });
+                if !keyed || (id == 1 && fields.len() != 1) {
+                    return Err(AggError::SpanKey(text.clone()).into());
+                }
+            }
+            let mut b = rewrite(&mut set, 0, 0, &[insn(op::BEGIN, 0)], false)?;
+            // The key word is not part of the aggregation key.
+            b.keys.remove(0);
+            b.hist = true;
+            let n = b.keys.len();
+            for (k, label) in b.keys[n - opts.by.len()..].iter_mut().zip(&opts.by) {
+                k.name = label.clone();
+            }
+            plans.push(b);
+            let mut e = rewrite(&mut set, 1, 0, &[insn(op::SPAN, 0)], false)?;
+            e.shown = false;
+            plans.push(e);
+            return Ok((set, plans));
+        }
         AggKind::Inflight(end) => {
             if !opts.by.is_empty() {
                 return Err(crate::Error::Usage(
@@ -287,6 +388,7 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             k.name = label.clone();
         }
     }
+    fast_paths(&mut set);
     Ok((set, plans))
 }
 
@@ -339,7 +441,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        let now = read::snapshot(&engine)?;
+                        let now = read::snapshot(&engine, &set)?;
                         view.print(&mut out, &now.since(&last), false)?;
                         last = now;
                     }
@@ -350,7 +452,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
             stop.wait().await?;
         }
         stop.finish();
-        let total = read::snapshot(&engine)?;
+        let total = read::snapshot(&engine, &set)?;
         view.print(&mut out, &total, true)?;
         if !opts.trace.quiet {
             let stats = read::stats(&engine)?;
@@ -377,6 +479,19 @@ mod tests {
         );
         assert!(with_captures("u:/a:b(x=arg0)", &k).is_err());
         assert_eq!(with_captures("u:/a:b", &[]).unwrap(), "u:/a:b");
+    }
+
+    #[test]
+    fn by_keys_join_the_begin_captures() {
+        let by = ["arg0 % 3".to_string()];
+        assert_eq!(
+            add_captures("u:/a:f(key=arg0, n=str(arg1, 8)) if arg2 > 1", &by).unwrap(),
+            "u:/a:f(key=arg0, n=str(arg1, 8), arg0 % 3) if arg2 > 1"
+        );
+        assert_eq!(
+            add_captures("u:/a:f(key=arg0)", &[]).unwrap(),
+            "u:/a:f(key=arg0)"
+        );
     }
 
     #[test]

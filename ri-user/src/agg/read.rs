@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{PerCpuArray, PerCpuHashMap};
-use ri_common::{AggKey, HIST_BUCKETS};
+use ri_common::{AGG_KEY_BYTES, AggKey, HIST_BUCKETS, SmallAggKey, plan_flags};
 
 use super::AggError;
-use crate::engine::Engine;
+use crate::{engine::Engine, session::ProbeSet};
 
 /// One key's hits: the total and, for histograms, per log2 bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,8 +73,9 @@ fn err(e: impl std::fmt::Display) -> AggError {
     AggError::Read(e.to_string())
 }
 
-/// Reads the whole aggregation map.
-pub fn snapshot(engine: &Engine) -> Result<Snapshot, crate::Error> {
+/// Reads the whole aggregation map, and the `FAST` slots of the plans of
+/// `set` that use them.
+pub fn snapshot(engine: &Engine, set: &ProbeSet) -> Result<Snapshot, crate::Error> {
     let map: PerCpuHashMap<_, AggKey, u64> =
         PerCpuHashMap::try_from(engine.map("AGG")?).map_err(err)?;
     let mut snap = Snapshot::default();
@@ -88,7 +89,57 @@ pub fn snapshot(engine: &Engine) -> Result<Snapshot, crate::Error> {
         cell.count += n;
         cell.buckets[(k.bucket as usize).min(HIST_BUCKETS as usize - 1)] += n;
     }
+    if set
+        .probes
+        .iter()
+        .any(|p| p.plan.plan.flags & plan_flags::SMALL_KEY != 0)
+    {
+        let map: PerCpuHashMap<_, SmallAggKey, u64> =
+            PerCpuHashMap::try_from(engine.map("AGG_SMALL")?).map_err(err)?;
+        for item in map.iter() {
+            let (k, per_cpu) = item.map_err(err)?;
+            let n: u64 = per_cpu.iter().sum();
+            let mut key = vec![0; AGG_KEY_BYTES];
+            key[..8].copy_from_slice(&k.key.to_ne_bytes());
+            let cell = snap.cells.entry((k.plan, k.site, key)).or_default();
+            cell.count += n;
+            cell.buckets[(k.bucket as usize).min(HIST_BUCKETS as usize - 1)] += n;
+        }
+    }
+    fast(engine, set, &mut snap)?;
     Ok(snap)
+}
+
+/// Adds the `FAST` slots: a site's count, or its buckets, under an empty key.
+fn fast(engine: &Engine, set: &ProbeSet, snap: &mut Snapshot) -> Result<(), crate::Error> {
+    let uses = |f| set.probes.iter().any(|p| p.plan.plan.flags & f != 0);
+    if !uses(plan_flags::COUNT_FAST) && !uses(plan_flags::HIST_FAST) {
+        return Ok(());
+    }
+    let map: PerCpuArray<_, u64> = PerCpuArray::try_from(engine.map("FAST")?).map_err(err)?;
+    let slot = |i: u32| -> Result<u64, AggError> { Ok(map.get(&i, 0).map_err(err)?.iter().sum()) };
+    for (id, site) in set.sites.iter().enumerate() {
+        let flags = set.probes[site.probe].plan.plan.flags;
+        let id = id as u32;
+        let mut cell = Cell::default();
+        if flags & plan_flags::COUNT_FAST != 0 {
+            cell.count = slot(id)?;
+            cell.buckets[0] = cell.count;
+        } else if flags & plan_flags::HIST_FAST != 0 {
+            for b in 0..HIST_BUCKETS {
+                let n = slot(id * HIST_BUCKETS + b)?;
+                cell.buckets[b as usize] = n;
+                cell.count += n;
+            }
+        } else {
+            continue;
+        }
+        if cell.count > 0 {
+            snap.cells
+                .insert((site.probe as u32, id, vec![0; AGG_KEY_BYTES]), cell);
+        }
+    }
+    Ok(())
 }
 
 /// Reads the dropped-update counter.

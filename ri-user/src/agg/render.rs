@@ -171,7 +171,7 @@ impl View<'_> {
             }
             writeln!(w, "{name}:")?;
             hist_text(w, &cell.buckets, a.signed)?;
-            if self.opts.kind == AggKind::Latency {
+            if matches!(self.opts.kind, AggKind::Latency | AggKind::Span(_)) {
                 writeln!(
                     w,
                     "count {}  p50 ~{}  p90 ~{}  p99 ~{}  max <{}  (ns; estimated from log2 buckets)",
@@ -227,7 +227,7 @@ impl View<'_> {
         let kind = match self.opts.kind {
             AggKind::Count => "count",
             AggKind::Hist(_) => "hist",
-            AggKind::Latency => "latency",
+            AggKind::Latency | AggKind::Span(_) => "latency",
             AggKind::Inflight(_) => "inflight",
         };
         let doc = json!({

@@ -55,15 +55,40 @@ pub struct HistArgs {
     pub common: AggCommon,
 }
 
-/// Options of `ri latency`.
+/// Options of `ri latency`: a function's entry to its return per thread
+/// (PROBE), or a begin to the end with the same key across threads
+/// (--begin/--end).
 #[derive(Debug, Args)]
 pub struct LatencyArgs {
     /// An entry probe `u:TARGET:FUNC [if EXPR]`; its return is paired per thread.
     #[arg(value_name = "PROBE")]
-    pub probe: String,
+    pub probe: Option<String>,
+    /// Where a span begins: `PROBE(key=EXPR, FIELD=EXPR...)`; the FIELDs
+    /// (and --by, evaluated here) group the histograms.
+    #[arg(long, value_name = "PROBE")]
+    pub begin: Option<String>,
+    /// Where the span with the same key ends: `PROBE(key=EXPR)`.
+    #[arg(long, value_name = "PROBE")]
+    pub end: Option<String>,
     /// Options shared with count and hist.
     #[command(flatten)]
     pub common: AggCommon,
+}
+
+impl LatencyArgs {
+    /// The library options: per-thread entry/return, or keyed spans.
+    pub fn options(self) -> Result<AggOptions, String> {
+        match (self.probe, self.begin, self.end) {
+            (Some(p), None, None) => self.common.options(AggKind::Latency, vec![p]),
+            (None, Some(b), Some(e)) => self.common.options(AggKind::Span(e), vec![b]),
+            (Some(_), _, _) => {
+                Err("ri latency takes a PROBE or --begin and --end, not both".into())
+            }
+            (None, Some(_), None) => Err("ri latency --begin needs --end".into()),
+            (None, None, Some(_)) => Err("ri latency --end needs --begin".into()),
+            (None, None, None) => Err("ri latency needs a PROBE, or --begin and --end".into()),
+        }
+    }
 }
 
 impl AggCommon {

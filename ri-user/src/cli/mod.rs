@@ -54,6 +54,11 @@ pub enum Command {
     ///
     /// A filter on the probe applies at entry; --by keys are evaluated at
     /// the return (pid, tid, comm, retval; not arguments).
+    ///
+    /// `--begin 'PROBE(key=EXPR, FIELD=EXPR...)' --end 'PROBE(key=EXPR)'`
+    /// instead times each begin to the end with the same key, on any thread
+    /// of the process, one histogram per value of the begin's FIELDs (and
+    /// --by, evaluated at the begin). An end without a begin is not counted.
     Latency(LatencyArgs),
     /// Operations begun and not yet ended, oldest first, with their age.
     ///

@@ -122,18 +122,27 @@ impl Engine {
     /// Loads the object with an event ring buffer of `ring_bytes` (a power of
     /// two, multiple of the page size).
     pub fn load(ring_bytes: u32) -> Result<Self, EngineError> {
-        Self::load_agg(ring_bytes, ri_common::AGG_ENTRIES)
+        Self::load_agg(ring_bytes, ri_common::AGG_ENTRIES, 1)
     }
 
-    /// [`Engine::load`] with room for `agg_entries` keys in the aggregation map.
-    pub fn load_agg(ring_bytes: u32, agg_entries: u32) -> Result<Self, EngineError> {
+    /// [`Engine::load`] with room for `agg_entries` keys in the aggregation
+    /// map and `fast_slots` counters in the `FAST` array.
+    pub fn load_agg(
+        ring_bytes: u32,
+        agg_entries: u32,
+        fast_slots: u32,
+    ) -> Result<Self, EngineError> {
         if !have_bpf_privileges() {
             return Err(EngineError::PermissionDenied);
         }
+        let ring = u64::from(ring_bytes);
         let bpf = EbpfLoader::new()
+            .override_global("RING_BYTES", &ring, true)
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("AGG", agg_entries)
+            .map_max_entries("AGG_SMALL", agg_entries)
             .map_max_entries("INFLIGHT", agg_entries)
+            .map_max_entries("FAST", fast_slots.max(1))
             .load(crate::EBPF_OBJECT)
             .map_err(|e| {
                 if is_permission(&e) {

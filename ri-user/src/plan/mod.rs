@@ -956,6 +956,51 @@ impl Compiler<'_> {
     }
 }
 
+/// The plan as the kernel runs it: each `IMM k` followed by a binary
+/// operator becomes that operator with `k` as its right operand
+/// ([`op::IMM_RIGHT`]), and `IMM k; SWAP; OP` becomes `OP` with `k` as its
+/// left one ([`op::IMM_LEFT`]): fewer interpreter steps. Plans have no
+/// jumps, so nothing refers to instruction positions.
+pub fn fuse_constants(plan: &Plan) -> Plan {
+    fn binary(i: Option<&Insn>) -> Option<&Insn> {
+        i.filter(|i| (op::ADD..=op::SMOD).contains(&i.op) && i.pad == 0)
+    }
+    let mut out = *plan;
+    let insns = &plan.insns[..(plan.n_insns as usize).min(MAX_INSNS)];
+    let mut n = 0;
+    let mut i = 0;
+    while i < insns.len() {
+        let mut insn = insns[i];
+        if insn.op == op::IMM {
+            if let Some(next) = binary(insns.get(i + 1)) {
+                insn = Insn {
+                    pad: op::IMM_RIGHT,
+                    imm: insn.imm,
+                    ..*next
+                };
+                i += 1;
+            } else if insns.get(i + 1).is_some_and(|s| s.op == op::SWAP)
+                && let Some(next) = binary(insns.get(i + 2))
+            {
+                insn = Insn {
+                    pad: op::IMM_LEFT,
+                    imm: insn.imm,
+                    ..*next
+                };
+                i += 2;
+            }
+        }
+        out.insns[n] = insn;
+        n += 1;
+        i += 1;
+    }
+    for slot in &mut out.insns[n..] {
+        *slot = Insn::default();
+    }
+    out.n_insns = n as u32;
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -976,6 +1021,36 @@ mod tests {
             .iter()
             .map(|i| i.op)
             .collect()
+    }
+
+    #[test]
+    fn constants_fuse_into_their_operator() {
+        let p = plan("u:/bin/true:main(k=arg0 % 16, x=(arg1 + arg2) * 3) if arg0 > 100");
+        let f = fuse_constants(&p.plan);
+        let fused: Vec<(u8, u8, u64)> = f.insns[..f.n_insns as usize]
+            .iter()
+            .map(|i| (i.op, i.pad, i.imm))
+            .collect();
+        let (r, l) = (op::IMM_RIGHT, op::IMM_LEFT);
+        // `arg0 > 100` is `arg0 100 SWAP LT`, that is `100 < arg0`.
+        assert_eq!(
+            fused,
+            [
+                (op::REG, 0, 0),
+                (op::LT, l, 100),
+                (op::FILTER, 0, 0),
+                (op::REG, 0, 0),
+                (op::MOD, r, 16),
+                (op::EMIT, 0, 0),
+                (op::REG, 0, 0),
+                (op::REG, 0, 0),
+                (op::ADD, 0, 0),
+                (op::MUL, r, 3),
+                (op::EMIT, 0, 0),
+            ]
+        );
+        assert_eq!(f.insns[f.n_insns as usize], Insn::default());
+        assert_eq!(ops(&p).len(), f.n_insns as usize + 4);
     }
 
     #[test]

@@ -143,6 +143,38 @@ impl ProbeSet {
         Ok(ProbeSet { probes, sites })
     }
 
+    /// Flags the plans that are only `REG r, EMIT` pairs (events of raw
+    /// registers), which the kernel runs without its interpreter.
+    pub fn mark_regs_only(&mut self) {
+        for probe in &mut self.probes {
+            let plan = &mut probe.plan.plan;
+            let insns = &plan.insns[..plan.n_insns as usize];
+            let pairs = !insns.is_empty()
+                && insns.len() % 2 == 0
+                && insns
+                    .chunks(2)
+                    .all(|c| c[0].op == ri_common::op::REG && c[1].op == ri_common::op::EMIT);
+            if pairs && plan.flags & ri_common::plan_flags::AGGREGATE == 0 {
+                plan.flags |= ri_common::plan_flags::REGS_ONLY;
+            }
+        }
+    }
+
+    /// Slots the kernel's `FAST` array needs for the plans flagged
+    /// `COUNT_FAST` (one per site) or `HIST_FAST` (one per site and bucket);
+    /// at least one.
+    pub fn fast_slots(&self) -> u32 {
+        let flags = self.probes.iter().fold(0, |f, p| f | p.plan.plan.flags);
+        let sites = self.sites.len() as u32;
+        if flags & ri_common::plan_flags::HIST_FAST != 0 {
+            sites.saturating_mul(ri_common::HIST_BUCKETS).max(1)
+        } else if flags & ri_common::plan_flags::COUNT_FAST != 0 {
+            sites.max(1)
+        } else {
+            1
+        }
+    }
+
     /// Writes the plans and attaches every site, once per pid (or once for
     /// all processes when `pids` is empty). `program` overrides the
     /// interpreter (benchmarks attach the bare program).
@@ -153,7 +185,7 @@ impl ProbeSet {
         program: Option<Program>,
     ) -> Result<usize, Error> {
         for (id, p) in self.probes.iter().enumerate() {
-            engine.set_plan(id as u32, &p.plan.plan)?;
+            engine.set_plan(id as u32, &crate::plan::fuse_constants(&p.plan.plan))?;
         }
         let scopes: Vec<Option<u32>> = if pids.is_empty() {
             vec![None]

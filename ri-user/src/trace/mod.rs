@@ -81,7 +81,8 @@ impl Summary {
 /// (the `-c` child is forked first).
 pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     check(opts)?;
-    let set = ProbeSet::build(&opts.probes, &opts.pids)?;
+    let mut set = ProbeSet::build(&opts.probes, &opts.pids)?;
+    set.mark_regs_only();
     let Launched {
         mut engine,
         child_pid,
@@ -135,7 +136,7 @@ pub(crate) fn launch(
         None => opts.pids.clone(),
     };
     let attached = (|| {
-        let mut engine = Engine::load_agg(opts.ring_bytes, agg_entries)?;
+        let mut engine = Engine::load_agg(opts.ring_bytes, agg_entries, set.fast_slots())?;
         let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
         Ok::<_, Error>((engine, n))
     })();
