@@ -1,5 +1,5 @@
 //! The command line: every subcommand and flag is defined and documented
-//! here once; `main.rs` only dispatches.
+//! here once; `dispatch` runs them.
 
 use std::time::Duration;
 
@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::{list::ListOptions, trace::TraceOptions};
 
 mod agg;
+mod pack;
 pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs};
+pub use pack::{PacksArgs, RunArgs};
 
 /// ri: run-time instruments for live services.
 #[derive(Debug, Parser)]
@@ -93,6 +95,18 @@ pub enum Command {
     /// sockets, memory, configuration (secret-looking environment values
     /// redacted), and the sections a target running ri-control adds.
     Report(ReportArgs),
+    /// Run a named instrument of a probe pack (see `ri packs`).
+    ///
+    /// `ri run motr.queue -p PID` expands the instrument into ri's own
+    /// trace/count/hist/latency/inflight/leaks command, with its probes
+    /// resolved in the pack's targets (the first mapped object that has the
+    /// symbol), and runs it. -p, -c, --duration, --json, --interval and -q
+    /// pass through; NAME=VALUE sets an instrument's parameter.
+    Run(RunArgs),
+    /// List probe packs and their instruments with one-line help, and where
+    /// each pack came from (built in, /etc/ri/probes, ~/.config/ri/probes,
+    /// --pack).
+    Packs(PacksArgs),
     /// Motr fids: decode one, or map an object name to its fids.
     Fid {
         /// What to do.
