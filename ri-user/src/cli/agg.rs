@@ -87,6 +87,7 @@ impl AggCommon {
                 ring_bytes: 4096,
                 bare: false,
                 quiet: self.scope.quiet,
+                printf: Vec::new(),
             },
         })
     }

@@ -179,6 +179,13 @@ pub struct TraceArgs {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, default_value_t = ri_common::DEFAULT_RING_BYTES >> 20, value_name = "MIB")]
     pub buffer_size: u32,
+    /// Add a field NAME formatted like C's printf: FORMAT is a captured
+    /// string, ARGS captured bytes holding the arguments as 8-byte words (or
+    /// at the offsets and sizes of the captured int arrays OFFSETS and SIZES;
+    /// COUNT a captured number of arguments); %s strings are read from the
+    /// process. As `NAME=FORMAT,ARGS[,OFFSETS,SIZES[,COUNT]]` (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    pub printf: Vec<String>,
     /// Attach an empty program instead of the plan (benchmark baseline).
     #[arg(long, hide = true)]
     pub bare: bool,
@@ -202,6 +209,11 @@ impl TraceArgs {
             ring_bytes: self.buffer_size << 20,
             bare: self.bare,
             quiet: self.scope.quiet,
+            printf: self
+                .printf
+                .iter()
+                .map(|s| crate::trace::PrintfSpec::parse(s))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
