@@ -180,7 +180,9 @@ impl Resolver {
         }
         candidates.retain(|p| targets.iter().any(|t| matches_target(p, t)));
         for name in targets {
-            if let Ok(p) = target::resolve(name, &[]) {
+            if name.contains('/') && name.contains(['*', '?']) {
+                candidates.extend(glob_paths(name));
+            } else if let Ok(p) = target::resolve(name, &[]) {
                 candidates.push(p);
             }
         }
@@ -207,7 +209,11 @@ enum Lost {
 /// the file name, or a program or library name).
 fn matches_target(f: &Path, name: &str) -> bool {
     if name.contains('/') {
-        return Path::new(name).canonicalize().ok().as_deref() == Some(f);
+        return if name.contains(['*', '?']) {
+            glob_paths(name).iter().any(|p| p == f)
+        } else {
+            Path::new(name).canonicalize().ok().as_deref() == Some(f)
+        };
     }
     let Some(base) = f.file_name().and_then(|n| n.to_str()) else {
         return false;
@@ -217,6 +223,43 @@ fn matches_target(f: &Path, name: &str) -> bool {
     } else {
         target::is_library(base, name)
     }
+}
+
+/// The files matching an absolute path whose components may hold globs
+/// (`/usr/lib/postgresql/*/bin/postgres`), in name order.
+fn glob_paths(pattern: &str) -> Vec<PathBuf> {
+    let mut found = vec![PathBuf::from("/")];
+    for part in pattern.split('/').filter(|p| !p.is_empty()) {
+        let mut next = Vec::new();
+        for dir in &found {
+            if !part.contains(['*', '?']) {
+                let p = dir.join(part);
+                if p.exists() {
+                    next.push(p);
+                }
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut names: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| crate::elf::glob_match(part, n))
+                })
+                .map(|e| e.path())
+                .collect();
+            names.sort();
+            next.extend(names);
+        }
+        found = next;
+    }
+    found
+        .into_iter()
+        .map(|p| p.canonicalize().unwrap_or(p))
+        .collect()
 }
 
 /// An instrument ready to run.
@@ -274,14 +317,31 @@ pub fn expand(
             Err(Lost::Missing(why)) => Err(PackError::Missing(format!("{full}: {why}"))),
         }
     };
+    let argv = build(inst, &full, params, &mut resolve);
+    drop(resolve);
+    match argv {
+        Ok(argv) => Ok(Expanded { argv, notes }),
+        // One line: what is missing, with the optional probes already lost.
+        Err(PackError::Missing(m)) if !notes.is_empty() => Err(PackError::Missing(format!(
+            "{m}, nothing to run ({})",
+            notes.join("; ")
+        ))),
+        Err(PackError::Missing(m)) => Err(PackError::Missing(format!("{m}, nothing to run"))),
+        Err(e) => Err(e),
+    }
+}
+
+/// The command line of `inst`, its probe references resolved by `resolve`.
+fn build(
+    inst: &Instrument,
+    full: &str,
+    params: &BTreeMap<String, String>,
+    resolve: &mut dyn FnMut(&str, &str) -> Result<Option<String>, PackError>,
+) -> Result<Vec<String>, PackError> {
     let kind = inst.kind.as_str();
     let mut argv = vec![kind.to_string()];
     let one = |v: Option<String>, field: &str| {
-        v.ok_or_else(|| {
-            PackError::Missing(format!(
-                "{full}: its {field} probe is missing, nothing to run"
-            ))
-        })
+        v.ok_or_else(|| PackError::Missing(format!("{full}: its {field} probe is missing")))
     };
     match kind {
         "trace" | "count" | "hist" => {
@@ -293,9 +353,7 @@ pub fn expand(
                 }
             }
             if !any {
-                return Err(PackError::Missing(format!(
-                    "{full}: every probe is missing, nothing to run"
-                )));
+                return Err(PackError::Missing(format!("{full}: every probe is missing")));
             }
         }
         "latency" if inst.probe.is_some() => {
@@ -345,5 +403,5 @@ pub fn expand(
         }
         argv.extend(["--printf".into(), spec.trim_end_matches(',').to_string()]);
     }
-    Ok(Expanded { argv, notes })
+    Ok(argv)
 }

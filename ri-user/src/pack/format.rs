@@ -159,7 +159,7 @@ pub fn parse(text: &str, origin: &str) -> Result<PackFile, PackError> {
     let file: PackFile = toml::from_str(text).map_err(|e| {
         let line = e
             .span()
-            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         let section = line.and_then(|l| section_at(text, l));
         let msg = e.message().lines().next().unwrap_or("bad TOML").to_string();
         PackError::Invalid(match (line, section) {
