@@ -294,10 +294,11 @@ pub fn run(opts: &RunOptions) -> Result<(), crate::Error> {
     let cli = crate::cli::Cli::try_parse_from(std::iter::once("ri".to_string()).chain(argv))
         .map_err(|e| {
             let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
             crate::Error::Usage(format!(
                 "{}: {}",
                 opts.instrument,
-                text.lines().next().unwrap_or("bad arguments")
+                first.strip_prefix("error: ").unwrap_or(first)
             ))
         })?;
     crate::dispatch::run(cli.command)
