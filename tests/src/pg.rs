@@ -129,4 +129,3 @@ pub fn skip() -> bool {
 pub fn port(k: u16) -> u16 {
     20000 + (std::process::id() % 20000) as u16 + k
 }
-

@@ -113,7 +113,12 @@ fn motr_ops_and_queue_agree_with_the_services_counters() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["xid"].as_u64().unwrap(), f["session_id"].as_u64().unwrap()))
+        .map(|f| {
+            (
+                f["xid"].as_u64().unwrap(),
+                f["session_id"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert!(!own.is_empty(), "{own_queue}");
     let seen_paused = prints(&q_out).iter().any(|p| {
@@ -277,12 +282,16 @@ fn inline_variant_loses_balloc_alloc_and_says_so() {
     // What is left of motr.blocks still works: freed extents.
     let evs = events(b_out.as_bytes());
     assert!(
-        evs.iter().all(|e| e["probe"].as_str().unwrap().ends_with(":balloc_free")),
+        evs.iter()
+            .all(|e| e["probe"].as_str().unwrap().ends_with(":balloc_free")),
         "{b_out}"
     );
     assert!(!evs.is_empty(), "no balloc_free events\n{b_err}");
     for e in &evs {
-        assert!(e["end"].as_u64().unwrap() > e["start"].as_u64().unwrap(), "{e}");
+        assert!(
+            e["end"].as_u64().unwrap() > e["start"].as_u64().unwrap(),
+            "{e}"
+        );
     }
     // And the other instruments work as on the normal build.
     let served: u64 = final_entries(&o_out)
@@ -347,25 +356,50 @@ fn libc_pack_counts_heap_and_socket_calls() {
     require_bpf();
     let netheap = fixture("netheap").display().to_string();
     let out = Command::new(ri_bin())
-        .args(["run", "libc.calls", "--json", "-c", &format!("{netheap} 50")])
+        .args([
+            "run",
+            "libc.calls",
+            "--json",
+            "-c",
+            &format!("{netheap} 50"),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut n: BTreeMap<String, u64> = BTreeMap::new();
     for e in final_entries(&stdout) {
         let f = e["probe"].as_str().unwrap().rsplit(':').next().unwrap();
         n.insert(f.to_string(), e["count"].as_u64().unwrap());
     }
-    for (f, least) in [("malloc", 50), ("calloc", 50), ("realloc", 50), ("free", 97)] {
+    for (f, least) in [
+        ("malloc", 50),
+        ("calloc", 50),
+        ("realloc", 50),
+        ("free", 97),
+    ] {
         assert!(n.get(f).copied().unwrap_or(0) >= least, "{f}: {n:?}");
     }
 
     let out = Command::new(ri_bin())
-        .args(["run", "libc.sockets", "--json", "-c", &format!("{netheap} 5")])
+        .args([
+            "run",
+            "libc.sockets",
+            "--json",
+            "-c",
+            &format!("{netheap} 5"),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let port: u64 = stdout
         .lines()
@@ -417,7 +451,11 @@ fn python_pack_counts_calls_and_collections() {
         .args(["run", "python.calls", "--json", "-c", &cmd])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let fib: u64 = final_entries(&stdout)
         .iter()
@@ -437,7 +475,11 @@ fn python_pack_counts_calls_and_collections() {
         .args(["run", "python.gc", "--json", "-c", &cmd])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let evs = events(&out.stdout);
     let full = evs
         .iter()
@@ -469,7 +511,14 @@ fn postgres_pack_under_pgbench() {
     let report = pg.pgbench(&["-c", "2", "-t", "100"]);
     // A query that runs for a while is in flight when ri stops.
     let mut sleeper = Command::new(format!("{}/psql", ri_tests::pg::BIN))
-        .args(["-h", "127.0.0.1", "-p", &port(7).to_string(), "-U", "postgres"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port(7).to_string(),
+            "-U",
+            "postgres",
+        ])
         .args(["-c", "SELECT pg_sleep(3) AS held"])
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -497,7 +546,12 @@ fn postgres_pack_under_pgbench() {
     // Commits of those sessions: every pgbench transaction.
     let committed: u64 = final_entries(&c_out)
         .iter()
-        .filter(|e| e["probe"].as_str().unwrap().ends_with("transaction__commit"))
+        .filter(|e| {
+            e["probe"]
+                .as_str()
+                .unwrap()
+                .ends_with("transaction__commit")
+        })
         .filter(|e| {
             let pid = e["by"].as_object().unwrap().values().next().unwrap();
             busy.iter().any(|b| pid == b)

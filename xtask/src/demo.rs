@@ -116,9 +116,7 @@ pub fn run() -> Result<()> {
         )
     });
     std::thread::sleep(Duration::from_millis(600));
-    println!(
-        "\n== starting a client load: m0client load --rate 300 --concurrency 4 --duration 12"
-    );
+    println!("\n== starting a client load: m0client load --rate 300 --concurrency 4 --duration 12");
     let client = Command::new(&m0client)
         .args(["--endpoint", &format!("127.0.0.1:{port}")])
         .args([

@@ -318,7 +318,6 @@ pub fn expand(
         }
     };
     let argv = build(inst, &full, params, &mut resolve);
-    drop(resolve);
     match argv {
         Ok(argv) => Ok(Expanded { argv, notes }),
         // One line: what is missing, with the optional probes already lost.
@@ -331,12 +330,16 @@ pub fn expand(
     }
 }
 
+/// Resolves one probe reference of a field: the probe string, or `None`
+/// when it is a lost optional probe.
+type ResolveRef<'r> = dyn FnMut(&str, &str) -> Result<Option<String>, PackError> + 'r;
+
 /// The command line of `inst`, its probe references resolved by `resolve`.
 fn build(
     inst: &Instrument,
     full: &str,
     params: &BTreeMap<String, String>,
-    resolve: &mut dyn FnMut(&str, &str) -> Result<Option<String>, PackError>,
+    resolve: &mut ResolveRef<'_>,
 ) -> Result<Vec<String>, PackError> {
     let kind = inst.kind.as_str();
     let mut argv = vec![kind.to_string()];
@@ -353,7 +356,9 @@ fn build(
                 }
             }
             if !any {
-                return Err(PackError::Missing(format!("{full}: every probe is missing")));
+                return Err(PackError::Missing(format!(
+                    "{full}: every probe is missing"
+                )));
             }
         }
         "latency" if inst.probe.is_some() => {

@@ -136,7 +136,10 @@ pub const KINDS: &[(&str, &[&str])] = &[
     ("hist", &["probes", "by", "value"]),
     ("latency", &["probe", "begin", "end", "by"]),
     ("inflight", &["begin", "end", "stack"]),
-    ("leaks", &["alloc", "free", "size", "free_ptr", "top", "stack"]),
+    (
+        "leaks",
+        &["alloc", "free", "size", "free_ptr", "top", "stack"],
+    ),
 ];
 
 /// Built-in formatters a `[formatters]` entry may name.
@@ -225,7 +228,11 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
         let parts = rest.split(':').count();
         let ok = !rest.is_empty()
             && !rest.contains(['(', ' '])
-            && if kind == "usdt" { parts <= 2 } else { parts == 1 };
+            && if kind == "usdt" {
+                parts <= 2
+            } else {
+                parts == 1
+            };
         if !ok {
             return Err(bad(format!(
                 "probe {name}: at = '{}': expected {} (no target: the pack's targets are searched)",
@@ -311,11 +318,7 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
             let (kind, rest) = probe_kind(&def.at).unwrap_or(("u", ""));
             let probe = format!("{kind}:/pack:{rest}{tail}");
             if let Err(e) = crate::probe::parse_probe(&probe) {
-                return Err(bad(format!(
-                    "{field}: '{}': {}",
-                    text.trim(),
-                    e.message
-                )));
+                return Err(bad(format!("{field}: '{}': {}", text.trim(), e.message)));
             }
         }
         for p in &inst.printf {

@@ -157,21 +157,21 @@ pub fn find<'a>(packs: &'a [Loaded], full: &str) -> Result<(&'a Loaded, &'a str)
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
-    let (name, _) = pack
-        .file
-        .instruments
-        .get_key_value(i)
-        .ok_or_else(|| PackError::UnknownInstrument {
-            pack: p.to_string(),
-            name: i.to_string(),
-            known: pack
-                .file
-                .instruments
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+    let (name, _) =
+        pack.file
+            .instruments
+            .get_key_value(i)
+            .ok_or_else(|| PackError::UnknownInstrument {
+                pack: p.to_string(),
+                name: i.to_string(),
+                known: pack
+                    .file
+                    .instruments
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
     Ok((pack, name.as_str()))
 }
 
@@ -375,11 +375,7 @@ pub fn list(opts: &ListOptions, out: &mut impl Write) -> Result<(), crate::Error
             .unwrap_or(0);
         for (name, inst) in &f.instruments {
             let full = format!("{}.{name}", f.pack.name);
-            let params: String = inst
-                .params
-                .keys()
-                .map(|k| format!(" [{k}=...]"))
-                .collect();
+            let params: String = inst.params.keys().map(|k| format!(" [{k}=...]")).collect();
             writeln!(out, "  {full:<width$}  {}{params}", inst.help)?;
         }
         if opts.pack.is_some() {

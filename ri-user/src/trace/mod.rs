@@ -86,8 +86,11 @@ impl Summary {
 pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     check(opts)?;
     let set = ProbeSet::build(&opts.probes, &opts.pids)?;
-    let fields: Vec<&[crate::plan::Field]> =
-        set.probes.iter().map(|p| p.plan.fields.as_slice()).collect();
+    let fields: Vec<&[crate::plan::Field]> = set
+        .probes
+        .iter()
+        .map(|p| p.plan.fields.as_slice())
+        .collect();
     for spec in &opts.printf {
         spec.check(&fields).map_err(Error::Usage)?;
     }

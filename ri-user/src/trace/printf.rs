@@ -4,12 +4,7 @@
 //! arguments (Motr's `m0_trace_allot(td, body)`) reads as its message; `%s`
 //! arguments are strings read from the traced process's memory.
 
-use crate::{
-    decode::Value,
-    dwarf::value::Memory,
-    peek::process::ProcessMemory,
-    plan::Field,
-};
+use crate::{decode::Value, dwarf::value::Memory, peek::process::ProcessMemory, plan::Field};
 
 /// One `--printf` field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,7 +166,8 @@ pub fn format_c(
             continue;
         }
         let mut j = i + 1;
-        let (mut left, mut plus, mut space, mut alt, mut zero) = (false, false, false, false, false);
+        let (mut left, mut plus, mut space, mut alt, mut zero) =
+            (false, false, false, false, false);
         while let Some(&f) = fmt.get(j) {
             match f {
                 b'-' => left = true,
@@ -293,12 +289,21 @@ mod tests {
     #[test]
     fn like_c() {
         assert_eq!(f("a %d b", &[(-5i64) as u64]), "a -5 b");
-        assert_eq!(f("%5u|%-4x|%04X|%#x", &[42, 255, 10, 16]), "   42|ff  |000A|0x10");
+        assert_eq!(
+            f("%5u|%-4x|%04X|%#x", &[42, 255, 10, 16]),
+            "   42|ff  |000A|0x10"
+        );
         assert_eq!(f("%lu %llx %zu %%", &[1, 2, 3]), "1 2 3 %");
-        assert_eq!(f("[%s] [%.3s] [%8s]", &[7, 7, 7]), "[seven] [sev] [   seven]");
+        assert_eq!(
+            f("[%s] [%.3s] [%8s]", &[7, 7, 7]),
+            "[seven] [sev] [   seven]"
+        );
         assert_eq!(f("%s %p %p", &[0, 0, 0x10]), "(null) (nil) 0x10");
         assert_eq!(f("%+d %c %.3d", &[3, b'A' as u64, 7]), "+3 A 007");
-        assert_eq!(f("dev %u: allocated [%lu, %lu)", &[1, 2, 3]), "dev 1: allocated [2, 3)");
+        assert_eq!(
+            f("dev %u: allocated [%lu, %lu)", &[1, 2, 3]),
+            "dev 1: allocated [2, 3)"
+        );
     }
 
     #[test]
