@@ -204,7 +204,7 @@ pub fn probe_ref(text: &str) -> &str {
 
 fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
     let pack = &f.pack.name;
-    let bad = |what: String| PackError::Invalid(format!("pack {pack} ({origin}): {what}"));
+    let bad = |what: String| PackError::Invalid(format!("pack {pack} ({origin}), {what}"));
     if !is_name(pack) {
         return Err(PackError::Invalid(format!(
             "pack {origin}: name '{pack}' must be letters, digits, _ or -"

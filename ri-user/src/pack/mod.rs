@@ -408,3 +408,6 @@ fn to_json(l: &Loaded) -> Value {
         })).collect::<Vec<_>>(),
     })
 }
+
+#[cfg(test)]
+mod tests;
