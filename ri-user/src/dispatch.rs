@@ -54,7 +54,10 @@ pub fn run(command: Command) -> Result<(), Error> {
         }
         Command::Report(args) => args.options().and_then(|opts| crate::report::run(&opts)),
         Command::Fid { action, json } => fid(action, json),
-        Command::Run(args) => crate::pack::run(&args.options()),
+        Command::Run(args) => {
+            args.check().map_err(Error::Usage)?;
+            crate::pack::run(&args.options())
+        }
         Command::Packs(args) => crate::pack::list(&args.options(), &mut std::io::stdout().lock()),
     }
 }

@@ -103,9 +103,11 @@ pub enum Command {
     /// symbol), and runs it. -p, -c, --duration, --json, --interval and -q
     /// pass through; NAME=VALUE sets an instrument's parameter.
     Run(RunArgs),
-    /// List probe packs and their instruments with one-line help, and where
-    /// each pack came from (built in, /etc/ri/probes, ~/.config/ri/probes,
-    /// --pack).
+    /// List probe packs, their instruments and where each pack came from.
+    ///
+    /// Packs are built in and read from /etc/ri/probes, ~/.config/ri/probes
+    /// and --pack FILE; a later pack of the same name replaces an earlier
+    /// one. `ri packs PACK` also lists its probe points.
     Packs(PacksArgs),
     /// Motr fids: decode one, or map an object name to its fids.
     Fid {
