@@ -566,3 +566,33 @@ fn postgres_pack_under_pgbench() {
         .collect();
     assert_eq!(texts, ["SELECT pg_sleep(3) AS held"], "{q_out}\n{q_err}");
 }
+
+#[test]
+fn packs_in_the_users_config_folder_are_read_and_override() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join(".config/ri/probes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("libc.toml"),
+        "[pack]\nname = \"libc\"\nhelp = \"my libc\"\ntargets = [\"libc.so.6\"]\n\
+         [probes]\nmalloc = { at = \"u:malloc\" }\n\
+         [instruments.mallocs]\nhelp = \"malloc calls\"\nkind = \"count\"\nprobes = [\"malloc\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(ri_bin())
+        .args(["packs", "libc"])
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let path = dir.join("libc.toml");
+    assert!(
+        text.contains(&format!(
+            "libc  my libc  (from {}, replacing built in)",
+            path.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("libc.mallocs"), "{text}");
+    assert!(!text.contains("libc.calls"), "{text}");
+}
