@@ -1,6 +1,6 @@
 //! Builds the C probe targets so the tests can find them through `FIXTURES`:
 //! the fixtures, then the motr-shaped service m0sim with the ri-control
-//! library linked into m0d. ri-control's staticlib comes from a nested
+//! library linked into m0d (and its static-inline variant, `inline/m0d`). ri-control's staticlib comes from a nested
 //! `cargo build` in its own target directory (the outer build holds the
 //! lock of the main one).
 use std::{
@@ -33,6 +33,17 @@ fn main() {
             .env("RI_CONTROL_LIB", &lib)
             .env("RI_CONTROL_INCLUDE", manifest.join("../ri-control/include")),
         "m0sim/build.sh",
+    );
+    // The static-inline variant: balloc_alloc's symbol is gone, as an
+    // optional probe point's may be on Motr. Named m0d, in a folder of its own.
+    run(
+        Command::new("sh")
+            .arg("m0sim/build.sh")
+            .arg(out.join("inline"))
+            .env("M0SIM_CFLAGS", "-DM0SIM_INLINE_BALLOC")
+            .env("RI_CONTROL_LIB", &lib)
+            .env("RI_CONTROL_INCLUDE", manifest.join("../ri-control/include")),
+        "m0sim/build.sh (M0SIM_INLINE_BALLOC)",
     );
     println!("cargo:rustc-env=FIXTURES={}", out.display());
 }

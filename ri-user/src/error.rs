@@ -71,6 +71,9 @@ pub enum Error {
     /// `ri report` could not run or write its report.
     #[error("{0}")]
     Report(#[from] crate::report::ReportError),
+    /// A probe pack that cannot be read, found or expanded.
+    #[error("{0}")]
+    Pack(#[from] crate::pack::PackError),
     /// Output or system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -3,18 +3,21 @@
 //! `session` and `engine` put it into the kernel, `decode` reads events back
 //! and `sink` writes them. `dwarf` reads a binary's types from its debug
 //! info. `trace`, `agg` (count, hist, latency), `list`, `peek`, `types` and
-//! `report` are the commands; `cli` holds every flag.
+//! `report` are the commands, `pack` names instruments built from them;
+//! `cli` holds every flag and `dispatch` runs a parsed command.
 
 pub mod agg;
 pub mod cli;
 pub mod ctl;
 pub mod decode;
+pub mod dispatch;
 pub mod dwarf;
 pub mod elf;
 pub mod engine;
 mod error;
 pub mod fid;
 pub mod list;
+pub mod pack;
 pub mod peek;
 pub mod plan;
 pub mod probe;

@@ -4,13 +4,15 @@
 //! These tests use the real kernel (eBPF, uprobes); they need root.
 
 use std::{
+    io::{BufRead, BufReader, Read},
     path::PathBuf,
-    process::{Command, Output},
+    process::{Child, Command, Output, Stdio},
 };
 
 use serde_json::Value;
 
 pub mod m0sim;
+pub mod pg;
 
 /// The `ri` binary under test: `$RI_BIN`, else the newest of
 /// `target/{release,debug}/ri`.
@@ -89,4 +91,56 @@ pub fn bpftrace(args: &[&str]) -> Option<Output> {
             .output()
             .expect("run bpftrace")
     })
+}
+
+/// Starts a program and waits for a line containing `ready` on stderr (or
+/// stdout); returns the rest of stdout and of stderr, read in the
+/// background.
+pub fn start_waiting(mut cmd: Command, ready: &str, on_stderr: bool) -> (Child, Reader, Reader) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+    let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+    let (wait, other) = if on_stderr { (err, out) } else { (out, err) };
+    let mut r = BufReader::new(wait);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            r.read_line(&mut line).unwrap() > 0,
+            "{cmd:?} exited before '{ready}'"
+        );
+        if line.contains(ready) {
+            break;
+        }
+    }
+    let rest = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    });
+    let other = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let mut o = other;
+        let _ = o.read_to_end(&mut v);
+        v
+    });
+    if on_stderr {
+        (child, other, rest)
+    } else {
+        (child, rest, other)
+    }
+}
+
+/// A background reader of one output stream.
+pub type Reader = std::thread::JoinHandle<Vec<u8>>;
+
+/// Sends SIGINT and reaps the child.
+pub fn sigint(child: &mut Child) {
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = child.wait();
 }

@@ -42,6 +42,8 @@ pub struct M0dConfig<'a> {
     pub args: Vec<String>,
     /// Extra environment (e.g. the crash hooks).
     pub env: Vec<(String, String)>,
+    /// Another m0d binary (default: the `m0d` fixture), e.g. `inline/m0d`.
+    pub bin: Option<PathBuf>,
 }
 
 impl M0d {
@@ -62,7 +64,7 @@ impl M0d {
             .unwrap_or_else(|| dir.path().join("data"));
         let stderr = dir.path().join("m0d.stderr");
         let err_file = std::fs::File::create(&stderr).expect("create stderr file");
-        let mut child = Command::new(fixture("m0d"))
+        let mut child = Command::new(cfg.bin.clone().unwrap_or_else(|| fixture("m0d")))
             .args(["--port", "0", "--no-sync", "--data"])
             .arg(&data)
             .args(&cfg.args)

@@ -1,6 +1,7 @@
 //! The main job's demo: start the bundled motr-shaped service (`m0d`) and a
-//! client load, look at the live service with ri for a few seconds at a
-//! time, print what was seen, and stop everything cleanly.
+//! client load, run the motr pack's instruments (`ri run motr.sessions`,
+//! `motr.queue`, `motr.fops`, `motr.allocs`) for a few seconds each, print
+//! what they saw, and stop everything cleanly.
 
 use std::{
     io::{BufRead, BufReader},
@@ -30,33 +31,44 @@ impl Drop for Guard {
     }
 }
 
-/// Runs one ri trace and prints its first `lines` events and its summary.
-fn look(title: &str, pid: u32, secs: &str, lines: usize, probes: &[String]) -> Result<()> {
+/// Runs `ri run INSTRUMENT -p PID --duration SECS [extra]` and prints its
+/// first `lines` lines of output and its messages; the error text if it
+/// failed (the demo goes on and reports it at the end).
+fn look(
+    title: &str,
+    instrument: &str,
+    pid: u32,
+    secs: &str,
+    extra: &[&str],
+    lines: usize,
+) -> Result<(), String> {
     println!("\n== {title}");
-    println!("   ri trace -p {pid} --duration {secs} \\");
-    for p in probes {
-        println!("      '{p}'");
-    }
+    let mut args = vec!["run", instrument, "-p"];
+    let pid = pid.to_string();
+    args.push(&pid);
+    args.extend(["--duration", secs]);
+    args.extend_from_slice(extra);
+    println!("   ri {}", args.join(" "));
     let out = Command::new(ri_bin())
-        .args(["trace", "-p", &pid.to_string(), "--duration", secs])
-        .args(probes)
+        .args(&args)
         .output()
-        .context("run ri")?;
-    if !out.status.success() {
-        bail!("ri failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+        .map_err(|e| format!("run ri: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let total = text.lines().count();
     for l in text.lines().take(lines) {
         println!("   {l}");
     }
     if total > lines {
-        println!("   ... {} more events", total - lines);
+        println!("   ... {} more lines", total - lines);
     }
     for l in String::from_utf8_lossy(&out.stderr).lines() {
         println!("   {l}");
     }
-    Ok(())
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{instrument} failed"))
+    }
 }
 
 /// Runs the demo.
@@ -90,28 +102,21 @@ pub fn run() -> Result<()> {
     }
     let port = endpoint.rsplit('@').next().unwrap_or_default().to_string();
     println!("   m0d pid {pid}, endpoint {endpoint}");
-    let m = m0d.display().to_string();
+    let mut failed = Vec::new();
 
     // Sessions are established when the client connects: watch first.
-    let sessions = std::thread::spawn({
-        let probes = vec![
-            format!(
-                "u:{m}:m0_rpc_session_establish(sender=session->s_conn->c_sender_id, ep=session->s_conn->c_ep.nep_addr)"
-            ),
-            format!("u:{m}:m0_rpc_conn_establish(ep=conn->c_ep.nep_addr)"),
-        ];
-        move || {
-            look(
-                "RPC sessions being established (motr.sessions)",
-                pid,
-                "2",
-                8,
-                &probes,
-            )
-        }
+    let sessions = std::thread::spawn(move || {
+        look(
+            "live RPC sessions (motr.sessions): sender id and client endpoint",
+            "motr.sessions",
+            pid,
+            "3",
+            &[],
+            12,
+        )
     });
-    std::thread::sleep(Duration::from_millis(400));
-    println!("\n== starting a client load: m0client load --rate 300 --concurrency 4 --duration 10");
+    std::thread::sleep(Duration::from_millis(600));
+    println!("\n== starting a client load: m0client load --rate 300 --concurrency 4 --duration 12");
     let client = Command::new(&m0client)
         .args(["--endpoint", &format!("127.0.0.1:{port}")])
         .args([
@@ -121,7 +126,7 @@ pub fn run() -> Result<()> {
             "--concurrency",
             "4",
             "--duration",
-            "10",
+            "12",
             "--objects",
             "32",
         ])
@@ -130,44 +135,34 @@ pub fn run() -> Result<()> {
         .spawn()
         .context("start m0client")?;
     let client = Guard(client);
-    sessions.join().expect("sessions thread")?;
-
-    look(
-        "requests queued to the request handler (motr.queue): opcode, name, xid, session",
-        pid,
-        "2",
-        12,
-        &[format!(
-            "u:{m}:m0_fom_queue(op=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode, name=fom->fo_fop->f_type->ft_name, xid=fom->fo_fop->f_item.ri_header.osr_xid, session=fom->fo_fop->f_item.ri_header.osr_session_id, loc=fom->fo_loc->fl_idx)"
-        )],
-    )?;
-    look(
-        "requests finishing (motr.fops): the FOM's final phase and its fop type",
-        pid,
-        "2",
-        8,
-        &[format!(
-            "u:{m}:m0_fom_fini(name=fom->fo_fop->f_type->ft_name, xid=fom->fo_fop->f_item.ri_header.osr_xid, phase=fom->fo_sm_phase.sm_state)"
-        )],
-    )?;
-    look(
-        "allocations (motr.allocs): sizes asked of m0_alloc and pointers returned",
-        pid,
-        "2",
-        8,
-        &[
-            format!("u:{m}:m0_alloc(size)"),
-            format!("ur:{m}:m0_alloc(ptr=retval)"),
-            format!("u:{m}:m0_free(data)"),
-        ],
-    )?;
-    look(
-        "cobs created for new objects (motr.cobs): the cob namespace record",
-        pid,
-        "2",
-        4,
-        &[format!("u:{m}:m0_cob_create(rec=*nsrec)")],
-    )?;
+    if let Err(e) = sessions.join().expect("sessions thread") {
+        failed.push(e);
+    }
+    let looks: [(&str, &str, &[&str], usize); 3] = [
+        (
+            "requests queued and executing (motr.queue): opcode, xid, session, endpoint, age",
+            "motr.queue",
+            &["--interval", "0.5"],
+            16,
+        ),
+        (
+            "request latency per opcode (motr.fops)",
+            "motr.fops",
+            &[],
+            40,
+        ),
+        (
+            "allocations and outstanding bytes by stack (motr.allocs)",
+            "motr.allocs",
+            &[],
+            40,
+        ),
+    ];
+    for (title, instrument, extra, lines) in looks {
+        if let Err(e) = look(title, instrument, pid, "2", extra, lines) {
+            failed.push(e);
+        }
+    }
 
     let out = {
         let mut c = client;
@@ -185,6 +180,9 @@ pub fn run() -> Result<()> {
     }
     drop(server);
     std::fs::remove_dir_all(&data).ok();
-    println!("\n== done: m0d was traced live and stopped cleanly; nothing stayed attached");
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    println!("\n== done: m0d was watched live and stopped cleanly; nothing stayed attached");
     Ok(())
 }

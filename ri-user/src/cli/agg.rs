@@ -112,6 +112,7 @@ impl AggCommon {
                 ring_bytes: 4096,
                 bare: false,
                 quiet: self.scope.quiet,
+                printf: Vec::new(),
             },
         })
     }

@@ -1,5 +1,5 @@
 //! The command line: every subcommand and flag is defined and documented
-//! here once; `main.rs` only dispatches.
+//! here once; `dispatch` runs them.
 
 use std::time::Duration;
 
@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::{list::ListOptions, trace::TraceOptions};
 
 mod agg;
+mod pack;
 pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs};
+pub use pack::{PacksArgs, RunArgs};
 
 /// ri: run-time instruments for live services.
 #[derive(Debug, Parser)]
@@ -98,6 +100,20 @@ pub enum Command {
     /// sockets, memory, configuration (secret-looking environment values
     /// redacted), and the sections a target running ri-control adds.
     Report(ReportArgs),
+    /// Run a named instrument of a probe pack (see `ri packs`).
+    ///
+    /// `ri run motr.queue -p PID` expands the instrument into ri's own
+    /// trace/count/hist/latency/inflight/leaks command, with its probes
+    /// resolved in the pack's targets (the first mapped object that has the
+    /// symbol), and runs it. -p, -c, --duration, --json, --interval and -q
+    /// pass through; NAME=VALUE sets an instrument's parameter.
+    Run(RunArgs),
+    /// List probe packs, their instruments and where each pack came from.
+    ///
+    /// Packs are built in and read from /etc/ri/probes, ~/.config/ri/probes
+    /// and --pack FILE; a later pack of the same name replaces an earlier
+    /// one. `ri packs PACK` also lists its probe points.
+    Packs(PacksArgs),
     /// Motr fids: decode one, or map an object name to its fids.
     Fid {
         /// What to do.
@@ -170,6 +186,13 @@ pub struct TraceArgs {
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, default_value_t = ri_common::DEFAULT_RING_BYTES >> 20, value_name = "MIB")]
     pub buffer_size: u32,
+    /// Add a field NAME formatted like C's printf: FORMAT is a captured
+    /// string, ARGS captured bytes holding the arguments as 8-byte words (or
+    /// at the offsets and sizes of the captured int arrays OFFSETS and SIZES;
+    /// COUNT a captured number of arguments); %s strings are read from the
+    /// process. As `NAME=FORMAT,ARGS[,OFFSETS,SIZES[,COUNT]]` (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    pub printf: Vec<String>,
     /// Attach an empty program instead of the plan (benchmark baseline).
     #[arg(long, hide = true)]
     pub bare: bool,
@@ -193,6 +216,11 @@ impl TraceArgs {
             ring_bytes: self.buffer_size << 20,
             bare: self.bare,
             quiet: self.scope.quiet,
+            printf: self
+                .printf
+                .iter()
+                .map(|s| crate::trace::PrintfSpec::parse(s))
+                .collect::<Result<_, _>>()?,
         })
     }
 }

@@ -44,6 +44,8 @@ pub struct Event<'a> {
     pub header: EventHeader,
     /// Values in field order.
     pub values: Vec<Value<'a>>,
+    /// Fields computed in user space (`--printf`), after the captures.
+    pub extra: Vec<(String, String)>,
 }
 
 /// Reads the header of a record.
@@ -115,7 +117,11 @@ pub fn decode<'a>(data: &'a [u8], fields: &'a [Field]) -> Result<Event<'a>, Deco
         };
         values.push(if faulted { Value::Fault } else { v });
     }
-    Ok(Event { header, values })
+    Ok(Event {
+        header,
+        values,
+        extra: Vec::new(),
+    })
 }
 
 #[cfg(test)]

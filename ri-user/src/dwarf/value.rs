@@ -189,7 +189,42 @@ pub fn formatter_for(info: &DebugInfo, id: TypeId) -> Option<Formatter> {
     None
 }
 
+/// Built-in formatters by the name a pack's `[formatters]` gives them.
+pub static NAMED: &[(&str, Option<Formatter>)] = &[
+    ("fid", Some(fid)),
+    ("u128", Some(uint128)),
+    ("hex", Some(hex_bytes)),
+    ("default", None),
+];
+
+/// A type's bytes as one hex number (little-endian), e.g. a 16-byte id.
+fn hex_bytes(_: &DebugInfo, _: TypeId, bytes: &[u8]) -> Option<String> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let digits: String = bytes.iter().rev().map(|b| format!("{b:02x}")).collect();
+    Some(format!("0x{digits}"))
+}
+
+/// Type name → formatter name, set by a probe pack; `None`: the built-in table.
+static PACK_FORMATTERS: std::sync::RwLock<Option<Vec<(String, String)>>> =
+    std::sync::RwLock::new(None);
+
+/// Lets a probe pack decide the per-type formatters (type name → a name of
+/// [`NAMED`]); replaces [`FORMATTERS`] for the rest of the run.
+pub fn set_formatters(map: Vec<(String, String)>) {
+    if let Ok(mut g) = PACK_FORMATTERS.write() {
+        *g = Some(map);
+    }
+}
+
 fn lookup(name: &str) -> Option<Formatter> {
+    if let Ok(g) = PACK_FORMATTERS.read()
+        && let Some(map) = g.as_ref()
+    {
+        let (_, fmt) = map.iter().find(|(t, _)| t == name)?;
+        return NAMED.iter().find(|(n, _)| n == fmt).and_then(|(_, f)| *f);
+    }
     FORMATTERS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 

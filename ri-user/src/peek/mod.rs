@@ -2,7 +2,7 @@
 //! like gdb's `print`: a global variable by name, or any address as a
 //! given type. Reads use `process_vm_readv`; the process is not stopped.
 
-mod process;
+pub(crate) mod process;
 
 use std::{io::Write, path::PathBuf};
 

@@ -87,6 +87,13 @@ impl<W: Write> Sink for TextSink<W> {
                 Value::Fault => line.push_str("<fault>"),
             }
         }
+        for (name, text) in &ev.extra {
+            line.push(' ');
+            line.push_str(name);
+            line.push_str("=\"");
+            text_bytes(text.as_bytes(), &mut line);
+            line.push('"');
+        }
         line.push('\n');
         self.out.write_all(line.as_bytes())
     }
@@ -145,6 +152,12 @@ impl<W: Write> Sink for JsonSink<W> {
                 Value::Object(bytes, t) => line.push_str(&render(bytes, t).to_json().to_string()),
                 Value::Fault => line.push_str("null"),
             }
+        }
+        for (name, text) in &ev.extra {
+            line.push(',');
+            line.push_str(&serde_json::to_string(name).map_err(io::Error::other)?);
+            line.push(':');
+            line.push_str(&serde_json::to_string(text).map_err(io::Error::other)?);
         }
         line.push_str("}\n");
         self.out.write_all(line.as_bytes())

@@ -56,7 +56,7 @@ pub fn mapped_files(pid: u32) -> Result<Vec<PathBuf>, TargetError> {
 
 /// True when `file` (a basename) is the library `name` (`libc`, `libc.so.6`,
 /// `pthread`).
-fn is_library(file: &str, name: &str) -> bool {
+pub(crate) fn is_library(file: &str, name: &str) -> bool {
     let lib = if name.starts_with("lib") {
         name.to_string()
     } else {

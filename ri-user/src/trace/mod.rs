@@ -21,6 +21,9 @@ use crate::{
     text::counted,
 };
 
+mod printf;
+pub use printf::{PrintfSpec, format_c};
+
 /// What to trace and how.
 #[derive(Clone, Debug, Default)]
 pub struct TraceOptions {
@@ -40,6 +43,8 @@ pub struct TraceOptions {
     pub bare: bool,
     /// No attach message and no summary.
     pub quiet: bool,
+    /// Fields formatted like printf from other captures.
+    pub printf: Vec<PrintfSpec>,
 }
 
 /// What a trace saw.
@@ -83,6 +88,14 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     check(opts)?;
     let mut set = ProbeSet::build(&opts.probes, &opts.pids)?;
     set.mark_regs_only();
+    let fields: Vec<&[crate::plan::Field]> = set
+        .probes
+        .iter()
+        .map(|p| p.plan.fields.as_slice())
+        .collect();
+    for spec in &opts.printf {
+        spec.check(&fields).map_err(Error::Usage)?;
+    }
     let Launched {
         mut engine,
         child_pid,
@@ -179,6 +192,7 @@ fn pidfd(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
 struct Drain<'a> {
     set: &'a ProbeSet,
     sink: Box<dyn Sink>,
+    printf: &'a [PrintfSpec],
     counts: Vec<u64>,
     undecodable: u64,
     closed: bool,
@@ -204,7 +218,14 @@ impl Drain<'_> {
                 continue;
             }
             match decode(&item, &probe.plan.fields) {
-                Ok(ev) => {
+                Ok(mut ev) => {
+                    for spec in self.printf {
+                        if let Some(text) =
+                            spec.render(&probe.plan.fields, &ev.values, ev.header.pid)
+                        {
+                            ev.extra.push((spec.name.clone(), text));
+                        }
+                    }
                     let info = SiteInfo {
                         probe: &site.name,
                         short: &site.short,
@@ -238,6 +259,7 @@ async fn event_loop(
     let mut d = Drain {
         set,
         sink,
+        printf: &opts.printf,
         counts: vec![0; set.sites.len()],
         undecodable: 0,
         closed: false,

@@ -1,0 +1,63 @@
+//! Runs a parsed command line: the one place a `Command` becomes a call into
+//! the library, shared by the binary and by `ri run` (whose instruments
+//! expand into ri's own command lines).
+
+use crate::{
+    Error,
+    cli::{Command, FidAction, list_options},
+};
+
+/// `ri fid decode|of`.
+fn fid(action: FidAction, json: bool) -> Result<(), Error> {
+    let v = match action {
+        FidAction::Decode { fid } => crate::fid::Fid::parse(&fid)
+            .map_err(|e| Error::Usage(e.to_string()))?
+            .decode(),
+        FidAction::Of { name, devices } => crate::fid::of(&name, devices),
+    };
+    if json {
+        println!("{v}");
+    } else {
+        print!("{}", crate::fid::to_text(&v));
+    }
+    Ok(())
+}
+
+/// `ri count|hist|latency|inflight`.
+fn agg(opts: Result<crate::agg::AggOptions, String>) -> Result<(), Error> {
+    crate::agg::run(&opts.map_err(Error::Usage)?)
+}
+
+/// Runs one command to completion.
+pub fn run(command: Command) -> Result<(), Error> {
+    use crate::agg::AggKind;
+    match command {
+        Command::List { pid, args } => {
+            let opts = list_options(pid, &args);
+            crate::list::run(&opts, &mut std::io::stdout().lock()).map(|_| ())
+        }
+        Command::Trace(args) => match args.options() {
+            Ok(opts) => crate::trace::run(&opts).map(|_| ()),
+            Err(msg) => Err(Error::Usage(msg)),
+        },
+        Command::Count(a) => agg(a.common.options(AggKind::Count, a.probes)),
+        Command::Hist(a) => agg(a.common.options(AggKind::Hist(a.value), a.probes)),
+        Command::Latency(a) => agg(a.options()),
+        Command::Inflight(a) => agg(a.common.options(AggKind::Inflight(a.end), vec![a.begin])),
+        Command::Ctl(args) => match args.options() {
+            Ok(opts) => crate::ctl::run(&opts),
+            Err(msg) => Err(Error::Usage(msg)),
+        },
+        Command::Peek(args) => crate::peek::run(&args.options(), &mut std::io::stdout().lock()),
+        Command::Types(args) => {
+            crate::types::run(&args.options(), &mut std::io::stdout().lock()).map(|_| ())
+        }
+        Command::Report(args) => args.options().and_then(|opts| crate::report::run(&opts)),
+        Command::Fid { action, json } => fid(action, json),
+        Command::Run(args) => {
+            args.check().map_err(Error::Usage)?;
+            crate::pack::run(&args.options())
+        }
+        Command::Packs(args) => crate::pack::list(&args.options(), &mut std::io::stdout().lock()),
+    }
+}

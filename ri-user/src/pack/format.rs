@@ -1,0 +1,417 @@
+//! The pack file format (`probes/README.md` is its reference): parsing with
+//! serde and `toml`, then validation of what serde cannot check, each fault
+//! one line naming the pack, the instrument or probe, and the field.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::PackError;
+
+/// A pack file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackFile {
+    /// Name, help and targets.
+    pub pack: Header,
+    /// Type name (struct tag or typedef) → built-in formatter name.
+    #[serde(default)]
+    pub formatters: BTreeMap<String, String>,
+    /// Probe points by name.
+    #[serde(default)]
+    pub probes: BTreeMap<String, ProbeDef>,
+    /// Instruments by name.
+    #[serde(default)]
+    pub instruments: BTreeMap<String, Instrument>,
+}
+
+/// `[pack]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    /// The pack's name, the `PACK` of `PACK.INSTRUMENT`.
+    pub name: String,
+    /// One line.
+    pub help: String,
+    /// Binaries and libraries to look in, in order (names, globs or paths).
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+/// One probe point of `[probes]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeDef {
+    /// `u:FUNC`, `ur:FUNC` or `usdt:[PROVIDER:]NAME`.
+    pub at: String,
+    /// The instruments using it still run when it is missing.
+    #[serde(default)]
+    pub optional: bool,
+    /// Targets for this probe instead of the pack's.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+/// One instrument of `[instruments]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instrument {
+    /// One line (what it shows, and what it cannot see).
+    pub help: String,
+    /// trace, count, hist, latency, inflight or leaks.
+    pub kind: String,
+    /// trace, count, hist: probe references with captures/filters.
+    #[serde(default)]
+    pub probes: Vec<String>,
+    /// latency: the entry probe.
+    pub probe: Option<String>,
+    /// inflight, keyed latency: where an operation begins.
+    pub begin: Option<String>,
+    /// inflight, keyed latency: where it ends.
+    pub end: Option<String>,
+    /// leaks: the allocator's entry.
+    pub alloc: Option<String>,
+    /// leaks: the deallocator's entry.
+    pub free: Option<String>,
+    /// count, hist, latency: group keys.
+    #[serde(default)]
+    pub by: Vec<String>,
+    /// hist: the value.
+    pub value: Option<String>,
+    /// leaks: the size expression at the allocator's entry.
+    pub size: Option<String>,
+    /// leaks: the freed pointer at the deallocator's entry.
+    pub free_ptr: Option<String>,
+    /// leaks: how many stacks to print.
+    pub top: Option<u32>,
+    /// trace, count, inflight, leaks: with user stacks.
+    #[serde(default)]
+    pub stack: bool,
+    /// Aggregations: the default print interval in seconds.
+    pub interval: Option<f64>,
+    /// trace: fields formatted like printf in user space.
+    #[serde(default)]
+    pub printf: Vec<Printf>,
+    /// Parameters given as NAME=VALUE on `ri run`.
+    #[serde(default)]
+    pub params: BTreeMap<String, Param>,
+}
+
+/// A field formatted like printf from captured fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Printf {
+    /// The new field's name.
+    pub name: String,
+    /// The captured format string.
+    pub format: String,
+    /// The captured argument bytes (8-byte words, unless `offsets`/`sizes`).
+    pub args: String,
+    /// Captured `int` array: each argument's offset in `args`.
+    pub offsets: Option<String>,
+    /// Captured `int` array: each argument's size.
+    pub sizes: Option<String>,
+    /// Captured count of arguments.
+    pub count: Option<String>,
+}
+
+/// An instrument parameter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Param {
+    /// One line.
+    pub help: String,
+    /// Used when the parameter is not given (else it is required).
+    pub default: Option<String>,
+    /// The value names a Motr object or fid: `{P.container}`/`{P.key}`.
+    #[serde(default)]
+    pub fid: bool,
+}
+
+/// Instrument kinds and the fields each one takes besides help, kind,
+/// params and interval.
+pub const KINDS: &[(&str, &[&str])] = &[
+    ("trace", &["probes", "stack", "printf"]),
+    ("count", &["probes", "by", "stack"]),
+    ("hist", &["probes", "by", "value"]),
+    ("latency", &["probe", "begin", "end", "by"]),
+    ("inflight", &["begin", "end", "stack"]),
+    (
+        "leaks",
+        &["alloc", "free", "size", "free_ptr", "top", "stack"],
+    ),
+];
+
+/// Built-in formatters a `[formatters]` entry may name.
+pub const FORMATTERS: &[&str] = &["fid", "u128", "hex", "default"];
+
+/// The probe kinds of `at`, long and short.
+pub fn probe_kind(at: &str) -> Option<(&'static str, &str)> {
+    let (k, rest) = at.split_once(':')?;
+    let kind = match k {
+        "u" | "uprobe" => "u",
+        "ur" | "uretprobe" => "ur",
+        "usdt" => "usdt",
+        _ => return None,
+    };
+    Some((kind, rest))
+}
+
+/// Parses a pack file's text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<PackFile, PackError> {
+    let file: PackFile = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let section = line.and_then(|l| section_at(text, l));
+        let msg = e.message().lines().next().unwrap_or("bad TOML").to_string();
+        PackError::Invalid(match (line, section) {
+            (Some(l), Some(s)) => format!("pack {origin}, line {l}, [{s}]: {msg}"),
+            (Some(l), None) => format!("pack {origin}, line {l}: {msg}"),
+            _ => format!("pack {origin}: {msg}"),
+        })
+    })?;
+    validate(&file, origin)?;
+    Ok(file)
+}
+
+/// The `[table]` header above line `line` (1-based).
+fn section_at(text: &str, line: usize) -> Option<String> {
+    text.lines()
+        .take(line)
+        .filter_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[') && !l.starts_with("[["))
+                .then(|| l.trim_matches(|c| c == '[' || c == ']').to_string())
+        })
+        .last()
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The probe reference at the start of `text`: `NAME` before `(`, space or end.
+pub fn probe_ref(text: &str) -> &str {
+    let t = text.trim_start();
+    let end = t
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .unwrap_or(t.len());
+    &t[..end]
+}
+
+fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
+    let pack = &f.pack.name;
+    let bad = |what: String| PackError::Invalid(format!("pack {pack} ({origin}), {what}"));
+    if !is_name(pack) {
+        return Err(PackError::Invalid(format!(
+            "pack {origin}: name '{pack}' must be letters, digits, _ or -"
+        )));
+    }
+    for (ty, fmt) in &f.formatters {
+        if !FORMATTERS.contains(&fmt.as_str()) {
+            return Err(bad(format!(
+                "formatter for '{ty}': unknown formatter '{fmt}' (known: {})",
+                FORMATTERS.join(", ")
+            )));
+        }
+    }
+    for (name, p) in &f.probes {
+        let Some((kind, rest)) = probe_kind(&p.at) else {
+            return Err(bad(format!(
+                "probe {name}: at = '{}': unknown probe kind (u:FUNC, ur:FUNC, usdt:[PROVIDER:]NAME)",
+                p.at
+            )));
+        };
+        let parts = rest.split(':').count();
+        let ok = !rest.is_empty()
+            && !rest.contains(['(', ' '])
+            && if kind == "usdt" {
+                parts <= 2
+            } else {
+                parts == 1
+            };
+        if !ok {
+            return Err(bad(format!(
+                "probe {name}: at = '{}': expected {} (no target: the pack's targets are searched)",
+                p.at,
+                if kind == "usdt" {
+                    "usdt:[PROVIDER:]NAME"
+                } else {
+                    "u:FUNC or ur:FUNC"
+                }
+            )));
+        }
+    }
+    for (iname, inst) in &f.instruments {
+        let bad = |what: String| {
+            PackError::Invalid(format!(
+                "pack {pack} ({origin}), instrument {iname}: {what}"
+            ))
+        };
+        let Some((_, allowed)) = KINDS.iter().find(|(k, _)| *k == inst.kind) else {
+            return Err(bad(format!(
+                "kind: unknown kind '{}' (known: {})",
+                inst.kind,
+                KINDS.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
+            )));
+        };
+        for (field, set) in inst.fields_set() {
+            if set && !allowed.contains(&field) {
+                return Err(bad(format!(
+                    "field {field} does not apply to kind {}",
+                    inst.kind
+                )));
+            }
+        }
+        let need = |field: &str, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(bad(format!("kind {} needs field {field}", inst.kind)))
+            }
+        };
+        match inst.kind.as_str() {
+            "trace" | "count" => need("probes", !inst.probes.is_empty())?,
+            "hist" => {
+                need("probes", !inst.probes.is_empty())?;
+                need("value", inst.value.is_some())?;
+            }
+            "latency" => {
+                let keyed = inst.begin.is_some() || inst.end.is_some();
+                if keyed {
+                    need("begin", inst.begin.is_some())?;
+                    need("end", inst.end.is_some())?;
+                    if inst.probe.is_some() {
+                        return Err(bad("give probe, or begin and end, not both".into()));
+                    }
+                } else {
+                    need("probe (or begin and end)", inst.probe.is_some())?;
+                }
+            }
+            "inflight" => {
+                need("begin", inst.begin.is_some())?;
+                need("end", inst.end.is_some())?;
+            }
+            "leaks" => {
+                need("alloc", inst.alloc.is_some())?;
+                need("free", inst.free.is_some())?;
+            }
+            _ => {}
+        }
+        if inst.help.trim().is_empty() || inst.help.contains('\n') {
+            return Err(bad("help must be one line".into()));
+        }
+        for (field, text) in inst.probe_fields() {
+            let r = probe_ref(text);
+            let Some(def) = f.probes.get(r) else {
+                return Err(bad(format!(
+                    "{field}: unknown probe '{r}' (the pack's probes: {})",
+                    f.probes.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            };
+            // The rest must parse as the tail of a probe string.
+            let tail = super::expand::fill_params(&text.trim_start()[r.len()..], inst, None)
+                .map_err(|e| bad(format!("{field}: {e}")))?;
+            let (kind, rest) = probe_kind(&def.at).unwrap_or(("u", ""));
+            let probe = format!("{kind}:/pack:{rest}{tail}");
+            if let Err(e) = crate::probe::parse_probe(&probe) {
+                return Err(bad(format!("{field}: '{}': {}", text.trim(), e.message)));
+            }
+        }
+        for p in &inst.printf {
+            let names = inst.capture_names();
+            for (what, v) in [
+                ("format", Some(&p.format)),
+                ("args", Some(&p.args)),
+                ("offsets", p.offsets.as_ref()),
+                ("sizes", p.sizes.as_ref()),
+                ("count", p.count.as_ref()),
+            ] {
+                if let Some(v) = v
+                    && !names.iter().any(|n| n == v)
+                {
+                    return Err(bad(format!(
+                        "printf {}: {what} = '{v}' is not a capture of its probes",
+                        p.name
+                    )));
+                }
+            }
+        }
+        if let Some(i) = inst.interval
+            && !(i > 0.0 && i.is_finite())
+        {
+            return Err(bad(format!(
+                "interval must be a positive number of seconds, not {i}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Instrument {
+    /// Which optional fields are set.
+    fn fields_set(&self) -> [(&'static str, bool); 12] {
+        [
+            ("probes", !self.probes.is_empty()),
+            ("probe", self.probe.is_some()),
+            ("begin", self.begin.is_some()),
+            ("end", self.end.is_some()),
+            ("alloc", self.alloc.is_some()),
+            ("free", self.free.is_some()),
+            ("by", !self.by.is_empty()),
+            ("value", self.value.is_some()),
+            ("size", self.size.is_some()),
+            ("free_ptr", self.free_ptr.is_some()),
+            ("top", self.top.is_some()),
+            ("printf", !self.printf.is_empty()),
+        ]
+    }
+
+    /// Every field that holds a probe reference, with its name.
+    pub fn probe_fields(&self) -> Vec<(&'static str, &str)> {
+        let mut v: Vec<(&'static str, &str)> =
+            self.probes.iter().map(|p| ("probes", p.as_str())).collect();
+        for (name, f) in [
+            ("probe", &self.probe),
+            ("begin", &self.begin),
+            ("end", &self.end),
+            ("alloc", &self.alloc),
+            ("free", &self.free),
+        ] {
+            if let Some(t) = f {
+                v.push((name, t.as_str()));
+            }
+        }
+        v
+    }
+
+    /// Names of the captures `name=` in its probe strings (for printf).
+    fn capture_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (_, text) in self.probe_fields() {
+            let Some(open) = text.find('(') else { continue };
+            let mut depth = 0;
+            let mut start = open + 1;
+            for (i, c) in text.char_indices().skip(open + 1) {
+                match c {
+                    '(' | '[' => depth += 1,
+                    ')' | ']' if depth > 0 => depth -= 1,
+                    ',' | ')' if depth == 0 => {
+                        if let Some((n, _)) = text[start..i].split_once('=') {
+                            out.push(n.trim().to_string());
+                        }
+                        start = i + 1;
+                        if c == ')' {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,598 @@
+//! Probe packs on real services: the motr pack on m0d against the service's
+//! own counters (requests served, open sessions, trace records), its
+//! static-inline variant, and the postgres (pgbench), libc and python packs.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    process::{Child, Command},
+    time::Duration,
+};
+
+use ri_tests::{
+    Reader, events, fixture, fixtures,
+    m0sim::{M0d, M0dConfig},
+    pg::{Pg, port, skip},
+    require_bpf, ri_bin, sigint, start_waiting,
+};
+use serde_json::Value;
+
+/// Starts `ri run ARGS` and returns once its probes are attached.
+fn run_attached(args: &[&str]) -> (Child, Reader, Reader) {
+    let mut cmd = Command::new(ri_bin());
+    cmd.arg("run").args(args);
+    start_waiting(cmd, "attached", true)
+}
+
+/// Stops an `ri run` started by [`run_attached`] with Ctrl-C; its stdout
+/// and stderr.
+fn stop(mut child: Child, out: Reader, err: Reader) -> (String, String) {
+    sigint(&mut child);
+    let out = String::from_utf8_lossy(&out.join().unwrap()).into_owned();
+    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    (out, err)
+}
+
+/// The JSON prints of an aggregating command, in order.
+fn prints(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The last (`final`) print's entries.
+fn final_entries(stdout: &str) -> Vec<Value> {
+    let all = prints(stdout);
+    let last = all
+        .iter()
+        .rev()
+        .find(|p| p["type"] == "final")
+        .unwrap_or_else(|| panic!("no final print in:\n{stdout}"));
+    last["entries"].as_array().cloned().unwrap_or_default()
+}
+
+/// Motr opcodes of the m0sim requests and their names in its stats.
+const OPS: &[(u64, &str)] = &[
+    (49, "create"),
+    (42, "write"),
+    (41, "read"),
+    (50, "delete"),
+    (45, "getattr"),
+];
+
+#[test]
+fn motr_ops_and_queue_agree_with_the_services_counters() {
+    require_bpf();
+    let m0d = M0d::start();
+    let pid = m0d.pid.to_string();
+    let ops = run_attached(&["motr.ops", "-p", &pid, "--json"]);
+    let queue = run_attached(&["motr.queue", "-p", &pid, "--json", "--interval", "0.2"]);
+    let load = m0d.load(300, 3.0, "packq");
+    // Hold the handlers: the load's requests wait in the queue, where both
+    // ri and the service's own queue listing see them.
+    std::thread::sleep(Duration::from_millis(700));
+    let paused = m0d.ctl(&["--yes", "reqh.pause"]);
+    assert!(paused.status.success(), "{paused:?}");
+    std::thread::sleep(Duration::from_millis(700));
+    let own_queue = m0d.ctl_json(&["reqh.queue"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(m0d.ctl(&["--yes", "reqh.resume"]).status.success());
+    let load = load.finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (ops_out, ops_err) = stop(ops.0, ops.1, ops.2);
+    let (q_out, q_err) = stop(queue.0, queue.1, queue.2);
+    let stats = m0d.stats();
+
+    // Requests finished per opcode: exactly the service's own counts.
+    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
+    for e in final_entries(&ops_out) {
+        let by = e["by"].as_object().expect("by");
+        let op = by.values().next().and_then(Value::as_u64).expect("opcode");
+        *seen.entry(op).or_default() += e["count"].as_u64().unwrap();
+    }
+    for (op, name) in OPS {
+        let served = stats["requests"][name].as_u64().unwrap();
+        assert_eq!(
+            seen.get(op).copied().unwrap_or(0),
+            served,
+            "opcode {op} ({name}): ri counted {seen:?}, m0d served {}\n{ops_err}",
+            stats["requests"]
+        );
+    }
+    assert_eq!(
+        seen.values().sum::<u64>(),
+        ri_tests::m0sim::requests(&stats),
+        "{seen:?} vs {}",
+        stats["requests"]
+    );
+
+    // The queue while paused: the same requests as the service's own
+    // listing (xid and session), each with its opcode and client endpoint.
+    let own: BTreeSet<(u64, u64)> = own_queue["foms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["xid"].as_u64().unwrap(),
+                f["session_id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!own.is_empty(), "{own_queue}");
+    let seen_paused = prints(&q_out).iter().any(|p| {
+        let entries = p["entries"].as_array().unwrap();
+        let ours: BTreeSet<(u64, u64)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e["fields"]["xid"].as_u64().unwrap(),
+                    e["fields"]["session"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        ours == own
+    });
+    assert!(seen_paused, "ri never listed {own:?}:\n{q_out}\n{q_err}");
+    for p in prints(&q_out) {
+        for f in p["entries"].as_array().unwrap() {
+            let fields = &f["fields"];
+            let op = fields["opcode"].as_u64().unwrap();
+            assert!(OPS.iter().any(|(o, _)| *o == op), "{f}");
+            let ep = fields["endpoint"].as_str().unwrap();
+            assert!(ep.starts_with("inet:tcp:127.0.0.1@"), "{f}");
+        }
+    }
+    assert!(final_entries(&q_out).is_empty(), "left in flight:\n{q_out}");
+    assert_eq!(stats["queued"], 0, "{stats}");
+    assert_eq!(stats["running"], 0, "{stats}");
+}
+
+#[test]
+fn motr_sessions_are_the_services_open_sessions() {
+    require_bpf();
+    let m0d = M0d::start();
+    let pid = m0d.pid.to_string();
+    let ri = run_attached(&["motr.sessions", "-p", &pid, "--json"]);
+    let load = m0d.load(100, 4.0, "packs");
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = m0d.stats();
+    let (out, err) = stop(ri.0, ri.1, ri.2);
+    let load = load.finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    let live = final_entries(&out);
+    let open = stats["sessions_open"].as_u64().unwrap();
+    assert_eq!(open, 4, "{stats}");
+    assert_eq!(live.len() as u64, open, "{out}\n{err}");
+    let ri_eps: BTreeSet<String> = live
+        .iter()
+        .map(|e| e["fields"]["endpoint"].as_str().unwrap().to_string())
+        .collect();
+    let m0d_eps: BTreeSet<String> = stats["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["endpoint"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ri_eps, m0d_eps);
+    let senders: BTreeSet<u64> = live
+        .iter()
+        .map(|e| e["fields"]["sender"].as_u64().unwrap())
+        .collect();
+    let m0d_senders: BTreeSet<u64> = stats["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sender_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(senders, m0d_senders);
+}
+
+#[test]
+fn motr_trace_messages_are_what_m0d_prints_itself() {
+    require_bpf();
+    let m0d = M0d::start_with(M0dConfig {
+        args: vec!["--trace".into()],
+        ..M0dConfig::default()
+    });
+    let pid = m0d.pid.to_string();
+    let ri = run_attached(&["motr.trace", "-p", &pid, "--json"]);
+    let load = m0d.load(200, 1.0, "packt").finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    std::thread::sleep(Duration::from_millis(200));
+    let (out, err) = stop(ri.0, ri.1, ri.2);
+    let evs = events(out.as_bytes());
+    assert!(evs.len() >= 100, "{} records\n{err}", evs.len());
+    let own: BTreeSet<String> = m0d
+        .stderr()
+        .lines()
+        .filter(|l| l.starts_with("trace "))
+        .map(str::to_string)
+        .collect();
+    for e in &evs {
+        let line = format!(
+            "trace {}:{} {}: {}",
+            e["file"].as_str().unwrap(),
+            e["line"],
+            e["func"].as_str().unwrap(),
+            e["msg"].as_str().unwrap()
+        );
+        assert!(own.contains(&line), "m0d did not print: {line}");
+    }
+}
+
+#[test]
+fn motr_cobs_of_one_object_by_name() {
+    require_bpf();
+    let m0d = M0d::start();
+    let pid = m0d.pid.to_string();
+    let ri = run_attached(&["motr.cobs", "-p", &pid, "--json", "object=foo"]);
+    for name in ["foo", "bar"] {
+        assert!(m0d.client(&["create", name]).status.success());
+        assert!(m0d.client(&["write", name, "hello"]).status.success());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (out, err) = stop(ri.0, ri.1, ri.2);
+    let evs = events(out.as_bytes());
+    let foo = "<470000003298beac:dcb27518fed9d577>";
+    assert!(!evs.is_empty(), "{err}");
+    for e in &evs {
+        assert_eq!(e["object"], foo, "{e}");
+    }
+    // One cob per data device and the parity cob: 3 + 1, foo's cob fids.
+    let cobs: BTreeSet<String> = evs
+        .iter()
+        .filter(|e| e["probe"].as_str().unwrap().ends_with(":m0_cob_create"))
+        .map(|e| e["cob"].as_str().unwrap().to_string())
+        .collect();
+    let want: BTreeSet<String> = (0..4)
+        .map(|d| format!("<43{d:06x}3298beac:dcb27518fed9d577>"))
+        .collect();
+    assert_eq!(cobs, want);
+}
+
+#[test]
+fn inline_variant_loses_balloc_alloc_and_says_so() {
+    require_bpf();
+    let m0d = M0d::start_with(M0dConfig {
+        bin: Some(fixtures().join("inline").join("m0d")),
+        ..M0dConfig::default()
+    });
+    let pid = m0d.pid.to_string();
+    let quick = Command::new(ri_bin())
+        .args(["run", "motr.blocks", "-p", &pid, "--duration", "0.1"])
+        .output()
+        .unwrap();
+    assert!(quick.status.success(), "{quick:?}");
+    let b_err = String::from_utf8_lossy(&quick.stderr);
+    assert!(
+        b_err.contains(&format!(
+            "ri: motr.blocks lost probe balloc_alloc (optional): balloc_alloc not found in PID {pid}'s executable or libraries"
+        )),
+        "{b_err}"
+    );
+    let blocks = run_attached(&["motr.blocks", "-p", &pid, "--json"]);
+    let ops = run_attached(&["motr.ops", "-p", &pid, "--json"]);
+    let load = m0d.load(200, 1.5, "packi").finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    std::thread::sleep(Duration::from_millis(200));
+    let (b_out, b_err) = stop(blocks.0, blocks.1, blocks.2);
+    let (o_out, _) = stop(ops.0, ops.1, ops.2);
+    // What is left of motr.blocks still works: freed extents.
+    let evs = events(b_out.as_bytes());
+    assert!(
+        evs.iter()
+            .all(|e| e["probe"].as_str().unwrap().ends_with(":balloc_free")),
+        "{b_out}"
+    );
+    assert!(!evs.is_empty(), "no balloc_free events\n{b_err}");
+    for e in &evs {
+        assert!(
+            e["end"].as_u64().unwrap() > e["start"].as_u64().unwrap(),
+            "{e}"
+        );
+    }
+    // And the other instruments work as on the normal build.
+    let served: u64 = final_entries(&o_out)
+        .iter()
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(served, ri_tests::m0sim::requests(&m0d.stats()));
+}
+
+#[test]
+fn motr_blocks_on_the_normal_build_loses_nothing() {
+    require_bpf();
+    let m0d = M0d::start();
+    let pid = m0d.pid.to_string();
+    let ri = run_attached(&["motr.blocks", "-p", &pid, "--json"]);
+    assert!(m0d.client(&["create", "blk"]).status.success());
+    assert!(m0d.client(&["write", "blk", "x"]).status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let (out, err) = stop(ri.0, ri.1, ri.2);
+    assert!(!err.contains("lost probe"), "{err}");
+    let evs = events(out.as_bytes());
+    // One allocation of one block per device (3 data + parity).
+    let allocs: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["probe"].as_str().unwrap().ends_with(":balloc_alloc"))
+        .collect();
+    assert_eq!(allocs.len(), 4, "{out}");
+    assert!(allocs.iter().all(|e| e["blocks"] == 1), "{out}");
+}
+
+/// Awaits `ri latency --begin/--end` (keyed latency).
+#[test]
+fn motr_fops_latency_per_opcode() {
+    require_bpf();
+    let m0d = M0d::start();
+    let pid = m0d.pid.to_string();
+    let ri = run_attached(&["motr.fops", "-p", &pid, "--json"]);
+    let load = m0d.load(200, 1.5, "packf").finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    let (out, err) = stop(ri.0, ri.1, ri.2);
+    assert!(!final_entries(&out).is_empty(), "{out}\n{err}");
+    for (op, _) in OPS {
+        assert!(out.contains(&format!("\"opcode\":{op}")), "{op}: {out}");
+    }
+}
+
+/// Awaits `ri leaks`.
+#[test]
+fn motr_allocs_outstanding_bytes() {
+    require_bpf();
+    let m0d = M0d::start();
+    let pid = m0d.pid.to_string();
+    let ri = run_attached(&["motr.allocs", "-p", &pid, "--json"]);
+    let load = m0d.load(200, 1.5, "packa").finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    let (out, err) = stop(ri.0, ri.1, ri.2);
+    assert!(!prints(&out).is_empty(), "{out}\n{err}");
+}
+
+#[test]
+fn libc_pack_counts_heap_and_socket_calls() {
+    require_bpf();
+    let netheap = fixture("netheap").display().to_string();
+    let out = Command::new(ri_bin())
+        .args([
+            "run",
+            "libc.calls",
+            "--json",
+            "-c",
+            &format!("{netheap} 50"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut n: BTreeMap<String, u64> = BTreeMap::new();
+    for e in final_entries(&stdout) {
+        let f = e["probe"].as_str().unwrap().rsplit(':').next().unwrap();
+        n.insert(f.to_string(), e["count"].as_u64().unwrap());
+    }
+    for (f, least) in [
+        ("malloc", 50),
+        ("calloc", 50),
+        ("realloc", 50),
+        ("free", 97),
+    ] {
+        assert!(n.get(f).copied().unwrap_or(0) >= least, "{f}: {n:?}");
+    }
+
+    let out = Command::new(ri_bin())
+        .args([
+            "run",
+            "libc.sockets",
+            "--json",
+            "-c",
+            &format!("{netheap} 5"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let port: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("port "))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("netheap's port");
+    let evs = events(&out.stdout);
+    let connects: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["probe"].as_str().unwrap().ends_with(":connect"))
+        .collect();
+    assert_eq!(connects.len(), 5, "{stdout}");
+    for c in &connects {
+        assert_eq!(c["family"], 2, "{c}");
+        assert_eq!(c["port"], port, "{c}");
+        assert_eq!(c["addr"], 0x0100_007f, "{c}");
+    }
+    let accepted = evs
+        .iter()
+        .filter(|e| e["probe"].as_str().unwrap().contains(":accept"))
+        .filter(|e| e["fd"].as_i64().is_some_and(|fd| fd >= 0))
+        .count();
+    assert_eq!(accepted, 5, "{stdout}");
+    let closes = evs
+        .iter()
+        .filter(|e| e["probe"].as_str().unwrap().ends_with(":close"))
+        .count();
+    assert!(closes >= 10, "{stdout}");
+}
+
+const PY: &str = "/usr/bin/python3.11";
+
+#[test]
+fn python_pack_counts_calls_and_collections() {
+    require_bpf();
+    if !std::path::Path::new(PY).exists() {
+        eprintln!("skipped: {PY} is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fibgc.py");
+    std::fs::write(
+        &script,
+        "import gc\n\ndef fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\nfib(15)\nfor _ in range(3):\n    gc.collect()\n",
+    )
+    .unwrap();
+    let cmd = format!("{PY} {}", script.display());
+    let out = Command::new(ri_bin())
+        .args(["run", "python.calls", "--json", "-c", &cmd])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let fib: u64 = final_entries(&stdout)
+        .iter()
+        .filter(|e| {
+            let by = &e["by"];
+            by["str(arg1, 32)"] == "fib"
+                && by["str(arg0, 48)"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("fibgc.py"))
+        })
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    // fib(15) makes 1973 calls.
+    assert_eq!(fib, 1973, "{stdout}");
+
+    let out = Command::new(ri_bin())
+        .args(["run", "python.gc", "--json", "-c", &cmd])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let evs = events(&out.stdout);
+    let full = evs
+        .iter()
+        .filter(|e| e["probe"].as_str().unwrap().ends_with(":gc__start") && e["generation"] == 2)
+        .count();
+    assert!(full >= 3, "{} full collections", full);
+    let starts = evs
+        .iter()
+        .filter(|e| e["probe"].as_str().unwrap().ends_with(":gc__start"))
+        .count();
+    let dones = evs
+        .iter()
+        .filter(|e| e["probe"].as_str().unwrap().ends_with(":gc__done"))
+        .count();
+    assert_eq!(starts, dones);
+}
+
+#[test]
+fn postgres_pack_under_pgbench() {
+    require_bpf();
+    if skip() {
+        return;
+    }
+    let pg = Pg::start(port(7));
+    pg.pgbench(&["-i", "-q"]);
+    let commits = run_attached(&["postgres.commits", "--json"]);
+    let sessions = run_attached(&["postgres.sessions", "--json"]);
+    let queries = run_attached(&["postgres.queries", "--json", "--interval", "0.2"]);
+    let report = pg.pgbench(&["-c", "2", "-t", "100"]);
+    // A query that runs for a while is in flight when ri stops.
+    let mut sleeper = Command::new(format!("{}/psql", ri_tests::pg::BIN))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port(7).to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["-c", "SELECT pg_sleep(3) AS held"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (q_out, q_err) = stop(queries.0, queries.1, queries.2);
+    let _ = sleeper.wait();
+    let (c_out, c_err) = stop(commits.0, commits.1, commits.2);
+    let (s_out, _) = stop(sessions.0, sessions.1, sessions.2);
+    assert!(
+        report.contains("number of transactions actually processed: 200/200"),
+        "{report}"
+    );
+    // Queries started per backend: pgbench's two sessions are there.
+    let per_pid: BTreeMap<u64, u64> = final_entries(&s_out)
+        .iter()
+        .filter_map(|e| Some((e["by"]["pid"].as_u64()?, e["count"].as_u64()?)))
+        .collect();
+    let busy: Vec<u64> = per_pid
+        .iter()
+        .filter(|(_, n)| **n >= 100 * 5)
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(busy.len(), 2, "{per_pid:?}");
+    // Commits of those sessions: every pgbench transaction.
+    let committed: u64 = final_entries(&c_out)
+        .iter()
+        .filter(|e| {
+            e["probe"]
+                .as_str()
+                .unwrap()
+                .ends_with("transaction__commit")
+        })
+        .filter(|e| {
+            let pid = e["by"].as_object().unwrap().values().next().unwrap();
+            busy.iter().any(|b| pid == b)
+        })
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    assert!(committed >= 200, "{committed}\n{c_out}\n{c_err}");
+    // The query in flight, with its text, and nothing of pgbench's.
+    let texts: Vec<String> = final_entries(&q_out)
+        .iter()
+        .filter_map(|e| e["fields"]["query"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(texts, ["SELECT pg_sleep(3) AS held"], "{q_out}\n{q_err}");
+}
+
+#[test]
+fn packs_in_the_users_config_folder_are_read_and_override() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join(".config/ri/probes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("libc.toml"),
+        "[pack]\nname = \"libc\"\nhelp = \"my libc\"\ntargets = [\"libc.so.6\"]\n\
+         [probes]\nmalloc = { at = \"u:malloc\" }\n\
+         [instruments.mallocs]\nhelp = \"malloc calls\"\nkind = \"count\"\nprobes = [\"malloc\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(ri_bin())
+        .args(["packs", "libc"])
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let path = dir.join("libc.toml");
+    assert!(
+        text.contains(&format!(
+            "libc  my libc  (from {}, replacing built in)",
+            path.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("libc.mallocs"), "{text}");
+    assert!(!text.contains("libc.calls"), "{text}");
+}
