@@ -253,7 +253,8 @@ fn lint() -> Result<()> {
 
 fn test(rest: &[String]) -> Result<()> {
     let mut c = cargo();
-    c.args(["test", "--release"]).env("RI_BIN", ri_bin());
+    c.args(["test", "--release", "--no-fail-fast"])
+        .env("RI_BIN", ri_bin());
     if !rest.is_empty() {
         c.arg("--").args(rest);
     }
