@@ -3,7 +3,7 @@
 //! `session` and `engine` put it into the kernel, `decode` reads events back
 //! and `sink` writes them. `dwarf` reads a binary's types from its debug
 //! info. `trace`, `agg` (count, hist, latency), `list`, `peek`, `types` and
-//! `report` are the commands; `cli` holds every flag.
+//! `report` are the commands; `stack` symbolizes user stacks; `cli` holds every flag.
 
 pub mod agg;
 pub mod cli;
@@ -21,6 +21,7 @@ pub mod probe;
 pub mod report;
 pub mod session;
 pub mod sink;
+pub mod stack;
 pub mod target;
 pub mod trace;
 pub mod types;

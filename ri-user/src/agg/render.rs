@@ -100,6 +100,7 @@ pub(super) fn value_text(v: &Value<'_>) -> String {
         Value::Enum(n, Some(name)) => format!("{name}({n})"),
         Value::Enum(n, None) => n.to_string(),
         Value::Object(b, _) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Value::Stack(v) => format!("stack {v:#x}"),
         Value::Fault => "<fault>".into(),
     }
 }

@@ -33,6 +33,8 @@ pub enum Value<'a> {
     Enum(i64, Option<&'a str>),
     /// A whole object's bytes and its type.
     Object(&'a [u8], &'a TypeRef),
+    /// A user stack, `tgid << 32 | id` (see [`crate::stack`]).
+    Stack(u64),
     /// The read behind this value faulted.
     Fault,
 }
@@ -85,6 +87,13 @@ pub fn decode<'a>(data: &'a [u8], fields: &'a [Field]) -> Result<Event<'a>, Deco
                     _ => None,
                 };
                 Value::Enum(w as i64, name)
+            }
+            FieldKind::Stack => {
+                let w = word(off)?;
+                off += 8;
+                // A stack the kernel could not store says so itself.
+                values.push(Value::Stack(w));
+                continue;
             }
             &FieldKind::Int { signed, hex } => {
                 let w = word(off)?;
