@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         Command::Inflight(a) => agg(a
             .common
             .options(ri::agg::AggKind::Inflight(a.end), vec![a.begin])),
+        Command::Leaks(a) => agg(a.options()),
         Command::Ctl(args) => match args.options() {
             Ok(opts) => ri::ctl::run(&opts),
             Err(msg) => Err(ri::Error::Usage(msg)),

@@ -152,6 +152,7 @@ pub struct Stacks {
     maps: HashMap<u32, Vec<Mapping>>,
     cache: HashMap<u64, Rc<Resolved>>,
     watched: HashSet<u32>,
+    comms: HashMap<u32, String>,
 }
 
 impl Default for Stacks {
@@ -168,6 +169,7 @@ impl Stacks {
             maps: HashMap::new(),
             cache: HashMap::new(),
             watched: HashSet::new(),
+            comms: HashMap::new(),
         }
     }
 
@@ -187,7 +189,22 @@ impl Stacks {
         }
     }
 
+    /// The process's command name (read while it was watched), or `pid N`:
+    /// the root frame of folded stacks.
+    pub fn comm(&mut self, pid: u32) -> String {
+        if !self.comms.contains_key(&pid) {
+            self.read_maps(pid);
+        }
+        self.comms
+            .get(&pid)
+            .cloned()
+            .unwrap_or_else(|| format!("pid {pid}"))
+    }
+
     fn read_maps(&mut self, pid: u32) {
+        if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            self.comms.insert(pid, c.trim().replace([';', ' '], "_"));
+        }
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
             return;
         };
