@@ -39,14 +39,14 @@ pub(super) fn build(
     let ret = format!("ur:{head}(block=(u64)retval, stack=stack, size=0) if (u64)retval != 0");
     let free = with_captures(&l.free, &[format!("key={}", l.free_ptr)])?;
     let mut set = ProbeSet::build(&[entry, ret, free], pids)?;
-    let numeric = |set: &ProbeSet, id: usize, text: &str| -> Result<(), Error> {
+    let numeric = |set: &ProbeSet, id: usize, flag, text: &str| -> Result<(), Error> {
         match set.probes[id].plan.fields.first().map(|f| &f.kind) {
             Some(FieldKind::Int { .. } | FieldKind::Enum(_)) => Ok(()),
-            _ => Err(AggError::NotANumber(text.to_string()).into()),
+            _ => Err(AggError::NotANumber(flag, text.to_string()).into()),
         }
     };
-    numeric(&set, 0, &l.size)?;
-    numeric(&set, 2, &l.free_ptr)?;
+    numeric(&set, 0, "--size", &l.size)?;
+    numeric(&set, 2, "--free-ptr", &l.free_ptr)?;
     let mut plans = Vec::new();
     // The size's EMIT becomes KEEP.
     let mut e = rewrite(&mut set, 0, 1, &[insn(op::KEEP, SIZE_SLOT)], false)?;

@@ -41,9 +41,9 @@ pub enum AggError {
     /// A plan with no room for the aggregation instructions.
     #[error("'{0}': probe too complex to aggregate: more than {MAX_INSNS} plan instructions")]
     TooComplex(String),
-    /// `--value` that is not a number.
-    #[error("--value must be a number, not a string or bytes: '{0}'")]
-    NotANumber(String),
+    /// `--value` (or `--size`, `--free-ptr`) that is not a number.
+    #[error("{0} must be a number, not a string or bytes: '{1}'")]
+    NotANumber(&'static str, String),
     /// `ri latency` needs one plain function entry.
     #[error("'{0}': ri latency takes one function entry probe (u:TARGET:FUNC), no wildcard")]
     Latency(String),
@@ -295,7 +295,7 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
                 let last = set.probes[id].plan.plan.n_insns as usize;
                 if !numeric || last == 0 || set.probes[id].plan.plan.insns[last - 1].op != op::EMIT
                 {
-                    return Err(AggError::NotANumber(value.clone()).into());
+                    return Err(AggError::NotANumber("--value", value.clone()).into());
                 }
                 // The value's EMIT becomes HIST: it pops the value instead.
                 plans.push(rewrite(&mut set, id, 1, &[insn(op::HIST, 0)], true)?);
