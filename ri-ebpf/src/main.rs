@@ -261,7 +261,7 @@ fn begin(s: &mut Scratch) {
     }
     let key = flight_key(s);
     let value: &Inflight = &s.flight;
-    if INFLIGHT.insert(&key, value, 0).is_err() {
+    if INFLIGHT.insert(key, value, 0).is_err() {
         dropped();
     }
 }
@@ -492,7 +492,7 @@ unsafe extern "C" fn step(i: u64, _ctx: *mut c_void) -> i64 {
             return 1;
         }
         op::END_FLIGHT => {
-            let _ = INFLIGHT.remove(&flight_key(s));
+            let _ = INFLIGHT.remove(flight_key(s));
             s.drop = 1;
             return 1;
         }

@@ -108,11 +108,7 @@ pub fn group(flights: &[Flight]) -> Vec<Group> {
         g.oldest_ns = g.oldest_ns.min(f.ts_ns);
     }
     let mut v: Vec<Group> = by.into_values().collect();
-    v.sort_by(|a, b| {
-        (b.bytes, b.count, a.stack)
-            .partial_cmp(&(a.bytes, a.count, b.stack))
-            .expect("integers")
-    });
+    v.sort_by_key(|g| (std::cmp::Reverse((g.bytes, g.count)), g.stack));
     v
 }
 
@@ -172,9 +168,10 @@ pub fn print(
     for (g, s) in groups.iter().zip(stacks).take(top) {
         writeln!(
             w,
-            "{} bytes in {} allocations from pid {} (oldest {}):",
+            "{} bytes in {} allocation{} from pid {} (oldest {}):",
             g.bytes,
             g.count,
+            if g.count == 1 { "" } else { "s" },
             g.pid,
             duration_text(now.saturating_sub(g.oldest_ns))
         )?;

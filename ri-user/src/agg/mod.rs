@@ -405,7 +405,7 @@ impl Printer<'_> {
                 let groups = leaks::group(&flights);
                 let resolved = groups
                     .iter()
-                    .map(|g| v.stacks.borrow_mut().resolve(v.engine, g.stack))
+                    .map(|g| v.stacks.borrow_mut().resolve(v.engine, g.stack, None))
                     .collect::<Result<Vec<_>, _>>()?;
                 let lines =
                     leaks::folded(&groups, &resolved, |pid| v.stacks.borrow_mut().comm(pid));

@@ -69,7 +69,7 @@ pub(super) fn key_parts(
             .zip(&ev.values)
             .map(|(f, v)| {
                 let (stack, raw) = match v {
-                    Value::Stack(s) => (stacks.borrow_mut().resolve(engine, *s).ok(), *s),
+                    Value::Stack(s, c) => (stacks.borrow_mut().resolve(engine, *s, *c).ok(), *s),
                     _ => (None, 0),
                 };
                 KeyPart {
@@ -195,7 +195,7 @@ pub(super) fn value_text(v: &Value<'_>) -> String {
         Value::Enum(n, Some(name)) => format!("{name}({n})"),
         Value::Enum(n, None) => n.to_string(),
         Value::Object(b, _) => b.iter().map(|x| format!("{x:02x}")).collect(),
-        Value::Stack(v) => format!("stack {v:#x}"),
+        Value::Stack(v, _) => format!("stack {v:#x}"),
         Value::Fault => "<fault>".into(),
     }
 }

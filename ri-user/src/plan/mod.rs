@@ -48,8 +48,13 @@ pub enum FieldKind {
     /// with its field names.
     Object(TypeRef),
     /// A user stack: `tgid << 32 | id` in the kernel's `STACKS` map,
-    /// printed as symbolized frames.
-    Stack,
+    /// printed as symbolized frames; at a function entry followed by the
+    /// return address at the stack pointer (`caller`), which the kernel's
+    /// frame-pointer walk misses when the function has not pushed its frame.
+    Stack {
+        /// A second word holds the caller's return address.
+        caller: bool,
+    },
 }
 
 /// One captured field of an event.
@@ -455,7 +460,13 @@ impl Compiler<'_> {
             Ty::Comm => return Ok((FieldKind::Comm, 24)),
             Ty::Stack => {
                 self.emit(op::EMIT, span)?;
-                return Ok((FieldKind::Stack, 8));
+                if self.spec.kind != ProbeKind::Uprobe || self.spec.offset != 0 {
+                    return Ok((FieldKind::Stack { caller: false }, 8));
+                }
+                self.reg(regs::RSP, span)?;
+                self.load(8, false, span)?;
+                self.emit(op::EMIT, span)?;
+                return Ok((FieldKind::Stack { caller: true }, 16));
             }
             Ty::Place(ref o, None) => {
                 let class = self.class(o, span)?;

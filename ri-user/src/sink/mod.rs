@@ -91,7 +91,7 @@ impl<W: Write> Sink for TextSink<W> {
                     let text = render(bytes, t).to_text();
                     line.push_str(&text.lines().map(str::trim).collect::<Vec<_>>().join(" "));
                 }
-                Value::Stack(v) => match stacks.next() {
+                Value::Stack(v, _) => match stacks.next() {
                     // Frames go on their own lines under the event.
                     Some(r) => {
                         line.push_str(&format!("{} frames", r.frames.len()));
@@ -160,7 +160,7 @@ impl<W: Write> Sink for JsonSink<W> {
                 }
                 Value::Enum(v, None) => line.push_str(&v.to_string()),
                 Value::Object(bytes, t) => line.push_str(&render(bytes, t).to_json().to_string()),
-                Value::Stack(v) => match stacks.next() {
+                Value::Stack(v, _) => match stacks.next() {
                     Some(r) => line.push_str(&r.json().to_string()),
                     None => line.push_str(&format!("\"{v:#x}\"")),
                 },

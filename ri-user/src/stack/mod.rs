@@ -150,7 +150,7 @@ impl Resolved {
 pub struct Stacks {
     symbolizer: Symbolizer,
     maps: HashMap<u32, Vec<Mapping>>,
-    cache: HashMap<u64, Rc<Resolved>>,
+    cache: HashMap<(u64, Option<u64>), Rc<Resolved>>,
     watched: HashSet<u32>,
     comms: HashMap<u32, String>,
 }
@@ -223,9 +223,17 @@ impl Stacks {
             .is_some_and(|ms| ms.iter().any(|m| addr >= m.start && addr < m.end))
     }
 
-    /// The symbolized stack of a `STACK` value (`tgid << 32 | id`).
-    pub fn resolve(&mut self, engine: &Engine, value: u64) -> Result<Rc<Resolved>, StackError> {
-        if let Some(r) = self.cache.get(&value) {
+    /// The symbolized stack of a `STACK` value (`tgid << 32 | id`); at a
+    /// function entry `caller` is the return address at the stack pointer,
+    /// added as the second frame when the kernel's walk skipped it (the
+    /// function had not pushed its frame pointer yet).
+    pub fn resolve(
+        &mut self,
+        engine: &Engine,
+        value: u64,
+        caller: Option<u64>,
+    ) -> Result<Rc<Resolved>, StackError> {
+        if let Some(r) = self.cache.get(&(value, caller)) {
             return Ok(r.clone());
         }
         let (pid, id) = ((value >> 32) as u32, value as u32);
@@ -242,16 +250,22 @@ impl Stacks {
                 .map_err(|e| StackError::Read(e.to_string()))?,
         )
         .map_err(|e| StackError::Read(e.to_string()))?;
-        let ips: Vec<u64> = match map.get(&id, 0) {
+        let mut ips: Vec<u64> = match map.get(&id, 0) {
             Ok(t) => t.frames().iter().map(|f| f.ip).collect(),
             Err(e) => return Err(StackError::Read(format!("stack {id}: {e}"))),
         };
+        if let Some(c) = caller
+            && !ips.is_empty()
+            && ips.get(1) != Some(&c)
+        {
+            ips.insert(1, c);
+        }
         if ips.iter().any(|&a| !self.mapped(pid, a)) {
             // Mapped since the last read (exec, dlopen): read again.
             self.read_maps(pid);
         }
         let resolved = Rc::new(self.symbolize(pid, &ips));
-        self.cache.insert(value, resolved.clone());
+        self.cache.insert((value, caller), resolved.clone());
         Ok(resolved)
     }
 

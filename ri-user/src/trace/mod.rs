@@ -218,8 +218,8 @@ impl Drain<'_> {
                 Ok(ev) => {
                     let mut resolved = Vec::new();
                     for v in &ev.values {
-                        if let Value::Stack(s) = v {
-                            match self.stacks.resolve(self.engine, *s) {
+                        if let Value::Stack(s, c) = v {
+                            match self.stacks.resolve(self.engine, *s, *c) {
                                 Ok(r) => resolved.push(r),
                                 Err(_) => self.undecodable += 1,
                             }
