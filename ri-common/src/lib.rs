@@ -73,7 +73,17 @@ pub mod plan_flags {
     /// The plan is only `REG r, EMIT` pairs (an event of raw registers): the
     /// kernel copies the registers into the payload without the interpreter.
     pub const REGS_ONLY: u32 = 1 << 11;
+    /// The plan uses `STACK`: the user stack is taken before it runs.
+    pub const STACK: u32 = 16;
 }
+
+/// Stacks the kernel's `STACKS` map holds; a stack that finds it full (or
+/// its hash bucket taken by another stack) is counted in `STACK_ERRORS`.
+pub const STACK_ENTRIES: u32 = 8192;
+/// The stack id `STACK` pushes (in its low half) when no stack was stored.
+pub const STACK_NONE: u32 = u32::MAX;
+/// Frames the kernel stores per stack (its `PERF_MAX_STACK_DEPTH`).
+pub const STACK_FRAMES: usize = 127;
 
 /// Bytes of key an aggregating plan may build (its whole payload).
 pub const AGG_KEY_BYTES: usize = 96;
@@ -219,6 +229,10 @@ pub struct Scratch {
     pub site: u32,
     /// [`plan_flags`] of the plan being interpreted.
     pub flags: u32,
+    /// The hit's user stack id in `STACKS` ([`STACK_NONE`] when none).
+    pub stack_id: u32,
+    /// Reserved, zero.
+    pub pad: u32,
     /// Temporary for user-memory reads.
     pub tmp: u64,
     /// Bit N set when emitted field N faulted (becomes `EventHeader::faults`).

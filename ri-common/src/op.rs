@@ -51,6 +51,17 @@ pub const BEGIN: u8 = 19;
 /// `ri inflight` end: forget the in-flight entry whose key is the payload's
 /// first word; no event.
 pub const END_FLIGHT: u8 = 20;
+/// Push the current user stack as `tgid << 32 | stack id` (an id into the
+/// `STACKS` map, taken once per hit before the plan runs when the plan has
+/// [`crate::plan_flags::STACK`]); when the kernel could not store the stack,
+/// the id is [`crate::STACK_NONE`] and the field is marked faulted.
+pub const STACK: u8 = 21;
+/// Pop a value and keep it for this thread under slot `imm` (e.g. the size
+/// at an allocator's entry, for its return).
+pub const KEEP: u8 = 22;
+/// Push the value `KEEP` stored for this thread under slot `imm` and forget
+/// it; without one, drop the hit.
+pub const TAKE: u8 = 23;
 /// `ri latency --begin/--end` end: look up the in-flight entry whose key is
 /// the payload's first word, count now minus its begin time in a log2
 /// bucket of `AGG` under the begin's plan, site and payload (without the

@@ -15,13 +15,13 @@ use aya_ebpf::{
         bpf_probe_read_user, bpf_probe_read_user_str,
     },
     macros::{map, uprobe, uretprobe},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{ProbeContext, RetProbeContext},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use ri_common::{
     AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FlightKey, HEADER_LEN,
-    Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, STACK_DEPTH, Scratch, SmallAggKey,
-    WAKEUP_INTERVAL_NS, op, plan_flags,
+    Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, STACK_DEPTH, STACK_ENTRIES,
+    STACK_NONE, Scratch, SmallAggKey, WAKEUP_INTERVAL_NS, op, plan_flags,
 };
 
 /// Plans by plan id, written by user space before attaching.
@@ -73,16 +73,31 @@ static INFLIGHT: HashMap<FlightKey, Inflight> = HashMap::with_max_entries(AGG_EN
 #[map]
 static STASHED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
+/// Values `KEEP` stored for `TAKE`, keyed by thread id << 32 | slot.
+#[map]
+static KEPT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// User stacks of plans that use `STACK`, by stack id.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(STACK_ENTRIES, 0);
+
+/// Stacks the kernel could not store (map full, bucket taken), per CPU.
+#[map]
+static STACK_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `BPF_F_USER_STACK`: walk the user stack, not the kernel's.
+const USER_STACK: u64 = 1 << 8;
+
 /// Entry probe: runs the plan named by the cookie.
 #[uprobe]
 pub fn ri_entry(ctx: ProbeContext) -> u32 {
-    run(ctx.as_ptr())
+    run(&ctx)
 }
 
 /// Return probe: the same interpreter; `rax` holds the return value.
 #[uretprobe]
 pub fn ri_return(ctx: RetProbeContext) -> u32 {
-    run(ctx.as_ptr())
+    run(&ctx)
 }
 
 /// A program that does nothing: the baseline for benchmarks.
@@ -132,7 +147,8 @@ fn arg_reg(regs: *const pt_regs, i: u32) -> u64 {
 }
 
 #[inline(always)]
-fn run(ctx: *mut c_void) -> u32 {
+fn run<C: StackIdContext>(probe: &C) -> u32 {
+    let ctx = probe.as_ptr();
     let cookie = unsafe { bpf_get_attach_cookie(ctx) };
     let regs = ctx as *const pt_regs;
     let Some(p) = PLANS.get(cookie as u32) else {
@@ -182,6 +198,20 @@ fn run(ctx: *mut c_void) -> u32 {
         write_volatile(&mut s.drop, 0);
         write_volatile(&mut s.faults, 0);
         write_volatile(&mut s.flags, flags);
+        write_volatile(&mut s.stack_id, STACK_NONE);
+    }
+    if flags & plan_flags::STACK != 0 {
+        // The helper needs the probe's context, which the loop callback
+        // does not have: take the stack here, `STACK` pushes its id.
+        match probe.get_stackid(&STACKS, USER_STACK) {
+            Ok(id) => s.stack_id = id as u32,
+            Err(_) => {
+                if let Some(e) = STACK_ERRORS.get_ptr_mut(0) {
+                    // SAFETY: per-CPU counter.
+                    unsafe { *e += 1 };
+                }
+            }
+        }
     }
     if flags & plan_flags::AGGREGATE != 0 {
         // The payload is the key: clear it so padding is the same every hit
@@ -652,6 +682,28 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
             };
             let _ = STASHED.remove(key);
             s.push(unsafe { bpf_ktime_get_ns() }.wrapping_sub(t0));
+        }
+        op::STACK => {
+            if s.stack_id == STACK_NONE {
+                s.fault = 1;
+            }
+            let tgid = unsafe { bpf_get_current_pid_tgid() } >> 32;
+            s.push(tgid << 32 | s.stack_id as u64);
+        }
+        op::KEEP => {
+            let key = (unsafe { bpf_get_current_pid_tgid() } << 32) | (insn.imm & 0xffff_ffff);
+            let v = s.pop();
+            let _ = KEPT.insert(key, v, 0);
+        }
+        op::TAKE => {
+            let key = (unsafe { bpf_get_current_pid_tgid() } << 32) | (insn.imm & 0xffff_ffff);
+            // SAFETY: the value is copied out at once.
+            let Some(v) = (unsafe { KEPT.get(key) }).copied() else {
+                s.drop = 1;
+                return 1;
+            };
+            let _ = KEPT.remove(key);
+            s.push(v);
         }
         op::NEG => {
             let v = s.pop();

@@ -43,6 +43,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Count(a) => agg(a.common.options(AggKind::Count, a.probes)),
         Command::Hist(a) => agg(a.common.options(AggKind::Hist(a.value), a.probes)),
         Command::Latency(a) => agg(a.options()),
+        Command::Leaks(a) => agg(a.options()),
         Command::Inflight(a) => agg(a.common.options(AggKind::Inflight(a.end), vec![a.begin])),
         Command::Ctl(args) => match args.options() {
             Ok(opts) => crate::ctl::run(&opts),

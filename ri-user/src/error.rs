@@ -65,6 +65,9 @@ pub enum Error {
     /// `ri count`, `hist`, `latency`: a probe or key that cannot aggregate.
     #[error("{0}")]
     Agg(#[from] crate::agg::AggError),
+    /// Stacks: reading, folding, flame graphs.
+    #[error("{0}")]
+    Stack(#[from] crate::stack::StackError),
     /// Bad command-line usage not caught by the argument parser.
     #[error("{0}")]
     Usage(String),

@@ -4,7 +4,8 @@
 //! and `sink` writes them. `dwarf` reads a binary's types from its debug
 //! info. `trace`, `agg` (count, hist, latency), `list`, `peek`, `types` and
 //! `report` are the commands, `pack` names instruments built from them;
-//! `cli` holds every flag and `dispatch` runs a parsed command.
+//! `stack` symbolizes user stacks; `cli` holds every flag and `dispatch`
+//! runs a parsed command.
 
 pub mod agg;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod probe;
 pub mod report;
 pub mod session;
 pub mod sink;
+pub mod stack;
 pub mod target;
 pub mod text;
 pub mod trace;

@@ -3,14 +3,17 @@
 //! `INFLIGHT` map; the end probe's plan deletes the key. ri lists what is
 //! left, oldest first, with its age.
 
-use std::io::Write;
+use std::{cell::RefCell, io::Write};
 
 use aya::maps::HashMap as BpfHashMap;
-use ri_common::{EventHeader, FlightKey, HEADER_LEN, Inflight};
-use serde_json::{Map, Value as Json, json};
+use ri_common::{FlightKey, Inflight};
+use serde_json::json;
 
-use super::{AggError, AggPlan, render::duration_text, render::value_json, render::value_text};
-use crate::{engine::Engine, session::ProbeSet};
+use super::{
+    AggError, AggPlan,
+    render::{duration_text, key_json, key_parts},
+};
+use crate::{engine::Engine, session::ProbeSet, stack::Stacks};
 
 /// One operation in flight.
 #[derive(Clone, Debug)]
@@ -46,7 +49,8 @@ pub fn read(engine: &Engine) -> Result<Vec<Flight>, crate::Error> {
     Ok(v)
 }
 
-fn monotonic_ns() -> u64 {
+/// Now on the clock of the kernel's timestamps (CLOCK_MONOTONIC), in ns.
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -56,54 +60,38 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Prints the operations in flight (text table or one JSON object).
+/// Prints the operations in flight (text table or one JSON object), with
+/// the frames of a captured stack under its row.
+#[allow(clippy::too_many_arguments)]
 pub fn print(
     w: &mut impl Write,
     set: &ProbeSet,
     plan: &AggPlan,
     flights: &[Flight],
+    engine: &Engine,
+    stacks: &RefCell<Stacks>,
     json_out: bool,
     last: bool,
 ) -> std::io::Result<()> {
     let now = monotonic_ns();
-    let mut rows = Vec::new();
-    for f in flights {
-        let hdr = EventHeader {
-            payload_len: f.payload.len() as u32,
-            ..Default::default()
-        };
-        let mut rec = Vec::with_capacity(HEADER_LEN + f.payload.len());
-        // SAFETY: EventHeader is plain integers, without padding.
-        rec.extend_from_slice(unsafe {
-            std::slice::from_raw_parts(&hdr as *const EventHeader as *const u8, HEADER_LEN)
-        });
-        rec.extend_from_slice(&f.payload);
-        let fields: Vec<(String, String, Json)> = match crate::decode::decode(&rec, &plan.keys) {
-            Ok(ev) => plan
-                .keys
-                .iter()
-                .zip(&ev.values)
-                .map(|(k, v)| (k.name.clone(), value_text(v), value_json(v)))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        let site = set.sites.get(f.site as usize);
-        rows.push((now.saturating_sub(f.ts_ns), f, site, fields));
-    }
+    let rows: Vec<_> = flights
+        .iter()
+        .map(|f| {
+            let parts = key_parts(&f.payload, &plan.keys, engine, stacks);
+            let site = set.sites.get(f.site as usize);
+            (now.saturating_sub(f.ts_ns), f, site, parts)
+        })
+        .collect();
     if json_out {
-        let entries: Vec<Json> = rows
+        let entries: Vec<_> = rows
             .iter()
-            .map(|(age, f, site, fields)| {
-                let mut m = Map::new();
-                for (k, _, v) in fields {
-                    m.insert(k.clone(), v.clone());
-                }
+            .map(|(age, f, site, parts)| {
                 json!({
                     "probe": site.map_or("?", |s| s.name.as_str()),
                     "pid": f.pid,
                     "tid": f.tid,
                     "age_ns": age,
-                    "fields": m,
+                    "fields": key_json(parts),
                 })
             })
             .collect();
@@ -116,8 +104,12 @@ pub fn print(
         return w.flush();
     }
     writeln!(w, "{} in flight", rows.len())?;
-    for (age, f, site, fields) in &rows {
-        let parts: Vec<String> = fields.iter().map(|(k, v, _)| format!("{k}={v}")).collect();
+    for (age, f, site, parts) in &rows {
+        let plain: Vec<String> = parts
+            .iter()
+            .filter(|p| p.stack.is_none())
+            .map(|p| format!("{}={}", p.label, p.text))
+            .collect();
         writeln!(
             w,
             "{:>10}  pid={} tid={}  {}  {}",
@@ -125,8 +117,11 @@ pub fn print(
             f.pid,
             f.tid,
             site.map_or("?", |s| s.short.as_str()),
-            parts.join(" ")
+            plain.join(" ")
         )?;
+        for s in parts.iter().filter_map(|p| p.stack.as_ref()) {
+            s.write_text(w, "    ")?;
+        }
     }
     w.flush()
 }

@@ -1,4 +1,5 @@
-//! In-kernel aggregations: `ri count`, `ri hist`, `ri latency`.
+//! In-kernel aggregations: `ri count`, `ri hist`, `ri latency`,
+//! `ri inflight`, `ri leaks`.
 //!
 //! Each probe compiles, as for `ri trace`, into a plan whose captures are
 //! the `--by` keys (and the `--value`); the plan is then turned into an
@@ -10,10 +11,11 @@
 //! User space only reads the map, at each interval and at exit.
 
 mod inflight;
+mod leaks;
 mod read;
 mod render;
 
-use std::time::Duration;
+use std::{cell::RefCell, time::Duration};
 
 use ri_common::{AGG_KEY_BYTES, HIST_BUCKETS, Insn, MAX_INSNS, op, plan_flags, regs};
 
@@ -21,6 +23,7 @@ use crate::{
     Error,
     plan::{Field, FieldKind},
     session::ProbeSet,
+    stack::Stacks,
     trace::{self, Launched, Stop, TraceOptions},
 };
 
@@ -40,12 +43,15 @@ pub enum AggError {
     /// A plan with no room for the aggregation instructions.
     #[error("'{0}': probe too complex to aggregate: more than {MAX_INSNS} plan instructions")]
     TooComplex(String),
-    /// `--value` that is not a number.
-    #[error("--value must be a number, not a string or bytes: '{0}'")]
-    NotANumber(String),
+    /// `--value` (or `--size`, `--free-ptr`) that is not a number.
+    #[error("{0} must be a number, not a string or bytes: '{1}'")]
+    NotANumber(&'static str, String),
     /// `ri latency` needs one plain function entry.
     #[error("'{0}': ri latency takes one function entry probe (u:TARGET:FUNC), no wildcard")]
     Latency(String),
+    /// `ri leaks` needs plain function entries.
+    #[error("'{0}': ri leaks takes function entry probes (u:TARGET:FUNC), no wildcard")]
+    Leaks(String),
     /// `ri inflight` probes without the integer `key` capture first.
     #[error("'{0}': ri inflight needs an integer key=EXPR as the first capture")]
     InflightKey(String),
@@ -74,6 +80,21 @@ pub enum AggKind {
     Span(String),
     /// Operations begun (the probe) and not yet ended by this probe.
     Inflight(String),
+    /// Allocations (the probe) not yet freed.
+    Leaks(Leaks),
+}
+
+/// `ri leaks`: how to pair an allocator with its release function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leaks {
+    /// The release function's probe.
+    pub free: String,
+    /// The size, at the allocator's entry.
+    pub size: String,
+    /// The block, at the release function's entry.
+    pub free_ptr: String,
+    /// Stacks shown.
+    pub top: usize,
 }
 
 /// What to aggregate and how.
@@ -87,6 +108,13 @@ pub struct AggOptions {
     pub interval: Option<Duration>,
     /// Size of the kernel map in keys.
     pub max_keys: u32,
+    /// `--stack`: keep the user stack (a `stack` key, or inflight's
+    /// begin stack).
+    pub stack: bool,
+    /// Print folded stacks instead of the table.
+    pub folded: bool,
+    /// Write an SVG flame graph here.
+    pub flamegraph: Option<String>,
     /// Probes, processes, duration, JSON, quiet (as for `ri trace`).
     pub trace: TraceOptions,
 }
@@ -149,6 +177,51 @@ fn with_captures(text: &str, caps: &[String]) -> Result<String, AggError> {
         caps.join(", "),
         &text[at..]
     ))
+}
+
+/// The probe string with one more capture: inside its captures, or as its
+/// only one.
+pub fn add_capture(text: &str, cap: &str) -> String {
+    let at = head_end(text);
+    if !text[at..].starts_with('(') {
+        return format!("{}({cap}){}", &text[..at], &text[at..]);
+    }
+    let mut depth = 0;
+    for (i, c) in text[at..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    let close = at + i;
+                    let sep = if text[at + 1..close].trim().is_empty() {
+                        ""
+                    } else {
+                        ", "
+                    };
+                    return format!("{}{sep}{cap}{}", &text[..close], &text[close..]);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Unbalanced: leave it for the parser to point at.
+    text.to_string()
+}
+
+/// The head of an entry probe without captures (`TARGET:FUNC`), checked to
+/// be one plain function entry; `err` names the fault otherwise.
+fn entry_head(text: &str, err: impl Fn(String) -> AggError) -> Result<String, Error> {
+    let entry = with_captures(text, &[])?;
+    let spec = crate::probe::parse_probe(&entry)?;
+    if spec.kind != crate::probe::ProbeKind::Uprobe
+        || spec.offset != 0
+        || spec.func.contains(['*', '?'])
+    {
+        return Err(err(text.to_string()).into());
+    }
+    let at = head_end(&entry);
+    Ok(entry[entry.find(':').map_or(0, |c| c + 1)..at].to_string())
 }
 
 fn key_captures(by: &[String]) -> Vec<String> {
@@ -296,7 +369,7 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
                 let last = set.probes[id].plan.plan.n_insns as usize;
                 if !numeric || last == 0 || set.probes[id].plan.plan.insns[last - 1].op != op::EMIT
                 {
-                    return Err(AggError::NotANumber(value.clone()).into());
+                    return Err(AggError::NotANumber("--value", value.clone()).into());
                 }
                 // The value's EMIT becomes HIST: it pops the value instead.
                 plans.push(rewrite(&mut set, id, 1, &[insn(op::HIST, 0)], true)?);
@@ -306,15 +379,7 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
         AggKind::Latency => {
             let text = &opts.trace.probes[0];
             let entry = with_captures(text, &[])?;
-            let spec = crate::probe::parse_probe(&entry)?;
-            if spec.kind != crate::probe::ProbeKind::Uprobe
-                || spec.offset != 0
-                || spec.func.contains(['*', '?'])
-            {
-                return Err(AggError::Latency(text.clone()).into());
-            }
-            let at = head_end(&entry);
-            let head = &entry[entry.find(':').map_or(0, |c| c + 1)..at];
+            let head = entry_head(text, AggError::Latency)?;
             let mut caps = keys.clone();
             caps.push("v=nsecs".into());
             let ret = format!("ur:{head}({})", caps.join(", "));
@@ -365,7 +430,11 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
                     "ri inflight takes no --by: capture fields in the --begin probe".into(),
                 ));
             }
-            let texts = [opts.trace.probes[0].clone(), end.clone()];
+            let mut begin = opts.trace.probes[0].clone();
+            if opts.stack {
+                begin = add_capture(&begin, "stack=stack");
+            }
+            let texts = [begin, end.clone()];
             let mut set = ProbeSet::build(&texts, pids)?;
             for (id, text) in texts.iter().enumerate() {
                 let fields = &set.probes[id].plan.fields;
@@ -382,6 +451,15 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             plans.push(e);
             return Ok((set, plans));
         }
+        AggKind::Leaks(l) => {
+            if !opts.by.is_empty() {
+                return Err(crate::Error::Usage(
+                    "ri leaks takes no --by: allocations are grouped by stack".into(),
+                ));
+            }
+            let (set, plans) = leaks::build(&opts.trace.probes[0], l, pids)?;
+            return Ok((set, plans));
+        }
     };
     for p in &mut plans {
         for (k, label) in p.keys.iter_mut().zip(&opts.by) {
@@ -392,71 +470,165 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
     Ok((set, plans))
 }
 
+/// Everything one print of an aggregation needs.
+struct Printer<'a> {
+    view: render::View<'a>,
+    opts: &'a AggOptions,
+}
+
+impl Printer<'_> {
+    /// Prints the map's state (an interval's additions since `prev`, or the
+    /// totals when `last`); writes the flame graph at the end.
+    fn show(
+        &self,
+        out: &mut impl std::io::Write,
+        last: bool,
+        prev: &mut Snapshot,
+    ) -> Result<(), Error> {
+        let v = &self.view;
+        let folded_only = self.opts.folded;
+        let lines = match &self.opts.kind {
+            AggKind::Inflight(_) => {
+                let flights = inflight::read(v.engine)?;
+                inflight::print(
+                    out,
+                    v.set,
+                    &v.plans[0],
+                    &flights,
+                    v.engine,
+                    v.stacks,
+                    self.opts.trace.json,
+                    last,
+                )?;
+                return Ok(());
+            }
+            AggKind::Leaks(l) => {
+                let flights = inflight::read(v.engine)?;
+                let groups = leaks::group(&flights);
+                let resolved = groups
+                    .iter()
+                    .map(|g| v.stacks.borrow_mut().resolve(v.engine, g.stack, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let lines =
+                    leaks::folded(&groups, &resolved, |pid| v.stacks.borrow_mut().comm(pid));
+                if !folded_only {
+                    leaks::print(
+                        out,
+                        &groups,
+                        &resolved,
+                        l.top,
+                        inflight::monotonic_ns(),
+                        self.opts.trace.json,
+                        last,
+                    )?;
+                }
+                lines
+            }
+            _ => {
+                let now = read::snapshot(v.engine, v.set)?;
+                let snap = if last { now.clone() } else { now.since(prev) };
+                if !folded_only {
+                    v.print(out, &snap, last)?;
+                }
+                *prev = now;
+                v.folded(&snap)
+            }
+        };
+        if folded_only && last {
+            for l in &lines {
+                writeln!(out, "{l}")?;
+            }
+            out.flush()?;
+        }
+        if last && let Some(path) = &self.opts.flamegraph {
+            let title = match &self.opts.kind {
+                AggKind::Leaks(_) => "ri leaks: bytes outstanding by allocation stack",
+                _ => "ri: hits by user stack",
+            };
+            crate::stack::flamegraph(path, title, &lines)?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs an aggregation to completion and prints the result.
 pub fn run(opts: &AggOptions) -> Result<(), Error> {
     trace::check(&opts.trace)?;
     let (set, plans) = build(opts)?;
+    let has_stacks = set.has_stacks();
+    let folds = opts.folded || opts.flamegraph.is_some();
+    if folds && matches!(opts.kind, AggKind::Inflight(_)) {
+        return Err(Error::Usage(
+            "--folded and --flamegraph apply to count, hist, latency and leaks, not inflight"
+                .into(),
+        ));
+    }
+    leaks::need_stacks(has_stacks, opts.folded, opts.flamegraph.is_some())?;
+    if let Some(path) = &opts.flamegraph {
+        // Find out now, not after the run, that the file cannot be written.
+        std::fs::File::create(path).map_err(|e| crate::stack::StackError::Flamegraph {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    }
     let Launched { engine, child_pid } = trace::launch(&opts.trace, &set, opts.max_keys)?;
+    let stacks = RefCell::new(Stacks::new());
+    if has_stacks {
+        for &pid in opts.trace.pids.iter().chain(&child_pid) {
+            stacks.borrow_mut().watch(pid);
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let mut stop = Stop::new(opts.trace.duration, child_pid)?;
         let mut out = std::io::stdout().lock();
-        let view = render::View {
-            set: &set,
-            plans: &plans,
+        let printer = Printer {
+            view: render::View {
+                set: &set,
+                plans: &plans,
+                opts,
+                engine: &engine,
+                stacks: &stacks,
+            },
             opts,
         };
-        if matches!(opts.kind, AggKind::Inflight(_)) {
-            let json = opts.trace.json;
-            let show = |out: &mut std::io::StdoutLock, last| -> Result<(), Error> {
-                let flights = inflight::read(&engine)?;
-                inflight::print(out, &set, &plans[0], &flights, json, last)?;
-                Ok(())
-            };
-            if let Some(every) = opts.interval {
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => show(&mut out, false)?,
-                        r = stop.wait() => { r?; break; }
-                    }
+        let mut prev = Snapshot::default();
+        let start = tokio::time::Instant::now();
+        let every = opts.interval.unwrap_or(Duration::from_secs(3600));
+        let mut tick = tokio::time::interval_at(start + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Processes' mappings, re-read while they live: their stacks must
+        // still resolve once they have exited.
+        let mut maps_tick = tokio::time::interval(crate::stack::MAPS_REFRESH);
+        maps_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick(), if opts.interval.is_some() => {
+                    printer.show(&mut out, false, &mut prev)?;
                 }
-            } else {
-                stop.wait().await?;
+                _ = maps_tick.tick(), if has_stacks => stacks.borrow_mut().refresh(),
+                r = stop.wait() => { r?; break; }
             }
-            show(&mut out, true)?;
-            stop.finish();
-            if !opts.trace.quiet {
-                let stats = read::stats(&engine)?;
-                render::dropped(&mut std::io::stderr(), &stats, opts.max_keys)?;
-            }
-            return Ok(());
-        }
-        if let Some(every) = opts.interval {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last = Snapshot::default();
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let now = read::snapshot(&engine, &set)?;
-                        view.print(&mut out, &now.since(&last), false)?;
-                        last = now;
-                    }
-                    r = stop.wait() => { r?; break; }
-                }
-            }
-        } else {
-            stop.wait().await?;
         }
         stop.finish();
-        let total = read::snapshot(&engine, &set)?;
-        view.print(&mut out, &total, true)?;
+        printer.show(&mut out, true, &mut prev)?;
         if !opts.trace.quiet {
             let stats = read::stats(&engine)?;
-            render::summary(&mut std::io::stderr(), &total, &stats, opts.max_keys)?;
+            let mut err = std::io::stderr();
+            match opts.kind {
+                AggKind::Inflight(_) | AggKind::Leaks(_) => {
+                    render::dropped(&mut err, &stats, opts.max_keys)?
+                }
+                _ => {
+                    let total = read::snapshot(&engine, &set)?;
+                    render::summary(&mut err, &total, &stats, opts.max_keys)?;
+                }
+            }
+            if has_stacks {
+                crate::stack::write_errors(&mut err, crate::stack::errors(&engine)?)?;
+            }
         }
         Ok::<_, Error>(())
     })

@@ -1,7 +1,7 @@
 //! Printing aggregations: counts per key, bpftrace-style log2 histograms,
 //! percentiles estimated from buckets, JSON.
 
-use std::io::Write;
+use std::{cell::RefCell, collections::BTreeMap, io::Write, rc::Rc};
 
 use ri_common::{EventHeader, HEADER_LEN};
 use serde_json::{Map, Value as Json, json};
@@ -10,7 +10,13 @@ use super::{
     AggKind, AggOptions, AggPlan,
     read::{Cell, CellKey, Snapshot, Stats},
 };
-use crate::{decode::Value, session::ProbeSet, text::counted};
+use crate::{
+    decode::Value,
+    engine::Engine,
+    session::ProbeSet,
+    stack::{Resolved, Stacks},
+    text::counted,
+};
 
 /// What a print needs besides the numbers.
 pub struct View<'a> {
@@ -20,6 +26,96 @@ pub struct View<'a> {
     pub plans: &'a [AggPlan],
     /// The command's options.
     pub opts: &'a AggOptions,
+    /// The loaded object (its stack map).
+    pub engine: &'a Engine,
+    /// Symbolized stacks, cached.
+    pub stacks: &'a RefCell<Stacks>,
+}
+
+/// One key value: label, text, JSON, and its frames when it is a stack.
+pub(super) struct KeyPart {
+    pub(super) label: String,
+    pub(super) text: String,
+    pub(super) json: Json,
+    pub(super) stack: Option<Rc<Resolved>>,
+    /// The stack value (`tgid << 32 | id`) when it is a stack.
+    pub(super) raw: u64,
+}
+
+/// A payload decoded with `fields`, each value as a [`KeyPart`] (stacks
+/// symbolized).
+pub(super) fn key_parts(
+    bytes: &[u8],
+    fields: &[crate::plan::Field],
+    engine: &Engine,
+    stacks: &RefCell<Stacks>,
+) -> Vec<KeyPart> {
+    if fields.is_empty() {
+        return Vec::new();
+    }
+    // Decode the key as the payload of an event of its plan.
+    let hdr = EventHeader {
+        payload_len: bytes.len() as u32,
+        ..Default::default()
+    };
+    let mut rec = Vec::with_capacity(HEADER_LEN + bytes.len());
+    // SAFETY: EventHeader is plain integers, without padding.
+    rec.extend_from_slice(unsafe {
+        std::slice::from_raw_parts(&hdr as *const EventHeader as *const u8, HEADER_LEN)
+    });
+    rec.extend_from_slice(bytes);
+    match crate::decode::decode(&rec, fields) {
+        Ok(ev) => fields
+            .iter()
+            .zip(&ev.values)
+            .map(|(f, v)| {
+                let (stack, raw) = match v {
+                    Value::Stack(s, c) => (stacks.borrow_mut().resolve(engine, *s, *c).ok(), *s),
+                    _ => (None, 0),
+                };
+                KeyPart {
+                    label: f.name.clone(),
+                    text: value_text(v),
+                    json: stack.as_ref().map_or_else(|| value_json(v), |r| r.json()),
+                    stack,
+                    raw,
+                }
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `text` with the parts that are not stacks as `label=value`, and the
+/// frames of the stacks below it.
+pub(super) fn key_line(
+    w: &mut impl Write,
+    head: &str,
+    parts: &[KeyPart],
+    tail: &str,
+) -> std::io::Result<()> {
+    let plain: Vec<String> = parts
+        .iter()
+        .filter(|p| p.stack.is_none())
+        .map(|p| format!("{}={}", p.label, p.text))
+        .collect();
+    if plain.is_empty() {
+        writeln!(w, "{head}{tail}")?;
+    } else {
+        writeln!(w, "{head}[{}]{tail}", plain.join(", "))?;
+    }
+    for s in parts.iter().filter_map(|p| p.stack.as_ref()) {
+        s.write_text(w, "    ")?;
+    }
+    Ok(())
+}
+
+/// Parts as a JSON object by label.
+pub(super) fn key_json(parts: &[KeyPart]) -> Map<String, Json> {
+    parts
+        .iter()
+        .map(|p| (p.label.clone(), p.json.clone()))
+        .collect()
 }
 
 /// Range `[lo, hi)` of a log2 bucket (bucket 0 holds only 0).
@@ -100,6 +196,7 @@ pub(super) fn value_text(v: &Value<'_>) -> String {
         Value::Enum(n, Some(name)) => format!("{name}({n})"),
         Value::Enum(n, None) => n.to_string(),
         Value::Object(b, _) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Value::Stack(v, _) => format!("stack {v:#x}"),
         Value::Fault => "<fault>".into(),
     }
 }
@@ -115,41 +212,40 @@ pub(super) fn value_json(v: &Value<'_>) -> Json {
 }
 
 impl View<'_> {
-    /// The key values of a cell: (label, text, JSON) per `--by`.
-    fn key(&self, plan: usize, bytes: &[u8]) -> Vec<(String, String, Json)> {
-        let fields = &self.plans[plan].keys;
-        if fields.is_empty() {
-            return Vec::new();
-        }
-        // Decode the key as the payload of an event of its plan.
-        let hdr = EventHeader {
-            payload_len: bytes.len() as u32,
-            ..Default::default()
-        };
-        let mut rec = Vec::with_capacity(HEADER_LEN + bytes.len());
-        // SAFETY: EventHeader is plain integers, without padding.
-        rec.extend_from_slice(unsafe {
-            std::slice::from_raw_parts(&hdr as *const EventHeader as *const u8, HEADER_LEN)
-        });
-        rec.extend_from_slice(bytes);
-        match crate::decode::decode(&rec, fields) {
-            Ok(ev) => fields
-                .iter()
-                .zip(&ev.values)
-                .map(|(f, v)| (f.name.clone(), value_text(v), value_json(v)))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+    /// The key values of a cell, one part per `--by`.
+    fn key(&self, plan: usize, bytes: &[u8]) -> Vec<KeyPart> {
+        key_parts(bytes, &self.plans[plan].keys, self.engine, self.stacks)
     }
 
-    /// Prints one snapshot: an interval's additions, or the final totals.
-    pub fn print(&self, w: &mut impl Write, snap: &Snapshot, last: bool) -> std::io::Result<()> {
+    fn rows<'s>(&self, snap: &'s Snapshot) -> Vec<(&'s CellKey, &'s Cell)> {
         let mut rows: Vec<(&CellKey, &Cell)> = snap
             .cells
             .iter()
             .filter(|((p, _, _), _)| self.plans.get(*p as usize).is_some_and(|a| a.shown))
             .collect();
         rows.sort_by_key(|(k, c)| (c.count, (*k).clone()));
+        rows
+    }
+
+    /// Folded stacks of a snapshot: `process;outer;...;inner COUNT`, one
+    /// line per stack (summed over probes and other keys), sorted.
+    pub fn folded(&self, snap: &Snapshot) -> Vec<String> {
+        let mut sum: BTreeMap<String, u64> = BTreeMap::new();
+        for ((plan, _, bytes), cell) in self.rows(snap) {
+            let parts = self.key(*plan as usize, bytes);
+            let Some((part, s)) = parts.iter().find_map(|p| p.stack.as_ref().map(|s| (p, s)))
+            else {
+                continue;
+            };
+            let root = self.stacks.borrow_mut().comm((part.raw >> 32) as u32);
+            *sum.entry(format!("{root};{}", s.folded())).or_default() += cell.count;
+        }
+        sum.into_iter().map(|(p, n)| format!("{p} {n}")).collect()
+    }
+
+    /// Prints one snapshot: an interval's additions, or the final totals.
+    pub fn print(&self, w: &mut impl Write, snap: &Snapshot, last: bool) -> std::io::Result<()> {
+        let rows = self.rows(snap);
         if self.opts.trace.json {
             return self.print_json(w, &rows, last);
         }
@@ -160,16 +256,11 @@ impl View<'_> {
             let a = &self.plans[*plan as usize];
             let key = self.key(*plan as usize, bytes);
             let short = self.set.sites.get(*site as usize).map_or("?", |s| &s.short);
-            let mut name = short.to_string();
-            if !key.is_empty() {
-                let parts: Vec<String> = key.iter().map(|(l, v, _)| format!("{l}={v}")).collect();
-                name = format!("{name}[{}]", parts.join(", "));
-            }
             if !a.hist {
-                writeln!(w, "{name}: {}", cell.count)?;
+                key_line(w, short, &key, &format!(": {}", cell.count))?;
                 continue;
             }
-            writeln!(w, "{name}:")?;
+            key_line(w, short, &key, ":")?;
             hist_text(w, &cell.buckets, a.signed)?;
             if matches!(self.opts.kind, AggKind::Latency | AggKind::Span(_)) {
                 writeln!(
@@ -196,10 +287,7 @@ impl View<'_> {
         let mut entries = Vec::new();
         for ((plan, site, bytes), cell) in rows {
             let a = &self.plans[*plan as usize];
-            let mut by = Map::new();
-            for (l, _, v) in self.key(*plan as usize, bytes) {
-                by.insert(l, v);
-            }
+            let by = key_json(&self.key(*plan as usize, bytes));
             let mut e = Map::new();
             let s = self.set.sites.get(*site as usize);
             e.insert("probe".into(), json!(s.map_or("?", |s| s.name.as_str())));
@@ -229,6 +317,7 @@ impl View<'_> {
             AggKind::Hist(_) => "hist",
             AggKind::Latency | AggKind::Span(_) => "latency",
             AggKind::Inflight(_) => "inflight",
+            AggKind::Leaks(_) => "leaks",
         };
         let doc = json!({
             "type": if last { "final" } else { "interval" },

@@ -1,4 +1,5 @@
-//! Flags of the aggregating commands `ri count`, `ri hist` and `ri latency`.
+//! Flags of the aggregating commands `ri count`, `ri hist`, `ri latency`,
+//! `ri inflight` and `ri leaks`.
 
 use clap::Args;
 
@@ -28,6 +29,17 @@ pub struct AggCommon {
     /// Keys the kernel map holds; updates past it are counted as dropped.
     #[arg(long, default_value_t = ri_common::AGG_ENTRIES, value_name = "N")]
     pub max_keys: u32,
+    /// Group by the user stack too (same as --by stack; inflight keeps the
+    /// begin probe's stack).
+    #[arg(long)]
+    pub stack: bool,
+    /// Print folded stacks (`process;outer;...;inner COUNT`), the input
+    /// of flame graph tools, instead of the table.
+    #[arg(long)]
+    pub folded: bool,
+    /// Also write an SVG flame graph of the stacks to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub flamegraph: Option<String>,
 }
 
 /// Options of `ri count`.
@@ -97,9 +109,17 @@ impl AggCommon {
         if self.max_keys == 0 {
             return Err("--max-keys must be at least 1".into());
         }
+        let mut by = self.by.clone();
+        let inflight = matches!(kind, AggKind::Inflight(_) | AggKind::Leaks(_));
+        if self.stack && !inflight {
+            by.push("stack".into());
+        }
         Ok(AggOptions {
             kind,
-            by: self.by.clone(),
+            by,
+            stack: self.stack,
+            folded: self.folded,
+            flamegraph: self.flamegraph.clone(),
             interval: seconds("--interval", self.interval)?,
             max_keys: self.max_keys,
             trace: TraceOptions {
@@ -130,4 +150,44 @@ pub struct InflightArgs {
     /// Options shared with count, hist and latency (--by does not apply).
     #[command(flatten)]
     pub common: AggCommon,
+}
+
+/// Options of `ri leaks`.
+#[derive(Debug, Args)]
+pub struct LeaksArgs {
+    /// The allocator's entry, `u:TARGET:FUNC [if EXPR]`: its return value
+    /// is the block, --size at its entry the bytes.
+    #[arg(value_name = "ALLOC_PROBE")]
+    pub alloc: String,
+    /// The release function's entry, `u:TARGET:FUNC`: --free-ptr is the block.
+    #[arg(value_name = "FREE_PROBE")]
+    pub free: String,
+    /// The allocation's size, evaluated at the allocator's entry.
+    #[arg(long, default_value = "arg0", value_name = "EXPR")]
+    pub size: String,
+    /// The block being released, evaluated at the release function's entry.
+    #[arg(long, default_value = "arg0", value_name = "EXPR")]
+    pub free_ptr: String,
+    /// Show the N stacks with the most bytes outstanding.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
+    /// Options shared with the other aggregations (--by and --stack do not apply).
+    #[command(flatten)]
+    pub common: AggCommon,
+}
+
+impl LeaksArgs {
+    /// The library options these flags stand for.
+    pub fn options(&self) -> Result<AggOptions, String> {
+        if self.top == 0 {
+            return Err("--top must be at least 1".into());
+        }
+        let kind = AggKind::Leaks(crate::agg::Leaks {
+            free: self.free.clone(),
+            size: self.size.clone(),
+            free_ptr: self.free_ptr.clone(),
+            top: self.top,
+        });
+        self.common.options(kind, vec![self.alloc.clone()])
+    }
 }

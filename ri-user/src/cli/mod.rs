@@ -9,7 +9,7 @@ use crate::{list::ListOptions, trace::TraceOptions};
 
 mod agg;
 mod pack;
-pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs};
+pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs, LeaksArgs};
 pub use pack::{PacksArgs, RunArgs};
 
 /// ri: run-time instruments for live services.
@@ -68,6 +68,16 @@ pub enum Command {
     /// the kernel keeps each begun key with its fields until its end; ri
     /// lists what is left at each --interval and at exit.
     Inflight(InflightArgs),
+    /// Outstanding allocations grouped by the stack that allocated them,
+    /// like BCC's memleak, for malloc/free or any allocator pair.
+    ///
+    /// `ri leaks ALLOC_PROBE FREE_PROBE`: at the allocator's entry the
+    /// kernel keeps --size for the thread; at its return it stores the
+    /// returned block with that size, the time and the caller's stack; the
+    /// release function's entry forgets the block. ri lists what is left,
+    /// largest first, at each --interval and at exit. Blocks allocated
+    /// before ri attached are not seen.
+    Leaks(LeaksArgs),
     /// Talk to a target's control socket (targets linked with ri-control).
     ///
     /// `ri ctl --discover` lists control sockets; `ri ctl -p PID --list` lists
@@ -183,6 +193,9 @@ pub struct TraceArgs {
     /// One JSON object per event.
     #[arg(long)]
     pub json: bool,
+    /// Capture the user stack at each probe too (as a `stack` capture).
+    #[arg(long)]
+    pub stack: bool,
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, default_value_t = ri_common::DEFAULT_RING_BYTES >> 20, value_name = "MIB")]
     pub buffer_size: u32,
@@ -207,8 +220,16 @@ impl TraceArgs {
                 self.buffer_size
             ));
         }
+        let probes = if self.stack {
+            self.probes
+                .iter()
+                .map(|p| crate::agg::add_capture(p, "stack=stack"))
+                .collect()
+        } else {
+            self.probes.clone()
+        };
         Ok(TraceOptions {
-            probes: self.probes.clone(),
+            probes,
             pids: self.scope.pids.clone(),
             command: self.scope.command.clone(),
             duration: seconds("--duration", self.scope.duration)?,

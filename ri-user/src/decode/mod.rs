@@ -33,6 +33,9 @@ pub enum Value<'a> {
     Enum(i64, Option<&'a str>),
     /// A whole object's bytes and its type.
     Object(&'a [u8], &'a TypeRef),
+    /// A user stack, `tgid << 32 | id` (see [`crate::stack`]), and the
+    /// caller's return address read at a function entry.
+    Stack(u64, Option<u64>),
     /// The read behind this value faulted.
     Fault,
 }
@@ -73,7 +76,11 @@ pub fn decode<'a>(data: &'a [u8], fields: &'a [Field]) -> Result<Event<'a>, Deco
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
             .ok_or(DecodeError::Truncated(data.len()))
     };
-    for (i, f) in fields.iter().enumerate() {
+    // Fault bits count the kernel's fields: a stack with its caller is two.
+    let mut bit = 0usize;
+    for f in fields {
+        let i = bit;
+        bit += 1;
         let faulted = i < 64 && header.faults & (1 << i) != 0;
         let v = match &f.kind {
             FieldKind::Enum(t) => {
@@ -87,6 +94,23 @@ pub fn decode<'a>(data: &'a [u8], fields: &'a [Field]) -> Result<Event<'a>, Deco
                     _ => None,
                 };
                 Value::Enum(w as i64, name)
+            }
+            &FieldKind::Stack { caller } => {
+                let w = word(off)?;
+                off += 8;
+                let c = if caller {
+                    let c = word(off)?;
+                    off += 8;
+                    // An unreadable return address is no caller.
+                    let bad = bit < 64 && header.faults & (1 << bit) != 0;
+                    bit += 1;
+                    (!bad && c != 0).then_some(c)
+                } else {
+                    None
+                };
+                // A stack the kernel could not store says so itself.
+                values.push(Value::Stack(w, c));
+                continue;
             }
             &FieldKind::Int { signed, hex } => {
                 let w = word(off)?;

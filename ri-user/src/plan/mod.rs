@@ -47,6 +47,14 @@ pub enum FieldKind {
     /// A whole object (struct, union, array) captured as bytes, printed
     /// with its field names.
     Object(TypeRef),
+    /// A user stack: `tgid << 32 | id` in the kernel's `STACKS` map,
+    /// printed as symbolized frames; at a function entry followed by the
+    /// return address at the stack pointer (`caller`), which the kernel's
+    /// frame-pointer walk misses when the function has not pushed its frame.
+    Stack {
+        /// A second word holds the caller's return address.
+        caller: bool,
+    },
 }
 
 /// One captured field of an event.
@@ -155,6 +163,9 @@ pub fn compile(spec: &ProbeSpec, types: Option<&TypeContext>) -> Result<Compiled
     if spec.kind == ProbeKind::Uretprobe {
         plan.flags |= ri_common::plan_flags::RETURN;
     }
+    if c.insns.iter().any(|i| i.op == op::STACK) {
+        plan.flags |= ri_common::plan_flags::STACK;
+    }
     Ok(CompiledPlan { plan, fields })
 }
 
@@ -176,6 +187,8 @@ enum Ty {
     Buf(u64),
     /// The command name, already emitted.
     Comm,
+    /// The user stack's id, on the stack.
+    Stack,
 }
 
 const U64: CType = CType {
@@ -211,7 +224,15 @@ impl Compiler<'_> {
         }
         let delta: isize = match insn.op {
             op::COMM | op::SWAP | op::NEG | op::NOT | op::BNOT | op::LOAD | op::EXT | op::END => 0,
-            op::REG | op::IMM | op::PID | op::TID | op::UID | op::NSECS | op::CPU => 1,
+            op::REG
+            | op::IMM
+            | op::PID
+            | op::TID
+            | op::UID
+            | op::NSECS
+            | op::CPU
+            | op::STACK
+            | op::TAKE => 1,
             _ => -1,
         };
         self.depth = (self.depth as isize + delta) as usize;
@@ -393,7 +414,7 @@ impl Compiler<'_> {
             }
             _ => Err(self.err(
                 span,
-                format!("str(), buf() and comm can only be captured, not used in {what}"),
+                format!("str(), buf(), comm and stack can only be captured, not used in {what}"),
             )),
         }
     }
@@ -437,6 +458,16 @@ impl Compiler<'_> {
             Ty::Str(n) => return Ok((FieldKind::Str, 8 + round8(n))),
             Ty::Buf(n) => return Ok((FieldKind::Buf, 8 + round8(n))),
             Ty::Comm => return Ok((FieldKind::Comm, 24)),
+            Ty::Stack => {
+                self.emit(op::EMIT, span)?;
+                if self.spec.kind != ProbeKind::Uprobe || self.spec.offset != 0 {
+                    return Ok((FieldKind::Stack { caller: false }, 8));
+                }
+                self.reg(regs::RSP, span)?;
+                self.load(8, false, span)?;
+                self.emit(op::EMIT, span)?;
+                return Ok((FieldKind::Stack { caller: true }, 16));
+            }
             Ty::Place(ref o, None) => {
                 let class = self.class(o, span)?;
                 if let Class::Array(ref elem, count) = class
@@ -549,6 +580,10 @@ impl Compiler<'_> {
                     Builtin::Comm => {
                         self.emit(op::COMM, span)?;
                         return Ok(Ty::Comm);
+                    }
+                    Builtin::Stack => {
+                        self.emit(op::STACK, span)?;
+                        return Ok(Ty::Stack);
                     }
                 };
                 self.emit(code, span)?;

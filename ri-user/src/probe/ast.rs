@@ -142,6 +142,8 @@ pub enum Builtin {
     Cpu,
     /// Command name (capture only).
     Comm,
+    /// The user stack (capture or key only), symbolized in user space.
+    Stack,
 }
 
 /// Unary operators.

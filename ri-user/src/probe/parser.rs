@@ -538,6 +538,7 @@ fn ident(name: &str) -> ExprKind {
         "nsecs" => ExprKind::Builtin(Builtin::Nsecs),
         "cpu" => ExprKind::Builtin(Builtin::Cpu),
         "comm" => ExprKind::Builtin(Builtin::Comm),
+        "stack" => ExprKind::Builtin(Builtin::Stack),
         _ => match ri_common::regs::index(name) {
             Some(r) => ExprKind::Reg(r),
             None => ExprKind::Ident(name.to_string()),

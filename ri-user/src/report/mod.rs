@@ -18,9 +18,9 @@ mod package;
 mod procfs;
 mod render;
 mod stop;
-mod symbolize;
+pub(crate) mod symbolize;
 mod threads;
-mod unwind;
+pub(crate) mod unwind;
 
 use std::{
     io::Write as _,

@@ -33,15 +33,38 @@ pub struct SymInfo {
 /// of its lowest part, which makes offsets meaningless); DWARF gives
 /// file:line, inlined calls, and names of functions the symbol tables lack.
 pub fn symbolize(addrs: &[(PathBuf, u64)]) -> HashMap<(PathBuf, u64), SymInfo> {
+    symbolize_with(&symbolizer(), addrs, false)
+}
+
+/// A symbolizer with file:line, inlined functions and demangling; it caches
+/// every file it opened, so keep it for the next batch.
+pub fn symbolizer() -> Symbolizer {
+    Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
+}
+
+/// As [`symbolize`], with a kept `symbolizer`; the addresses are file
+/// offsets (as `/proc/PID/maps` gives them) when `file_offsets`, else the
+/// files' own virtual addresses.
+pub fn symbolize_with(
+    symbolizer: &Symbolizer,
+    addrs: &[(PathBuf, u64)],
+    file_offsets: bool,
+) -> HashMap<(PathBuf, u64), SymInfo> {
     let mut by_file: HashMap<&PathBuf, Vec<u64>> = HashMap::new();
     for (p, a) in addrs {
         by_file.entry(p).or_default().push(*a);
     }
-    let symbolizer = Symbolizer::builder()
-        .enable_code_info(true)
-        .enable_inlined_fns(true)
-        .enable_demangling(true)
-        .build();
+    fn input(list: &[u64], file_offsets: bool) -> Input<&[u64]> {
+        if file_offsets {
+            Input::FileOffset(list)
+        } else {
+            Input::VirtOffset(list)
+        }
+    }
     let mut out = HashMap::new();
     for (path, mut list) in by_file {
         list.sort_unstable();
@@ -49,12 +72,12 @@ pub fn symbolize(addrs: &[(PathBuf, u64)]) -> HashMap<(PathBuf, u64), SymInfo> {
         let mut elf = Elf::new(path.clone());
         elf.debug_syms = false;
         let plain = symbolizer
-            .symbolize(&Source::Elf(elf), Input::VirtOffset(&list))
+            .symbolize(&Source::Elf(elf), input(&list, file_offsets))
             .unwrap_or_default();
         let debug = symbolizer
             .symbolize(
                 &Source::Elf(Elf::new(path.clone())),
-                Input::VirtOffset(&list),
+                input(&list, file_offsets),
             )
             .unwrap_or_default();
         for (i, addr) in list.iter().enumerate() {

@@ -56,6 +56,13 @@ pub struct ProbeSet {
 }
 
 impl ProbeSet {
+    /// True when a probe captures a user stack.
+    pub fn has_stacks(&self) -> bool {
+        self.probes
+            .iter()
+            .any(|p| p.plan.plan.flags & ri_common::plan_flags::STACK != 0)
+    }
+
     /// Parses, compiles and resolves probe strings; `pids` help resolve
     /// library names through the processes' mappings.
     pub fn build(texts: &[String], pids: &[u32]) -> Result<Self, Error> {

@@ -2,10 +2,13 @@
 
 use std::io::{self, Write};
 
+use std::rc::Rc;
+
 use crate::{
     decode::{Event, Value},
     dwarf,
     plan::Field,
+    stack::Resolved,
 };
 
 /// Decodes a captured object with its debug-info type (pointers print as
@@ -29,6 +32,8 @@ pub struct SiteInfo<'a> {
     pub short: &'a str,
     /// Capture fields.
     pub fields: &'a [Field],
+    /// The symbolized stacks of the event's `stack` fields, in order.
+    pub stacks: &'a [Rc<Resolved>],
 }
 
 /// An output format.
@@ -64,6 +69,8 @@ fn text_bytes(b: &[u8], out: &mut String) {
 impl<W: Write> Sink for TextSink<W> {
     fn event(&mut self, site: &SiteInfo<'_>, ev: &Event<'_>) -> io::Result<()> {
         let mut line = format!("{} pid={} tid={}", site.short, ev.header.pid, ev.header.tid);
+        let mut stacks = site.stacks.iter();
+        let mut below = Vec::new();
         for (f, v) in site.fields.iter().zip(&ev.values) {
             line.push(' ');
             line.push_str(&f.name);
@@ -84,6 +91,14 @@ impl<W: Write> Sink for TextSink<W> {
                     let text = render(bytes, t).to_text();
                     line.push_str(&text.lines().map(str::trim).collect::<Vec<_>>().join(" "));
                 }
+                Value::Stack(v, _) => match stacks.next() {
+                    // Frames go on their own lines under the event.
+                    Some(r) => {
+                        line.push_str(&format!("{} frames", r.frames.len()));
+                        r.write_text(&mut below, "    ")?;
+                    }
+                    None => line.push_str(&format!("{v:#x}")),
+                },
                 Value::Fault => line.push_str("<fault>"),
             }
         }
@@ -95,7 +110,8 @@ impl<W: Write> Sink for TextSink<W> {
             line.push('"');
         }
         line.push('\n');
-        self.out.write_all(line.as_bytes())
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(&below)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -126,6 +142,7 @@ impl<W: Write> Sink for JsonSink<W> {
             ",\"pid\":{},\"tid\":{},\"cpu\":{},\"ts_ns\":{}",
             h.pid, h.tid, h.cpu, h.ts_ns
         ));
+        let mut stacks = site.stacks.iter();
         for (f, v) in site.fields.iter().zip(&ev.values) {
             line.push(',');
             line.push_str(&serde_json::to_string(&f.name).map_err(io::Error::other)?);
@@ -150,6 +167,10 @@ impl<W: Write> Sink for JsonSink<W> {
                 }
                 Value::Enum(v, None) => line.push_str(&v.to_string()),
                 Value::Object(bytes, t) => line.push_str(&render(bytes, t).to_json().to_string()),
+                Value::Stack(v, _) => match stacks.next() {
+                    Some(r) => line.push_str(&r.json().to_string()),
+                    None => line.push_str(&format!("\"{v:#x}\"")),
+                },
                 Value::Fault => line.push_str("null"),
             }
         }

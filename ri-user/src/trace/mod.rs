@@ -13,10 +13,11 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     Error,
-    decode::{decode, header},
+    decode::{Value, decode, header},
     engine::{Engine, Program},
     session::{ProbeSet, child::HeldChild},
     sink::{JsonSink, Sink, SiteInfo, TextSink},
+    stack::Stacks,
     target,
     text::counted,
 };
@@ -104,10 +105,13 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut summary = rt.block_on(event_loop(&set, ring, opts, child_pid))?;
+    let mut summary = rt.block_on(event_loop(&set, &engine, ring, opts, child_pid))?;
     summary.lost = engine.lost()?;
     if !opts.quiet {
         summary.write_to(&mut std::io::stderr())?;
+        if set.has_stacks() {
+            crate::stack::write_errors(&mut std::io::stderr(), crate::stack::errors(&engine)?)?;
+        }
     }
     Ok(summary)
 }
@@ -191,6 +195,8 @@ fn pidfd(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
 
 struct Drain<'a> {
     set: &'a ProbeSet,
+    engine: &'a Engine,
+    stacks: Stacks,
     sink: Box<dyn Sink>,
     printf: &'a [PrintfSpec],
     counts: Vec<u64>,
@@ -226,10 +232,20 @@ impl Drain<'_> {
                             ev.extra.push((spec.name.clone(), text));
                         }
                     }
+                    let mut resolved = Vec::new();
+                    for v in &ev.values {
+                        if let Value::Stack(s, c) = v {
+                            match self.stacks.resolve(self.engine, *s, *c) {
+                                Ok(r) => resolved.push(r),
+                                Err(_) => self.undecodable += 1,
+                            }
+                        }
+                    }
                     let info = SiteInfo {
                         probe: &site.name,
                         short: &site.short,
                         fields: &probe.plan.fields,
+                        stacks: &resolved,
                     };
                     if self.sink.event(&info, &ev).is_err() {
                         self.closed = true;
@@ -246,6 +262,7 @@ impl Drain<'_> {
 
 async fn event_loop(
     set: &ProbeSet,
+    engine: &Engine,
     ring: RingBuf<MapData>,
     opts: &TraceOptions,
     child: Option<u32>,
@@ -256,8 +273,16 @@ async fn event_loop(
     } else {
         Box::new(TextSink::new(out))
     };
+    let mut stacks = Stacks::new();
+    if set.has_stacks() {
+        for &pid in opts.pids.iter().chain(&child) {
+            stacks.watch(pid);
+        }
+    }
     let mut d = Drain {
         set,
+        engine,
+        stacks,
         sink,
         printf: &opts.printf,
         counts: vec![0; set.sites.len()],
@@ -272,9 +297,15 @@ async fn event_loop(
     // up on this tick.
     let mut tick = tokio::time::interval(Duration::from_millis(ri_common::READER_TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Processes' mappings, re-read while they live: their stacks must still
+    // resolve once they have exited.
+    let mut maps_tick = tokio::time::interval(crate::stack::MAPS_REFRESH);
+    maps_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let with_stacks = set.has_stacks();
     loop {
         tokio::select! {
             _ = tick.tick() => d.drain(ring.get_mut()),
+            _ = maps_tick.tick(), if with_stacks => d.stacks.refresh(),
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 d.drain(guard.get_inner_mut());

@@ -1,0 +1,207 @@
+//! `ri leaks`: outstanding allocations grouped by the stack that made them,
+//! like BCC's memleak, for any allocator and release function.
+//!
+//! Three plans: at the allocator's entry `KEEP` stores the size for the
+//! thread; at its return `TAKE` gets it back and `BEGIN` stores the block
+//! (the return value, as the in-flight key), its stack and its size in the
+//! kernel's `INFLIGHT` map; the release function's entry ends the block's
+//! entry. ri groups what is left by stack.
+
+use std::{collections::HashMap, io::Write, rc::Rc};
+
+use ri_common::op;
+use serde_json::{Value as Json, json};
+
+use super::{
+    AggError, AggPlan, Leaks, entry_head, inflight::Flight, insn, render::duration_text, rewrite,
+    with_captures,
+};
+use crate::{
+    Error,
+    plan::FieldKind,
+    session::ProbeSet,
+    stack::{Resolved, StackError},
+};
+
+/// `KEEP`/`TAKE` slot of the allocation size.
+const SIZE_SLOT: u64 = 1;
+
+/// Builds the allocator entry, allocator return and release plans.
+pub(super) fn build(
+    alloc: &str,
+    l: &Leaks,
+    pids: &[u32],
+) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
+    let head = entry_head(alloc, AggError::Leaks)?;
+    entry_head(&l.free, AggError::Leaks)?;
+    let entry = with_captures(alloc, &[format!("size={}", l.size)])?;
+    // The size placeholder goes last: its `IMM 0, EMIT` become `TAKE, EMIT`.
+    let ret = format!("ur:{head}(block=(u64)retval, stack=stack, size=0) if (u64)retval != 0");
+    let free = with_captures(&l.free, &[format!("key={}", l.free_ptr)])?;
+    let mut set = ProbeSet::build(&[entry, ret, free], pids)?;
+    let numeric = |set: &ProbeSet, id: usize, flag, text: &str| -> Result<(), Error> {
+        match set.probes[id].plan.fields.first().map(|f| &f.kind) {
+            Some(FieldKind::Int { .. } | FieldKind::Enum(_)) => Ok(()),
+            _ => Err(AggError::NotANumber(flag, text.to_string()).into()),
+        }
+    };
+    numeric(&set, 0, "--size", &l.size)?;
+    numeric(&set, 2, "--free-ptr", &l.free_ptr)?;
+    let mut plans = Vec::new();
+    // The size's EMIT becomes KEEP.
+    let mut e = rewrite(&mut set, 0, 1, &[insn(op::KEEP, SIZE_SLOT)], false)?;
+    e.shown = false;
+    plans.push(e);
+    plans.push(rewrite(
+        &mut set,
+        1,
+        2,
+        &[
+            insn(op::TAKE, SIZE_SLOT),
+            insn(op::EMIT, 0),
+            insn(op::BEGIN, 0),
+        ],
+        false,
+    )?);
+    let mut f = rewrite(&mut set, 2, 0, &[insn(op::END_FLIGHT, 0)], false)?;
+    f.shown = false;
+    plans.push(f);
+    Ok((set, plans))
+}
+
+/// Outstanding allocations of one stack.
+#[derive(Clone, Debug)]
+pub struct Group {
+    /// The stack value (`tgid << 32 | id`).
+    pub stack: u64,
+    /// Process.
+    pub pid: u32,
+    /// Bytes outstanding.
+    pub bytes: u64,
+    /// Blocks outstanding.
+    pub count: u64,
+    /// When the oldest was allocated (monotonic ns).
+    pub oldest_ns: u64,
+}
+
+fn word(payload: &[u8], i: usize) -> u64 {
+    payload
+        .get(i * 8..i * 8 + 8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// Groups in-flight blocks (payload: block, stack, size) by stack, most
+/// bytes first.
+pub fn group(flights: &[Flight]) -> Vec<Group> {
+    let mut by: HashMap<u64, Group> = HashMap::new();
+    for f in flights {
+        let (stack, size) = (word(&f.payload, 1), word(&f.payload, 2));
+        let g = by.entry(stack).or_insert(Group {
+            stack,
+            pid: f.pid,
+            bytes: 0,
+            count: 0,
+            oldest_ns: f.ts_ns,
+        });
+        g.bytes += size;
+        g.count += 1;
+        g.oldest_ns = g.oldest_ns.min(f.ts_ns);
+    }
+    let mut v: Vec<Group> = by.into_values().collect();
+    v.sort_by_key(|g| (std::cmp::Reverse((g.bytes, g.count)), g.stack));
+    v
+}
+
+/// Prints the top groups with their stacks (text or one JSON object).
+#[allow(clippy::too_many_arguments)]
+pub fn print(
+    w: &mut impl Write,
+    groups: &[Group],
+    stacks: &[Rc<Resolved>],
+    top: usize,
+    now: u64,
+    json_out: bool,
+    last: bool,
+) -> Result<(), Error> {
+    let bytes: u64 = groups.iter().map(|g| g.bytes).sum();
+    let count: u64 = groups.iter().map(|g| g.count).sum();
+    if json_out {
+        let entries: Vec<Json> = groups
+            .iter()
+            .zip(stacks)
+            .take(top)
+            .map(|(g, s)| {
+                json!({
+                    "pid": g.pid,
+                    "bytes": g.bytes,
+                    "count": g.count,
+                    "oldest_ns": now.saturating_sub(g.oldest_ns),
+                    "stack": s.json(),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "type": if last { "final" } else { "interval" },
+            "kind": "leaks",
+            "bytes": bytes,
+            "count": count,
+            "stacks": groups.len(),
+            "entries": entries,
+        });
+        writeln!(w, "{doc}")?;
+        w.flush()?;
+        return Ok(());
+    }
+    if !last {
+        writeln!(w, "--- interval")?;
+    }
+    writeln!(
+        w,
+        "{bytes} bytes in {count} allocations outstanding, from {} stacks{}",
+        groups.len(),
+        if groups.len() > top {
+            format!(" (top {top} by bytes)")
+        } else {
+            String::new()
+        }
+    )?;
+    for (g, s) in groups.iter().zip(stacks).take(top) {
+        writeln!(
+            w,
+            "{} bytes in {} allocation{} from pid {} (oldest {}):",
+            g.bytes,
+            g.count,
+            if g.count == 1 { "" } else { "s" },
+            g.pid,
+            duration_text(now.saturating_sub(g.oldest_ns))
+        )?;
+        s.write_text(w, "    ")?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Folded lines weighted by bytes: `process;outer;...;inner BYTES`.
+pub fn folded(
+    groups: &[Group],
+    stacks: &[Rc<Resolved>],
+    root: impl Fn(u32) -> String,
+) -> Vec<String> {
+    let mut sum: HashMap<String, u64> = HashMap::new();
+    for (g, s) in groups.iter().zip(stacks) {
+        let path = format!("{};{}", root(g.pid), s.folded());
+        *sum.entry(path).or_default() += g.bytes;
+    }
+    let mut v: Vec<String> = sum.into_iter().map(|(p, n)| format!("{p} {n}")).collect();
+    v.sort();
+    v
+}
+
+/// Fails when `--folded`/`--flamegraph` have nothing to fold.
+pub fn need_stacks(has: bool, folded: bool, flame: bool) -> Result<(), StackError> {
+    match (has, folded, flame) {
+        (false, true, _) => Err(StackError::NoStacks("--folded")),
+        (false, _, true) => Err(StackError::NoStacks("--flamegraph")),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,377 @@
+//! User stacks the kernel stored in its `STACKS` map: read by id, symbolized
+//! with blazesym (function+offset, file:line where DWARF has it), cached per
+//! (pid, stack id).
+//!
+//! A stack value is `tgid << 32 | id` (see `op::STACK`). Addresses are
+//! resolved through the process's `/proc/PID/maps` into (file, file offset),
+//! so a process's maps are read while it is alive ([`Stacks::watch`],
+//! [`Stacks::refresh`]) and its stacks still resolve after it exited.
+//! A frame that cannot be named is `[unknown]` with its address, never
+//! dropped.
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::Write,
+    path::PathBuf,
+    rc::Rc,
+};
+
+use aya::maps::{MapData, PerCpuArray, StackTraceMap};
+use blazesym::symbolize::Symbolizer;
+use ri_common::STACK_NONE;
+use serde_json::{Value as Json, json};
+
+use crate::{
+    engine::Engine,
+    report::{
+        symbolize::{symbolize_with, symbolizer},
+        unwind::{Mapping, parse_maps},
+    },
+};
+
+/// How often the mappings of watched processes are re-read.
+pub const MAPS_REFRESH: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Errors reading stacks or writing their renderings.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The kernel's stack map could not be read.
+    #[error("cannot read the stack map: {0}")]
+    Read(String),
+    /// `--folded` or `--flamegraph` without stacks to fold.
+    #[error("{0} needs stacks: add --stack (or a `stack` key)")]
+    NoStacks(&'static str),
+    /// The flame graph could not be written.
+    #[error("cannot write the flame graph {path}: {reason}")]
+    Flamegraph {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One frame of a user stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// The address (a return address for callers).
+    pub addr: u64,
+    /// Function, when known.
+    pub func: Option<String>,
+    /// Offset of `addr` from the function's start.
+    pub offset: u64,
+    /// Source file, where DWARF has it.
+    pub file: Option<String>,
+    /// Source line.
+    pub line: Option<u32>,
+}
+
+impl Frame {
+    /// `func+0xOFF`, or `[unknown] 0xADDR`.
+    pub fn name(&self) -> String {
+        match &self.func {
+            Some(f) => format!("{f}+{:#x}", self.offset),
+            None => format!("[unknown] {:#x}", self.addr),
+        }
+    }
+
+    /// The function alone (for folded stacks), or `[unknown]`.
+    pub fn func_name(&self) -> &str {
+        self.func.as_deref().unwrap_or("[unknown]")
+    }
+
+    /// One text line: `func+0xOFF (file:line)`.
+    pub fn text(&self) -> String {
+        match (&self.file, self.line) {
+            (Some(f), Some(l)) => format!("{} ({f}:{l})", self.name()),
+            (Some(f), None) => format!("{} ({f})", self.name()),
+            _ => self.name(),
+        }
+    }
+
+    /// `{addr, func, offset, file, line}`.
+    pub fn json(&self) -> Json {
+        json!({
+            "addr": format!("{:#x}", self.addr),
+            "func": self.func,
+            "offset": self.offset,
+            "file": self.file,
+            "line": self.line,
+        })
+    }
+}
+
+/// A symbolized stack, innermost frame first; empty when the kernel had no
+/// room for it (`lost`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// Frames, innermost first.
+    pub frames: Vec<Frame>,
+    /// The kernel could not store this stack (see `STACK_ERRORS`).
+    pub lost: bool,
+}
+
+impl Resolved {
+    /// Text lines, one frame each, indented by `indent`.
+    pub fn write_text(&self, w: &mut impl Write, indent: &str) -> std::io::Result<()> {
+        if self.lost {
+            return writeln!(w, "{indent}[stack lost: the kernel's stack map was full]");
+        }
+        for f in &self.frames {
+            writeln!(w, "{indent}{}", f.text())?;
+        }
+        Ok(())
+    }
+
+    /// A JSON array of frames (`null` when lost).
+    pub fn json(&self) -> Json {
+        if self.lost {
+            return Json::Null;
+        }
+        Json::Array(self.frames.iter().map(Frame::json).collect())
+    }
+
+    /// Function names outermost first, joined by `;` (a folded stack).
+    pub fn folded(&self) -> String {
+        if self.lost {
+            return "[stack lost]".into();
+        }
+        let names: Vec<String> = self
+            .frames
+            .iter()
+            .rev()
+            .map(|f| f.func_name().replace([';', ' '], "_"))
+            .collect();
+        names.join(";")
+    }
+}
+
+/// Reads and symbolizes stacks, caching maps per pid and stacks per value.
+pub struct Stacks {
+    symbolizer: Symbolizer,
+    maps: HashMap<u32, Vec<Mapping>>,
+    cache: HashMap<(u64, Option<u64>), Rc<Resolved>>,
+    watched: HashSet<u32>,
+    comms: HashMap<u32, String>,
+}
+
+impl Default for Stacks {
+    fn default() -> Self {
+        Stacks::new()
+    }
+}
+
+impl Stacks {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Stacks {
+            symbolizer: symbolizer(),
+            maps: HashMap::new(),
+            cache: HashMap::new(),
+            watched: HashSet::new(),
+            comms: HashMap::new(),
+        }
+    }
+
+    /// Remembers `pid`'s mappings now and at each [`Stacks::refresh`].
+    pub fn watch(&mut self, pid: u32) {
+        if self.watched.insert(pid) {
+            self.read_maps(pid);
+        }
+    }
+
+    /// Re-reads the maps of every watched process that is still alive
+    /// (new libraries), keeping the last good copy of those that exited.
+    pub fn refresh(&mut self) {
+        let pids: Vec<u32> = self.watched.iter().copied().collect();
+        for pid in pids {
+            self.read_maps(pid);
+        }
+    }
+
+    /// The process's command name (read while it was watched), or `pid N`:
+    /// the root frame of folded stacks.
+    pub fn comm(&mut self, pid: u32) -> String {
+        if !self.comms.contains_key(&pid) {
+            self.read_maps(pid);
+        }
+        self.comms
+            .get(&pid)
+            .cloned()
+            .unwrap_or_else(|| format!("pid {pid}"))
+    }
+
+    fn read_maps(&mut self, pid: u32) {
+        if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            self.comms.insert(pid, c.trim().replace([';', ' '], "_"));
+        }
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return;
+        };
+        let maps: Vec<Mapping> = parse_maps(&text)
+            .into_iter()
+            .filter(|m| m.executable() && m.is_file())
+            .collect();
+        if !maps.is_empty() {
+            self.maps.insert(pid, maps);
+        }
+    }
+
+    fn mapped(&self, pid: u32, addr: u64) -> bool {
+        self.maps
+            .get(&pid)
+            .is_some_and(|ms| ms.iter().any(|m| addr >= m.start && addr < m.end))
+    }
+
+    /// The symbolized stack of a `STACK` value (`tgid << 32 | id`); at a
+    /// function entry `caller` is the return address at the stack pointer,
+    /// added as the second frame when the kernel's walk skipped it (the
+    /// function had not pushed its frame pointer yet).
+    pub fn resolve(
+        &mut self,
+        engine: &Engine,
+        value: u64,
+        caller: Option<u64>,
+    ) -> Result<Rc<Resolved>, StackError> {
+        if let Some(r) = self.cache.get(&(value, caller)) {
+            return Ok(r.clone());
+        }
+        let (pid, id) = ((value >> 32) as u32, value as u32);
+        if id == STACK_NONE {
+            return Ok(Rc::new(Resolved {
+                frames: Vec::new(),
+                lost: true,
+            }));
+        }
+        self.watch(pid);
+        let map: StackTraceMap<&MapData> = StackTraceMap::try_from(
+            engine
+                .map("STACKS")
+                .map_err(|e| StackError::Read(e.to_string()))?,
+        )
+        .map_err(|e| StackError::Read(e.to_string()))?;
+        let mut ips: Vec<u64> = match map.get(&id, 0) {
+            Ok(t) => t.frames().iter().map(|f| f.ip).collect(),
+            Err(e) => return Err(StackError::Read(format!("stack {id}: {e}"))),
+        };
+        if let Some(c) = caller
+            && !ips.is_empty()
+            && ips.get(1) != Some(&c)
+        {
+            ips.insert(1, c);
+        }
+        if ips.iter().any(|&a| !self.mapped(pid, a)) {
+            // Mapped since the last read (exec, dlopen): read again.
+            self.read_maps(pid);
+        }
+        let resolved = Rc::new(self.symbolize(pid, &ips));
+        self.cache.insert((value, caller), resolved.clone());
+        Ok(resolved)
+    }
+
+    /// Symbolizes one stack of `pid`: each address through its mapping
+    /// into (file, file offset); callers' return addresses point after the
+    /// call, so they are looked up one byte back.
+    fn symbolize(&mut self, pid: u32, ips: &[u64]) -> Resolved {
+        let maps = self.maps.get(&pid);
+        let located: Vec<Option<(PathBuf, u64)>> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, &ip)| {
+                let a = if i == 0 { ip } else { ip.saturating_sub(1) };
+                let m = maps?.iter().find(|m| a >= m.start && a < m.end)?;
+                Some((PathBuf::from(&m.name), a - m.start + m.offset))
+            })
+            .collect();
+        let wanted: Vec<(PathBuf, u64)> = located.iter().flatten().cloned().collect();
+        let syms = symbolize_with(&self.symbolizer, &wanted, true);
+        let frames = ips
+            .iter()
+            .zip(&located)
+            .enumerate()
+            .map(|(i, (&addr, loc))| {
+                let sym = loc.as_ref().and_then(|k| syms.get(k));
+                let back = if i == 0 { 0 } else { 1 };
+                Frame {
+                    addr,
+                    func: sym.map(|s| s.function.clone()),
+                    offset: sym.map_or(0, |s| s.offset + back),
+                    file: sym.and_then(|s| s.file.clone()),
+                    line: sym.and_then(|s| s.line),
+                }
+            })
+            .collect();
+        Resolved {
+            frames,
+            lost: false,
+        }
+    }
+}
+
+/// Stacks the kernel could not store, summed over CPUs.
+pub fn errors(engine: &Engine) -> Result<u64, StackError> {
+    let map: PerCpuArray<_, u64> = PerCpuArray::try_from(
+        engine
+            .map("STACK_ERRORS")
+            .map_err(|e| StackError::Read(e.to_string()))?,
+    )
+    .map_err(|e| StackError::Read(e.to_string()))?;
+    let v = map
+        .get(&0, 0)
+        .map_err(|e| StackError::Read(e.to_string()))?;
+    Ok(v.iter().sum())
+}
+
+/// The stderr line about stacks the kernel could not store, if any.
+pub fn write_errors(w: &mut impl Write, n: u64) -> std::io::Result<()> {
+    if n > 0 {
+        writeln!(
+            w,
+            "ri: {n} stacks lost: the kernel's stack map was full or a stack hash collided ({} stacks)",
+            ri_common::STACK_ENTRIES
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes folded lines (`root;outer;...;inner WEIGHT`) as an SVG flame
+/// graph with inferno.
+pub fn flamegraph(path: &str, title: &str, lines: &[String]) -> Result<(), StackError> {
+    let fail = |reason: String| StackError::Flamegraph {
+        path: path.to_string(),
+        reason,
+    };
+    let file = std::fs::File::create(path).map_err(|e| fail(e.to_string()))?;
+    let mut opts = inferno::flamegraph::Options::default();
+    opts.title = title.to_string();
+    let mut w = std::io::BufWriter::new(file);
+    inferno::flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut w)
+        .map_err(|e| fail(e.to_string()))?;
+    w.flush().map_err(|e| fail(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(name: Option<&str>, addr: u64) -> Frame {
+        Frame {
+            addr,
+            func: name.map(str::to_string),
+            offset: 4,
+            file: None,
+            line: None,
+        }
+    }
+
+    #[test]
+    fn folded_is_outermost_first() {
+        let r = Resolved {
+            frames: vec![f(Some("leaf"), 1), f(None, 2), f(Some("main"), 3)],
+            lost: false,
+        };
+        assert_eq!(r.folded(), "main;[unknown];leaf");
+        assert_eq!(r.frames[1].name(), "[unknown] 0x2");
+        assert_eq!(r.frames[0].text(), "leaf+0x4");
+    }
+}
