@@ -7,7 +7,6 @@
 use core::{ffi::c_void, ptr::write_volatile};
 
 use aya_ebpf::{
-    EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::generated::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
