@@ -552,6 +552,19 @@ mod tests {
     }
 
     #[test]
+    fn stack_capture_is_added_inside_or_alone() {
+        assert_eq!(add_capture("u:/a:b", "stack=stack"), "u:/a:b(stack=stack)");
+        assert_eq!(
+            add_capture("u:/a:b(x=(arg0 + 1)) if arg1", "stack=stack"),
+            "u:/a:b(x=(arg0 + 1), stack=stack) if arg1"
+        );
+        assert_eq!(
+            add_capture("u:/a:b if arg0 > 1", "s=stack"),
+            "u:/a:b(s=stack) if arg0 > 1"
+        );
+    }
+
+    #[test]
     fn key_bytes() {
         let i = |code, len| Insn {
             op: code,
