@@ -131,35 +131,11 @@ fn head_end(text: &str) -> usize {
 }
 
 /// The probe string with `caps` appended to its own captures, if any.
-fn add_captures(text: &str, caps: &[String]) -> Result<String, AggError> {
-    let at = head_end(text);
+fn add_captures(text: &str, caps: &[String]) -> String {
     if caps.is_empty() {
-        return Ok(text.to_string());
+        return text.to_string();
     }
-    if !text[at..].starts_with('(') {
-        return with_captures(text, caps);
-    }
-    let mut depth = 0usize;
-    for (i, c) in text[at..].char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth == 0 {
-                    let close = at + i;
-                    return Ok(format!(
-                        "{}, {}{}",
-                        &text[..close],
-                        caps.join(", "),
-                        &text[close..]
-                    ));
-                }
-            }
-            _ => {}
-        }
-    }
-    // Unbalanced: leave it to the parser to name the fault.
-    Ok(text.to_string())
+    add_capture(text, &caps.join(", "))
 }
 
 /// The probe string with `caps` as its captures (`k0=EXPR, ...`).
@@ -398,7 +374,7 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             set
         }
         AggKind::Span(end) => {
-            let begin = add_captures(&opts.trace.probes[0], &keys)?;
+            let begin = add_captures(&opts.trace.probes[0], &keys);
             let texts = [begin, end.clone()];
             let mut set = ProbeSet::build(&texts, pids)?;
             for (id, text) in [&opts.trace.probes[0], end].into_iter().enumerate() {
@@ -657,12 +633,22 @@ mod tests {
     fn by_keys_join_the_begin_captures() {
         let by = ["arg0 % 3".to_string()];
         assert_eq!(
-            add_captures("u:/a:f(key=arg0, n=str(arg1, 8)) if arg2 > 1", &by).unwrap(),
+            add_captures("u:/a:f(key=arg0, n=str(arg1, 8)) if arg2 > 1", &by),
             "u:/a:f(key=arg0, n=str(arg1, 8), arg0 % 3) if arg2 > 1"
         );
+        assert_eq!(add_captures("u:/a:f(key=arg0)", &[]), "u:/a:f(key=arg0)");
+    }
+
+    #[test]
+    fn stack_capture_is_added_inside_or_alone() {
+        assert_eq!(add_capture("u:/a:b", "stack=stack"), "u:/a:b(stack=stack)");
         assert_eq!(
-            add_captures("u:/a:f(key=arg0)", &[]).unwrap(),
-            "u:/a:f(key=arg0)"
+            add_capture("u:/a:b(x=(arg0 + 1)) if arg1", "stack=stack"),
+            "u:/a:b(x=(arg0 + 1), stack=stack) if arg1"
+        );
+        assert_eq!(
+            add_capture("u:/a:b if arg0 > 1", "s=stack"),
+            "u:/a:b(s=stack) if arg0 > 1"
         );
     }
 

@@ -188,4 +188,47 @@ mod tests {
         assert_eq!(ev.values, [Value::I64(-5), Value::Str(b"hi")]);
         assert!(decode(&rec[..HEADER_LEN + 4], &fields).is_err());
     }
+
+    #[test]
+    fn stack_with_caller_takes_two_fault_bits() {
+        let payload: Vec<u8> = [7u64 << 32 | 3, 0x1234, 9]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let mut h = EventHeader {
+            payload_len: payload.len() as u32,
+            ..Default::default()
+        };
+        let fields = [
+            Field {
+                name: "s".into(),
+                kind: FieldKind::Stack { caller: true },
+            },
+            Field {
+                name: "n".into(),
+                kind: FieldKind::Int {
+                    signed: false,
+                    hex: false,
+                },
+            },
+        ];
+        let rec = |h: &EventHeader| {
+            let mut r =
+                unsafe { std::slice::from_raw_parts(h as *const _ as *const u8, HEADER_LEN) }
+                    .to_vec();
+            r.extend_from_slice(&payload);
+            r
+        };
+        let r = rec(&h);
+        let ev = decode(&r, &fields).unwrap();
+        assert_eq!(
+            ev.values,
+            [Value::Stack(7 << 32 | 3, Some(0x1234)), Value::U64(9)]
+        );
+        // Bit 1 is the caller's read, bit 2 the next field.
+        h.faults = 0b110;
+        let r = rec(&h);
+        let ev = decode(&r, &fields).unwrap();
+        assert_eq!(ev.values, [Value::Stack(7 << 32 | 3, None), Value::Fault]);
+    }
 }

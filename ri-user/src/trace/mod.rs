@@ -267,6 +267,8 @@ async fn event_loop(
     opts: &TraceOptions,
     child: Option<u32>,
 ) -> Result<Summary, Error> {
+    // First: from the attach line on, Ctrl-C must end the run cleanly.
+    let mut stop = Stop::new(opts.duration, child)?;
     let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
     let sink: Box<dyn Sink> = if opts.json {
         Box::new(JsonSink::new(out))
@@ -292,7 +294,6 @@ async fn event_loop(
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
     // holds it.
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
-    let mut stop = Stop::new(opts.duration, child)?;
     // Events the kernel did not wake us for (it batches wakeups) are picked
     // up on this tick.
     let mut tick = tokio::time::interval(Duration::from_millis(ri_common::READER_TICK_MS));
