@@ -401,12 +401,7 @@ fn build(
         argv.push("--stack".into());
     }
     for p in &inst.printf {
-        let mut spec = format!("{}={},{}", p.name, p.format, p.args);
-        for v in [&p.offsets, &p.sizes, &p.count] {
-            spec.push(',');
-            spec.push_str(v.as_deref().unwrap_or(""));
-        }
-        argv.extend(["--printf".into(), spec.trim_end_matches(',').to_string()]);
+        argv.extend(["--printf".into(), p.to_string()]);
     }
     Ok(argv)
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::PackError;
+use crate::trace::PrintfSpec;
 
 /// A pack file as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -91,28 +92,10 @@ pub struct Instrument {
     pub interval: Option<f64>,
     /// trace: fields formatted like printf in user space.
     #[serde(default)]
-    pub printf: Vec<Printf>,
+    pub printf: Vec<PrintfSpec>,
     /// Parameters given as NAME=VALUE on `ri run`.
     #[serde(default)]
     pub params: BTreeMap<String, Param>,
-}
-
-/// A field formatted like printf from captured fields.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Printf {
-    /// The new field's name.
-    pub name: String,
-    /// The captured format string.
-    pub format: String,
-    /// The captured argument bytes (8-byte words, unless `offsets`/`sizes`).
-    pub args: String,
-    /// Captured `int` array: each argument's offset in `args`.
-    pub offsets: Option<String>,
-    /// Captured `int` array: each argument's size.
-    pub sizes: Option<String>,
-    /// Captured count of arguments.
-    pub count: Option<String>,
 }
 
 /// An instrument parameter.
@@ -323,13 +306,7 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
         }
         for p in &inst.printf {
             let names = inst.capture_names();
-            for (what, v) in [
-                ("format", Some(&p.format)),
-                ("args", Some(&p.args)),
-                ("offsets", p.offsets.as_ref()),
-                ("sizes", p.sizes.as_ref()),
-                ("count", p.count.as_ref()),
-            ] {
+            for (what, v) in p.inputs() {
                 if let Some(v) = v
                     && !names.iter().any(|n| n == v)
                 {

@@ -6,8 +6,9 @@
 
 use crate::{decode::Value, dwarf::value::Memory, peek::process::ProcessMemory, plan::Field};
 
-/// One `--printf` field.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One `--printf` field (also a pack instrument's `printf` table).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PrintfSpec {
     /// The new field's name.
     pub name: String,
@@ -21,6 +22,18 @@ pub struct PrintfSpec {
     pub sizes: Option<String>,
     /// Captured number of arguments.
     pub count: Option<String>,
+}
+
+/// The `--printf` argument form, which [`PrintfSpec::parse`] reads back.
+impl std::fmt::Display for PrintfSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = format!("{}={},{}", self.name, self.format, self.args);
+        for v in [&self.offsets, &self.sizes, &self.count] {
+            s.push(',');
+            s.push_str(v.as_deref().unwrap_or(""));
+        }
+        f.write_str(s.trim_end_matches(','))
+    }
 }
 
 impl PrintfSpec {
@@ -51,16 +64,20 @@ impl PrintfSpec {
         })
     }
 
+    /// The captured fields it reads, by role (`format`, `args`, ...).
+    pub fn inputs(&self) -> [(&'static str, Option<&String>); 5] {
+        [
+            ("format", Some(&self.format)),
+            ("args", Some(&self.args)),
+            ("offsets", self.offsets.as_ref()),
+            ("sizes", self.sizes.as_ref()),
+            ("count", self.count.as_ref()),
+        ]
+    }
+
     /// Checks that the fields it names are captured by at least one probe.
     pub fn check(&self, fields: &[&[Field]]) -> Result<(), String> {
-        let names = [
-            Some(&self.format),
-            Some(&self.args),
-            self.offsets.as_ref(),
-            self.sizes.as_ref(),
-            self.count.as_ref(),
-        ];
-        for n in names.into_iter().flatten() {
+        for n in self.inputs().into_iter().filter_map(|(_, n)| n) {
             if !fields.iter().any(|f| f.iter().any(|f| &f.name == n)) {
                 return Err(format!(
                     "--printf {}: no probe captures a field named '{n}'",
@@ -280,6 +297,13 @@ fn pad_digits(d: String, precision: Option<usize>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_argument_form_reads_back() {
+        for text in ["m=fmt,body", "m=fmt,body,offs,sizes", "m=fmt,body,offs,sizes,nr"] {
+            assert_eq!(PrintfSpec::parse(text).unwrap().to_string(), text);
+        }
+    }
 
     fn f(fmt: &str, args: &[u64]) -> String {
         let strs = |a: u64| (a == 7).then(|| b"seven".to_vec());
