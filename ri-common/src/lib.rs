@@ -73,6 +73,9 @@ pub mod plan_flags {
     /// The plan is only `REG r, EMIT` pairs (an event of raw registers): the
     /// kernel copies the registers into the payload without the interpreter.
     pub const REGS_ONLY: u32 = 1 << 11;
+    /// Count every hit of the plan in the per-CPU `HITS` array (by plan id)
+    /// before it runs: `ri leaks` reports allocation and free rates from it.
+    pub const HITS: u32 = 1 << 12;
     /// The plan uses `STACK`: the user stack is taken before it runs.
     pub const STACK: u32 = 16;
 }

@@ -27,6 +27,10 @@ use ri_common::{
 #[map]
 static PLANS: Array<Plan> = Array::with_max_entries(MAX_PLANS, 0);
 
+/// Hits of plans flagged `HITS`, by plan id, per CPU.
+#[map]
+static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PLANS, 0);
+
 /// Interpreter state, one per CPU.
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -169,6 +173,12 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
         return 0;
     }
     let (n, flags) = (p.n_insns, p.flags);
+    if flags & plan_flags::HITS != 0
+        && let Some(h) = HITS.get_ptr_mut(cookie as u32)
+    {
+        // SAFETY: this CPU's slot.
+        unsafe { *h += 1 };
+    }
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };

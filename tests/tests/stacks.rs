@@ -229,6 +229,10 @@ fn leaks_reports_the_known_leaks_by_stack() {
         .collect();
     assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "{bytes:?}");
     assert!(doc["bytes"].as_u64().unwrap() >= 10400);
+    // The fixture's 9 mallocs and 3 frees (libc's own stdio adds mallocs).
+    assert!(doc["allocs"].as_u64().unwrap() >= 9, "{doc}");
+    assert_eq!(doc["frees"], 3, "{doc}");
+    assert!(doc["alloc_rate"].as_f64().unwrap() > 0.0, "{doc}");
 }
 
 #[test]

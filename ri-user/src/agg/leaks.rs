@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, io::Write, rc::Rc};
 
-use ri_common::op;
+use ri_common::{op, plan_flags};
 use serde_json::{Value as Json, json};
 
 use super::{
@@ -21,6 +21,7 @@ use crate::{
     plan::FieldKind,
     session::ProbeSet,
     stack::{Resolved, StackError},
+    text::counted,
 };
 
 /// `KEEP`/`TAKE` slot of the allocation size.
@@ -51,6 +52,8 @@ pub(super) fn build(
     // The size's EMIT becomes KEEP.
     let mut e = rewrite(&mut set, 0, 1, &[insn(op::KEEP, SIZE_SLOT)], false)?;
     e.shown = false;
+    // Allocation and free calls are counted for their rates.
+    set.probes[0].plan.plan.flags |= plan_flags::HITS;
     plans.push(e);
     plans.push(rewrite(
         &mut set,
@@ -65,8 +68,35 @@ pub(super) fn build(
     )?);
     let mut f = rewrite(&mut set, 2, 0, &[insn(op::END_FLIGHT, 0)], false)?;
     f.shown = false;
+    set.probes[2].plan.plan.flags |= plan_flags::HITS;
     plans.push(f);
     Ok((set, plans))
+}
+
+/// Plan ids whose `HITS` count allocation and free calls.
+pub const ALLOC_PLAN: u32 = 0;
+/// See [`ALLOC_PLAN`].
+pub const FREE_PLAN: u32 = 2;
+
+/// Allocation and free calls seen since attaching, and over how long.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Calls {
+    /// Allocator calls.
+    pub allocs: u64,
+    /// Release calls.
+    pub frees: u64,
+    /// Seconds since attaching.
+    pub seconds: f64,
+}
+
+impl Calls {
+    fn rate(n: u64, seconds: f64) -> f64 {
+        if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        }
+    }
 }
 
 /// Outstanding allocations of one stack.
@@ -119,10 +149,15 @@ pub fn print(
     groups: &[Group],
     stacks: &[Rc<Resolved>],
     top: usize,
+    calls: Calls,
     now: u64,
     json_out: bool,
     last: bool,
 ) -> Result<(), Error> {
+    let (alloc_rate, free_rate) = (
+        Calls::rate(calls.allocs, calls.seconds),
+        Calls::rate(calls.frees, calls.seconds),
+    );
     let bytes: u64 = groups.iter().map(|g| g.bytes).sum();
     let count: u64 = groups.iter().map(|g| g.count).sum();
     if json_out {
@@ -146,6 +181,11 @@ pub fn print(
             "bytes": bytes,
             "count": count,
             "stacks": groups.len(),
+            "allocs": calls.allocs,
+            "frees": calls.frees,
+            "seconds": calls.seconds,
+            "alloc_rate": alloc_rate,
+            "free_rate": free_rate,
             "entries": entries,
         });
         writeln!(w, "{doc}")?;
@@ -155,6 +195,13 @@ pub fn print(
     if !last {
         writeln!(w, "--- interval")?;
     }
+    writeln!(
+        w,
+        "{} and {} in {:.1} s ({alloc_rate:.0}/s, {free_rate:.0}/s)",
+        counted(calls.allocs, "allocation call"),
+        counted(calls.frees, "free call"),
+        calls.seconds
+    )?;
     writeln!(
         w,
         "{bytes} bytes in {count} allocations outstanding, from {} stacks{}",

@@ -450,6 +450,8 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
 struct Printer<'a> {
     view: render::View<'a>,
     opts: &'a AggOptions,
+    /// When the probes were attached (for `ri leaks`' call rates).
+    attached: std::time::Instant,
 }
 
 impl Printer<'_> {
@@ -488,11 +490,17 @@ impl Printer<'_> {
                 let lines =
                     leaks::folded(&groups, &resolved, |pid| v.stacks.borrow_mut().comm(pid));
                 if !folded_only {
+                    let calls = leaks::Calls {
+                        allocs: read::hits(v.engine, leaks::ALLOC_PLAN)?,
+                        frees: read::hits(v.engine, leaks::FREE_PLAN)?,
+                        seconds: self.attached.elapsed().as_secs_f64(),
+                    };
                     leaks::print(
                         out,
                         &groups,
                         &resolved,
                         l.top,
+                        calls,
                         inflight::monotonic_ns(),
                         self.opts.trace.json,
                         last,
@@ -569,6 +577,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
                 stacks: &stacks,
             },
             opts,
+            attached: std::time::Instant::now(),
         };
         let mut prev = Snapshot::default();
         let start = tokio::time::Instant::now();

@@ -142,6 +142,12 @@ fn fast(engine: &Engine, set: &ProbeSet, snap: &mut Snapshot) -> Result<(), crat
     Ok(())
 }
 
+/// Hits of plan `plan` (flagged `HITS`), summed over CPUs.
+pub fn hits(engine: &Engine, plan: u32) -> Result<u64, crate::Error> {
+    let map: PerCpuArray<_, u64> = PerCpuArray::try_from(engine.map("HITS")?).map_err(err)?;
+    Ok(map.get(&plan, 0).map_err(err)?.iter().sum())
+}
+
 /// Reads the dropped-update counter.
 pub fn stats(engine: &Engine) -> Result<Stats, crate::Error> {
     let map: PerCpuArray<_, u64> =

@@ -300,7 +300,11 @@ mod tests {
 
     #[test]
     fn the_argument_form_reads_back() {
-        for text in ["m=fmt,body", "m=fmt,body,offs,sizes", "m=fmt,body,offs,sizes,nr"] {
+        for text in [
+            "m=fmt,body",
+            "m=fmt,body,offs,sizes",
+            "m=fmt,body,offs,sizes,nr",
+        ] {
             assert_eq!(PrintfSpec::parse(text).unwrap().to_string(), text);
         }
     }
