@@ -32,8 +32,8 @@ fn agg(opts: Result<crate::agg::AggOptions, String>) -> Result<(), Error> {
 pub fn run(command: Command) -> Result<(), Error> {
     use crate::agg::AggKind;
     match command {
-        Command::List { pid, args } => {
-            let opts = list_options(pid, &args);
+        Command::List { pid, args, json } => {
+            let opts = list_options(pid, &args, json);
             crate::list::run(&opts, &mut std::io::stdout().lock()).map(|_| ())
         }
         Command::Trace(args) => match args.options() {

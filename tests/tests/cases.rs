@@ -75,17 +75,22 @@ fn instances(raw: &toml::Table) -> Result<Vec<Case>, String> {
 fn expand(s: &str) -> String {
     let dir = fixtures();
     let mut out = s.replace("{fixtures}", &dir.display().to_string());
-    while let Some(start) = out.find('{') {
+    // `{name}` is a fixture's path; other braces (JSON in expected output)
+    // stay as they are.
+    let mut from = 0;
+    while let Some(start) = out[from..].find('{').map(|i| from + i) {
         let Some(len) = out[start..].find('}') else {
             break;
         };
         let name = &out[start + 1..start + len];
         let fixture_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
         if name.is_empty() || !name.chars().all(fixture_char) {
-            break;
+            from = start + 1;
+            continue;
         }
         let path = dir.join(name).display().to_string();
         out.replace_range(start..start + len + 1, &path);
+        from = start + path.len();
     }
     out
 }

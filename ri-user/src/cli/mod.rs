@@ -36,6 +36,9 @@ pub enum Command {
         /// TARGET (a path or library name) and/or a glob PATTERN.
         #[arg(num_args = 0..=2, value_name = "TARGET|PATTERN")]
         args: Vec<String>,
+        /// One JSON object per probe point: kind, probe, file, args.
+        #[arg(long)]
+        json: bool,
     },
     /// Attach probes and print what they capture.
     ///
@@ -247,7 +250,7 @@ impl TraceArgs {
 }
 
 /// Interprets `ri list`'s positional arguments.
-pub fn list_options(pid: Option<u32>, args: &[String]) -> ListOptions {
+pub fn list_options(pid: Option<u32>, args: &[String], json: bool) -> ListOptions {
     let (target, pattern) = match (pid, args) {
         (_, []) => (None, None),
         (Some(_), [p]) => (None, Some(p.clone())),
@@ -258,6 +261,7 @@ pub fn list_options(pid: Option<u32>, args: &[String]) -> ListOptions {
         target,
         pid,
         pattern,
+        json,
     }
 }
 

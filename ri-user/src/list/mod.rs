@@ -14,10 +14,13 @@ pub struct ListOptions {
     pub pid: Option<u32>,
     /// Glob over function names.
     pub pattern: Option<String>,
+    /// One JSON object per line instead of text.
+    pub json: bool,
 }
 
 /// Writes one `uprobe:PATH:FUNC` line per matching function and one
-/// `usdt:PATH:PROVIDER:NAME ARGS` line per matching USDT probe; returns how
+/// `usdt:PATH:PROVIDER:NAME ARGS` line per matching USDT probe (with `json`,
+/// `{"kind", "probe", "file", "args"}` objects); returns how
 /// many.
 pub fn run(opts: &ListOptions, out: &mut impl Write) -> Result<usize, Error> {
     let pids: Vec<u32> = opts.pid.into_iter().collect();
@@ -44,11 +47,27 @@ pub fn run(opts: &ListOptions, out: &mut impl Write) -> Result<usize, Error> {
             Err(_) if !single => continue,
             Err(e) => return Err(e.into()),
         };
-        for f in elf.matching(pattern) {
-            writeln!(out, "uprobe:{}:{}", elf.path.display(), f.name)?;
+        let file = elf.path.display().to_string();
+        let functions = elf
+            .matching(pattern)
+            .into_iter()
+            .map(|f| ("uprobe", format!("uprobe:{file}:{}", f.name), None));
+        let notes = crate::usdt::matching(&elf.path, pattern)?
+            .into_iter()
+            .map(|(name, args)| ("usdt", format!("usdt:{file}:{name}"), Some(args)));
+        for (kind, probe, args) in functions.chain(notes) {
+            if opts.json {
+                let doc = serde_json::json!({
+                    "kind": kind, "probe": probe, "file": file, "args": args,
+                });
+                writeln!(out, "{doc}")?;
+            } else if let Some(args) = args {
+                writeln!(out, "{probe}  {args}")?;
+            } else {
+                writeln!(out, "{probe}")?;
+            }
             n += 1;
         }
-        n += crate::usdt::list(&elf.path, pattern, out)?;
     }
     Ok(n)
 }

@@ -302,26 +302,16 @@ pub fn select<'a>(
     Ok(hits)
 }
 
-/// Writes `usdt:PATH:PROVIDER:NAME  ARGS` for each note whose name matches
-/// `pattern` (one line per distinct probe); returns how many.
-pub fn list(path: &Path, pattern: &str, out: &mut impl std::io::Write) -> Result<usize, UsdtError> {
+/// `PROVIDER:NAME` and the argument specs of each note whose name matches
+/// `pattern`, once per distinct probe (`ri list`).
+pub fn matching(path: &Path, pattern: &str) -> Result<Vec<(String, String)>, UsdtError> {
     let notes = read_notes(path)?;
     let mut seen = std::collections::HashSet::new();
-    let mut n = 0;
-    for note in &notes {
-        if glob_match(pattern, &note.name) && seen.insert(note.full_name()) {
-            writeln!(
-                out,
-                "usdt:{}:{}:{}  {}",
-                path.display(),
-                note.provider,
-                note.name,
-                note.arg_text
-            )?;
-            n += 1;
-        }
-    }
-    Ok(n)
+    Ok(notes
+        .iter()
+        .filter(|n| glob_match(pattern, &n.name) && seen.insert(n.full_name()))
+        .map(|n| (format!("{}:{}", n.provider, n.name), n.arg_text.clone()))
+        .collect())
 }
 
 #[cfg(test)]
