@@ -67,6 +67,10 @@ pub const TAKE: u8 = 23;
 /// bucket of `AGG` under the begin's plan, site and payload (without the
 /// key word), and forget it; without a begin, drop the hit. No event.
 pub const SPAN: u8 = 24;
+/// `ri inflight --update`: write the payload's second word into word `imm`
+/// of the payload of the in-flight entry whose key is the payload's first
+/// word (e.g. a request's current phase); no entry, no change. No event.
+pub const UPDATE: u8 = 25;
 
 /// `Insn::pad` bit of a binary operator (`ADD`..=`SMOD`) whose right
 /// operand is its `imm` instead of a popped value: an `IMM k` fused into it.

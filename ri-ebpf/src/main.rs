@@ -429,6 +429,25 @@ fn span(s: &mut Scratch) {
     update(s);
 }
 
+/// Writes the payload's second word into word `word` of the in-flight
+/// entry keyed by its first word, when there is one.
+#[inline(always)]
+fn refresh_flight(s: &mut Scratch, word: u64) {
+    let w = word as usize & 15;
+    if w >= AGG_KEY_BYTES / 8 {
+        return;
+    }
+    let Some(f) = INFLIGHT.get_ptr_mut(flight_key(s)) else {
+        return;
+    };
+    // SAFETY: word 1 of the payload, 8-aligned inside `event`; `w` is below
+    // the entry payload's word count; the map value is written in place.
+    unsafe {
+        let v = *(s.event[HEADER_LEN + 8..].as_ptr() as *const u64);
+        core::ptr::write_unaligned((*f).payload.as_mut_ptr().add(w * 8) as *mut u64, v);
+    }
+}
+
 /// Log2 bucket: 0 for 0, else b with 2^(b-1) <= v < 2^b.
 #[inline(always)]
 fn log2_bucket(mut v: u64) -> u32 {
@@ -672,6 +691,11 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
         }
         op::SPAN => {
             span(s);
+            s.drop = 1;
+            return 1;
+        }
+        op::UPDATE => {
+            refresh_flight(s, insn.imm);
             s.drop = 1;
             return 1;
         }

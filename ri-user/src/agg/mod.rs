@@ -55,6 +55,12 @@ pub enum AggError {
     /// `ri inflight` probes without the integer `key` capture first.
     #[error("'{0}': ri inflight needs an integer key=EXPR as the first capture")]
     InflightKey(String),
+    /// An `ri inflight --update` probe that is not `key` plus one integer
+    /// field of the begin probe.
+    #[error(
+        "'{0}': ri inflight --update captures key=EXPR and one integer field the --begin probe captures"
+    )]
+    InflightUpdate(String),
     /// `ri latency --begin/--end` probes without the integer `key` capture
     /// first, or an end probe with more captures.
     #[error(
@@ -78,8 +84,9 @@ pub enum AggKind {
     /// Time from the begin probe (the probe) to this end probe with the same
     /// `key`, across threads, as a log2 histogram per begin fields.
     Span(String),
-    /// Operations begun (the probe) and not yet ended by this probe.
-    Inflight(String),
+    /// Operations begun (the probe) and not yet ended by this probe; the
+    /// update probes rewrite a field of the operation while it is in flight.
+    Inflight(String, Vec<String>),
     /// Allocations (the probe) not yet freed.
     Leaks(Leaks),
 }
@@ -207,17 +214,41 @@ fn key_captures(by: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Payload bytes one instruction writes (none for non-emitting ones).
+fn emit_bytes(i: &Insn) -> Option<usize> {
+    match i.op {
+        op::EMIT => Some(8),
+        op::STR | op::BUF => Some(8 + ((i.len as usize + 7) & !7)),
+        op::COMM => Some(24),
+        _ => None,
+    }
+}
+
 /// Payload bytes the emitting instructions of `insns` write.
 fn payload_bytes(insns: &[Insn]) -> usize {
-    insns
-        .iter()
-        .map(|i| match i.op {
-            op::EMIT => 8,
-            op::STR | op::BUF => 8 + ((i.len as usize + 7) & !7),
-            op::COMM => 24,
-            _ => 0,
-        })
-        .sum()
+    insns.iter().filter_map(emit_bytes).sum()
+}
+
+/// The payload word of the integer field `name` in the payload of `probe`.
+fn field_word(probe: &crate::plan::CompiledPlan, name: &str) -> Option<u64> {
+    let n = probe.plan.n_insns as usize;
+    let mut sizes = probe.plan.insns[..n].iter().filter_map(emit_bytes);
+    let mut at = 0;
+    for f in &probe.fields {
+        // A stack with its caller's return address is two words.
+        let words = if matches!(f.kind, FieldKind::Stack { caller: true }) {
+            2
+        } else {
+            1
+        };
+        let bytes: usize = (0..words).map(|_| sizes.next()).sum::<Option<usize>>()?;
+        if f.name == name {
+            let int = matches!(f.kind, FieldKind::Int { .. } | FieldKind::Enum(_));
+            return int.then_some(at as u64 / 8);
+        }
+        at += bytes;
+    }
+    None
 }
 
 /// How one probe of the session aggregates.
@@ -400,7 +431,7 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             plans.push(e);
             return Ok((set, plans));
         }
-        AggKind::Inflight(end) => {
+        AggKind::Inflight(end, updates) => {
             if !opts.by.is_empty() {
                 return Err(crate::Error::Usage(
                     "ri inflight takes no --by: capture fields in the --begin probe".into(),
@@ -410,9 +441,12 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             if opts.stack {
                 begin = add_capture(&begin, "stack=stack");
             }
-            let texts = [begin, end.clone()];
+            let texts: Vec<String> = [begin, end.clone()]
+                .into_iter()
+                .chain(updates.iter().cloned())
+                .collect();
             let mut set = ProbeSet::build(&texts, pids)?;
-            for (id, text) in texts.iter().enumerate() {
+            for (id, text) in texts.iter().enumerate().take(2) {
                 let fields = &set.probes[id].plan.fields;
                 let keyed = fields.first().is_some_and(|f| {
                     f.name == "key" && matches!(f.kind, FieldKind::Int { .. } | FieldKind::Enum(_))
@@ -425,6 +459,22 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             let mut e = rewrite(&mut set, 1, 0, &[insn(op::END_FLIGHT, 0)], false)?;
             e.shown = false;
             plans.push(e);
+            for (id, text) in texts.iter().enumerate().skip(2) {
+                let fields = &set.probes[id].plan.fields;
+                let int = |f: &crate::plan::Field| {
+                    matches!(f.kind, FieldKind::Int { .. } | FieldKind::Enum(_))
+                };
+                let word = match fields.as_slice() {
+                    [k, v] if k.name == "key" && int(k) && int(v) => {
+                        field_word(&set.probes[0].plan, &v.name)
+                    }
+                    _ => None,
+                }
+                .ok_or_else(|| AggError::InflightUpdate(text.clone()))?;
+                let mut u = rewrite(&mut set, id, 0, &[insn(op::UPDATE, word)], false)?;
+                u.shown = false;
+                plans.push(u);
+            }
             return Ok((set, plans));
         }
         AggKind::Leaks(l) => {
@@ -466,7 +516,7 @@ impl Printer<'_> {
         let v = &self.view;
         let folded_only = self.opts.folded;
         let lines = match &self.opts.kind {
-            AggKind::Inflight(_) => {
+            AggKind::Inflight(..) => {
                 let flights = inflight::read(v.engine)?;
                 inflight::print(
                     out,
@@ -541,7 +591,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
     let (set, plans) = build(opts)?;
     let has_stacks = set.has_stacks();
     let folds = opts.folded || opts.flamegraph.is_some();
-    if folds && matches!(opts.kind, AggKind::Inflight(_)) {
+    if folds && matches!(opts.kind, AggKind::Inflight(..)) {
         return Err(Error::Usage(
             "--folded and --flamegraph apply to count, hist, latency and leaks, not inflight"
                 .into(),
@@ -603,7 +653,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
             let stats = read::stats(&engine)?;
             let mut err = std::io::stderr();
             match opts.kind {
-                AggKind::Inflight(_) | AggKind::Leaks(_) => {
+                AggKind::Inflight(..) | AggKind::Leaks(_) => {
                     render::dropped(&mut err, &stats, opts.max_keys)?
                 }
                 _ => {

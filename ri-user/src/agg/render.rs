@@ -316,7 +316,7 @@ impl View<'_> {
             AggKind::Count => "count",
             AggKind::Hist(_) => "hist",
             AggKind::Latency | AggKind::Span(_) => "latency",
-            AggKind::Inflight(_) => "inflight",
+            AggKind::Inflight(..) => "inflight",
             AggKind::Leaks(_) => "leaks",
         };
         let doc = json!({

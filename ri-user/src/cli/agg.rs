@@ -110,7 +110,7 @@ impl AggCommon {
             return Err("--max-keys must be at least 1".into());
         }
         let mut by = self.by.clone();
-        let inflight = matches!(kind, AggKind::Inflight(_) | AggKind::Leaks(_));
+        let inflight = matches!(kind, AggKind::Inflight(..) | AggKind::Leaks(_));
         if self.stack && !inflight {
             by.push("stack".into());
         }
@@ -147,6 +147,11 @@ pub struct InflightArgs {
     /// Where it ends: `PROBE(key=EXPR)`.
     #[arg(long, value_name = "PROBE")]
     pub end: String,
+    /// Where a field changes while in flight (repeatable):
+    /// `PROBE(key=EXPR, FIELD=EXPR)` rewrites the begin's FIELD (an integer),
+    /// e.g. a request's phase.
+    #[arg(long, value_name = "PROBE")]
+    pub update: Vec<String>,
     /// Options shared with count, hist and latency (--by does not apply).
     #[command(flatten)]
     pub common: AggCommon,

@@ -370,6 +370,12 @@ fn build(
             let e = resolve("end", inst.end.as_deref().unwrap_or_default())?;
             argv.extend(["--begin".into(), one(b, "begin")?]);
             argv.extend(["--end".into(), one(e, "end")?]);
+            // A lost optional update only leaves its field as it began.
+            for u in &inst.update {
+                if let Some(p) = resolve("update", u)? {
+                    argv.extend(["--update".into(), p]);
+                }
+            }
         }
         "leaks" => {
             let a = resolve("alloc", inst.alloc.as_deref().unwrap_or_default())?;

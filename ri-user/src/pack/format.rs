@@ -70,6 +70,10 @@ pub struct Instrument {
     pub begin: Option<String>,
     /// inflight, keyed latency: where it ends.
     pub end: Option<String>,
+    /// inflight: probes that rewrite a field while in flight
+    /// (`probe(key=EXPR, FIELD=EXPR)`).
+    #[serde(default)]
+    pub update: Vec<String>,
     /// leaks: the allocator's entry.
     pub alloc: Option<String>,
     /// leaks: the deallocator's entry.
@@ -118,7 +122,7 @@ pub const KINDS: &[(&str, &[&str])] = &[
     ("count", &["probes", "by", "stack"]),
     ("hist", &["probes", "by", "value"]),
     ("latency", &["probe", "begin", "end", "by"]),
-    ("inflight", &["begin", "end", "stack"]),
+    ("inflight", &["begin", "end", "update", "stack"]),
     (
         "leaks",
         &["alloc", "free", "size", "free_ptr", "top", "stack"],
@@ -330,9 +334,10 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
 
 impl Instrument {
     /// Which optional fields are set.
-    fn fields_set(&self) -> [(&'static str, bool); 12] {
+    fn fields_set(&self) -> [(&'static str, bool); 13] {
         [
             ("probes", !self.probes.is_empty()),
+            ("update", !self.update.is_empty()),
             ("probe", self.probe.is_some()),
             ("begin", self.begin.is_some()),
             ("end", self.end.is_some()),
@@ -349,8 +354,12 @@ impl Instrument {
 
     /// Every field that holds a probe reference, with its name.
     pub fn probe_fields(&self) -> Vec<(&'static str, &str)> {
-        let mut v: Vec<(&'static str, &str)> =
-            self.probes.iter().map(|p| ("probes", p.as_str())).collect();
+        let mut v: Vec<(&'static str, &str)> = self
+            .probes
+            .iter()
+            .map(|p| ("probes", p.as_str()))
+            .chain(self.update.iter().map(|p| ("update", p.as_str())))
+            .collect();
         for (name, f) in [
             ("probe", &self.probe),
             ("begin", &self.begin),
