@@ -140,7 +140,7 @@ pub fn run() -> Result<()> {
     }
     let looks: [(&str, &str, &[&str], usize); 3] = [
         (
-            "requests queued and executing (motr.queue): opcode, xid, session, endpoint, age",
+            "requests queued and executing (motr.queue): opcode, xid, session, endpoint, current phase, age",
             "motr.queue",
             &["--interval", "0.5"],
             16,
