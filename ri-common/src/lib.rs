@@ -57,7 +57,7 @@ pub struct Insn {
 pub mod plan_flags {
     /// The plan runs at a uretprobe (only informational for the kernel).
     pub const RETURN: u32 = 1;
-    /// The plan aggregates into maps (`COUNT`, `HIST`, `STASH`): its payload
+    /// The plan aggregates into maps (`COUNT`, `HIST`, `KEEP`, ...): its payload
     /// is a key, zeroed before each run, and no event is sent.
     pub const AGGREGATE: u32 = 2;
     /// The plan is a bare `COUNT` (no key, no filter): the kernel skips the

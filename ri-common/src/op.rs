@@ -39,12 +39,6 @@ pub const COUNT: u8 = 15;
 /// Aggregate: pop a value and count one hit in its log2 bucket for the key
 /// built so far; no event is sent.
 pub const HIST: u8 = 16;
-/// Store the time in ns for this thread under slot `imm` (a function entry
-/// of `ri latency`); no event is sent.
-pub const STASH: u8 = 17;
-/// Push now minus the time stored by `STASH` for this thread under slot
-/// `imm` and forget it; without one, drop the hit.
-pub const ELAPSED: u8 = 18;
 /// `ri inflight` begin: store the payload built so far (its first word is
 /// the key) with the time, pid and tid in the in-flight map; no event.
 pub const BEGIN: u8 = 19;

@@ -72,11 +72,8 @@ static FAST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static INFLIGHT: HashMap<FlightKey, Inflight> = HashMap::with_max_entries(AGG_ENTRIES, 0);
 
-/// Entry times of `ri latency`, keyed by thread id << 32 | slot.
-#[map]
-static STASHED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
-
-/// Values `KEEP` stored for `TAKE`, keyed by thread id << 32 | slot.
+/// Values `KEEP` stored for `TAKE` (an entry's time for `ri latency`, an
+/// allocation's size for `ri leaks`), keyed by [`thread_slot`].
 #[map]
 static KEPT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
@@ -448,6 +445,12 @@ fn refresh_flight(s: &mut Scratch, word: u64) {
     }
 }
 
+/// Key of `KEPT`: this thread's id << 32 | `slot`.
+#[inline(always)]
+fn thread_slot(slot: u64) -> u64 {
+    (unsafe { bpf_get_current_pid_tgid() } << 32) | (slot & 0xffff_ffff)
+}
+
 /// Log2 bucket: 0 for 0, else b with 2^(b-1) <= v < 2^b.
 #[inline(always)]
 fn log2_bucket(mut v: u64) -> u32 {
@@ -699,23 +702,6 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
             s.drop = 1;
             return 1;
         }
-        op::STASH => {
-            let key = (unsafe { bpf_get_current_pid_tgid() } << 32) | (insn.imm & 0xffff_ffff);
-            let now = unsafe { bpf_ktime_get_ns() };
-            let _ = STASHED.insert(key, now, 0);
-            s.drop = 1;
-            return 1;
-        }
-        op::ELAPSED => {
-            let key = (unsafe { bpf_get_current_pid_tgid() } << 32) | (insn.imm & 0xffff_ffff);
-            // SAFETY: the value is copied out at once.
-            let Some(t0) = (unsafe { STASHED.get(key) }).copied() else {
-                s.drop = 1;
-                return 1;
-            };
-            let _ = STASHED.remove(key);
-            s.push(unsafe { bpf_ktime_get_ns() }.wrapping_sub(t0));
-        }
         op::STACK => {
             if s.stack_id == STACK_NONE {
                 s.fault = 1;
@@ -724,12 +710,12 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
             s.push(tgid << 32 | s.stack_id as u64);
         }
         op::KEEP => {
-            let key = (unsafe { bpf_get_current_pid_tgid() } << 32) | (insn.imm & 0xffff_ffff);
+            let key = thread_slot(insn.imm);
             let v = s.pop();
             let _ = KEPT.insert(key, v, 0);
         }
         op::TAKE => {
-            let key = (unsafe { bpf_get_current_pid_tgid() } << 32) | (insn.imm & 0xffff_ffff);
+            let key = thread_slot(insn.imm);
             // SAFETY: the value is copied out at once.
             let Some(v) = (unsafe { KEPT.get(key) }).copied() else {
                 s.drop = 1;

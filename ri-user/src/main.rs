@@ -14,10 +14,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line, not clap's usage dump: the first line names the fault.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
-            eprintln!("ri: {first} (see ri --help)");
+            eprintln!("ri: error: {} (see ri --help)", ri::cli::fault(&e));
             return ExitCode::from(2);
         }
     };

@@ -64,6 +64,18 @@ pub fn ri(args: &[&str]) -> Output {
     Command::new(ri_bin()).args(args).output().expect("run ri")
 }
 
+/// Runs ri with `args`, fails the test with ri's stderr unless it succeeds,
+/// and returns its stdout.
+pub fn ri_ok(args: &[&str]) -> String {
+    let out = ri(args);
+    assert!(
+        out.status.success(),
+        "ri {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Parses ri's `--json` stdout into events.
 pub fn events(stdout: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(stdout)

@@ -12,7 +12,7 @@ use ri_tests::{
     Reader, events, fixture, fixtures,
     m0sim::{M0d, M0dConfig},
     pg::{Pg, port, skip},
-    require_bpf, ri_bin, sigint, start_waiting,
+    require_bpf, ri_bin, ri_ok, sigint, start_waiting,
 };
 use serde_json::Value;
 
@@ -340,7 +340,6 @@ fn motr_blocks_on_the_normal_build_loses_nothing() {
     assert!(allocs.iter().all(|e| e["blocks"] == 1), "{out}");
 }
 
-/// Awaits `ri latency --begin/--end` (keyed latency).
 #[test]
 fn motr_fops_latency_per_opcode() {
     require_bpf();
@@ -356,39 +355,41 @@ fn motr_fops_latency_per_opcode() {
     }
 }
 
-/// Awaits `ri leaks`.
 #[test]
 fn motr_allocs_outstanding_bytes() {
     require_bpf();
     let m0d = M0d::start();
     let pid = m0d.pid.to_string();
     let ri = run_attached(&["motr.allocs", "-p", &pid, "--json"]);
+    let before = ri_tests::m0sim::requests(&m0d.stats());
     let load = m0d.load(200, 1.5, "packa").finish(Duration::from_secs(60));
     assert_eq!(load["total_errors"], 0, "{load}");
+    let served = ri_tests::m0sim::requests(&m0d.stats()) - before;
     let (out, err) = stop(ri.0, ri.1, ri.2);
-    assert!(!prints(&out).is_empty(), "{out}\n{err}");
+    let last = prints(&out).pop().unwrap_or_else(|| panic!("{out}\n{err}"));
+    // Every request's fop comes from m0_alloc (m0_fop_alloc), and is freed.
+    assert!(served > 0, "{last}");
+    assert!(
+        last["allocs"].as_u64().unwrap() >= served,
+        "{served}: {last}"
+    );
+    assert!(
+        last["frees"].as_u64().unwrap() >= served,
+        "{served}: {last}"
+    );
 }
 
 #[test]
 fn libc_pack_counts_heap_and_socket_calls() {
     require_bpf();
     let netheap = fixture("netheap").display().to_string();
-    let out = Command::new(ri_bin())
-        .args([
-            "run",
-            "libc.calls",
-            "--json",
-            "-c",
-            &format!("{netheap} 50"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = ri_ok(&[
+        "run",
+        "libc.calls",
+        "--json",
+        "-c",
+        &format!("{netheap} 50"),
+    ]);
     let mut n: BTreeMap<String, u64> = BTreeMap::new();
     for e in final_entries(&stdout) {
         let f = e["probe"].as_str().unwrap().rsplit(':').next().unwrap();
@@ -403,28 +404,19 @@ fn libc_pack_counts_heap_and_socket_calls() {
         assert!(n.get(f).copied().unwrap_or(0) >= least, "{f}: {n:?}");
     }
 
-    let out = Command::new(ri_bin())
-        .args([
-            "run",
-            "libc.sockets",
-            "--json",
-            "-c",
-            &format!("{netheap} 5"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = ri_ok(&[
+        "run",
+        "libc.sockets",
+        "--json",
+        "-c",
+        &format!("{netheap} 5"),
+    ]);
     let port: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("port "))
         .and_then(|p| p.trim().parse().ok())
         .expect("netheap's port");
-    let evs = events(&out.stdout);
+    let evs = events(stdout.as_bytes());
     let connects: Vec<&Value> = evs
         .iter()
         .filter(|e| e["probe"].as_str().unwrap().ends_with(":connect"))
@@ -465,16 +457,7 @@ fn python_pack_counts_calls_and_collections() {
     )
     .unwrap();
     let cmd = format!("{PY} {}", script.display());
-    let out = Command::new(ri_bin())
-        .args(["run", "python.calls", "--json", "-c", &cmd])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = ri_ok(&["run", "python.calls", "--json", "-c", &cmd]);
     let fib: u64 = final_entries(&stdout)
         .iter()
         .filter(|e| {
@@ -489,16 +472,8 @@ fn python_pack_counts_calls_and_collections() {
     // fib(15) makes 1973 calls.
     assert_eq!(fib, 1973, "{stdout}");
 
-    let out = Command::new(ri_bin())
-        .args(["run", "python.gc", "--json", "-c", &cmd])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let evs = events(&out.stdout);
+    let stdout = ri_ok(&["run", "python.gc", "--json", "-c", &cmd]);
+    let evs = events(stdout.as_bytes());
     let full = evs
         .iter()
         .filter(|e| e["probe"].as_str().unwrap().ends_with(":gc__start") && e["generation"] == 2)

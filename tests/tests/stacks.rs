@@ -8,7 +8,7 @@ use std::process::Command;
 use ri_tests::{
     events, fixture,
     m0sim::{M0d, M0dConfig},
-    require_bpf, ri,
+    require_bpf, ri, ri_ok,
 };
 use serde_json::Value;
 
@@ -38,20 +38,11 @@ fn to_main(stack: &Value) -> Vec<String> {
 const VIA_B: [&str; 5] = ["leaf", "chain_c", "chain_b", "chain_a", "main"];
 const DIRECT: [&str; 3] = ["leaf", "chain_a", "main"];
 
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "ri failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
 #[test]
 fn trace_stack_names_the_call_chain_in_order() {
     require_bpf();
     let s = stacks();
-    let out = ri(&[
+    let text = ri_ok(&[
         "trace",
         "--json",
         "--stack",
@@ -59,8 +50,7 @@ fn trace_stack_names_the_call_chain_in_order() {
         &format!("{s} chain 1"),
         &format!("u:{s}:leaf(i=arg0)"),
     ]);
-    ok(&out);
-    let evs = events(&out.stdout);
+    let evs = events(text.as_bytes());
     assert_eq!(evs.len(), 8, "{evs:?}");
     let chains: Vec<Vec<String>> = evs.iter().map(|e| to_main(&e["stack"])).collect();
     for c in &chains[..3] {
@@ -81,13 +71,12 @@ fn trace_stack_names_the_call_chain_in_order() {
 fn trace_stack_text_has_one_frame_per_line() {
     require_bpf();
     let s = stacks();
-    let out = ri(&[
+    let text = ri_ok(&[
         "trace",
         "-c",
         &format!("{s} chain 1"),
         &format!("u:{s}:chain_c(st=stack)"),
     ]);
-    let text = ok(&out);
     let first: Vec<&str> = text.lines().take(5).collect();
     assert!(first[0].starts_with("u:chain_c pid="), "{text}");
     assert!(first[0].contains("st="), "{text}");
@@ -103,7 +92,7 @@ fn trace_stack_text_has_one_frame_per_line() {
 fn count_stack_gives_two_stacks_with_three_and_five() {
     require_bpf();
     let s = stacks();
-    let out = ri(&[
+    let text = ri_ok(&[
         "count",
         "--json",
         "--stack",
@@ -111,7 +100,6 @@ fn count_stack_gives_two_stacks_with_three_and_five() {
         &format!("{s} chain 1"),
         &format!("u:{s}:leaf"),
     ]);
-    let text = ok(&out);
     let doc: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     let entries = doc["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{doc}");
@@ -132,7 +120,7 @@ fn folded_lines_and_an_svg_flame_graph() {
     let s = stacks();
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("out.svg");
-    let out = ri(&[
+    let text = ri_ok(&[
         "count",
         "--stack",
         "--folded",
@@ -142,7 +130,6 @@ fn folded_lines_and_an_svg_flame_graph() {
         &format!("{s} chain 1"),
         &format!("u:{s}:leaf"),
     ]);
-    let text = ok(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines.iter().all(|l| l.starts_with("stacks;")), "{text}");
@@ -198,7 +185,7 @@ fn own_list(stdout: &str) -> Vec<(String, u64, u64)> {
 fn leaks_reports_the_known_leaks_by_stack() {
     require_bpf();
     let s = stacks();
-    let out = ri(&[
+    let text = ri_ok(&[
         "leaks",
         "--json",
         "-c",
@@ -206,7 +193,6 @@ fn leaks_reports_the_known_leaks_by_stack() {
         "u:libc:malloc",
         "u:libc:free",
     ]);
-    let text = ok(&out);
     let own = own_list(&text);
     assert_eq!(own.len(), 2, "{text}");
     let doc: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
@@ -239,7 +225,7 @@ fn leaks_reports_the_known_leaks_by_stack() {
 fn leaks_text_and_folded_by_bytes() {
     require_bpf();
     let s = stacks();
-    let out = ri(&[
+    let text = ri_ok(&[
         "leaks",
         "-c",
         &format!("{s} leak 1"),
@@ -248,7 +234,6 @@ fn leaks_text_and_folded_by_bytes() {
         "--top",
         "2",
     ]);
-    let text = ok(&out);
     assert!(
         text.contains("10000 bytes in 2 allocations from pid "),
         "{text}"
@@ -256,7 +241,7 @@ fn leaks_text_and_folded_by_bytes() {
     assert!(text.contains("    alloc_block+0x"), "{text}");
     assert!(text.contains("    leak_big+0x"), "{text}");
     assert!(text.contains("(top 2 by bytes)"), "{text}");
-    let out = ri(&[
+    let text = ri_ok(&[
         "leaks",
         "--folded",
         "-c",
@@ -264,7 +249,6 @@ fn leaks_text_and_folded_by_bytes() {
         "u:libc:malloc",
         "u:libc:free",
     ]);
-    let text = ok(&out);
     assert!(
         text.lines()
             .any(|l| l.ends_with(";main;leak_small;alloc_block 400")),
@@ -300,7 +284,9 @@ fn leaks_on_m0d_under_load_shows_m0_alloc_callers() {
         &format!("u:{m0}:m0_free"),
     ]);
     drop(load);
-    let text = ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
     let docs: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -318,6 +304,5 @@ fn leaks_on_m0d_under_load_shows_m0_alloc_callers() {
         assert_ne!(n[0], "[unknown]", "{e}");
         assert!(e["bytes"].as_u64().unwrap() > 0);
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ri: attached 3 probes"), "{stderr}");
 }

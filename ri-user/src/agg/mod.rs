@@ -5,7 +5,7 @@
 //! the `--by` keys (and the `--value`); the plan is then turned into an
 //! aggregating one: the payload those captures write is the key, and a
 //! final `COUNT` or `HIST` updates the kernel's `AGG` map instead of sending
-//! an event. `ri latency` adds a `STASH` at entry and an `ELAPSED` at return;
+//! an event. `ri latency` `KEEP`s the time at entry and `TAKE`s it at return;
 //! `ri latency --begin/--end` stores the begin in `INFLIGHT` (as `ri
 //! inflight` does) and its end's `SPAN` bumps the begin's histogram.
 //! User space only reads the map, at each interval and at exit.
@@ -71,6 +71,9 @@ pub enum AggError {
     #[error("cannot read the aggregation map: {0}")]
     Read(String),
 }
+
+/// `KEEP`/`TAKE` slot of `ri latency`'s entry time (`ri leaks` uses 1).
+const TIME_SLOT: u64 = 0;
 
 /// Which aggregation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,15 +154,7 @@ fn with_captures(text: &str, caps: &[String]) -> Result<String, AggError> {
     if text[at..].starts_with('(') {
         return Err(AggError::Captures(text.to_string()));
     }
-    if caps.is_empty() {
-        return Ok(text.to_string());
-    }
-    Ok(format!(
-        "{}({}){}",
-        &text[..at],
-        caps.join(", "),
-        &text[at..]
-    ))
+    Ok(add_captures(text, caps))
 }
 
 /// The probe string with one more capture: inside its captures, or as its
@@ -391,17 +386,19 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             caps.push("v=nsecs".into());
             let ret = format!("ur:{head}({})", caps.join(", "));
             let mut set = ProbeSet::build(&[entry.clone(), ret], pids)?;
-            let mut e = rewrite(&mut set, 0, 0, &[insn(op::STASH, 0)], false)?;
+            // Entry: keep the time; return: `NSECS, EMIT` of the value
+            // become now minus that time, into the histogram.
+            let keep = [insn(op::NSECS, 0), insn(op::KEEP, TIME_SLOT)];
+            let mut e = rewrite(&mut set, 0, 0, &keep, false)?;
             e.shown = false;
             plans.push(e);
-            // `NSECS, EMIT` of the value become `ELAPSED, HIST`.
-            plans.push(rewrite(
-                &mut set,
-                1,
-                2,
-                &[insn(op::ELAPSED, 0), insn(op::HIST, 0)],
-                true,
-            )?);
+            let elapsed = [
+                insn(op::NSECS, 0),
+                insn(op::TAKE, TIME_SLOT),
+                insn(op::SUB, 0),
+                insn(op::HIST, 0),
+            ];
+            plans.push(rewrite(&mut set, 1, 2, &elapsed, true)?);
             set
         }
         AggKind::Span(end) => {

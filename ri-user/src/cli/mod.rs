@@ -249,6 +249,15 @@ impl TraceArgs {
     }
 }
 
+/// The one line naming what clap refused (its first line, without
+/// `error: `), instead of its usage dump.
+pub fn fault(e: &clap::Error) -> String {
+    // Rendered without terminal colours, so the prefix is plain text.
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("bad arguments");
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
 /// Interprets `ri list`'s positional arguments.
 pub fn list_options(pid: Option<u32>, args: &[String], json: bool) -> ListOptions {
     let (target, pattern) = match (pid, args) {

@@ -293,13 +293,7 @@ pub fn run(opts: &RunOptions) -> Result<(), crate::Error> {
     crate::dwarf::value::set_formatters(formatters);
     let cli = crate::cli::Cli::try_parse_from(std::iter::once("ri".to_string()).chain(argv))
         .map_err(|e| {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
-            crate::Error::Usage(format!(
-                "{}: {}",
-                opts.instrument,
-                first.strip_prefix("error: ").unwrap_or(first)
-            ))
+            crate::Error::Usage(format!("{}: {}", opts.instrument, crate::cli::fault(&e)))
         })?;
     crate::dispatch::run(cli.command)
 }
