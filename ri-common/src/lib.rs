@@ -78,6 +78,13 @@ pub mod plan_flags {
     pub const HITS: u32 = 1 << 12;
     /// The plan uses `STACK`: the user stack is taken before it runs.
     pub const STACK: u32 = 16;
+    /// A return plan reads the arguments its function was called with
+    /// ([`crate::regs::ENTRY_ARGS`]): a companion entry probe at the same
+    /// site (cookie plan id or'ed with [`crate::SAVE_ARGS`]) saves them per
+    /// thread in `SAVED_ARGS`, and they are restored before the plan runs.
+    /// A return that finds nothing saved (evicted, or taken by a recursive
+    /// call of the same function) is skipped and counted in `NO_ENTRY`.
+    pub const ENTRY_ARGS: u32 = 1 << 13;
 }
 
 /// Stacks the kernel's `STACKS` map holds; a stack that finds it full (or
@@ -205,6 +212,19 @@ pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 /// Builds the attach cookie: the plan id in the low half, the site in the high.
 pub const fn cookie(plan: u32, site: u32) -> u64 {
     ((site as u64) << 32) | plan as u64
+}
+
+/// Or'ed into a cookie's plan id: the entry probe only saves the argument
+/// registers for the return plan of that id ([`plan_flags::ENTRY_ARGS`]).
+pub const SAVE_ARGS: u32 = 1 << 31;
+
+/// The argument registers of one call, saved at its entry for its return
+/// probe, keyed by thread and site.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SavedArgs {
+    /// `rdi, rsi, rdx, rcx, r8, r9`.
+    pub regs: [u64; 6],
 }
 
 /// Per-CPU scratch space of the interpreter: registers, value stack and the

@@ -15,6 +15,9 @@ pub const RIP: u32 = 16;
 pub const RSP: u32 = 19;
 /// Indices of the System V integer argument registers, `arg0`..`arg5`.
 pub const ARGS: [u32; 6] = [14, 13, 12, 11, 9, 8];
+/// Scratch slots (past the `pt_regs` copy) of the argument registers as
+/// they were at the function's entry, for return plans that read them.
+pub const ENTRY_ARGS: [u32; 6] = [21, 22, 23, 24, 25, 26];
 
 /// Looks a register up by name (`rdi`, `sp`, `ip`, ...).
 pub fn index(name: &str) -> Option<u32> {

@@ -19,8 +19,8 @@ use aya_ebpf::{
 };
 use ri_common::{
     AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FlightKey, HEADER_LEN,
-    Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, STACK_DEPTH, STACK_ENTRIES,
-    STACK_NONE, Scratch, SmallAggKey, WAKEUP_INTERVAL_NS, op, plan_flags,
+    Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS, STACK_DEPTH,
+    STACK_ENTRIES, STACK_NONE, SavedArgs, Scratch, SmallAggKey, WAKEUP_INTERVAL_NS, op, plan_flags,
 };
 
 /// Plans by plan id, written by user space before attaching.
@@ -76,6 +76,15 @@ static INFLIGHT: HashMap<FlightKey, Inflight> = HashMap::with_max_entries(AGG_EN
 /// allocation's size for `ri leaks`), keyed by [`thread_slot`].
 #[map]
 static KEPT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Argument registers saved at a function's entry for its return plan
+/// (`plan_flags::ENTRY_ARGS`), keyed by [`thread_site`].
+#[map]
+static SAVED_ARGS: LruHashMap<u64, SavedArgs> = LruHashMap::with_max_entries(16384, 0);
+
+/// Returns skipped because nothing was saved at their entry, per CPU.
+#[map]
+static NO_ENTRY: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// User stacks of plans that use `STACK`, by stack id.
 #[map]
@@ -151,6 +160,10 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
     let ctx = probe.as_ptr();
     let cookie = unsafe { bpf_get_attach_cookie(ctx) };
     let regs = ctx as *const pt_regs;
+    if cookie as u32 & SAVE_ARGS != 0 {
+        save_args(regs, (cookie >> 32) as u32);
+        return 0;
+    }
     let Some(p) = PLANS.get(cookie as u32) else {
         return 0;
     };
@@ -193,6 +206,9 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
     }
     s.plan = cookie as u32;
     s.site = (cookie >> 32) as u32;
+    if flags & plan_flags::ENTRY_ARGS != 0 && !restore_args(s) {
+        return 0;
+    }
     // Volatile stores: plain ones are merged into a call to the builtin
     // memset, which BPF runs one byte per loop iteration.
     // SAFETY: fields of the scratch value.
@@ -443,6 +459,42 @@ fn refresh_flight(s: &mut Scratch, word: u64) {
         let v = *(s.event[HEADER_LEN + 8..].as_ptr() as *const u64);
         core::ptr::write_unaligned((*f).payload.as_mut_ptr().add(w * 8) as *mut u64, v);
     }
+}
+
+/// Key of `SAVED_ARGS`: this thread's id << 32 | `site`.
+#[inline(always)]
+fn thread_site(site: u32) -> u64 {
+    (unsafe { bpf_get_current_pid_tgid() } << 32) | site as u64
+}
+
+/// At a function's entry: saves this call's argument registers for the
+/// return plan at the same site.
+#[inline(always)]
+fn save_args(regs: *const pt_regs, site: u32) {
+    let args = SavedArgs {
+        regs: [14, 13, 12, 11, 9, 8].map(|i| arg_reg(regs, i)),
+    };
+    let _ = SAVED_ARGS.insert(thread_site(site), args, 0);
+}
+
+/// At a function's return: puts the arguments saved at its entry into the
+/// scratch's `ENTRY_ARGS` slots; false (and counted) when there are none.
+#[inline(always)]
+fn restore_args(s: &mut Scratch) -> bool {
+    let key = thread_site(s.site);
+    // SAFETY: the value is copied out at once.
+    let Some(args) = (unsafe { SAVED_ARGS.get(key) }).copied() else {
+        if let Some(n) = NO_ENTRY.get_ptr_mut(0) {
+            // SAFETY: per-CPU counter.
+            unsafe { *n += 1 };
+        }
+        return false;
+    };
+    let _ = SAVED_ARGS.remove(key);
+    for (i, v) in args.regs.iter().enumerate() {
+        s.regs[(ri_common::regs::ENTRY_ARGS[0] as usize + i) & 31] = *v;
+    }
+    true
 }
 
 /// Key of `KEPT`: this thread's id << 32 | `slot`.

@@ -302,3 +302,40 @@ fn count_by_key_agrees_with_bpftrace() {
     bt_counts.sort();
     assert_eq!(bt_counts, ri_counts, "bpftrace said: {text}");
 }
+
+/// A return probe that reads its call's arguments gets them from a
+/// companion entry probe. A call already running when ri attaches is not
+/// reported at all (the kernel hooks a return at the call's entry), so no
+/// return is ever shown with another call's arguments, and none is skipped.
+#[test]
+fn return_probe_reads_the_arguments_of_calls_begun_after_attaching() {
+    require_bpf();
+    let mut sleeper = Command::new(fixture("calls"))
+        .args(["sleep", "3", "1000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start fixture");
+    // Inside the first one-second sleep when ri attaches; ri stops after the
+    // last (a zombie child still counts as running for -p).
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let calls = fixture("calls").display().to_string();
+    let out = ri(&[
+        "trace",
+        "--json",
+        "--duration",
+        "4",
+        "-p",
+        &sleeper.id().to_string(),
+        &format!("ur:{calls}:timed_sleep(ms=arg0, r=retval)"),
+    ]);
+    assert!(sleeper.wait().unwrap().success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ri failed: {err}");
+    let ev = events(&out.stdout);
+    let got: Vec<(u64, u64)> = of_probe(&ev, ":timed_sleep")
+        .iter()
+        .map(|e| (e["ms"].as_u64().unwrap(), e["r"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, [(1000, 1000), (1000, 1000)], "stderr: {err}");
+    assert!(!err.contains("skipped"), "stderr: {err}");
+}

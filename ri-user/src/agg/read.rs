@@ -67,6 +67,8 @@ impl Snapshot {
 pub struct Stats {
     /// Updates dropped because the map was full.
     pub dropped: u64,
+    /// Returns skipped because nothing was saved at their call's entry.
+    pub no_entry: u64,
 }
 
 fn err(e: impl std::fmt::Display) -> AggError {
@@ -148,12 +150,13 @@ pub fn hits(engine: &Engine, plan: u32) -> Result<u64, crate::Error> {
     Ok(map.get(&plan, 0).map_err(err)?.iter().sum())
 }
 
-/// Reads the dropped-update counter.
+/// Reads the dropped-update and skipped-return counters.
 pub fn stats(engine: &Engine) -> Result<Stats, crate::Error> {
     let map: PerCpuArray<_, u64> =
         PerCpuArray::try_from(engine.map("AGG_DROPPED")?).map_err(err)?;
     let v = map.get(&0, 0).map_err(err)?;
     Ok(Stats {
         dropped: v.iter().sum(),
+        no_entry: engine.no_entry()?,
     })
 }

@@ -368,7 +368,8 @@ pub fn summary(
     dropped(w, stats, max_keys)
 }
 
-/// The line about updates the kernel map had no room for, if any.
+/// The lines about updates the kernel map had no room for and returns
+/// skipped, if any.
 pub fn dropped(w: &mut impl Write, stats: &Stats, max_keys: u32) -> std::io::Result<()> {
     if stats.dropped > 0 {
         writeln!(
@@ -377,7 +378,7 @@ pub fn dropped(w: &mut impl Write, stats: &Stats, max_keys: u32) -> std::io::Res
             stats.dropped
         )?;
     }
-    Ok(())
+    crate::trace::skipped_returns(w, stats.no_entry)
 }
 
 #[cfg(test)]

@@ -277,19 +277,25 @@ impl Engine {
 
     /// Events lost to a full ring buffer so far, summed over CPUs.
     pub fn lost(&self) -> Result<u64, EngineError> {
-        let map = self.bpf.map("LOST").ok_or(EngineError::Map {
-            map: "LOST",
-            reason: "missing from the object".into(),
-        })?;
-        let lost: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(|e| EngineError::Map {
-                map: "LOST",
-                reason: chain(&e),
-            })?;
-        let v = lost.get(&0, 0).map_err(|e| EngineError::Map {
-            map: "LOST",
-            reason: chain(&e),
-        })?;
+        self.counter("LOST")
+    }
+
+    /// Return probes skipped because nothing was saved at their call's
+    /// entry, summed over CPUs (`plan_flags::ENTRY_ARGS`).
+    pub fn no_entry(&self) -> Result<u64, EngineError> {
+        self.counter("NO_ENTRY")
+    }
+
+    /// A one-slot per-CPU counter map, summed over CPUs.
+    fn counter(&self, name: &'static str) -> Result<u64, EngineError> {
+        let fail = |reason: String| EngineError::Map { map: name, reason };
+        let map = self
+            .bpf
+            .map(name)
+            .ok_or_else(|| fail("missing from the object".into()))?;
+        let counts: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|e| fail(chain(&e)))?;
+        let v = counts.get(&0, 0).map_err(|e| fail(chain(&e)))?;
         Ok(v.iter().sum())
     }
 }

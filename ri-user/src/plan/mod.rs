@@ -166,6 +166,12 @@ pub fn compile(spec: &ProbeSpec, types: Option<&TypeContext>) -> Result<Compiled
     if c.insns.iter().any(|i| i.op == op::STACK) {
         plan.flags |= ri_common::plan_flags::STACK;
     }
+    if c.insns
+        .iter()
+        .any(|i| i.op == op::REG && regs::ENTRY_ARGS.contains(&i.len))
+    {
+        plan.flags |= ri_common::plan_flags::ENTRY_ARGS;
+    }
     Ok(CompiledPlan { plan, fields })
 }
 
@@ -542,10 +548,10 @@ impl Compiler<'_> {
                 Ok(Ty::Val(Obj::Raw(S64)))
             }
             ExprKind::Arg(n) => {
-                self.no_args_at_return(&format!("arg{n}"), span)?;
                 match regs::ARGS.get(*n as usize) {
-                    Some(r) => self.reg(*r, span)?,
+                    Some(_) => self.arg_reg(*n as usize, span)?,
                     None => {
+                        self.no_stack_args_at_return(&format!("arg{n}"), span)?;
                         // Stack-passed arguments: above the return address.
                         self.reg(regs::RSP, span)?;
                         self.add_const(8 * (*n as u64 - 5), span)?;
@@ -746,14 +752,25 @@ impl Compiler<'_> {
         }
     }
 
-    fn no_args_at_return(&self, what: &str, span: Span) -> Result<(), PlanError> {
+    fn no_stack_args_at_return(&self, what: &str, span: Span) -> Result<(), PlanError> {
         if self.spec.kind == ProbeKind::Uretprobe {
             return Err(self.err(
                 span,
-                format!("{what} is not available in a uretprobe (its register has been reused); capture it at entry"),
+                format!("{what} is passed on the stack, which is not saved for a uretprobe; capture it at entry"),
             ));
         }
         Ok(())
+    }
+
+    /// Argument register `n`: at a return probe, its value at the entry,
+    /// which a companion entry probe saves (see `plan_flags::ENTRY_ARGS`);
+    /// what it points to is read at the return.
+    fn arg_reg(&mut self, n: usize, span: Span) -> Result<(), PlanError> {
+        if self.spec.kind == ProbeKind::Uretprobe {
+            self.reg(regs::ENTRY_ARGS[n], span)
+        } else {
+            self.reg(regs::ARGS[n], span)
+        }
     }
 
     fn param_type(&self, name: &str) -> Option<Obj> {
@@ -789,12 +806,11 @@ impl Compiler<'_> {
                 ),
             ));
         };
-        self.no_args_at_return(&format!("parameter '{name}'"), span)?;
         let reg = t
             .param_register(f, pos)
             .map_err(|why| self.err(span, format!("parameter '{name}' {why}")))?;
         let o = Obj::Dw(f.params[pos].ty);
-        self.reg(regs::ARGS[reg], span)?;
+        self.arg_reg(reg, span)?;
         self.narrow(&o, span)?;
         Ok(Ty::Val(o))
     }
@@ -1089,6 +1105,15 @@ mod tests {
     }
 
     #[test]
+    fn entry_args_at_return() {
+        let p = plan("ur:/b:f(a=arg1, r=retval)");
+        assert_eq!(p.plan.insns[0].len, regs::ENTRY_ARGS[1]);
+        assert_ne!(p.plan.flags & ri_common::plan_flags::ENTRY_ARGS, 0);
+        let e = plan("u:/b:f(a=arg1)");
+        assert_eq!(e.plan.flags & ri_common::plan_flags::ENTRY_ARGS, 0);
+    }
+
+    #[test]
     fn two_args() {
         let p = plan("u:/b:f(a=arg0, b=arg1)");
         assert_eq!(ops(&p), [op::REG, op::EMIT, op::REG, op::EMIT]);
@@ -1152,7 +1177,7 @@ mod tests {
 
     #[test]
     fn semantic_errors() {
-        assert!(err("ur:/b:f(arg0)").contains("arg0 is not available in a uretprobe"));
+        assert!(err("ur:/b:f(arg7)").contains("arg7 is passed on the stack"));
         assert!(err("u:/b:f(retval)").contains("retval is only available in a uretprobe"));
         assert!(err("u:/b:f(foo)").contains("unknown identifier 'foo'"));
         assert!(err("u:/b:f(pid=arg0)").contains("capture name 'pid' is taken"));

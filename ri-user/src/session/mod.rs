@@ -222,7 +222,21 @@ impl ProbeSet {
                 ProbeKind::Usdt => Program::Entry,
             });
             let cookie = ri_common::cookie(site.probe as u32, sid as u32);
+            let flags = self.probes[site.probe].plan.plan.flags;
+            let save_args = program.is_none() && flags & ri_common::plan_flags::ENTRY_ARGS != 0;
             for pid in &scopes {
+                if save_args {
+                    // The companion that saves the arguments goes first, so
+                    // no return finds its entry missed.
+                    engine.attach(
+                        Program::Entry,
+                        &site.path,
+                        site.file_offset,
+                        ri_common::cookie(site.probe as u32 | ri_common::SAVE_ARGS, sid as u32),
+                        *pid,
+                        &site.name,
+                    )?;
+                }
                 engine.attach(
                     which,
                     &site.path,

@@ -57,6 +57,8 @@ pub struct Summary {
     pub lost: u64,
     /// Records that could not be decoded.
     pub undecodable: u64,
+    /// Returns skipped because nothing was saved at their call's entry.
+    pub no_entry: u64,
     /// Exit status of the `-c` command.
     pub child_status: Option<i32>,
 }
@@ -79,8 +81,22 @@ impl Summary {
         if self.undecodable > 0 {
             writeln!(w, "ri: {} events could not be decoded", self.undecodable)?;
         }
+        skipped_returns(w, self.no_entry)?;
         Ok(())
     }
+}
+
+/// The line about return probes that read entry arguments and found none
+/// saved for their call (evicted, or taken by a recursive call), if any.
+pub fn skipped_returns(w: &mut impl Write, n: u64) -> std::io::Result<()> {
+    if n > 0 {
+        writeln!(
+            w,
+            "ri: {} skipped: the arguments of the call were not saved at its entry (evicted, or taken by a recursive call)",
+            counted(n, "return")
+        )?;
+    }
+    Ok(())
 }
 
 /// Runs a trace to completion. Must be called before any other thread exists
@@ -107,6 +123,7 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
         .build()?;
     let mut summary = rt.block_on(event_loop(&set, &engine, ring, opts, child_pid))?;
     summary.lost = engine.lost()?;
+    summary.no_entry = engine.no_entry()?;
     if !opts.quiet {
         summary.write_to(&mut std::io::stderr())?;
         if set.has_stacks() {
@@ -328,6 +345,7 @@ async fn event_loop(
             .map(|(s, n)| (s.name.clone(), *n))
             .collect(),
         lost: 0,
+        no_entry: 0,
         undecodable: d.undecodable,
         child_status,
     })
