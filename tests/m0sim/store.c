@@ -219,7 +219,12 @@ static int pio_full(int fd, bool write, void *buf, size_t len, off_t off)
 	return 0;
 }
 
-/** Reads or writes si_user at block si_offset of the device, synchronously. */
+static int ad_write_prepare(struct m0_stob_io *io, struct m0_stob *obj,
+			    struct m0_be_tx *tx);
+
+/** Reads or writes si_user at block si_offset of the stob's device,
+ * synchronously; a write at M0SIM_OFFSET_ALLOC first allocates its blocks
+ * (si_ext) on this thread, as Motr's AD stob does. */
 M0_PROBE int m0_stob_io_prepare_and_launch(struct m0_stob_io *io,
 					   struct m0_stob *obj,
 					   struct m0_be_tx *tx, void *scope)
@@ -227,13 +232,17 @@ M0_PROBE int m0_stob_io_prepare_and_launch(struct m0_stob_io *io,
 	m0_time_t t0 = m0_time_now();
 	uint64_t v[4];
 
-	(void)tx;
 	(void)scope;
 	io->si_stob = obj;
 	io->si_state = SIS_BUSY;
-	io->si_rc = pio_full(obj->so_fd, io->si_opcode == SIO_WRITE,
-			     io->si_user.b_addr, io->si_user.b_nob,
-			     (off_t)(io->si_offset << M0SIM_BLOCK_SHIFT));
+	io->si_ext = (struct m0_ext){ 0, 0 };
+	io->si_rc = 0;
+	if (io->si_opcode == SIO_WRITE && io->si_offset == M0SIM_OFFSET_ALLOC)
+		io->si_rc = ad_write_prepare(io, obj, tx);
+	if (io->si_rc == 0)
+		io->si_rc = pio_full(obj->so_fd, io->si_opcode == SIO_WRITE,
+				     io->si_user.b_addr, io->si_user.b_nob,
+				     (off_t)(io->si_offset << M0SIM_BLOCK_SHIFT));
 	io->si_count = io->si_rc == 0 ? io->si_user.b_nob : 0;
 	io->si_state = SIS_IDLE;
 	v[0] = obj->so_dev;
@@ -254,6 +263,27 @@ static int stob_rw(struct m0_stob *stob, enum m0_stob_io_opcode op, void *buf,
 	};
 
 	return m0_stob_io_prepare_and_launch(&io, stob, NULL, NULL);
+}
+
+/** Writes nblocks to new blocks of the stob, which it allocates: *ext
+ * (e_end 0 when nothing was allocated). */
+static int stob_write_new(struct m0_stob *stob, void *buf, uint64_t nblocks,
+			  struct m0_ext *ext)
+{
+	struct m0_stob_io io = {
+		.si_opcode = SIO_WRITE,
+		.si_user = { nblocks << M0SIM_BLOCK_SHIFT, buf },
+		.si_offset = M0SIM_OFFSET_ALLOC,
+	};
+	int rc;
+
+	if (stob == NULL) {
+		*ext = (struct m0_ext){ 0, 0 };
+		return -ENODEV;
+	}
+	rc = m0_stob_io_prepare_and_launch(&io, stob, NULL, NULL);
+	*ext = io.si_ext;
+	return rc;
 }
 
 /* ---------------------------------------------------- block allocator */
@@ -350,6 +380,22 @@ M0SIM_BALLOC_FN int balloc_alloc(struct m0_ad_balloc *ballroom,
 	return rc;
 }
 
+/** The blocks of an allocating write, from the stob's device allocator. */
+static int ad_write_prepare(struct m0_stob_io *io, struct m0_stob *obj,
+			    struct m0_be_tx *tx)
+{
+	m0_bcount_t count = io->si_user.b_nob >> M0SIM_BLOCK_SHIFT;
+	int rc;
+
+	if (obj->so_ballroom == NULL)
+		return -EINVAL;
+	rc = balloc_alloc(obj->so_ballroom, tx, count, &io->si_ext,
+			  M0_BALLOC_NORMAL_ZONE);
+	if (rc == 0)
+		io->si_offset = io->si_ext.e_start;
+	return rc;
+}
+
 /** Frees an extent; -EINVAL if some block of it is not allocated. */
 M0_PROBE int balloc_free(struct m0_ad_balloc *ballroom, struct m0_be_tx *tx,
 			 struct m0_ext *ext)
@@ -435,8 +481,21 @@ static void cob_bind(struct m0_cob *cob)
 	cob->co_oikey.cok_fid = cob->co_nsrec.cnr_fid;
 	cob->co_oikey.cok_linkno = cob->co_nsrec.cnr_linkno;
 	cob->co_device = m0_fid_cob_device_id(&cob->co_nsrec.cnr_fid);
-	cob->co_stob = cob->co_device < cob->co_dom->cd_nr_stobs ?
-		&cob->co_dom->cd_stobs[cob->co_device] : NULL;
+	cob->co_stob = NULL;
+	if (cob->co_device < cob->co_dom->cd_nr_stobs) {
+		const struct m0_stob *dev = &cob->co_dom->cd_stobs[cob->co_device];
+
+		cob->co_stob_store = (struct m0_stob){
+			.so_id = { .si_domain_fid = dev->so_id.si_fid,
+				   .si_fid = cob->co_nsrec.cnr_fid },
+			.so_dev = dev->so_dev,
+			.so_fd = dev->so_fd,
+			.so_path = dev->so_path,
+			.so_ballroom = cob->co_dom->cd_ballrooms != NULL ?
+				&cob->co_dom->cd_ballrooms[cob->co_device] : NULL,
+		};
+		cob->co_stob = &cob->co_stob_store;
+	}
 }
 
 static size_t nskey_encode(const struct m0_cob_nskey *nskey, uint8_t *out)
@@ -838,25 +897,23 @@ M0_INTERNAL int m0sim_obj_write(struct m0sim_store *st, const char *name,
 		if (nstripes == 0)
 			continue;
 		cb = buf + d * cob_bytes;
-		rc = balloc_alloc(&st->st_balloc[d], NULL, nstripes, &ext[d],
-				  M0_BALLOC_NORMAL_ZONE);
+		/* The cob's stob allocates the blocks as it writes them. */
+		rc = stob_write_new(cobs[d]->co_stob, cb, nstripes, &ext[d]);
+		if (ext[d].e_end != 0)
+			nalloc = d + 1;
 		if (rc != 0) {
-			rc = fail(msg, msglen, rc, "device %u: no space", d);
+			rc = ext[d].e_end == 0 ?
+				fail(msg, msglen, rc, "device %u: no space", d) :
+				fail(msg, msglen, rc, "device %u: write: %s", d,
+				     strerror(-rc));
 			goto out;
 		}
-		nalloc = d + 1;
 		em[d].em_nr_ext = 1;
 		em[d].em_ext[0] = ext[d];
 		em[d].em_nr_blocks = (uint32_t)nstripes;
 		for (j = 0; j < nstripes; j++)
 			em[d].em_csum[j] = m0sim_crc32(0, cb + (j << M0SIM_BLOCK_SHIFT),
 						       M0SIM_BLOCK_SIZE);
-		rc = stob_rw(&st->st_dev[d], SIO_WRITE, cb, nstripes, ext[d].e_start);
-		if (rc != 0) {
-			rc = fail(msg, msglen, rc, "device %u: write: %s", d,
-				  strerror(-rc));
-			goto out;
-		}
 	}
 	/* Data must be on disk before metadata points at it. */
 	for (d = 0; st->st_sync && nstripes > 0 && d <= N; d++) {
@@ -1494,12 +1551,15 @@ int m0sim_store_open(struct m0sim_store *st, const char *dir, uint32_t *ndev,
 	st->st_cob_dom = (struct m0_cob_domain){
 		.cd_id = 1, .cd_tree = &st->st_tree,
 		.cd_stobs = st->st_dev, .cd_nr_stobs = devs + 1,
+		.cd_ballrooms = st->st_balloc,
 	};
 	for (d = 0; d <= devs; d++) {
 		struct m0_stob *s = &st->st_dev[d];
 		struct stat sst;
 
-		snprintf(s->so_path, sizeof s->so_path, "%s/dev%u", dir, d);
+		snprintf(st->st_dev_path[d], sizeof st->st_dev_path[d], "%s/dev%u",
+			 dir, d);
+		s->so_path = st->st_dev_path[d];
 		s->so_dev = d;
 		s->so_id.si_domain_fid = (struct m0_fid){ ((uint64_t)'S' << 56) | 1, 0 };
 		s->so_id.si_fid = (struct m0_fid){ (uint64_t)'s' << 56, d };

@@ -26,12 +26,17 @@ struct m0_stob_id {
 	struct m0_fid si_fid;
 };
 
-/** A device file dev<N> in the data directory. */
+struct m0_ad_balloc;
+
+/** A storage object.  The store's device stobs are the files dev<N>; each
+ * cob has its own stob on its device (Motr's AD stob: si_fid is the cob
+ * fid, writes get their blocks from the device's allocator). */
 struct m0_stob {
 	struct m0_stob_id so_id;
 	uint32_t so_dev;
 	int so_fd;
-	char so_path[PATH_MAX];
+	const char *so_path;
+	struct m0_ad_balloc *so_ballroom;  /* m0sim: NULL on device stobs */
 };
 
 enum m0_stob_io_opcode { SIO_INVALID, SIO_READ, SIO_WRITE };
@@ -45,8 +50,13 @@ struct m0_stob_io {
 	m0_bcount_t si_count;       /* bytes transferred */
 	enum m0_stob_io_state si_state;
 	struct m0_buf si_user;
-	m0_bindex_t si_offset;      /* in blocks */
+	m0_bindex_t si_offset;      /* in blocks; M0SIM_OFFSET_ALLOC: allocate */
+	struct m0_ext si_ext;       /* m0sim: the blocks an allocating write got */
 };
+
+/** si_offset of a write to new blocks, allocated by the io itself (as
+ * Motr's AD stob does in ad_write_prepare, inside the io launch). */
+#define M0SIM_OFFSET_ALLOC UINT64_MAX
 
 int m0_stob_io_prepare_and_launch(struct m0_stob_io *io, struct m0_stob *obj,
 				  struct m0_be_tx *tx, void *scope);
@@ -84,6 +94,7 @@ struct m0_cob_domain {
 	struct m0_btree *cd_tree;
 	struct m0_stob *cd_stobs;   /* m0sim: device of cob with device id i */
 	uint32_t cd_nr_stobs;
+	struct m0_ad_balloc *cd_ballrooms;  /* m0sim: allocator of device i */
 };
 
 struct m0_bitstring {
@@ -137,6 +148,7 @@ struct m0_cob {
 	struct m0_cob_oikey co_oikey;
 	struct m0_cob_nsrec co_nsrec;
 	/* m0sim */
+	struct m0_stob co_stob_store;
 	uint32_t co_device;
 	struct m0_cob_nskey co_nskey_store;
 	struct m0sim_emap co_emap;
@@ -178,6 +190,7 @@ struct m0sim_store {
 	uint32_t st_ndev;                   /* data devices; dev st_ndev is parity */
 	bool st_sync;
 	struct m0_stob st_dev[M0SIM_DEV_MAX + 1];
+	char st_dev_path[M0SIM_DEV_MAX + 1][PATH_MAX];
 	struct m0_ad_balloc st_balloc[M0SIM_DEV_MAX + 1];
 	struct m0_be_seg st_seg;
 	struct m0_btree st_tree;

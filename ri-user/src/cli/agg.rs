@@ -133,6 +133,7 @@ impl AggCommon {
                 bare: false,
                 quiet: self.scope.quiet,
                 printf: Vec::new(),
+                within: None,
             },
         })
     }

@@ -209,6 +209,12 @@ pub struct TraceArgs {
     /// process. As `NAME=FORMAT,ARGS[,OFFSETS,SIZES[,COUNT]]` (repeatable).
     #[arg(long, value_name = "SPEC")]
     pub printf: Vec<String>,
+    /// Show only events that happen on the same thread during a call of
+    /// this entry probe's function, with its captures first: e.g.
+    /// `u:m0d:m0_stob_io_prepare_and_launch(cob=obj->so_id.si_fid)`; its
+    /// filter picks the calls that count.
+    #[arg(long, value_name = "PROBE")]
+    pub within: Option<String>,
     /// Attach an empty program instead of the plan (benchmark baseline).
     #[arg(long, hide = true)]
     pub bare: bool,
@@ -245,6 +251,7 @@ impl TraceArgs {
                 .iter()
                 .map(|s| crate::trace::PrintfSpec::parse(s))
                 .collect::<Result<_, _>>()?,
+            within: self.within.clone(),
         })
     }
 }

@@ -360,6 +360,10 @@ fn build(
                     "{full}: every probe is missing"
                 )));
             }
+            if let Some(w) = &inst.within {
+                let w = resolve("within", w)?;
+                argv.extend(["--within".into(), one(w, "within")?]);
+            }
         }
         "latency" if inst.probe.is_some() => {
             let p = resolve("probe", inst.probe.as_deref().unwrap_or_default())?;

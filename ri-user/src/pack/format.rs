@@ -94,6 +94,9 @@ pub struct Instrument {
     pub stack: bool,
     /// Aggregations: the default print interval in seconds.
     pub interval: Option<f64>,
+    /// trace: show only events during calls of this probe's function on
+    /// the same thread, with its captures first (`ri trace --within`).
+    pub within: Option<String>,
     /// trace: fields formatted like printf in user space.
     #[serde(default)]
     pub printf: Vec<PrintfSpec>,
@@ -118,7 +121,7 @@ pub struct Param {
 /// Instrument kinds and the fields each one takes besides help, kind,
 /// params and interval.
 pub const KINDS: &[(&str, &[&str])] = &[
-    ("trace", &["probes", "stack", "printf"]),
+    ("trace", &["probes", "stack", "printf", "within"]),
     ("count", &["probes", "by", "stack"]),
     ("hist", &["probes", "by", "value"]),
     ("latency", &["probe", "begin", "end", "by"]),
@@ -334,7 +337,7 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
 
 impl Instrument {
     /// Which optional fields are set.
-    fn fields_set(&self) -> [(&'static str, bool); 13] {
+    fn fields_set(&self) -> [(&'static str, bool); 14] {
         [
             ("probes", !self.probes.is_empty()),
             ("update", !self.update.is_empty()),
@@ -349,6 +352,7 @@ impl Instrument {
             ("free_ptr", self.free_ptr.is_some()),
             ("top", self.top.is_some()),
             ("printf", !self.printf.is_empty()),
+            ("within", self.within.is_some()),
         ]
     }
 
@@ -366,6 +370,7 @@ impl Instrument {
             ("end", &self.end),
             ("alloc", &self.alloc),
             ("free", &self.free),
+            ("within", &self.within),
         ] {
             if let Some(t) = f {
                 v.push((name, t.as_str()));

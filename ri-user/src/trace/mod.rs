@@ -46,6 +46,65 @@ pub struct TraceOptions {
     pub quiet: bool,
     /// Fields formatted like printf from other captures.
     pub printf: Vec<PrintfSpec>,
+    /// Show only events during a call of this entry probe's function on
+    /// the same thread, with its captures added (see [`Within`]).
+    pub within: Option<String>,
+}
+
+/// `--within`: the calls of one function as a per-thread context. Its entry
+/// probe (with the user's captures and filter) and a bare return probe are
+/// attached after the user's probes; their events, in ring-buffer order
+/// (one ring, so in program order per thread), open and close each thread's
+/// context, and every other event is shown with the open context's fields
+/// first, or not at all.
+struct Within {
+    /// Plan id of the entry probe (the return probe's is the next).
+    entry: usize,
+    /// Fields of each user probe, the context's first.
+    fields: Vec<Vec<crate::plan::Field>>,
+}
+
+impl Within {
+    /// The entry probe and its return, checked: one function, entry only,
+    /// no capture names shared with the user's probes.
+    fn probes(text: &str) -> Result<[String; 2], Error> {
+        let spec = crate::probe::parse_probe(text)?;
+        if spec.kind != crate::probe::ProbeKind::Uprobe || spec.offset != 0 {
+            return Err(Error::Usage(format!(
+                "--within needs a function entry probe (u:TARGET:FUNC(...)), not '{text}'"
+            )));
+        }
+        if spec.func.contains(['*', '?']) {
+            return Err(Error::Usage(format!(
+                "--within needs one function, not the pattern '{}'",
+                spec.func
+            )));
+        }
+        Ok([
+            text.to_string(),
+            format!("ur:{}:{}", spec.target, spec.func),
+        ])
+    }
+
+    fn new(set: &ProbeSet, entry: usize) -> Result<Self, Error> {
+        let ctx = &set.probes[entry].plan.fields;
+        let mut fields = Vec::new();
+        for p in &set.probes[..entry] {
+            if let Some(f) = p
+                .plan
+                .fields
+                .iter()
+                .find(|f| ctx.iter().any(|c| c.name == f.name))
+            {
+                return Err(Error::Usage(format!(
+                    "capture '{}' of {} is also a capture of --within; rename one",
+                    f.name, p.spec.text
+                )));
+            }
+            fields.push(ctx.iter().chain(&p.plan.fields).cloned().collect());
+        }
+        Ok(Within { entry, fields })
+    }
 }
 
 /// What a trace saw.
@@ -59,6 +118,8 @@ pub struct Summary {
     pub undecodable: u64,
     /// Returns skipped because nothing was saved at their call's entry.
     pub no_entry: u64,
+    /// Events outside a `--within` call, not shown.
+    pub outside: u64,
     /// Exit status of the `-c` command.
     pub child_status: Option<i32>,
 }
@@ -82,6 +143,13 @@ impl Summary {
             writeln!(w, "ri: {} events could not be decoded", self.undecodable)?;
         }
         skipped_returns(w, self.no_entry)?;
+        if self.outside > 0 {
+            writeln!(
+                w,
+                "ri: {} outside a --within call, not shown",
+                counted(self.outside, "event")
+            )?;
+        }
         Ok(())
     }
 }
@@ -103,8 +171,16 @@ pub fn skipped_returns(w: &mut impl Write, n: u64) -> std::io::Result<()> {
 /// (the `-c` child is forked first).
 pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     check(opts)?;
-    let mut set = ProbeSet::build(&opts.probes, &opts.pids)?;
+    let mut texts = opts.probes.clone();
+    if let Some(w) = &opts.within {
+        texts.extend(Within::probes(w)?);
+    }
+    let mut set = ProbeSet::build(&texts, &opts.pids)?;
     set.mark_regs_only();
+    let within = match opts.within {
+        Some(_) => Some(Within::new(&set, opts.probes.len())?),
+        None => None,
+    };
     let fields: Vec<&[crate::plan::Field]> = set
         .probes
         .iter()
@@ -121,7 +197,7 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut summary = rt.block_on(event_loop(&set, &engine, ring, opts, child_pid))?;
+    let mut summary = rt.block_on(event_loop(&set, &engine, ring, opts, child_pid, within))?;
     summary.lost = engine.lost()?;
     summary.no_entry = engine.no_entry()?;
     if !opts.quiet {
@@ -219,6 +295,10 @@ struct Drain<'a> {
     counts: Vec<u64>,
     undecodable: u64,
     closed: bool,
+    within: Option<Within>,
+    /// The record of each thread's open `--within` call.
+    context: std::collections::HashMap<u32, Vec<u8>>,
+    outside: u64,
 }
 
 impl Drain<'_> {
@@ -236,19 +316,45 @@ impl Drain<'_> {
                 self.undecodable += 1;
                 continue;
             };
+            let mut fields = probe.plan.fields.as_slice();
+            let mut context = None;
+            if let Some(w) = &self.within {
+                let plan = h.plan as usize;
+                if plan == w.entry {
+                    self.context.insert(h.tid, item.to_vec());
+                    continue;
+                }
+                if plan == w.entry + 1 {
+                    self.context.remove(&h.tid);
+                    continue;
+                }
+                let Some(rec) = self.context.get(&h.tid) else {
+                    self.outside += 1;
+                    continue;
+                };
+                fields = &w.fields[plan];
+                context = Some(rec);
+            }
             self.counts[h.site as usize] += 1;
             if self.closed {
                 continue;
             }
-            match decode(&item, &probe.plan.fields) {
-                Ok(mut ev) => {
-                    for spec in self.printf {
-                        if let Some(text) =
-                            spec.render(&probe.plan.fields, &ev.values, ev.header.pid)
-                        {
-                            ev.extra.push((spec.name.clone(), text));
-                        }
+            let decoded = decode(&item, &probe.plan.fields).and_then(|mut ev| {
+                for spec in self.printf {
+                    if let Some(text) = spec.render(&probe.plan.fields, &ev.values, ev.header.pid) {
+                        ev.extra.push((spec.name.clone(), text));
                     }
+                }
+                if let (Some(rec), Some(w)) = (context, &self.within) {
+                    // The context's fields go first.
+                    let mut c = decode(rec, &self.set.probes[w.entry].plan.fields)?;
+                    c.values.append(&mut ev.values);
+                    ev.values = c.values;
+                }
+                Ok(ev)
+            });
+            match decoded {
+                Ok(ev) => {
                     let mut resolved = Vec::new();
                     for v in &ev.values {
                         if let Value::Stack(s, c) = v {
@@ -261,7 +367,7 @@ impl Drain<'_> {
                     let info = SiteInfo {
                         probe: &site.name,
                         short: &site.short,
-                        fields: &probe.plan.fields,
+                        fields,
                         stacks: &resolved,
                     };
                     if self.sink.event(&info, &ev).is_err() {
@@ -283,6 +389,7 @@ async fn event_loop(
     ring: RingBuf<MapData>,
     opts: &TraceOptions,
     child: Option<u32>,
+    within: Option<Within>,
 ) -> Result<Summary, Error> {
     // First: from the attach line on, Ctrl-C must end the run cleanly.
     let mut stop = Stop::new(opts.duration, child)?;
@@ -307,6 +414,9 @@ async fn event_loop(
         counts: vec![0; set.sites.len()],
         undecodable: 0,
         closed: false,
+        within,
+        context: Default::default(),
+        outside: 0,
     };
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
     // holds it.
@@ -338,14 +448,17 @@ async fn event_loop(
     let child_status = stop.finish();
     d.drain(ring.get_mut());
     Ok(Summary {
+        // The --within probes are not the user's.
         per_site: set
             .sites
             .iter()
             .zip(&d.counts)
+            .filter(|(s, _)| s.probe < opts.probes.len())
             .map(|(s, n)| (s.name.clone(), *n))
             .collect(),
         lost: 0,
         no_entry: 0,
+        outside: d.outside,
         undecodable: d.undecodable,
         child_status,
     })
