@@ -3,12 +3,13 @@
 //! and handing out the event ring buffer and the lost-event counter.
 
 pub mod perf;
+pub mod ring;
 
 use std::{os::fd::AsFd, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, Map, PerCpuArray},
     programs::{
         UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
@@ -70,6 +71,7 @@ impl Program {
 /// A loaded ri eBPF object.
 pub struct Engine {
     bpf: Ebpf,
+    ring_bytes: u32,
     loaded: Vec<Program>,
     /// USDT attachments, detached when the engine drops.
     usdt_links: Vec<perf::PerfLink>,
@@ -153,6 +155,7 @@ impl Engine {
             })?;
         Ok(Engine {
             bpf,
+            ring_bytes,
             loaded: Vec::new(),
             usdt_links: Vec::new(),
         })
@@ -255,16 +258,19 @@ impl Engine {
         Ok(())
     }
 
-    /// Takes the event ring buffer (once).
-    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, EngineError> {
-        let map = self.bpf.take_map("EVENTS").ok_or(EngineError::Map {
+    /// Takes the event ring buffer (once), mapped for reading.
+    pub fn take_ring(&mut self) -> Result<ring::EventRing, EngineError> {
+        let fail = |reason: String| EngineError::Map {
             map: "EVENTS",
-            reason: "already taken".into(),
-        })?;
-        RingBuf::try_from(map).map_err(|e| EngineError::Map {
-            map: "EVENTS",
-            reason: chain(&e),
-        })
+            reason,
+        };
+        match self.bpf.take_map("EVENTS") {
+            Some(Map::RingBuf(data)) => {
+                ring::EventRing::new(data, self.ring_bytes).map_err(|e| fail(e.to_string()))
+            }
+            Some(_) => Err(fail("not a ring buffer".into())),
+            None => Err(fail("already taken".into())),
+        }
     }
 
     /// A map of the loaded object, by name (aggregations read theirs).
