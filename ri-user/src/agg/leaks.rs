@@ -71,7 +71,13 @@ pub(super) fn build(
     let mut plans = Vec::new();
     for id in 0..n {
         // The size's EMIT becomes KEEP.
-        let mut e = rewrite(&mut set, id, 1, &[insn(op::KEEP, SIZE_SLOT + id as u64)], false)?;
+        let mut e = rewrite(
+            &mut set,
+            id,
+            1,
+            &[insn(op::KEEP, SIZE_SLOT + id as u64)],
+            false,
+        )?;
         e.shown = false;
         // Allocation calls are counted for their rates.
         set.probes[id].plan.plan.flags |= plan_flags::HITS;

@@ -115,7 +115,10 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
             Ok(vec![v.to_string()])
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
             let mut v = Vec::new();
             while let Some(s) = seq.next_element::<String>()? {
                 v.push(s);
