@@ -4,7 +4,9 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    process::{Child, Command},
+    io::{BufRead, BufReader, Read},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
     time::Duration,
 };
 
@@ -410,20 +412,177 @@ fn motr_fops_latency_per_opcode() {
     }
 }
 
+/// `ri peek -p PID --json SYMBOL`'s value, an integer.
+fn peek_u64(pid: u32, symbol: &str) -> u64 {
+    let out = ri_ok(&["peek", "-p", &pid.to_string(), "--json", symbol]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    v["value"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{symbol}: {out}"))
+}
+
+/// m0d's own memory counters, read from its memory without asking it
+/// (a stats request would itself allocate): live bytes, live blocks,
+/// allocation calls.
+fn m0d_memory(pid: u32) -> (u64, u64, u64) {
+    let allocs = peek_u64(pid, "m0sim_mem_allocs");
+    let frees = peek_u64(pid, "m0sim_mem_frees");
+    (peek_u64(pid, "m0sim_mem_bytes"), allocs - frees, allocs)
+}
+
+/// `m0client load` at 200 requests/s over 4 connections for `secs`.
+fn load(endpoint: &str, secs: &str, prefix: &str) -> std::process::Output {
+    Command::new(fixture("m0client"))
+        .args(["--endpoint", endpoint, "--timeout", "30", "load"])
+        .args(["--concurrency", "4", "--objects", "16", "--size", "8192"])
+        .args(["--rate", "200", "--duration", secs, "--prefix", prefix])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run m0client load")
+}
+
+/// Waits for a quiet moment, two interval prints with the same calls and
+/// blocks, reads m0d's counters between them, and checks that ri's
+/// outstanding bytes and blocks are m0d's own; returns m0d's live bytes.
+fn checkpoint(prints: &mpsc::Receiver<String>, pid: u32, what: &str) -> u64 {
+    let next = || loop {
+        let line = prints
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{what}: no interval print: {e}"));
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && v["type"] == "interval"
+        {
+            return v;
+        }
+    };
+    let key = |v: &Value| (v["allocs"].clone(), v["frees"].clone(), v["bytes"].clone());
+    let mut a = next();
+    for _ in 0..20 {
+        let mem = m0d_memory(pid);
+        let b = next();
+        // No allocator call between the two prints: the peek in between
+        // saw the same heap as both.
+        if key(&a) == key(&b) {
+            assert_eq!(b["bytes"], mem.0, "{what}: ri {b} vs m0d {mem:?}");
+            assert_eq!(b["count"], mem.1, "{what}: ri {b} vs m0d {mem:?}");
+            // ri attached before m0d's first instruction: it saw every call.
+            assert_eq!(b["allocs"], mem.2, "{what}: ri {b} vs m0d {mem:?}");
+            assert!(mem.0 > 0 && mem.1 > 0, "{what}: {mem:?}");
+            eprintln!("{what}: {} bytes in {} blocks, as m0d counts", mem.0, mem.1);
+            return mem.0;
+        }
+        a = b;
+    }
+    panic!("{what}: m0d never went quiet for an interval");
+}
+
+/// `ri run motr.allocs -c m0d` sees every allocation m0d makes (all five of
+/// Motr's allocation and release functions), so at a quiet checkpoint its
+/// outstanding bytes and blocks are exactly m0d's own counters
+/// (`m0sim_mem_bytes`, allocs - frees), read with `ri peek`: once with idle
+/// connections held open after a load, once with the request handler paused
+/// under load (requests, sessions and connections in memory). m0d has no
+/// periodic work: between requests nothing allocates.
 #[test]
-fn motr_allocs_outstanding_bytes() {
+fn motr_allocs_outstanding_bytes_are_m0ds_own() {
     require_bpf();
-    let m0d = M0d::start();
-    let pid = m0d.pid.to_string();
-    let ri = run_attached(&["motr.allocs", "-p", &pid, "--json"]);
-    let before = ri_tests::m0sim::requests(&m0d.stats());
-    let load = m0d.load(200, 1.5, "packa").finish(Duration::from_secs(60));
-    assert_eq!(load["total_errors"], 0, "{load}");
-    let served = ri_tests::m0sim::requests(&m0d.stats()) - before;
-    let (out, err) = stop(ri.0, ri.1, ri.2);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let cmd = format!(
+        "{} --port 0 --no-sync --data {}",
+        fixture("m0d").display(),
+        dir.path().join("data").display()
+    );
+    let mut ri = Command::new(ri_bin())
+        .args([
+            "run",
+            "motr.allocs",
+            "--json",
+            "--interval",
+            "1",
+            "-c",
+            &cmd,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ri");
+    let (tx, lines) = mpsc::channel();
+    let out = ri.stdout.take().expect("stdout");
+    let all_out = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    let mut err = ri.stderr.take().expect("stderr");
+    let all_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    // m0d, the -c child, writes on ri's stdout.
+    let endpoint = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("m0d's endpoint line");
+        if let Some(ep) = line.strip_prefix("endpoint ") {
+            break ep.to_string();
+        }
+    };
+    let pid: u32 = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", ri.id()))
+        .expect("ri's children")
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("m0d's pid");
+    let port = endpoint.rsplit('@').next().expect("port").to_string();
+    let summary = |o: &std::process::Output| -> Value {
+        let text = String::from_utf8_lossy(&o.stdout);
+        let line = text.lines().rev().find(|l| l.starts_with('{'));
+        let v: Value = serde_json::from_str(line.unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v["total_errors"], 0, "{v}");
+        v
+    };
+
+    // 1. After a load, with three idle connections held open.
+    summary(&load(&endpoint, "1.5", "packa"));
+    let held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect"))
+        .collect();
+    let idle = checkpoint(&lines, pid, "idle connections");
+
+    // 2. Paused under load: each worker's request waits in the queue.
+    let ctl = |cmd: &str| ri_ok(&["ctl", "-p", &pid.to_string(), "--yes", cmd]);
+    ctl("reqh.pause");
+    let endpoint2 = endpoint.clone();
+    let paused_load = std::thread::spawn(move || load(&endpoint2, "1", "packb"));
+    let paused = checkpoint(&lines, pid, "paused under load");
+    ctl("reqh.resume");
+    summary(&paused_load.join().expect("load thread"));
+    assert!(paused > idle, "paused {paused}, idle {idle}");
+    drop(held);
+
+    // At exit: every request's fop came from m0_alloc and was freed.
+    // SAFETY: plain syscall on m0d, the -c child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = ri.wait().expect("ri exits with m0d");
+    let (out, err) = (all_out.join().unwrap(), all_err.join().unwrap());
+    assert!(status.success(), "{status}: {err}");
+    let stats: Value = out
+        .lines()
+        .find_map(|l| l.strip_prefix("stats "))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_else(|| panic!("no stats line from m0d:\n{out}"));
+    let served = ri_tests::m0sim::requests(&stats);
     let last = prints(&out).pop().unwrap_or_else(|| panic!("{out}\n{err}"));
-    // Every request's fop comes from m0_alloc (m0_fop_alloc), and is freed.
-    assert!(served > 0, "{last}");
+    assert_eq!(last["type"], "final", "{last}");
+    assert!(served > 0, "{stats}");
     assert!(
         last["allocs"].as_u64().unwrap() >= served,
         "{served}: {last}"
@@ -431,6 +590,11 @@ fn motr_allocs_outstanding_bytes() {
     assert!(
         last["frees"].as_u64().unwrap() >= served,
         "{served}: {last}"
+    );
+    // Nothing dropped or skipped: the in-flight map held every block.
+    assert!(
+        !err.contains("dropped") && !err.contains("skipped"),
+        "{err}"
     );
 }
 

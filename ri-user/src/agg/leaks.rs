@@ -1,11 +1,13 @@
 //! `ri leaks`: outstanding allocations grouped by the stack that made them,
-//! like BCC's memleak, for any allocator and release function.
+//! like BCC's memleak, for any allocators and release functions.
 //!
-//! Three plans: at the allocator's entry `KEEP` stores the size for the
-//! thread; at its return `TAKE` gets it back and `BEGIN` stores the block
-//! (the return value, as the in-flight key), its stack and its size in the
-//! kernel's `INFLIGHT` map; the release function's entry ends the block's
-//! entry. ri groups what is left by stack.
+//! Per allocator two plans: at its entry `KEEP` stores the size for the
+//! thread (in a slot of that allocator's own, so that an allocator calling
+//! another cannot mix their sizes); at its return `TAKE` gets it back and
+//! `BEGIN` stores the block (the return value, as the in-flight key), its
+//! stack and its size in the kernel's `INFLIGHT` map. Per release function
+//! one plan: its entry ends the block's entry. ri groups what is left by
+//! stack.
 
 use std::{collections::HashMap, io::Write, rc::Rc};
 
@@ -24,59 +26,93 @@ use crate::{
     text::counted,
 };
 
-/// `KEEP`/`TAKE` slot of the allocation size.
+/// `KEEP`/`TAKE` slot of the first allocator's size; allocator `i` uses
+/// `SIZE_SLOT + i` (`ri latency` uses slot 0).
 const SIZE_SLOT: u64 = 1;
 
-/// Builds the allocator entry, allocator return and release plans.
+/// Builds the plans of allocators `allocs` (entries) and of the release
+/// functions `l.frees`, in this order: every allocator's entry, every
+/// allocator's return, every release function's entry (see [`hit_plans`]).
 pub(super) fn build(
-    alloc: &str,
+    allocs: &[String],
     l: &Leaks,
     pids: &[u32],
 ) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
-    let head = entry_head(alloc, AggError::Leaks)?;
-    entry_head(&l.free, AggError::Leaks)?;
-    let entry = with_captures(alloc, &[format!("size={}", l.size)])?;
-    // The size placeholder goes last: its `IMM 0, EMIT` become `TAKE, EMIT`.
-    let ret = format!("ur:{head}(block=(u64)retval, stack=stack, size=0) if (u64)retval != 0");
-    let free = with_captures(&l.free, &[format!("key={}", l.free_ptr)])?;
-    let mut set = ProbeSet::build(&[entry, ret, free], pids)?;
+    let mut entries = Vec::new();
+    let mut returns = Vec::new();
+    for alloc in allocs {
+        let head = entry_head(alloc, AggError::Leaks)?;
+        entries.push(with_captures(alloc, &[format!("size={}", l.size)])?);
+        // The size placeholder goes last: its `IMM 0, EMIT` become `TAKE, EMIT`.
+        returns.push(format!(
+            "ur:{head}(block=(u64)retval, stack=stack, size=0) if (u64)retval != 0"
+        ));
+    }
+    let mut frees = Vec::new();
+    for free in &l.frees {
+        entry_head(free, AggError::Leaks)?;
+        frees.push(with_captures(free, &[format!("key={}", l.free_ptr)])?);
+    }
+    let n = allocs.len();
+    let texts: Vec<String> = entries.into_iter().chain(returns).chain(frees).collect();
+    let mut set = ProbeSet::build(&texts, pids)?;
     let numeric = |set: &ProbeSet, id: usize, flag, text: &str| -> Result<(), Error> {
         match set.probes[id].plan.fields.first().map(|f| &f.kind) {
             Some(FieldKind::Int { .. } | FieldKind::Enum(_)) => Ok(()),
             _ => Err(AggError::NotANumber(flag, text.to_string()).into()),
         }
     };
-    numeric(&set, 0, "--size", &l.size)?;
-    numeric(&set, 2, "--free-ptr", &l.free_ptr)?;
+    for id in 0..n {
+        numeric(&set, id, "--size", &l.size)?;
+    }
+    for id in 2 * n..texts.len() {
+        numeric(&set, id, "--free-ptr", &l.free_ptr)?;
+    }
     let mut plans = Vec::new();
-    // The size's EMIT becomes KEEP.
-    let mut e = rewrite(&mut set, 0, 1, &[insn(op::KEEP, SIZE_SLOT)], false)?;
-    e.shown = false;
-    // Allocation and free calls are counted for their rates.
-    set.probes[0].plan.plan.flags |= plan_flags::HITS;
-    plans.push(e);
-    plans.push(rewrite(
-        &mut set,
-        1,
-        2,
-        &[
-            insn(op::TAKE, SIZE_SLOT),
-            insn(op::EMIT, 0),
-            insn(op::BEGIN, 0),
-        ],
-        false,
-    )?);
-    let mut f = rewrite(&mut set, 2, 0, &[insn(op::END_FLIGHT, 0)], false)?;
-    f.shown = false;
-    set.probes[2].plan.plan.flags |= plan_flags::HITS;
-    plans.push(f);
+    for id in 0..n {
+        // The size's EMIT becomes KEEP.
+        let mut e = rewrite(
+            &mut set,
+            id,
+            1,
+            &[insn(op::KEEP, SIZE_SLOT + id as u64)],
+            false,
+        )?;
+        e.shown = false;
+        // Allocation calls are counted for their rates.
+        set.probes[id].plan.plan.flags |= plan_flags::HITS;
+        plans.push(e);
+    }
+    for id in 0..n {
+        plans.push(rewrite(
+            &mut set,
+            n + id,
+            2,
+            &[
+                insn(op::TAKE, SIZE_SLOT + id as u64),
+                insn(op::EMIT, 0),
+                insn(op::BEGIN, 0),
+            ],
+            false,
+        )?);
+    }
+    for id in 2 * n..texts.len() {
+        let mut f = rewrite(&mut set, id, 0, &[insn(op::END_FLIGHT, 0)], false)?;
+        f.shown = false;
+        // Free calls are counted for their rates.
+        set.probes[id].plan.plan.flags |= plan_flags::HITS;
+        plans.push(f);
+    }
     Ok((set, plans))
 }
 
-/// Plan ids whose `HITS` count allocation and free calls.
-pub const ALLOC_PLAN: u32 = 0;
-/// See [`ALLOC_PLAN`].
-pub const FREE_PLAN: u32 = 2;
+/// Plan ids whose `HITS` count allocation calls and free calls, for
+/// `allocs` allocators and `frees` release functions (the order of
+/// [`build`]).
+pub fn hit_plans(allocs: usize, frees: usize) -> (Vec<u32>, Vec<u32>) {
+    let a = allocs as u32;
+    ((0..a).collect(), (2 * a..2 * a + frees as u32).collect())
+}
 
 /// Allocation and free calls seen since attaching, and over how long.
 #[derive(Clone, Copy, Debug, Default)]

@@ -90,18 +90,19 @@ pub enum AggKind {
     /// Operations begun (the probe) and not yet ended by this probe; the
     /// update probes rewrite a field of the operation while it is in flight.
     Inflight(String, Vec<String>),
-    /// Allocations (the probe) not yet freed.
+    /// Allocations (of the probes, all allocators) not yet freed.
     Leaks(Leaks),
 }
 
-/// `ri leaks`: how to pair an allocator with its release function.
+/// `ri leaks`: how to pair allocators (the session's probes) with release
+/// functions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leaks {
-    /// The release function's probe.
-    pub free: String,
-    /// The size, at the allocator's entry.
+    /// The release functions' probes (at least one).
+    pub frees: Vec<String>,
+    /// The size, at each allocator's entry.
     pub size: String,
-    /// The block, at the release function's entry.
+    /// The block, at each release function's entry.
     pub free_ptr: String,
     /// Stacks shown.
     pub top: usize,
@@ -480,7 +481,7 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
                     "ri leaks takes no --by: allocations are grouped by stack".into(),
                 ));
             }
-            let (set, plans) = leaks::build(&opts.trace.probes[0], l, pids)?;
+            let (set, plans) = leaks::build(&opts.trace.probes, l, pids)?;
             return Ok((set, plans));
         }
     };
@@ -537,9 +538,13 @@ impl Printer<'_> {
                 let lines =
                     leaks::folded(&groups, &resolved, |pid| v.stacks.borrow_mut().comm(pid));
                 if !folded_only {
+                    let (a, f) = leaks::hit_plans(self.opts.trace.probes.len(), l.frees.len());
+                    let sum = |ids: Vec<u32>| -> Result<u64, Error> {
+                        ids.into_iter().map(|id| read::hits(v.engine, id)).sum()
+                    };
                     let calls = leaks::Calls {
-                        allocs: read::hits(v.engine, leaks::ALLOC_PLAN)?,
-                        frees: read::hits(v.engine, leaks::FREE_PLAN)?,
+                        allocs: sum(a)?,
+                        frees: sum(f)?,
                         seconds: self.attached.elapsed().as_secs_f64(),
                     };
                     leaks::print(

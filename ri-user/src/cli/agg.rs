@@ -168,10 +168,18 @@ pub struct LeaksArgs {
     /// The release function's entry, `u:TARGET:FUNC`: --free-ptr is the block.
     #[arg(value_name = "FREE_PROBE")]
     pub free: String,
-    /// The allocation's size, evaluated at the allocator's entry.
+    /// Another allocator (repeatable), taken as ALLOC_PROBE is: the same
+    /// --size, compiled against its own parameters.
+    #[arg(long, value_name = "PROBE")]
+    pub also_alloc: Vec<String>,
+    /// Another release function (repeatable), taken as FREE_PROBE is: the
+    /// same --free-ptr, compiled against its own parameters.
+    #[arg(long, value_name = "PROBE")]
+    pub also_free: Vec<String>,
+    /// The allocation's size, evaluated at each allocator's entry.
     #[arg(long, default_value = "arg0", value_name = "EXPR")]
     pub size: String,
-    /// The block being released, evaluated at the release function's entry.
+    /// The block being released, evaluated at each release function's entry.
     #[arg(long, default_value = "arg0", value_name = "EXPR")]
     pub free_ptr: String,
     /// Show the N stacks with the most bytes outstanding.
@@ -188,12 +196,20 @@ impl LeaksArgs {
         if self.top == 0 {
             return Err("--top must be at least 1".into());
         }
+        let frees = std::iter::once(&self.free)
+            .chain(&self.also_free)
+            .cloned()
+            .collect();
         let kind = AggKind::Leaks(crate::agg::Leaks {
-            free: self.free.clone(),
+            frees,
             size: self.size.clone(),
             free_ptr: self.free_ptr.clone(),
             top: self.top,
         });
-        self.common.options(kind, vec![self.alloc.clone()])
+        let allocs = std::iter::once(&self.alloc)
+            .chain(&self.also_alloc)
+            .cloned()
+            .collect();
+        self.common.options(kind, allocs)
     }
 }

@@ -77,7 +77,9 @@ pub enum Command {
     /// `ri leaks ALLOC_PROBE FREE_PROBE`: at the allocator's entry the
     /// kernel keeps --size for the thread; at its return it stores the
     /// returned block with that size, the time and the caller's stack; the
-    /// release function's entry forgets the block. ri lists what is left,
+    /// release function's entry forgets the block. --also-alloc and
+    /// --also-free add allocators and release functions of the same heap
+    /// (e.g. m0_alloc_nz, m0_free_aligned). ri lists what is left,
     /// largest first, at each --interval and at exit. Blocks allocated
     /// before ri attached are not seen.
     Leaks(LeaksArgs),

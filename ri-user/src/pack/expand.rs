@@ -382,10 +382,25 @@ fn build(
             }
         }
         "leaks" => {
-            let a = resolve("alloc", inst.alloc.as_deref().unwrap_or_default())?;
-            let f = resolve("free", inst.free.as_deref().unwrap_or_default())?;
-            argv.push(one(a, "alloc")?);
-            argv.push(one(f, "free")?);
+            // The first allocator and release function found are the
+            // positional ones, the others --also-alloc and --also-free; a
+            // lost optional one only leaves its blocks unseen.
+            let mut also = Vec::new();
+            for (field, refs, flag) in [
+                ("alloc", &inst.alloc, "--also-alloc"),
+                ("free", &inst.free, "--also-free"),
+            ] {
+                let mut found = Vec::new();
+                for r in refs {
+                    if let Some(p) = resolve(field, r)? {
+                        found.push(p);
+                    }
+                }
+                let mut found = found.into_iter();
+                argv.push(one(found.next(), field)?);
+                also.extend(found.flat_map(|p| [flag.to_string(), p]));
+            }
+            argv.extend(also);
         }
         _ => {}
     }

@@ -74,10 +74,12 @@ pub struct Instrument {
     /// (`probe(key=EXPR, FIELD=EXPR)`).
     #[serde(default)]
     pub update: Vec<String>,
-    /// leaks: the allocator's entry.
-    pub alloc: Option<String>,
-    /// leaks: the deallocator's entry.
-    pub free: Option<String>,
+    /// leaks: the allocators' entries (a probe reference or a list).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub alloc: Vec<String>,
+    /// leaks: the deallocators' entries (a probe reference or a list).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub free: Vec<String>,
     /// count, hist, latency: group keys.
     #[serde(default)]
     pub by: Vec<String>,
@@ -103,6 +105,31 @@ pub struct Instrument {
     /// Parameters given as NAME=VALUE on `ri run`.
     #[serde(default)]
     pub params: BTreeMap<String, Param>,
+}
+
+/// A string, or a list of strings (`alloc = "a"` or `alloc = ["a", "b"]`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Refs;
+    impl<'de> serde::de::Visitor<'de> for Refs {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a probe name or a list of probe names")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut v = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                v.push(s);
+            }
+            Ok(v)
+        }
+    }
+    d.deserialize_any(Refs)
 }
 
 /// An instrument parameter.
@@ -286,8 +313,8 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
                 need("end", inst.end.is_some())?;
             }
             "leaks" => {
-                need("alloc", inst.alloc.is_some())?;
-                need("free", inst.free.is_some())?;
+                need("alloc", !inst.alloc.is_empty())?;
+                need("free", !inst.free.is_empty())?;
             }
             _ => {}
         }
@@ -344,8 +371,8 @@ impl Instrument {
             ("probe", self.probe.is_some()),
             ("begin", self.begin.is_some()),
             ("end", self.end.is_some()),
-            ("alloc", self.alloc.is_some()),
-            ("free", self.free.is_some()),
+            ("alloc", !self.alloc.is_empty()),
+            ("free", !self.free.is_empty()),
             ("by", !self.by.is_empty()),
             ("value", self.value.is_some()),
             ("size", self.size.is_some()),
@@ -363,13 +390,13 @@ impl Instrument {
             .iter()
             .map(|p| ("probes", p.as_str()))
             .chain(self.update.iter().map(|p| ("update", p.as_str())))
+            .chain(self.alloc.iter().map(|p| ("alloc", p.as_str())))
+            .chain(self.free.iter().map(|p| ("free", p.as_str())))
             .collect();
         for (name, f) in [
             ("probe", &self.probe),
             ("begin", &self.begin),
             ("end", &self.end),
-            ("alloc", &self.alloc),
-            ("free", &self.free),
             ("within", &self.within),
         ] {
             if let Some(t) = f {

@@ -25,6 +25,20 @@ fn motr_pack_has_the_issue_instruments() {
 }
 
 #[test]
+fn motr_allocs_follows_every_allocator_and_release_function() {
+    let motr = parse(BUILTIN[0].1, "motr").unwrap();
+    let allocs = &motr.instruments["allocs"];
+    let at = |names: &[String]| -> Vec<String> {
+        names.iter().map(|n| motr.probes[n].at.clone()).collect()
+    };
+    assert_eq!(
+        at(&allocs.alloc),
+        ["u:m0_alloc", "u:m0_alloc_nz", "u:m0_alloc_aligned"]
+    );
+    assert_eq!(at(&allocs.free), ["u:m0_free", "u:m0_free_aligned"]);
+}
+
+#[test]
 fn probe_references() {
     assert_eq!(probe_ref("fom_queue(key=fom)"), "fom_queue");
     assert_eq!(probe_ref("  line if 0"), "line");
@@ -113,6 +127,27 @@ fn validation_names_pack_instrument_and_field() {
                 "a = { at = \"u:f\" }",
             ),
             "instrument i: probes: unknown parameter {x}",
+        ),
+        (
+            pack(
+                "kind = \"leaks\"\nalloc = []\nfree = \"a\"",
+                "a = { at = \"u:f\" }",
+            ),
+            "instrument i: kind leaks needs field alloc",
+        ),
+        (
+            pack(
+                "kind = \"leaks\"\nalloc = [\"a\", \"b\"]\nfree = \"a\"",
+                "a = { at = \"u:f\" }",
+            ),
+            "instrument i: alloc: unknown probe 'b' (the pack's probes: a)",
+        ),
+        (
+            pack(
+                "kind = \"leaks\"\nalloc = 3\nfree = \"a\"",
+                "a = { at = \"u:f\" }",
+            ),
+            "expected a probe name or a list of probe names",
         ),
         (
             pack("kind = \"trace\"\nprobes = [\"a\"]", "a = { at = \"u:f\" }")
