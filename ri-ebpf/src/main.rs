@@ -83,7 +83,8 @@ static KEPT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 static SAVED_ARGS: LruHashMap<u64, SavedArgs> = LruHashMap::with_max_entries(16384, 0);
 
-/// Returns skipped because nothing was saved at their entry, per CPU.
+/// Returns skipped because nothing was saved at their entry (`TAKE` or
+/// `ENTRY_ARGS` found nothing), per CPU.
 #[map]
 static NO_ENTRY: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
@@ -550,10 +551,7 @@ fn restore_args(s: &mut Scratch) -> bool {
     let key = thread_site(s.site);
     // SAFETY: the value is copied out at once.
     let Some(args) = (unsafe { SAVED_ARGS.get(key) }).copied() else {
-        if let Some(n) = NO_ENTRY.get_ptr_mut(0) {
-            // SAFETY: per-CPU counter.
-            unsafe { *n += 1 };
-        }
+        no_entry();
         return false;
     };
     let _ = SAVED_ARGS.remove(key);
@@ -561,6 +559,15 @@ fn restore_args(s: &mut Scratch) -> bool {
         s.regs[(ri_common::regs::ENTRY_ARGS[0] as usize + i) & 31] = *v;
     }
     true
+}
+
+/// Counts a return that found nothing saved at its call's entry.
+#[inline(always)]
+fn no_entry() {
+    if let Some(n) = NO_ENTRY.get_ptr_mut(0) {
+        // SAFETY: per-CPU counter.
+        unsafe { *n += 1 };
+    }
 }
 
 /// Key of `KEPT`: this thread's id << 32 | `slot`.
@@ -836,6 +843,7 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
             let key = thread_slot(insn.imm);
             // SAFETY: the value is copied out at once.
             let Some(v) = (unsafe { KEPT.get(key) }).copied() else {
+                no_entry();
                 s.drop = 1;
                 return 1;
             };

@@ -159,7 +159,7 @@ pub fn skipped_returns(w: &mut impl Write, n: u64) -> std::io::Result<()> {
     if n > 0 {
         writeln!(
             w,
-            "ri: {} skipped: the arguments of the call were not saved at its entry (evicted, or taken by a recursive call)",
+            "ri: {} skipped: nothing was saved at their call's entry (evicted, or taken by a recursive call)",
             counted(n, "return")
         )?;
     }
