@@ -209,23 +209,6 @@ pub struct EventHeader {
 /// Size of [`EventHeader`] on the wire.
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 
-/// Registers an event of a `REGS_ONLY` plan may carry on the kernel's
-/// shortest path (argument registers and `rax`, written straight into a
-/// reserved [`RegsEvent`]).
-pub const FAST_REGS: usize = 6;
-
-/// The record of a `REGS_ONLY` plan of `N` registers on the shortest path:
-/// the usual header and payload, sized at compile time as the ring's
-/// reservation needs.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct RegsEvent<const N: usize> {
-    /// The usual header.
-    pub header: EventHeader,
-    /// The captured registers, in field order.
-    pub regs: [u64; N],
-}
-
 /// Builds the attach cookie: the plan id in the low half, the site in the high.
 pub const fn cookie(plan: u32, site: u32) -> u64 {
     ((site as u64) << 32) | plan as u64

@@ -18,10 +18,9 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use ri_common::{
-    AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FAST_REGS, FlightKey,
-    HEADER_LEN, Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, RegsEvent, SAVE_ARGS,
-    STACK_DEPTH, STACK_ENTRIES, STACK_NONE, SavedArgs, Scratch, SmallAggKey, WAKEUP_INTERVAL_NS,
-    op, plan_flags,
+    AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FlightKey, HEADER_LEN,
+    Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS, STACK_DEPTH,
+    STACK_ENTRIES, STACK_NONE, SavedArgs, Scratch, SmallAggKey, WAKEUP_INTERVAL_NS, op, plan_flags,
 };
 
 /// Plans by plan id, written by user space before attaching.
@@ -185,12 +184,6 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
         return 0;
     }
     let (n, flags) = (p.n_insns, p.flags);
-    if flags & plan_flags::REGS_ONLY != 0
-        && flags & (plan_flags::STACK | plan_flags::ENTRY_ARGS | plan_flags::HITS) == 0
-        && emit_regs(regs, p, cookie)
-    {
-        return 0;
-    }
     if flags & plan_flags::HITS != 0
         && let Some(h) = HITS.get_ptr_mut(cookie as u32)
     {
@@ -319,65 +312,6 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
         unsafe { *lost += 1 };
     }
     0
-}
-
-/// The shortest path, for a `REGS_ONLY` plan of at most `FAST_REGS`
-/// argument registers or `rax`: the record is reserved in the ring and
-/// written in place (no scratch, no copy). False when the plan does not
-/// qualify, so the interpreter's path runs instead.
-#[inline(always)]
-fn emit_regs(regs: *const pt_regs, p: &Plan, cookie: u64) -> bool {
-    let pairs = (p.n_insns / 2) as usize;
-    for i in 0..FAST_REGS {
-        if i >= pairs {
-            break;
-        }
-        if !matches!(p.insns[2 * i].len, 8..=14) {
-            return false;
-        }
-    }
-    match pairs {
-        1 => emit_regs_n::<1>(regs, p, cookie),
-        2 => emit_regs_n::<2>(regs, p, cookie),
-        3 => emit_regs_n::<3>(regs, p, cookie),
-        4 => emit_regs_n::<4>(regs, p, cookie),
-        5 => emit_regs_n::<5>(regs, p, cookie),
-        6 => emit_regs_n::<6>(regs, p, cookie),
-        _ => return false,
-    }
-    true
-}
-
-/// [`emit_regs`] for a plan of `N` registers.
-#[inline(always)]
-fn emit_regs_n<const N: usize>(regs: *const pt_regs, p: &Plan, cookie: u64) {
-    let Some(mut rec) = EVENTS.reserve::<RegsEvent<N>>(0) else {
-        if let Some(lost) = LOST.get_ptr_mut(0) {
-            // SAFETY: per-CPU counter.
-            unsafe { *lost += 1 };
-        }
-        return;
-    };
-    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
-    let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let ev = rec.as_mut_ptr();
-    // SAFETY: the reserved record, written field by field before submit.
-    unsafe {
-        for i in 0..N {
-            (*ev).regs[i] = arg_reg(regs, p.insns[2 * i].len);
-        }
-        (*ev).header = EventHeader {
-            ts_ns,
-            pid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
-            plan: cookie as u32,
-            site: (cookie >> 32) as u32,
-            cpu: bpf_get_smp_processor_id(),
-            payload_len: (N * 8) as u32,
-            faults: 0,
-        };
-    }
-    rec.submit(wakeup_flags(ts_ns));
 }
 
 /// Counts one hit under the key in `s.agg`: an existing entry is bumped on

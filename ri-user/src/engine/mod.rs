@@ -3,13 +3,12 @@
 //! and handing out the event ring buffer and the lost-event counter.
 
 pub mod perf;
-pub mod ring;
 
 use std::{os::fd::AsFd, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, Map, PerCpuArray},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{
         UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
@@ -71,7 +70,6 @@ impl Program {
 /// A loaded ri eBPF object.
 pub struct Engine {
     bpf: Ebpf,
-    ring_bytes: u32,
     loaded: Vec<Program>,
     /// USDT attachments, detached when the engine drops.
     usdt_links: Vec<perf::PerfLink>,
@@ -155,7 +153,6 @@ impl Engine {
             })?;
         Ok(Engine {
             bpf,
-            ring_bytes,
             loaded: Vec::new(),
             usdt_links: Vec::new(),
         })
@@ -258,19 +255,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Takes the event ring buffer (once), mapped for reading.
-    pub fn take_ring(&mut self) -> Result<ring::EventRing, EngineError> {
-        let fail = |reason: String| EngineError::Map {
+    /// Takes the event ring buffer (once).
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, EngineError> {
+        let map = self.bpf.take_map("EVENTS").ok_or(EngineError::Map {
             map: "EVENTS",
-            reason,
-        };
-        match self.bpf.take_map("EVENTS") {
-            Some(Map::RingBuf(data)) => {
-                ring::EventRing::new(data, self.ring_bytes).map_err(|e| fail(e.to_string()))
-            }
-            Some(_) => Err(fail("not a ring buffer".into())),
-            None => Err(fail("already taken".into())),
-        }
+            reason: "already taken".into(),
+        })?;
+        RingBuf::try_from(map).map_err(|e| EngineError::Map {
+            map: "EVENTS",
+            reason: chain(&e),
+        })
     }
 
     /// A map of the loaded object, by name (aggregations read theirs).

@@ -8,12 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
     Error,
     decode::{Value, decode, header},
-    engine::{Engine, Program, ring::EventRing},
+    engine::{Engine, Program},
     session::{ProbeSet, child::HeldChild},
     sink::{JsonSink, Sink, SiteInfo, TextSink},
     stack::Stacks,
@@ -302,83 +303,81 @@ struct Drain<'a> {
 
 impl Drain<'_> {
     /// Decodes and writes every record waiting in the ring buffer.
-    fn drain(&mut self, ring: &mut EventRing) {
-        ring.drain(|item| self.record(item));
-        if !self.closed && self.sink.flush().is_err() {
-            self.closed = true;
-        }
-    }
-
-    /// Decodes and writes one record.
-    fn record(&mut self, item: &[u8]) {
-        let Ok(h) = header(item) else {
-            self.undecodable += 1;
-            return;
-        };
-        let (Some(site), Some(probe)) = (
-            self.set.sites.get(h.site as usize),
-            self.set.probes.get(h.plan as usize),
-        ) else {
-            self.undecodable += 1;
-            return;
-        };
-        let mut fields = probe.plan.fields.as_slice();
-        let mut context = None;
-        if let Some(w) = &self.within {
-            let plan = h.plan as usize;
-            if plan == w.entry {
-                self.context.insert(h.tid, item.to_vec());
-                return;
-            }
-            if plan == w.entry + 1 {
-                self.context.remove(&h.tid);
-                return;
-            }
-            let Some(rec) = self.context.get(&h.tid) else {
-                self.outside += 1;
-                return;
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            let Ok(h) = header(&item) else {
+                self.undecodable += 1;
+                continue;
             };
-            fields = &w.fields[plan];
-            context = Some(rec);
-        }
-        self.counts[h.site as usize] += 1;
-        if self.closed {
-            return;
-        }
-        let decoded = decode(item, &probe.plan.fields).and_then(|mut ev| {
-            for spec in self.printf {
-                if let Some(text) = spec.render(&probe.plan.fields, &ev.values, ev.header.pid) {
-                    ev.extra.push((spec.name.clone(), text));
+            let (Some(site), Some(probe)) = (
+                self.set.sites.get(h.site as usize),
+                self.set.probes.get(h.plan as usize),
+            ) else {
+                self.undecodable += 1;
+                continue;
+            };
+            let mut fields = probe.plan.fields.as_slice();
+            let mut context = None;
+            if let Some(w) = &self.within {
+                let plan = h.plan as usize;
+                if plan == w.entry {
+                    self.context.insert(h.tid, item.to_vec());
+                    continue;
                 }
-            }
-            if let (Some(rec), Some(w)) = (context, &self.within) {
-                // The context's fields go first.
-                let mut c = decode(rec, &self.set.probes[w.entry].plan.fields)?;
-                c.values.append(&mut ev.values);
-                ev.values = c.values;
-            }
-            Ok(ev)
-        });
-        let Ok(ev) = decoded else {
-            self.undecodable += 1;
-            return;
-        };
-        let mut resolved = Vec::new();
-        for v in &ev.values {
-            if let Value::Stack(s, c) = v {
-                match self.stacks.resolve(self.engine, *s, *c) {
-                    Ok(r) => resolved.push(r),
-                    Err(_) => self.undecodable += 1,
+                if plan == w.entry + 1 {
+                    self.context.remove(&h.tid);
+                    continue;
                 }
+                let Some(rec) = self.context.get(&h.tid) else {
+                    self.outside += 1;
+                    continue;
+                };
+                fields = &w.fields[plan];
+                context = Some(rec);
+            }
+            self.counts[h.site as usize] += 1;
+            if self.closed {
+                continue;
+            }
+            let decoded = decode(&item, &probe.plan.fields).and_then(|mut ev| {
+                for spec in self.printf {
+                    if let Some(text) = spec.render(&probe.plan.fields, &ev.values, ev.header.pid) {
+                        ev.extra.push((spec.name.clone(), text));
+                    }
+                }
+                if let (Some(rec), Some(w)) = (context, &self.within) {
+                    // The context's fields go first.
+                    let mut c = decode(rec, &self.set.probes[w.entry].plan.fields)?;
+                    c.values.append(&mut ev.values);
+                    ev.values = c.values;
+                }
+                Ok(ev)
+            });
+            match decoded {
+                Ok(ev) => {
+                    let mut resolved = Vec::new();
+                    for v in &ev.values {
+                        if let Value::Stack(s, c) = v {
+                            match self.stacks.resolve(self.engine, *s, *c) {
+                                Ok(r) => resolved.push(r),
+                                Err(_) => self.undecodable += 1,
+                            }
+                        }
+                    }
+                    let info = SiteInfo {
+                        probe: &site.name,
+                        short: &site.short,
+                        fields,
+                        stacks: &resolved,
+                    };
+                    if self.sink.event(&info, &ev).is_err() {
+                        self.closed = true;
+                    }
+                }
+                Err(_) => self.undecodable += 1,
             }
         }
-        let info = SiteInfo {
-            probe: &site.name,
-            short: &site.short,
-            fields,
-            stacks: &resolved,
-        };
-        if self.sink.event(&info, &ev).is_err() {
+        if !self.closed && self.sink.flush().is_err() {
             self.closed = true;
         }
     }
@@ -387,7 +386,7 @@ impl Drain<'_> {
 async fn event_loop(
     set: &ProbeSet,
     engine: &Engine,
-    ring: EventRing,
+    ring: RingBuf<MapData>,
     opts: &TraceOptions,
     child: Option<u32>,
     within: Option<Within>,
