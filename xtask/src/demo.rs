@@ -1,6 +1,6 @@
 //! The main job's demo: start the bundled motr-shaped service (`m0d`) and a
 //! client load, run the motr pack's instruments (`ri run motr.sessions`,
-//! `motr.queue`, `motr.fops`, `motr.allocs`) for a few seconds each, print
+//! `motr.queue`, `motr.fops`, `motr.allocs`, `motr.blocks`) for a few seconds each, print
 //! what they saw, and stop everything cleanly.
 
 use std::{
@@ -138,7 +138,7 @@ pub fn run() -> Result<()> {
     if let Err(e) = sessions.join().expect("sessions thread") {
         failed.push(e);
     }
-    let looks: [(&str, &str, &[&str], usize); 3] = [
+    let looks: [(&str, &str, &[&str], usize); 4] = [
         (
             "requests queued and executing (motr.queue): opcode, xid, session, endpoint, current phase, age",
             "motr.queue",
@@ -156,6 +156,12 @@ pub fn run() -> Result<()> {
             "motr.allocs",
             &[],
             40,
+        ),
+        (
+            "extents allocated per cob (motr.blocks): each write's blocks, with the cob they are for",
+            "motr.blocks",
+            &[],
+            8,
         ),
     ];
     for (title, instrument, extra, lines) in looks {
