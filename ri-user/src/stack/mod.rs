@@ -10,10 +10,11 @@
 //! dropped.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     io::Write,
     path::PathBuf,
     rc::Rc,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, PerCpuArray, StackTraceMap};
@@ -29,8 +30,16 @@ use crate::{
     },
 };
 
-/// How often the mappings of watched processes are re-read.
-pub const MAPS_REFRESH: std::time::Duration = std::time::Duration::from_millis(20);
+/// How often [`Stacks::refresh`] runs: the mappings of a process watched
+/// for less than [`MAPS_YOUNG`] are re-read at each run (a `-c` command
+/// execs, loads its libraries, and may exit within milliseconds), older
+/// ones every [`MAPS_SETTLED`]; an address found unmapped when a stack is
+/// resolved also re-reads them.
+pub const MAPS_REFRESH: Duration = Duration::from_millis(20);
+/// See [`MAPS_REFRESH`].
+pub const MAPS_YOUNG: Duration = Duration::from_secs(1);
+/// See [`MAPS_REFRESH`].
+pub const MAPS_SETTLED: Duration = Duration::from_secs(1);
 
 /// Errors reading stacks or writing their renderings.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +160,8 @@ pub struct Stacks {
     symbolizer: Symbolizer,
     maps: HashMap<u32, Vec<Mapping>>,
     cache: HashMap<(u64, Option<u64>), Rc<Resolved>>,
-    watched: HashSet<u32>,
+    /// Watched processes: when watching began and when the maps were read.
+    watched: HashMap<u32, (Instant, Instant)>,
     comms: HashMap<u32, String>,
 }
 
@@ -168,24 +178,38 @@ impl Stacks {
             symbolizer: symbolizer(),
             maps: HashMap::new(),
             cache: HashMap::new(),
-            watched: HashSet::new(),
+            watched: HashMap::new(),
             comms: HashMap::new(),
         }
     }
 
     /// Remembers `pid`'s mappings now and at each [`Stacks::refresh`].
     pub fn watch(&mut self, pid: u32) {
-        if self.watched.insert(pid) {
+        if !self.watched.contains_key(&pid) {
+            let now = Instant::now();
+            self.watched.insert(pid, (now, now));
             self.read_maps(pid);
         }
     }
 
-    /// Re-reads the maps of every watched process that is still alive
-    /// (new libraries), keeping the last good copy of those that exited.
+    /// Re-reads the maps of the watched processes that are due (see
+    /// [`MAPS_REFRESH`]) and still alive (new libraries), keeping the last
+    /// good copy of those that exited.
     pub fn refresh(&mut self) {
-        let pids: Vec<u32> = self.watched.iter().copied().collect();
-        for pid in pids {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .watched
+            .iter()
+            .filter(|(_, (since, read))| {
+                now.duration_since(*since) < MAPS_YOUNG || now.duration_since(*read) >= MAPS_SETTLED
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in due {
             self.read_maps(pid);
+            if let Some(w) = self.watched.get_mut(&pid) {
+                w.1 = now;
+            }
         }
     }
 
