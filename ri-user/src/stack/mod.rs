@@ -185,9 +185,9 @@ impl Stacks {
 
     /// Remembers `pid`'s mappings now and at each [`Stacks::refresh`].
     pub fn watch(&mut self, pid: u32) {
-        if !self.watched.contains_key(&pid) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.watched.entry(pid) {
             let now = Instant::now();
-            self.watched.insert(pid, (now, now));
+            e.insert((now, now));
             self.read_maps(pid);
         }
     }
