@@ -3,7 +3,7 @@
 //! `INFLIGHT` map; the end probe's plan deletes the key. ri lists what is
 //! left, oldest first, with its age.
 
-use std::{cell::RefCell, io::Write};
+use std::io::Write;
 
 use aya::maps::HashMap as BpfHashMap;
 use ri_common::{FlightKey, Inflight};
@@ -11,9 +11,9 @@ use serde_json::json;
 
 use super::{
     AggError, AggPlan,
-    render::{duration_text, key_json, key_parts},
+    render::{View, duration_text, key_json, key_parts},
 };
-use crate::{engine::Engine, session::ProbeSet, stack::Stacks};
+use crate::engine::Engine;
 
 /// One operation in flight.
 #[derive(Clone, Debug)]
@@ -65,19 +65,18 @@ pub fn monotonic_ns() -> u64 {
 #[allow(clippy::too_many_arguments)]
 pub fn print(
     w: &mut impl Write,
-    set: &ProbeSet,
+    view: &View,
     plan: &AggPlan,
     flights: &[Flight],
-    engine: &Engine,
-    stacks: &RefCell<Stacks>,
     json_out: bool,
     last: bool,
 ) -> std::io::Result<()> {
+    let set = view.set;
     let now = monotonic_ns();
     let rows: Vec<_> = flights
         .iter()
         .map(|f| {
-            let parts = key_parts(&f.payload, &plan.keys, engine, stacks);
+            let parts = key_parts(&f.payload, &plan.keys, view);
             let site = set.sites.get(f.site as usize);
             (now.saturating_sub(f.ts_ns), f, site, parts)
         })

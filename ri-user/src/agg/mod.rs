@@ -516,16 +516,7 @@ impl Printer<'_> {
         let lines = match &self.opts.kind {
             AggKind::Inflight(..) => {
                 let flights = inflight::read(v.engine)?;
-                inflight::print(
-                    out,
-                    v.set,
-                    &v.plans[0],
-                    &flights,
-                    v.engine,
-                    v.stacks,
-                    self.opts.trace.json,
-                    last,
-                )?;
+                inflight::print(out, v, &v.plans[0], &flights, self.opts.trace.json, last)?;
                 return Ok(());
             }
             AggKind::Leaks(l) => {

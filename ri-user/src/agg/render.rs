@@ -44,12 +44,9 @@ pub(super) struct KeyPart {
 
 /// A payload decoded with `fields`, each value as a [`KeyPart`] (stacks
 /// symbolized).
-pub(super) fn key_parts(
-    bytes: &[u8],
-    fields: &[crate::plan::Field],
-    engine: &Engine,
-    stacks: &RefCell<Stacks>,
-) -> Vec<KeyPart> {
+pub(super) fn key_parts(bytes: &[u8], fields: &[crate::plan::Field], view: &View) -> Vec<KeyPart> {
+    let (engine, stacks) = (view.engine, view.stacks);
+    let fmt = crate::sink::value_options(view.opts.trace.formatters.clone());
     if fields.is_empty() {
         return Vec::new();
     }
@@ -75,8 +72,10 @@ pub(super) fn key_parts(
                 };
                 KeyPart {
                     label: f.name.clone(),
-                    text: value_text(v),
-                    json: stack.as_ref().map_or_else(|| value_json(v), |r| r.json()),
+                    text: value_text(v, &fmt),
+                    json: stack
+                        .as_ref()
+                        .map_or_else(|| value_json(v, &fmt), |r| r.json()),
                     stack,
                     raw,
                 }
@@ -186,7 +185,8 @@ pub(super) fn duration_text(ns: u64) -> String {
     }
 }
 
-pub(super) fn value_text(v: &Value<'_>) -> String {
+/// A key value as text; whole values through their formatters.
+pub(super) fn value_text(v: &Value<'_>, fmt: &crate::dwarf::value::Options) -> String {
     match v {
         Value::U64(n) => n.to_string(),
         Value::I64(n) => n.to_string(),
@@ -195,26 +195,31 @@ pub(super) fn value_text(v: &Value<'_>) -> String {
         Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
         Value::Enum(n, Some(name)) => format!("{name}({n})"),
         Value::Enum(n, None) => n.to_string(),
-        Value::Object(b, _) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Value::Object(b, t) => {
+            let text = crate::sink::render(b, t, fmt).to_text();
+            text.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+        }
         Value::Stack(v, _) => format!("stack {v:#x}"),
         Value::Fault => "<fault>".into(),
     }
 }
 
-pub(super) fn value_json(v: &Value<'_>) -> Json {
+/// A key value as JSON; whole values through their formatters.
+pub(super) fn value_json(v: &Value<'_>, fmt: &crate::dwarf::value::Options) -> Json {
     match v {
         Value::U64(n) => json!(n),
         Value::I64(n) => json!(n),
         Value::Enum(n, None) => json!(n),
         Value::Fault => Json::Null,
-        v => json!(value_text(v)),
+        Value::Object(b, t) => crate::sink::render(b, t, fmt).to_json(),
+        v => json!(value_text(v, fmt)),
     }
 }
 
 impl View<'_> {
     /// The key values of a cell, one part per `--by`.
     fn key(&self, plan: usize, bytes: &[u8]) -> Vec<KeyPart> {
-        key_parts(bytes, &self.plans[plan].keys, self.engine, self.stacks)
+        key_parts(bytes, &self.plans[plan].keys, self)
     }
 
     fn rows<'s>(&self, snap: &'s Snapshot) -> Vec<(&'s CellKey, &'s Cell)> {

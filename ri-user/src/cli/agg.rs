@@ -132,6 +132,7 @@ impl AggCommon {
                 ring_bytes: 4096,
                 bare: false,
                 quiet: self.scope.quiet,
+                formatters: self.scope.formatters()?,
                 printf: Vec::new(),
                 within: None,
             },

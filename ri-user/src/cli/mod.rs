@@ -158,8 +158,8 @@ pub enum FidAction {
     },
 }
 
-/// Which processes a probing command watches, and for how long; shared by
-/// `trace` and the aggregating commands.
+/// Which processes a probing command watches, for how long, and how it
+/// prints typed values; shared by `trace` and the aggregating commands.
 #[derive(Debug, Args)]
 pub struct ScopeArgs {
     /// Trace only this process (repeatable).
@@ -174,6 +174,18 @@ pub struct ScopeArgs {
     /// Print no attach message and no summary.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Print whole values of type TYPE (a struct tag or typedef) with
+    /// FORMATTER: fid (`<container:key>`), u128 (`hi:lo`), hex, or default
+    /// (field by field); over ri's own m0_fid=fid and m0_uint128=u128.
+    #[arg(long = "format", value_name = "TYPE=FORMATTER")]
+    pub formats: Vec<String>,
+}
+
+impl ScopeArgs {
+    /// The `--format` choices.
+    pub fn formatters(&self) -> Result<crate::dwarf::value::Formatters, String> {
+        crate::dwarf::value::Formatters::parse(&self.formats)
+    }
 }
 
 /// Parses an optional positive number of seconds given to `flag`.
@@ -248,6 +260,7 @@ impl TraceArgs {
             ring_bytes: self.buffer_size << 20,
             bare: self.bare,
             quiet: self.scope.quiet,
+            formatters: self.scope.formatters()?,
             printf: self
                 .printf
                 .iter()

@@ -55,6 +55,8 @@ pub struct Options {
     pub max_elements: usize,
     /// Bytes of a string shown.
     pub max_string: usize,
+    /// Which types print through a formatter.
+    pub formatters: Formatters,
 }
 
 impl Default for Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             depth: 1,
             max_elements: 64,
             max_string: 256,
+            formatters: Formatters::default(),
         }
     }
 }
@@ -165,30 +168,6 @@ fn u64_member(info: &DebugInfo, id: TypeId, bytes: &[u8], name: &str) -> Option<
     Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// The formatter registered for a type's typedef names or tag, if any.
-pub fn formatter_for(info: &DebugInfo, id: TypeId) -> Option<Formatter> {
-    let mut id = id;
-    for _ in 0..32 {
-        let name = match info.ty(id) {
-            Type::Typedef { name, ty } => {
-                if let Some(f) = lookup(name) {
-                    return Some(f);
-                }
-                id = (*ty)?;
-                continue;
-            }
-            Type::Qualified { ty, .. } => {
-                id = (*ty)?;
-                continue;
-            }
-            Type::Struct { name: Some(n), .. } => n,
-            _ => return None,
-        };
-        return lookup(name);
-    }
-    None
-}
-
 /// Built-in formatters by the name a pack's `[formatters]` gives them.
 pub static NAMED: &[(&str, Option<Formatter>)] = &[
     ("fid", Some(fid)),
@@ -206,31 +185,69 @@ fn hex_bytes(_: &DebugInfo, _: TypeId, bytes: &[u8]) -> Option<String> {
     Some(format!("0x{digits}"))
 }
 
-/// Type name → formatter name, set by a probe pack; `None`: the built-in table.
-static PACK_FORMATTERS: std::sync::RwLock<Option<Vec<(String, String)>>> =
-    std::sync::RwLock::new(None);
-
-/// Lets a probe pack decide the per-type formatters (type name → a name of
-/// [`NAMED`]); replaces [`FORMATTERS`] for the rest of the run.
-pub fn set_formatters(map: Vec<(String, String)>) {
-    if let Ok(mut g) = PACK_FORMATTERS.write() {
-        *g = Some(map);
-    }
+/// Which formatter prints which type: [`FORMATTERS`], with the choices of
+/// `--format TYPE=NAME` (or a pack's `[formatters]`) on top, type by type.
+#[derive(Clone, Debug, Default)]
+pub struct Formatters {
+    /// Type name → a name of [`NAMED`].
+    chosen: std::sync::Arc<Vec<(String, Option<Formatter>)>>,
 }
 
-fn lookup(name: &str) -> Option<Formatter> {
-    if let Ok(g) = PACK_FORMATTERS.read()
-        && let Some(map) = g.as_ref()
-    {
-        let (_, fmt) = map.iter().find(|(t, _)| t == name)?;
-        return NAMED.iter().find(|(n, _)| n == fmt).and_then(|(_, f)| *f);
+impl Formatters {
+    /// Parses `TYPE=NAME` choices; one line naming the problem otherwise.
+    pub fn parse(specs: &[String]) -> Result<Self, String> {
+        let mut chosen = Vec::new();
+        for spec in specs {
+            let Some((ty, name)) = spec.split_once('=') else {
+                return Err(format!(
+                    "--format {spec}: expected TYPE=FORMATTER, e.g. m0_fid=hex"
+                ));
+            };
+            let Some((_, f)) = NAMED.iter().find(|(n, _)| *n == name.trim()) else {
+                let names: Vec<&str> = NAMED.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "--format {spec}: unknown formatter '{}' (one of {})",
+                    name.trim(),
+                    names.join(", ")
+                ));
+            };
+            chosen.push((ty.trim().to_string(), *f));
+        }
+        Ok(Formatters {
+            chosen: std::sync::Arc::new(chosen),
+        })
     }
-    FORMATTERS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
-}
 
-/// A type's special rendering, when one is registered and the bytes suit it.
-pub fn format_special(info: &DebugInfo, id: TypeId, bytes: &[u8]) -> Option<String> {
-    formatter_for(info, id)?(info, id, bytes)
+    fn lookup(&self, name: &str) -> Option<Formatter> {
+        if let Some((_, f)) = self.chosen.iter().rev().find(|(t, _)| t == name) {
+            return *f;
+        }
+        FORMATTERS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    /// The formatter for a type's typedef names or tag, if any.
+    pub fn formatter_for(&self, info: &DebugInfo, id: TypeId) -> Option<Formatter> {
+        let mut id = id;
+        for _ in 0..32 {
+            let name = match info.ty(id) {
+                Type::Typedef { name, ty } => {
+                    if let Some(f) = self.lookup(name) {
+                        return Some(f);
+                    }
+                    id = (*ty)?;
+                    continue;
+                }
+                Type::Qualified { ty, .. } => {
+                    id = (*ty)?;
+                    continue;
+                }
+                Type::Struct { name: Some(n), .. } => n,
+                _ => return None,
+            };
+            return self.lookup(name);
+        }
+        None
+    }
 }
 
 /// Decodes `bytes`, the object of type `ty` at `addr` (when known);
@@ -318,7 +335,7 @@ fn sign_extend(v: u128, bits: u32) -> i128 {
 impl Decoder<'_> {
     fn value(&mut self, ty: TypeId, bytes: &[u8], addr: Option<u64>, depth: u32) -> Value {
         let info = self.info;
-        if let Some(f) = formatter_for(info, ty)
+        if let Some(f) = self.opts.formatters.formatter_for(info, ty)
             && let Some(s) = f(info, ty, bytes)
         {
             return Value::Formatted(s);

@@ -209,8 +209,6 @@ pub struct Prepared {
     pub argv: Vec<String>,
     /// One line per lost optional probe.
     pub notes: Vec<String>,
-    /// The pack's `[formatters]`.
-    pub formatters: Vec<(String, String)>,
 }
 
 /// The full command line `ri run` stands for, and the notes on lost probes.
@@ -263,34 +261,23 @@ pub fn command_line(opts: &RunOptions) -> Result<Prepared, crate::Error> {
         }
         _ => {}
     }
-    let formatters = loaded
-        .file
-        .formatters
-        .iter()
-        .map(|(t, f)| (t.clone(), f.clone()))
-        .collect();
-    Ok(Prepared {
-        argv,
-        notes,
-        formatters,
-    })
+    // The pack's [formatters] become --format choices.
+    for (t, f) in &loaded.file.formatters {
+        argv.extend(["--format".into(), format!("{t}={f}")]);
+    }
+    Ok(Prepared { argv, notes })
 }
 
 /// `ri run`: expands the instrument and runs it as ri would run the
 /// expanded command line.
 pub fn run(opts: &RunOptions) -> Result<(), crate::Error> {
-    let Prepared {
-        argv,
-        notes,
-        formatters,
-    } = command_line(opts)?;
+    let Prepared { argv, notes } = command_line(opts)?;
     for n in &notes {
         eprintln!("ri: {n}");
     }
     if opts.show {
         eprintln!("ri: runs: ri {}", shell_words(&argv));
     }
-    crate::dwarf::value::set_formatters(formatters);
     let cli = crate::cli::Cli::try_parse_from(std::iter::once("ri".to_string()).chain(argv))
         .map_err(|e| {
             crate::Error::Usage(format!("{}: {}", opts.instrument, crate::cli::fault(&e)))

@@ -13,15 +13,20 @@ use crate::{
 
 /// Decodes a captured object with its debug-info type (pointers print as
 /// addresses: they are not followed in events).
-fn render(bytes: &[u8], t: &crate::plan::TypeRef) -> dwarf::value::Value {
-    dwarf::value::decode(
-        &t.dbg,
-        t.ty,
-        bytes,
-        None,
-        &dwarf::value::NoMemory,
-        &dwarf::value::Options::default(),
-    )
+pub fn render(
+    bytes: &[u8],
+    t: &crate::plan::TypeRef,
+    opts: &dwarf::value::Options,
+) -> dwarf::value::Value {
+    dwarf::value::decode(&t.dbg, t.ty, bytes, None, &dwarf::value::NoMemory, opts)
+}
+
+/// How sinks print whole values: one level deep, through `formatters`.
+pub fn value_options(formatters: dwarf::value::Formatters) -> dwarf::value::Options {
+    dwarf::value::Options {
+        formatters,
+        ..Default::default()
+    }
 }
 
 /// What a sink needs to know about the probe site of an event.
@@ -47,12 +52,16 @@ pub trait Sink {
 /// Human-readable lines: `u:func pid=1 tid=1 name=value ...`.
 pub struct TextSink<W: Write> {
     out: W,
+    opts: dwarf::value::Options,
 }
 
 impl<W: Write> TextSink<W> {
-    /// A text sink over `out`.
-    pub fn new(out: W) -> Self {
-        TextSink { out }
+    /// A text sink over `out`; whole values print with `formatters`.
+    pub fn new(out: W, formatters: dwarf::value::Formatters) -> Self {
+        TextSink {
+            out,
+            opts: value_options(formatters),
+        }
     }
 }
 
@@ -88,7 +97,7 @@ impl<W: Write> Sink for TextSink<W> {
                 Value::Enum(v, None) => line.push_str(&v.to_string()),
                 Value::Object(bytes, t) => {
                     // One event, one line: fold the multi-line rendering.
-                    let text = render(bytes, t).to_text();
+                    let text = render(bytes, t, &self.opts).to_text();
                     line.push_str(&text.lines().map(str::trim).collect::<Vec<_>>().join(" "));
                 }
                 Value::Stack(v, _) => match stacks.next() {
@@ -123,12 +132,16 @@ impl<W: Write> Sink for TextSink<W> {
 /// the captures by name (strings as text, bytes as hex, faults as `null`).
 pub struct JsonSink<W: Write> {
     out: W,
+    opts: dwarf::value::Options,
 }
 
 impl<W: Write> JsonSink<W> {
-    /// A JSON-lines sink over `out`.
-    pub fn new(out: W) -> Self {
-        JsonSink { out }
+    /// A JSON-lines sink over `out`; whole values print with `formatters`.
+    pub fn new(out: W, formatters: dwarf::value::Formatters) -> Self {
+        JsonSink {
+            out,
+            opts: value_options(formatters),
+        }
     }
 }
 
@@ -166,7 +179,9 @@ impl<W: Write> Sink for JsonSink<W> {
                     line.push_str(&serde_json::to_string(n).map_err(io::Error::other)?)
                 }
                 Value::Enum(v, None) => line.push_str(&v.to_string()),
-                Value::Object(bytes, t) => line.push_str(&render(bytes, t).to_json().to_string()),
+                Value::Object(bytes, t) => {
+                    line.push_str(&render(bytes, t, &self.opts).to_json().to_string())
+                }
                 Value::Stack(v, _) => match stacks.next() {
                     Some(r) => line.push_str(&r.json().to_string()),
                     None => line.push_str(&format!("\"{v:#x}\"")),

@@ -44,6 +44,8 @@ pub struct TraceOptions {
     pub bare: bool,
     /// No attach message and no summary.
     pub quiet: bool,
+    /// Which types print through which formatter (`--format`).
+    pub formatters: crate::dwarf::value::Formatters,
     /// Fields formatted like printf from other captures.
     pub printf: Vec<PrintfSpec>,
     /// Show only events during a call of this entry probe's function on
@@ -395,9 +397,9 @@ async fn event_loop(
     let mut stop = Stop::new(opts.duration, child)?;
     let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
     let sink: Box<dyn Sink> = if opts.json {
-        Box::new(JsonSink::new(out))
+        Box::new(JsonSink::new(out, opts.formatters.clone()))
     } else {
-        Box::new(TextSink::new(out))
+        Box::new(TextSink::new(out, opts.formatters.clone()))
     };
     let mut stacks = Stacks::new();
     if set.has_stacks() {
