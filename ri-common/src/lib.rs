@@ -218,8 +218,21 @@ pub const fn cookie(plan: u32, site: u32) -> u64 {
 /// registers for the return plan of that id ([`plan_flags::ENTRY_ARGS`]).
 pub const SAVE_ARGS: u32 = 1 << 31;
 
+/// Key of a value kept for one call, from its entry to its return: which
+/// thread and what (`tid << 32 | site` or `| slot`), and the stack pointer
+/// at the entry (the return address's slot; at the return it is `rsp - 8`),
+/// so nested and recursive calls each have their own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FrameKey {
+    /// `tid << 32 | site` (`SAVED_ARGS`) or `tid << 32 | slot` (`KEPT`).
+    pub id: u64,
+    /// `rsp` at the function's entry.
+    pub sp: u64,
+}
+
 /// The argument registers of one call, saved at its entry for its return
-/// probe, keyed by thread and site.
+/// probe, keyed by [`FrameKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SavedArgs {

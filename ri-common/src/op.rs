@@ -50,11 +50,14 @@ pub const END_FLIGHT: u8 = 20;
 /// [`crate::plan_flags::STACK`]); when the kernel could not store the stack,
 /// the id is [`crate::STACK_NONE`] and the field is marked faulted.
 pub const STACK: u8 = 21;
-/// Pop a value and keep it for this thread under slot `imm` (e.g. the size
-/// at an allocator's entry, for its return).
+/// Pop a value and keep it for this call under slot `imm` (e.g. the size at
+/// an allocator's entry, for its return): keyed by thread, slot and stack
+/// pointer at the function's entry, so recursive calls keep their own.
 pub const KEEP: u8 = 22;
-/// Push the value `KEEP` stored for this thread under slot `imm` and forget
-/// it; without one, drop the hit.
+/// At the function's return, push the value `KEEP` stored for this call
+/// under slot `imm` and forget it; without one, drop the hit (and count it
+/// in `NO_ENTRY` when `width` is 1: the entry probe had no filter, so
+/// something should have been kept).
 pub const TAKE: u8 = 23;
 /// `ri latency --begin/--end` end: look up the in-flight entry whose key is
 /// the payload's first word, count now minus its begin time in a log2

@@ -18,9 +18,10 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use ri_common::{
-    AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FlightKey, HEADER_LEN,
-    Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS, STACK_DEPTH,
-    STACK_ENTRIES, STACK_NONE, SavedArgs, Scratch, SmallAggKey, WAKEUP_INTERVAL_NS, op, plan_flags,
+    AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FlightKey, FrameKey,
+    HEADER_LEN, Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS,
+    STACK_DEPTH, STACK_ENTRIES, STACK_NONE, SavedArgs, Scratch, SmallAggKey, WAKEUP_INTERVAL_NS,
+    op, plan_flags,
 };
 
 /// Plans by plan id, written by user space before attaching.
@@ -73,14 +74,14 @@ static FAST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 static INFLIGHT: HashMap<FlightKey, Inflight> = HashMap::with_max_entries(AGG_ENTRIES, 0);
 
 /// Values `KEEP` stored for `TAKE` (an entry's time for `ri latency`, an
-/// allocation's size for `ri leaks`), keyed by [`thread_slot`].
+/// allocation's size for `ri leaks`), keyed by call ([`FrameKey`]).
 #[map]
-static KEPT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+static KEPT: LruHashMap<FrameKey, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// Argument registers saved at a function's entry for its return plan
-/// (`plan_flags::ENTRY_ARGS`), keyed by [`thread_site`].
+/// (`plan_flags::ENTRY_ARGS`), keyed by call ([`FrameKey`]).
 #[map]
-static SAVED_ARGS: LruHashMap<u64, SavedArgs> = LruHashMap::with_max_entries(16384, 0);
+static SAVED_ARGS: LruHashMap<FrameKey, SavedArgs> = LruHashMap::with_max_entries(16384, 0);
 
 /// Returns skipped because nothing was saved at their entry (`TAKE` or
 /// `ENTRY_ARGS` found nothing), per CPU.
@@ -462,7 +463,7 @@ fn refresh_flight(s: &mut Scratch, word: u64) {
     }
 }
 
-/// Key of `SAVED_ARGS`: this thread's id << 32 | `site`.
+/// What `SAVED_ARGS` keeps per call: this thread's id << 32 | `site`.
 #[inline(always)]
 fn thread_site(site: u32) -> u64 {
     (unsafe { bpf_get_current_pid_tgid() } << 32) | site as u64
@@ -475,14 +476,22 @@ fn save_args(regs: *const pt_regs, site: u32) {
     let args = SavedArgs {
         regs: [14, 13, 12, 11, 9, 8].map(|i| arg_reg(regs, i)),
     };
-    let _ = SAVED_ARGS.insert(thread_site(site), args, 0);
+    let key = FrameKey {
+        id: thread_site(site),
+        // SAFETY: the uprobe context, read at a constant offset.
+        sp: unsafe { core::ptr::read_volatile(&(*regs).rsp) },
+    };
+    let _ = SAVED_ARGS.insert(key, args, 0);
 }
 
 /// At a function's return: puts the arguments saved at its entry into the
 /// scratch's `ENTRY_ARGS` slots; false (and counted) when there are none.
 #[inline(always)]
 fn restore_args(s: &mut Scratch) -> bool {
-    let key = thread_site(s.site);
+    let key = FrameKey {
+        id: thread_site(s.site),
+        sp: return_frame(s),
+    };
     // SAFETY: the value is copied out at once.
     let Some(args) = (unsafe { SAVED_ARGS.get(key) }).copied() else {
         no_entry();
@@ -495,6 +504,13 @@ fn restore_args(s: &mut Scratch) -> bool {
     true
 }
 
+/// At a function's return, the stack pointer its entry had (`ret` popped
+/// the return address).
+#[inline(always)]
+fn return_frame(s: &Scratch) -> u64 {
+    s.regs[ri_common::regs::RSP as usize].wrapping_sub(8)
+}
+
 /// Counts a return that found nothing saved at its call's entry.
 #[inline(always)]
 fn no_entry() {
@@ -504,7 +520,7 @@ fn no_entry() {
     }
 }
 
-/// Key of `KEPT`: this thread's id << 32 | `slot`.
+/// What `KEPT` keeps per call: this thread's id << 32 | `slot`.
 #[inline(always)]
 fn thread_slot(slot: u64) -> u64 {
     (unsafe { bpf_get_current_pid_tgid() } << 32) | (slot & 0xffff_ffff)
@@ -769,15 +785,23 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
             s.push(tgid << 32 | s.stack_id as u64);
         }
         op::KEEP => {
-            let key = thread_slot(insn.imm);
+            let key = FrameKey {
+                id: thread_slot(insn.imm),
+                sp: s.regs[ri_common::regs::RSP as usize],
+            };
             let v = s.pop();
             let _ = KEPT.insert(key, v, 0);
         }
         op::TAKE => {
-            let key = thread_slot(insn.imm);
+            let key = FrameKey {
+                id: thread_slot(insn.imm),
+                sp: return_frame(s),
+            };
             // SAFETY: the value is copied out at once.
             let Some(v) = (unsafe { KEPT.get(key) }).copied() else {
-                no_entry();
+                if insn.width == 1 {
+                    no_entry();
+                }
                 s.drop = 1;
                 return 1;
             };

@@ -902,10 +902,9 @@ M0_INTERNAL int m0sim_obj_write(struct m0sim_store *st, const char *name,
 		if (ext[d].e_end != 0)
 			nalloc = d + 1;
 		if (rc != 0) {
-			rc = ext[d].e_end == 0 ?
-				fail(msg, msglen, rc, "device %u: no space", d) :
-				fail(msg, msglen, rc, "device %u: write: %s", d,
-				     strerror(-rc));
+			rc = fail(msg, msglen, rc, "device %u: %s: %s", d,
+				  ext[d].e_end == 0 ? "allocate" : "write",
+				  rc == -ENOSPC ? "no space" : strerror(-rc));
 			goto out;
 		}
 		em[d].em_nr_ext = 1;

@@ -10,6 +10,7 @@
 //! seq = [{ probe = "work_int3", a = 1, b = 2 }]  # events in this order (fields are a subset)
 //! stdout_has = ["..."]                    # substrings of stdout
 //! stderr_has = ["..."]                    # substrings of stderr
+//! stderr_lacks = ["..."]                  # substrings stderr must not have
 //! stderr_lines = 1                        # at most this many stderr lines
 //! as_user = "nobody"                      # run ri as another user
 //! each = ["typed-O0", "typed-O2"]         # once per value, as {each}
@@ -45,6 +46,8 @@ struct Case {
     stdout_has: Vec<String>,
     #[serde(default)]
     stderr_has: Vec<String>,
+    #[serde(default)]
+    stderr_lacks: Vec<String>,
     stderr_lines: Option<usize>,
     as_user: Option<String>,
     #[serde(default)]
@@ -177,6 +180,12 @@ fn check(case: &Case) -> Result<(), String> {
         let s = expand(s);
         if !stderr.contains(&s) {
             return Err(format!("stderr lacks {s:?}{}", ctx()));
+        }
+    }
+    for s in &case.stderr_lacks {
+        let s = expand(s);
+        if stderr.contains(&s) {
+            return Err(format!("stderr has {s:?}{}", ctx()));
         }
     }
     if let Some(n) = case.stderr_lines

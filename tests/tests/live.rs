@@ -311,19 +311,19 @@ fn count_by_key_agrees_with_bpftrace() {
 fn return_probe_reads_the_arguments_of_calls_begun_after_attaching() {
     require_bpf();
     let mut sleeper = Command::new(fixture("calls"))
-        .args(["sleep", "3", "1000"])
+        .args(["sleep", "3", "2000"])
         .stdout(Stdio::null())
         .spawn()
         .expect("start fixture");
-    // Inside the first one-second sleep when ri attaches; ri stops after the
-    // last (a zombie child still counts as running for -p).
+    // Inside the first two-second sleep when ri attaches (with time to
+    // spare on a loaded machine); ri stops after the last.
     std::thread::sleep(std::time::Duration::from_millis(150));
     let calls = fixture("calls").display().to_string();
     let out = ri(&[
         "trace",
         "--json",
         "--duration",
-        "4",
+        "7",
         "-p",
         &sleeper.id().to_string(),
         &format!("ur:{calls}:timed_sleep(ms=arg0, r=retval)"),
@@ -336,6 +336,6 @@ fn return_probe_reads_the_arguments_of_calls_begun_after_attaching() {
         .iter()
         .map(|e| (e["ms"].as_u64().unwrap(), e["r"].as_u64().unwrap()))
         .collect();
-    assert_eq!(got, [(1000, 1000), (1000, 1000)], "stderr: {err}");
+    assert_eq!(got, [(2000, 2000), (2000, 2000)], "stderr: {err}");
     assert!(!err.contains("skipped"), "stderr: {err}");
 }

@@ -16,7 +16,7 @@ use serde_json::{Value as Json, json};
 
 use super::{
     AggError, AggPlan, Leaks, entry_head, inflight::Flight, insn, render::duration_text, rewrite,
-    with_captures,
+    take, with_captures,
 };
 use crate::{
     Error,
@@ -84,15 +84,12 @@ pub(super) fn build(
         plans.push(e);
     }
     for id in 0..n {
+        let size = take(SIZE_SLOT + id as u64, &set.probes[id]);
         plans.push(rewrite(
             &mut set,
             n + id,
             2,
-            &[
-                insn(op::TAKE, SIZE_SLOT + id as u64),
-                insn(op::EMIT, 0),
-                insn(op::BEGIN, 0),
-            ],
+            &[size, insn(op::EMIT, 0), insn(op::BEGIN, 0)],
             false,
         )?);
     }

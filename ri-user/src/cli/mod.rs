@@ -226,7 +226,9 @@ pub struct TraceArgs {
     /// Show only events that happen on the same thread during a call of
     /// this entry probe's function, with its captures first: e.g.
     /// `u:m0d:m0_stob_io_prepare_and_launch(cob=obj->so_id.si_fid)`; its
-    /// filter picks the calls that count.
+    /// filter picks the calls that count (nested and recursive calls are
+    /// told apart by their stack frame; the innermost one counts). Probes
+    /// of that function itself are refused: capture in PROBE instead.
     #[arg(long, value_name = "PROBE")]
     pub within: Option<String>,
     /// Attach an empty program instead of the plan (benchmark baseline).

@@ -236,6 +236,7 @@ impl ProbeSet {
                         *pid,
                         &site.name,
                     )?;
+                    n += 1;
                 }
                 engine.attach(
                     which,

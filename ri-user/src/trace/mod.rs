@@ -55,10 +55,13 @@ pub struct TraceOptions {
 
 /// `--within`: the calls of one function as a per-thread context. Its entry
 /// probe (with the user's captures and filter) and a bare return probe are
-/// attached after the user's probes; their events, in ring-buffer order
-/// (one ring, so in program order per thread), open and close each thread's
-/// context, and every other event is shown with the open context's fields
-/// first, or not at all.
+/// attached after the user's probes, both also capturing the stack pointer
+/// (hidden). Their events, in ring-buffer order (one ring, so in program
+/// order per thread), push and pop each thread's calls by frame: a return
+/// pops the call whose entry had its `rsp - 8`, so nesting, recursion and
+/// calls the filter left out stay apart, and a lost return is cleared by
+/// the next entry at the same depth. Every other event is shown with the
+/// innermost open call's fields first, or not at all.
 struct Within {
     /// Plan id of the entry probe (the return probe's is the next).
     entry: usize,
@@ -66,9 +69,12 @@ struct Within {
     fields: Vec<Vec<crate::plan::Field>>,
 }
 
+/// The hidden capture of the `--within` probes: the stack pointer.
+const WITHIN_SP: &str = "ri_within_sp";
+
 impl Within {
-    /// The entry probe and its return, checked: one function, entry only,
-    /// no capture names shared with the user's probes.
+    /// The entry probe and its return, checked: one function, entry only;
+    /// each captures the stack pointer last.
     fn probes(text: &str) -> Result<[String; 2], Error> {
         let spec = crate::probe::parse_probe(text)?;
         if spec.kind != crate::probe::ProbeKind::Uprobe || spec.offset != 0 {
@@ -82,14 +88,27 @@ impl Within {
                 spec.func
             )));
         }
+        let sp = format!("{WITHIN_SP}=sp");
         Ok([
-            text.to_string(),
-            format!("ur:{}:{}", spec.target, spec.func),
+            crate::agg::add_capture(text, &sp),
+            format!("ur:{}:{}({sp})", spec.target, spec.func),
         ])
     }
 
+    /// Checks the user's probes against the context (no shared capture
+    /// names, none on the function itself) and lays out their fields.
     fn new(set: &ProbeSet, entry: usize) -> Result<Self, Error> {
-        let ctx = &set.probes[entry].plan.fields;
+        let all = &set.probes[entry].plan.fields;
+        let ctx = &all[..all.len() - 1];
+        let within_fn = set.sites.iter().find(|s| s.probe == entry);
+        for site in set.sites.iter().filter(|s| s.probe < entry) {
+            if within_fn.is_some_and(|w| w.path == site.path && w.func == site.func) {
+                return Err(Error::Usage(format!(
+                    "{} probes the --within function itself; capture what it needs in --within's captures, or trace it without --within (return probes see the call's arguments)",
+                    set.probes[site.probe].spec.text
+                )));
+            }
+        }
         let mut fields = Vec::new();
         for p in &set.probes[..entry] {
             if let Some(f) = p
@@ -107,6 +126,13 @@ impl Within {
         }
         Ok(Within { entry, fields })
     }
+}
+
+/// The last payload word of a record (the `--within` probes' stack pointer).
+fn last_word(item: &[u8], h: &ri_common::EventHeader) -> Option<u64> {
+    let end = ri_common::HEADER_LEN + h.payload_len as usize;
+    let w = item.get(end.checked_sub(8)?..end)?;
+    Some(u64::from_le_bytes(w.try_into().ok()?))
 }
 
 /// What a trace saw.
@@ -204,6 +230,11 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     summary.no_entry = engine.no_entry()?;
     if !opts.quiet {
         summary.write_to(&mut std::io::stderr())?;
+        if opts.within.is_some() && summary.lost > 0 {
+            eprintln!(
+                "ri: with events lost, some events may show the wrong --within call (its entry or return was lost)"
+            );
+        }
         if set.has_stacks() {
             crate::stack::write_errors(&mut std::io::stderr(), crate::stack::errors(&engine)?)?;
         }
@@ -298,8 +329,9 @@ struct Drain<'a> {
     undecodable: u64,
     closed: bool,
     within: Option<Within>,
-    /// The record of each thread's open `--within` call.
-    context: std::collections::HashMap<u32, Vec<u8>>,
+    /// Each thread's open `--within` calls, outermost first: the stack
+    /// pointer at the entry and the entry's record.
+    context: std::collections::HashMap<u32, Vec<(u64, Vec<u8>)>>,
     outside: u64,
 }
 
@@ -322,15 +354,25 @@ impl Drain<'_> {
             let mut context = None;
             if let Some(w) = &self.within {
                 let plan = h.plan as usize;
-                if plan == w.entry {
-                    self.context.insert(h.tid, item.to_vec());
+                if plan == w.entry || plan == w.entry + 1 {
+                    let Some(sp) = last_word(&item, &h) else {
+                        self.undecodable += 1;
+                        continue;
+                    };
+                    let calls = self.context.entry(h.tid).or_default();
+                    if plan == w.entry {
+                        // Calls at this depth or shallower have returned
+                        // (their return was lost if they are still here).
+                        calls.retain(|(at, _)| *at > sp);
+                        calls.push((sp, item.to_vec()));
+                    } else {
+                        // The stack grows down: this call and deeper ones end.
+                        let entry_sp = sp.wrapping_sub(8);
+                        calls.retain(|(at, _)| *at > entry_sp);
+                    }
                     continue;
                 }
-                if plan == w.entry + 1 {
-                    self.context.remove(&h.tid);
-                    continue;
-                }
-                let Some(rec) = self.context.get(&h.tid) else {
+                let Some((_, rec)) = self.context.get(&h.tid).and_then(|c| c.last()) else {
                     self.outside += 1;
                     continue;
                 };
@@ -350,6 +392,7 @@ impl Drain<'_> {
                 if let (Some(rec), Some(w)) = (context, &self.within) {
                     // The context's fields go first.
                     let mut c = decode(rec, &self.set.probes[w.entry].plan.fields)?;
+                    c.values.pop();
                     c.values.append(&mut ev.values);
                     ev.values = c.values;
                 }
