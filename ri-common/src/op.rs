@@ -41,6 +41,8 @@ pub const COUNT: u8 = 15;
 pub const HIST: u8 = 16;
 /// `ri inflight` begin: store the payload built so far (its first word is
 /// the key) with the time, pid and tid in the in-flight map; no event.
+/// With `imm` 1 only when the key is not in flight yet (`--seen`: an
+/// operation begun before attaching, first seen now).
 pub const BEGIN: u8 = 19;
 /// `ri inflight` end: forget the in-flight entry whose key is the payload's
 /// first word; no event.

@@ -392,9 +392,10 @@ fn flight_key(s: &Scratch) -> FlightKey {
     }
 }
 
-/// Stores the payload as an operation in flight under its first word.
+/// Stores the payload as an operation in flight under its first word
+/// (`only_new`: unless that key is in flight already).
 #[inline(always)]
-fn begin(s: &mut Scratch) {
+fn begin(s: &mut Scratch, only_new: bool) {
     let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
     s.flight.ts_ns = unsafe { bpf_ktime_get_ns() };
     s.flight.pid = (pid_tgid >> 32) as u32;
@@ -409,7 +410,11 @@ fn begin(s: &mut Scratch) {
     }
     let key = flight_key(s);
     let value: &Inflight = &s.flight;
-    if INFLIGHT.insert(key, value, 0).is_err() {
+    // BPF_NOEXIST: an entry in flight already is not one to add (-EEXIST).
+    let flags = if only_new { 1 } else { 0 };
+    if let Err(e) = INFLIGHT.insert(key, value, flags)
+        && e != -17
+    {
         dropped();
     }
 }
@@ -758,7 +763,7 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
             return 1;
         }
         op::BEGIN => {
-            begin(s);
+            begin(s, insn.imm == 1);
             s.drop = 1;
             return 1;
         }

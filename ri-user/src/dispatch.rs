@@ -44,9 +44,14 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Hist(a) => agg(a.common.options(AggKind::Hist(a.value), a.probes)),
         Command::Latency(a) => agg(a.options()),
         Command::Leaks(a) => agg(a.options()),
-        Command::Inflight(a) => agg(a
-            .common
-            .options(AggKind::Inflight(a.end, a.update), vec![a.begin])),
+        Command::Inflight(a) => agg(a.common.options(
+            AggKind::Inflight(crate::agg::Inflight {
+                end: a.end,
+                updates: a.update,
+                seen: a.seen,
+            }),
+            vec![a.begin],
+        )),
         Command::Ctl(args) => match args.options() {
             Ok(opts) => crate::ctl::run(&opts),
             Err(msg) => Err(Error::Usage(msg)),

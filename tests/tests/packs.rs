@@ -171,17 +171,39 @@ fn motr_ops_and_queue_agree_with_the_services_counters() {
 
 #[test]
 fn motr_sessions_are_the_services_open_sessions() {
+    sessions_match(false);
+}
+
+/// Sessions established before ri attached show from their next request,
+/// marked as seen (their age a lower bound).
+#[test]
+fn motr_sessions_established_before_attach_are_seen() {
+    sessions_match(true);
+}
+
+/// `motr.sessions` under a load of 4 sessions lists m0d's open sessions:
+/// endpoints and sender ids; attached before or after the load began.
+fn sessions_match(load_first: bool) {
     require_bpf();
     let m0d = M0d::start();
     let pid = m0d.pid.to_string();
-    let ri = run_attached(&["motr.sessions", "-p", &pid, "--json"]);
-    let load = m0d.load(100, 4.0, "packs");
+    let (ri, load) = if load_first {
+        let load = m0d.load(100, 5.0, "packs");
+        std::thread::sleep(Duration::from_millis(1000));
+        (run_attached(&["motr.sessions", "-p", &pid, "--json"]), load)
+    } else {
+        let ri = run_attached(&["motr.sessions", "-p", &pid, "--json"]);
+        (ri, m0d.load(100, 4.0, "packs"))
+    };
     std::thread::sleep(Duration::from_millis(1500));
     let stats = m0d.stats();
     let (out, err) = stop(ri.0, ri.1, ri.2);
     let load = load.finish(Duration::from_secs(60));
     assert_eq!(load["total_errors"], 0, "{load}");
     let live = final_entries(&out);
+    for e in &live {
+        assert_eq!(e["seen"], load_first, "{e}");
+    }
     let open = stats["sessions_open"].as_u64().unwrap();
     assert_eq!(open, 4, "{stats}");
     assert_eq!(live.len() as u64, open, "{out}\n{err}");

@@ -26,6 +26,9 @@ pub struct Flight {
     pub tid: u32,
     /// Site of the begin probe.
     pub site: u32,
+    /// Plan that stored it: the begin probe's (0), or a `--seen` probe's
+    /// (the operation began before attaching; `ts_ns` is when it was seen).
+    pub plan: u32,
     /// The begin probe's payload.
     pub payload: Vec<u8>,
 }
@@ -42,6 +45,7 @@ pub fn read(engine: &Engine) -> Result<Vec<Flight>, crate::Error> {
             pid: f.pid,
             tid: f.tid,
             site: f.site,
+            plan: f.plan,
             payload: f.payload.to_vec(),
         });
     }
@@ -61,7 +65,8 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// Prints the operations in flight (text table or one JSON object), with
-/// the frames of a captured stack under its row.
+/// the frames of a captured stack under its row; an operation a `--seen`
+/// probe added shows its age as a lower bound (`>=`, `"seen": true`).
 #[allow(clippy::too_many_arguments)]
 pub fn print(
     w: &mut impl Write,
@@ -90,6 +95,7 @@ pub fn print(
                     "pid": f.pid,
                     "tid": f.tid,
                     "age_ns": age,
+                    "seen": f.plan != 0,
                     "fields": key_json(parts),
                 })
             })
@@ -109,10 +115,12 @@ pub fn print(
             .filter(|p| p.stack.is_none())
             .map(|p| format!("{}={}", p.label, p.text))
             .collect();
+        // Begun before attaching: at least as old as since it was seen.
+        let at_least = if f.plan != 0 { ">=" } else { "" };
         writeln!(
             w,
             "{:>10}  pid={} tid={}  {}  {}",
-            duration_text(*age),
+            format!("{at_least}{}", duration_text(*age)),
             f.pid,
             f.tid,
             site.map_or("?", |s| s.short.as_str()),

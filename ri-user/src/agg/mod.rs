@@ -61,6 +61,12 @@ pub enum AggError {
         "'{0}': ri inflight --update captures key=EXPR and one integer field the --begin probe captures"
     )]
     InflightUpdate(String),
+    /// An `ri inflight --seen` probe whose captures are not the begin
+    /// probe's (names, types and order).
+    #[error(
+        "ri inflight --seen {0}: capture the begin probe's fields, in its order, types and str() lengths ({1})"
+    )]
+    InflightSeen(String, String),
     /// `ri latency --begin/--end` probes without the integer `key` capture
     /// first, or an end probe with more captures.
     #[error(
@@ -87,11 +93,23 @@ pub enum AggKind {
     /// Time from the begin probe (the probe) to this end probe with the same
     /// `key`, across threads, as a log2 histogram per begin fields.
     Span(String),
-    /// Operations begun (the probe) and not yet ended by this probe; the
-    /// update probes rewrite a field of the operation while it is in flight.
-    Inflight(String, Vec<String>),
+    /// Operations begun (the probe) and not yet ended.
+    Inflight(Inflight),
     /// Allocations (of the probes, all allocators) not yet freed.
     Leaks(Leaks),
+}
+
+/// `ri inflight`: besides the begin probe (the session's probe), where an
+/// operation ends, changes and is seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inflight {
+    /// The end probe, `PROBE(key=EXPR)`.
+    pub end: String,
+    /// Probes that rewrite one field of the operation while it is in flight.
+    pub updates: Vec<String>,
+    /// Probes that add an operation begun before attaching when they first
+    /// see it, with the begin probe's fields.
+    pub seen: Vec<String>,
 }
 
 /// `ri leaks`: how to pair allocators (the session's probes) with release
@@ -441,20 +459,26 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             plans.push(e);
             return Ok((set, plans));
         }
-        AggKind::Inflight(end, updates) => {
+        AggKind::Inflight(Inflight { end, updates, seen }) => {
             if !opts.by.is_empty() {
                 return Err(crate::Error::Usage(
                     "ri inflight takes no --by: capture fields in the --begin probe".into(),
                 ));
             }
-            let mut begin = opts.trace.probes[0].clone();
-            if opts.stack {
-                begin = add_capture(&begin, "stack=stack");
-            }
+            let with_stack = |p: &String| {
+                if opts.stack {
+                    add_capture(p, "stack=stack")
+                } else {
+                    p.clone()
+                }
+            };
+            let begin = with_stack(&opts.trace.probes[0]);
             let texts: Vec<String> = [begin, end.clone()]
                 .into_iter()
                 .chain(updates.iter().cloned())
+                .chain(seen.iter().map(with_stack))
                 .collect();
+            let first_seen = 2 + updates.len();
             let mut set = ProbeSet::build(&texts, pids)?;
             for (id, text) in texts.iter().enumerate().take(2) {
                 let fields = &set.probes[id].plan.fields;
@@ -469,7 +493,7 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             let mut e = rewrite(&mut set, 1, 0, &[insn(op::END_FLIGHT, 0)], false)?;
             e.shown = false;
             plans.push(e);
-            for (id, text) in texts.iter().enumerate().skip(2) {
+            for (id, text) in texts.iter().enumerate().take(first_seen).skip(2) {
                 let fields = &set.probes[id].plan.fields;
                 let int = |f: &crate::plan::Field| {
                     matches!(f.kind, FieldKind::Int { .. } | FieldKind::Enum(_))
@@ -482,6 +506,33 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
                 }
                 .ok_or_else(|| AggError::InflightUpdate(text.clone()))?;
                 let mut u = rewrite(&mut set, id, 0, &[insn(op::UPDATE, word)], false)?;
+                u.shown = false;
+                plans.push(u);
+            }
+            for (id, text) in texts.iter().enumerate().skip(first_seen) {
+                // Entries are printed with the begin's fields: the same
+                // names, kinds and order.
+                let layout = |id: usize| -> Vec<usize> {
+                    let p = &set.probes[id].plan.plan;
+                    p.insns[..p.n_insns as usize]
+                        .iter()
+                        .filter_map(emit_bytes)
+                        .collect()
+                };
+                if set.probes[id].plan.fields != set.probes[0].plan.fields
+                    || layout(id) != layout(0)
+                {
+                    let names = |id: usize| -> Vec<String> {
+                        set.probes[id]
+                            .plan
+                            .fields
+                            .iter()
+                            .map(|f| f.name.clone())
+                            .collect()
+                    };
+                    return Err(AggError::InflightSeen(text.clone(), names(0).join(", ")).into());
+                }
+                let mut u = rewrite(&mut set, id, 0, &[insn(op::BEGIN, 1)], false)?;
                 u.shown = false;
                 plans.push(u);
             }

@@ -154,6 +154,11 @@ pub struct InflightArgs {
     /// e.g. a request's phase.
     #[arg(long, value_name = "PROBE")]
     pub update: Vec<String>,
+    /// Where an operation begun before attaching shows (repeatable): with
+    /// the --begin probe's fields, `PROBE(key=EXPR, FIELD=EXPR...)`, it is
+    /// added when first seen here; its age counts from then (shown as >=).
+    #[arg(long, value_name = "PROBE")]
+    pub seen: Vec<String>,
     /// Options shared with count, hist and latency (--by does not apply).
     #[command(flatten)]
     pub common: AggCommon,

@@ -380,6 +380,12 @@ fn build(
                     argv.extend(["--update".into(), p]);
                 }
             }
+            // A lost optional seen probe only hides what began before.
+            for u in &inst.seen {
+                if let Some(p) = resolve("seen", u)? {
+                    argv.extend(["--seen".into(), p]);
+                }
+            }
         }
         "leaks" => {
             // The first allocator and release function found are the

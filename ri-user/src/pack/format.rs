@@ -74,6 +74,10 @@ pub struct Instrument {
     /// (`probe(key=EXPR, FIELD=EXPR)`).
     #[serde(default)]
     pub update: Vec<String>,
+    /// inflight: probes that add an operation begun before attaching when
+    /// they first see it, with the begin probe's fields.
+    #[serde(default)]
+    pub seen: Vec<String>,
     /// leaks: the allocators' entries (a probe reference or a list).
     #[serde(default, deserialize_with = "one_or_many")]
     pub alloc: Vec<String>,
@@ -152,7 +156,7 @@ pub const KINDS: &[(&str, &[&str])] = &[
     ("count", &["probes", "by", "stack"]),
     ("hist", &["probes", "by", "value"]),
     ("latency", &["probe", "begin", "end", "by"]),
-    ("inflight", &["begin", "end", "update", "stack"]),
+    ("inflight", &["begin", "end", "update", "seen", "stack"]),
     (
         "leaks",
         &["alloc", "free", "size", "free_ptr", "top", "stack"],
@@ -364,10 +368,11 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
 
 impl Instrument {
     /// Which optional fields are set.
-    fn fields_set(&self) -> [(&'static str, bool); 14] {
+    fn fields_set(&self) -> [(&'static str, bool); 15] {
         [
             ("probes", !self.probes.is_empty()),
             ("update", !self.update.is_empty()),
+            ("seen", !self.seen.is_empty()),
             ("probe", self.probe.is_some()),
             ("begin", self.begin.is_some()),
             ("end", self.end.is_some()),
@@ -390,6 +395,7 @@ impl Instrument {
             .iter()
             .map(|p| ("probes", p.as_str()))
             .chain(self.update.iter().map(|p| ("update", p.as_str())))
+            .chain(self.seen.iter().map(|p| ("seen", p.as_str())))
             .chain(self.alloc.iter().map(|p| ("alloc", p.as_str())))
             .chain(self.free.iter().map(|p| ("free", p.as_str())))
             .collect();
