@@ -82,8 +82,8 @@ pub mod plan_flags {
     /// ([`crate::regs::ENTRY_ARGS`]): a companion entry probe at the same
     /// site (cookie plan id or'ed with [`crate::SAVE_ARGS`]) saves them per
     /// thread in `SAVED_ARGS`, and they are restored before the plan runs.
-    /// A return that finds nothing saved (evicted, or taken by a recursive
-    /// call of the same function) is skipped and counted in `NO_ENTRY`.
+    /// When the entry cannot save them (the map is full) the return is
+    /// skipped, counted in `NO_ENTRY`.
     pub const ENTRY_ARGS: u32 = 1 << 13;
 }
 
@@ -217,6 +217,10 @@ pub const fn cookie(plan: u32, site: u32) -> u64 {
 /// Or'ed into a cookie's plan id: the entry probe only saves the argument
 /// registers for the return plan of that id ([`plan_flags::ENTRY_ARGS`]).
 pub const SAVE_ARGS: u32 = 1 << 31;
+
+/// Calls in flight at once whose entry keeps a value (`KEEP`) or the
+/// arguments (`ENTRY_ARGS`) for their return.
+pub const FRAME_ENTRIES: u32 = 16384;
 
 /// Key of a value kept for one call, from its entry to its return: which
 /// thread and what (`tid << 32 | site` or `| slot`), and the stack pointer

@@ -57,9 +57,8 @@ pub const STACK: u8 = 21;
 /// pointer at the function's entry, so recursive calls keep their own.
 pub const KEEP: u8 = 22;
 /// At the function's return, push the value `KEEP` stored for this call
-/// under slot `imm` and forget it; without one, drop the hit (and count it
-/// in `NO_ENTRY` when `width` is 1: the entry probe had no filter, so
-/// something should have been kept).
+/// under slot `imm` and forget it; without one (the entry's filter left
+/// the call out, or the map was full, which `KEEP` counted), drop the hit.
 pub const TAKE: u8 = 23;
 /// `ri latency --begin/--end` end: look up the in-flight entry whose key is
 /// the payload's first word, count now minus its begin time in a log2

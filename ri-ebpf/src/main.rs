@@ -7,19 +7,19 @@
 use core::{ffi::c_void, ptr::write_volatile};
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::generated::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_loop,
         bpf_probe_read_user, bpf_probe_read_user_str,
     },
     macros::{map, uprobe, uretprobe},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use ri_common::{
-    AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FlightKey, FrameKey,
-    HEADER_LEN, Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS,
+    AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES, FlightKey,
+    FrameKey, HEADER_LEN, Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS,
     STACK_DEPTH, STACK_ENTRIES, STACK_NONE, SavedArgs, Scratch, SmallAggKey, WAKEUP_INTERVAL_NS,
     op, plan_flags,
 };
@@ -73,18 +73,21 @@ static FAST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static INFLIGHT: HashMap<FlightKey, Inflight> = HashMap::with_max_entries(AGG_ENTRIES, 0);
 
+/// `KEPT` and `SAVED_ARGS` are not LRU maps: evicting a live call would
+/// lose its value silently; a full map is counted instead (in `NO_ENTRY`:
+/// that call's return will be skipped).
 /// Values `KEEP` stored for `TAKE` (an entry's time for `ri latency`, an
 /// allocation's size for `ri leaks`), keyed by call ([`FrameKey`]).
 #[map]
-static KEPT: LruHashMap<FrameKey, u64> = LruHashMap::with_max_entries(16384, 0);
+static KEPT: HashMap<FrameKey, u64> = HashMap::with_max_entries(FRAME_ENTRIES, 0);
 
 /// Argument registers saved at a function's entry for its return plan
 /// (`plan_flags::ENTRY_ARGS`), keyed by call ([`FrameKey`]).
 #[map]
-static SAVED_ARGS: LruHashMap<FrameKey, SavedArgs> = LruHashMap::with_max_entries(16384, 0);
+static SAVED_ARGS: HashMap<FrameKey, SavedArgs> = HashMap::with_max_entries(FRAME_ENTRIES, 0);
 
-/// Returns skipped because nothing was saved at their entry (`TAKE` or
-/// `ENTRY_ARGS` found nothing), per CPU.
+/// Calls whose entry could not save its value or arguments (the per-call
+/// map was full), so their return is skipped, per CPU.
 #[map]
 static NO_ENTRY: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
@@ -95,6 +98,9 @@ static STACKS: StackTrace = StackTrace::with_max_entries(STACK_ENTRIES, 0);
 /// Stacks the kernel could not store (map full, bucket taken), per CPU.
 #[map]
 static STACK_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The kernel's `EEXIST`: a `BPF_NOEXIST` insert found the key.
+const EEXIST: i32 = 17;
 
 /// `BPF_F_USER_STACK`: walk the user stack, not the kernel's.
 const USER_STACK: u64 = 1 << 8;
@@ -410,10 +416,10 @@ fn begin(s: &mut Scratch, only_new: bool) {
     }
     let key = flight_key(s);
     let value: &Inflight = &s.flight;
-    // BPF_NOEXIST: an entry in flight already is not one to add (-EEXIST).
-    let flags = if only_new { 1 } else { 0 };
+    // An entry in flight already is not one to add.
+    let flags = if only_new { BPF_NOEXIST as u64 } else { 0 };
     if let Err(e) = INFLIGHT.insert(key, value, flags)
-        && e != -17
+        && e != -EEXIST
     {
         dropped();
     }
@@ -486,7 +492,9 @@ fn save_args(regs: *const pt_regs, site: u32) {
         // SAFETY: the uprobe context, read at a constant offset.
         sp: unsafe { core::ptr::read_volatile(&(*regs).rsp) },
     };
-    let _ = SAVED_ARGS.insert(key, args, 0);
+    if SAVED_ARGS.insert(key, args, 0).is_err() {
+        no_entry();
+    }
 }
 
 /// At a function's return: puts the arguments saved at its entry into the
@@ -498,8 +506,8 @@ fn restore_args(s: &mut Scratch) -> bool {
         sp: return_frame(s),
     };
     // SAFETY: the value is copied out at once.
+    // Nothing saved: counted when the save failed.
     let Some(args) = (unsafe { SAVED_ARGS.get(key) }).copied() else {
-        no_entry();
         return false;
     };
     let _ = SAVED_ARGS.remove(key);
@@ -516,7 +524,7 @@ fn return_frame(s: &Scratch) -> u64 {
     s.regs[ri_common::regs::RSP as usize].wrapping_sub(8)
 }
 
-/// Counts a return that found nothing saved at its call's entry.
+/// Counts a call whose entry could not save for its return.
 #[inline(always)]
 fn no_entry() {
     if let Some(n) = NO_ENTRY.get_ptr_mut(0) {
@@ -795,7 +803,9 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
                 sp: s.regs[ri_common::regs::RSP as usize],
             };
             let v = s.pop();
-            let _ = KEPT.insert(key, v, 0);
+            if KEPT.insert(key, v, 0).is_err() {
+                no_entry();
+            }
         }
         op::TAKE => {
             let key = FrameKey {
@@ -803,10 +813,8 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
                 sp: return_frame(s),
             };
             // SAFETY: the value is copied out at once.
+            // A call whose entry the filter left out kept nothing.
             let Some(v) = (unsafe { KEPT.get(key) }).copied() else {
-                if insn.width == 1 {
-                    no_entry();
-                }
                 s.drop = 1;
                 return 1;
             };

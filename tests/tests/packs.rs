@@ -169,6 +169,47 @@ fn motr_ops_and_queue_agree_with_the_services_counters() {
     assert_eq!(stats["running"], 0, "{stats}");
 }
 
+/// Requests queued before ri attached show in `motr.queue` from their next
+/// phase change, marked as seen, with the phase they moved to (never INIT:
+/// the seen probe reads it where m0_fom_phase_set returns).
+#[test]
+fn motr_queue_sees_requests_queued_before_attach() {
+    require_bpf();
+    let m0d = M0d::start_with(M0dConfig {
+        args: vec!["--handler-delay-us".into(), "100000".into()],
+        ..M0dConfig::default()
+    });
+    let pid = m0d.pid.to_string();
+    let load = m0d.load(100, 3.0, "packv");
+    std::thread::sleep(Duration::from_millis(800));
+    let queue = run_attached(&["motr.queue", "-p", &pid, "--json", "--interval", "0.1"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (out, err) = stop(queue.0, queue.1, queue.2);
+    let load = load.finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    let seen: Vec<Value> = prints(&out)
+        .iter()
+        .flat_map(|p| p["entries"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["seen"] == true)
+        .collect();
+    assert!(!seen.is_empty(), "no request seen\n{out}\n{err}");
+    for e in &seen {
+        assert!(
+            e["probe"].as_str().unwrap().starts_with("uretprobe:"),
+            "{e}"
+        );
+        assert_ne!(e["fields"]["phase"], 0, "{e}");
+        assert!(e["fields"]["xid"].as_u64().unwrap() > 0, "{e}");
+        assert!(
+            e["fields"]["endpoint"]
+                .as_str()
+                .unwrap()
+                .starts_with("inet:tcp:127.0.0.1@"),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn motr_sessions_are_the_services_open_sessions() {
     sessions_match(false);

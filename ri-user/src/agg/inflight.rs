@@ -67,7 +67,6 @@ pub fn monotonic_ns() -> u64 {
 /// Prints the operations in flight (text table or one JSON object), with
 /// the frames of a captured stack under its row; an operation a `--seen`
 /// probe added shows its age as a lower bound (`>=`, `"seen": true`).
-#[allow(clippy::too_many_arguments)]
 pub fn print(
     w: &mut impl Write,
     view: &View,

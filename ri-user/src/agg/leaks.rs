@@ -16,7 +16,7 @@ use serde_json::{Value as Json, json};
 
 use super::{
     AggError, AggPlan, Leaks, entry_head, inflight::Flight, insn, render::duration_text, rewrite,
-    take, with_captures,
+    with_captures,
 };
 use crate::{
     Error,
@@ -84,7 +84,7 @@ pub(super) fn build(
         plans.push(e);
     }
     for id in 0..n {
-        let size = take(SIZE_SLOT + id as u64, &set.probes[id]);
+        let size = insn(op::TAKE, SIZE_SLOT + id as u64);
         plans.push(rewrite(
             &mut set,
             n + id,

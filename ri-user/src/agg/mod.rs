@@ -314,18 +314,6 @@ fn rewrite(
     })
 }
 
-/// `TAKE` of `slot` at the return of `entry`'s function; a miss counts as
-/// a skipped return only when `entry` has no filter (a call it filtered
-/// out rightly kept nothing).
-fn take(slot: u64, entry: &crate::session::Probe) -> Insn {
-    Insn {
-        op: op::TAKE,
-        imm: slot,
-        width: entry.spec.filter.is_none() as u8,
-        ..Default::default()
-    }
-}
-
 fn insn(code: u8, imm: u64) -> Insn {
     Insn {
         op: code,
@@ -425,7 +413,7 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             plans.push(e);
             let elapsed = [
                 insn(op::NSECS, 0),
-                take(TIME_SLOT, &set.probes[0]),
+                insn(op::TAKE, TIME_SLOT),
                 insn(op::SUB, 0),
                 insn(op::HIST, 0),
             ];

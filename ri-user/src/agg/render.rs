@@ -195,10 +195,7 @@ pub(super) fn value_text(v: &Value<'_>, fmt: &crate::dwarf::value::Options) -> S
         Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
         Value::Enum(n, Some(name)) => format!("{name}({n})"),
         Value::Enum(n, None) => n.to_string(),
-        Value::Object(b, t) => {
-            let text = crate::sink::render(b, t, fmt).to_text();
-            text.lines().map(str::trim).collect::<Vec<_>>().join(" ")
-        }
+        Value::Object(b, t) => crate::sink::one_line(b, t, fmt),
         Value::Stack(v, _) => format!("stack {v:#x}"),
         Value::Fault => "<fault>".into(),
     }

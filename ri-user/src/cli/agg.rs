@@ -157,6 +157,7 @@ pub struct InflightArgs {
     /// Where an operation begun before attaching shows (repeatable): with
     /// the --begin probe's fields, `PROBE(key=EXPR, FIELD=EXPR...)`, it is
     /// added when first seen here; its age counts from then (shown as >=).
+    /// The --begin probe's filter does not apply: give PROBE its own.
     #[arg(long, value_name = "PROBE")]
     pub seen: Vec<String>,
     /// Options shared with count, hist and latency (--by does not apply).

@@ -198,7 +198,8 @@ impl Formatters {
     pub fn parse(specs: &[String]) -> Result<Self, String> {
         let mut chosen = Vec::new();
         for spec in specs {
-            let Some((ty, name)) = spec.split_once('=') else {
+            let Some((ty, name)) = spec.split_once('=').filter(|(t, _)| !t.trim().is_empty())
+            else {
                 return Err(format!(
                     "--format {spec}: expected TYPE=FORMATTER, e.g. m0_fid=hex"
                 ));

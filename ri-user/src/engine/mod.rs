@@ -280,8 +280,8 @@ impl Engine {
         self.counter("LOST")
     }
 
-    /// Return probes skipped because nothing was saved at their call's
-    /// entry, summed over CPUs (`plan_flags::ENTRY_ARGS`).
+    /// Returns skipped because their call's entry found the per-call map
+    /// full, summed over CPUs.
     pub fn no_entry(&self) -> Result<u64, EngineError> {
         self.counter("NO_ENTRY")
     }

@@ -163,9 +163,6 @@ pub const KINDS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Built-in formatters a `[formatters]` entry may name.
-pub const FORMATTERS: &[&str] = &["fid", "u128", "hex", "default"];
-
 /// The probe kinds of `at`, long and short.
 pub fn probe_kind(at: &str) -> Option<(&'static str, &str)> {
     let (k, rest) = at.split_once(':')?;
@@ -231,11 +228,12 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
             "pack {origin}: name '{pack}' must be letters, digits, _ or -"
         )));
     }
+    let known: Vec<&str> = crate::dwarf::value::NAMED.iter().map(|(n, _)| *n).collect();
     for (ty, fmt) in &f.formatters {
-        if !FORMATTERS.contains(&fmt.as_str()) {
+        if !known.contains(&fmt.as_str()) {
             return Err(bad(format!(
                 "formatter for '{ty}': unknown formatter '{fmt}' (known: {})",
-                FORMATTERS.join(", ")
+                known.join(", ")
             )));
         }
     }

@@ -66,6 +66,13 @@ pub fn parse_probe(text: &str) -> Result<ProbeSpec, ParseError> {
     if kind == ProbeKind::Usdt && head.contains('+') {
         return Err(err(fs, fe, "a USDT probe takes no offset"));
     }
+    if kind == ProbeKind::Uretprobe && head.contains('+') {
+        return Err(err(
+            fs,
+            fe,
+            "a return probe takes no offset (it fires where the function returns)",
+        ));
+    }
     let (func, offset) = match head.find('+') {
         Some(p) => {
             let off_text = &head[p + 1..];

@@ -21,6 +21,13 @@ pub fn render(
     dwarf::value::decode(&t.dbg, t.ty, bytes, None, &dwarf::value::NoMemory, opts)
 }
 
+/// A whole value as text on one line (its multi-line rendering folded),
+/// for an event's line or an aggregation key.
+pub fn one_line(bytes: &[u8], t: &crate::plan::TypeRef, opts: &dwarf::value::Options) -> String {
+    let text = render(bytes, t, opts).to_text();
+    text.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
 /// How sinks print whole values: one level deep, through `formatters`.
 pub fn value_options(formatters: dwarf::value::Formatters) -> dwarf::value::Options {
     dwarf::value::Options {
@@ -95,11 +102,7 @@ impl<W: Write> Sink for TextSink<W> {
                 }
                 Value::Enum(_, Some(n)) => line.push_str(n),
                 Value::Enum(v, None) => line.push_str(&v.to_string()),
-                Value::Object(bytes, t) => {
-                    // One event, one line: fold the multi-line rendering.
-                    let text = render(bytes, t, &self.opts).to_text();
-                    line.push_str(&text.lines().map(str::trim).collect::<Vec<_>>().join(" "));
-                }
+                Value::Object(bytes, t) => line.push_str(&one_line(bytes, t, &self.opts)),
                 Value::Stack(v, _) => match stacks.next() {
                     // Frames go on their own lines under the event.
                     Some(r) => {

@@ -96,19 +96,33 @@ impl Within {
     }
 
     /// Checks the user's probes against the context (no shared capture
-    /// names, none on the function itself) and lays out their fields.
-    fn new(set: &ProbeSet, entry: usize) -> Result<Self, Error> {
-        let all = &set.probes[entry].plan.fields;
-        let ctx = &all[..all.len() - 1];
-        let within_fn = set.sites.iter().find(|s| s.probe == entry);
-        for site in set.sites.iter().filter(|s| s.probe < entry) {
-            if within_fn.is_some_and(|w| w.path == site.path && w.func == site.func) {
+    /// names, none on the function itself: a wildcard's match of it is
+    /// left out, with a note) and lays out their fields.
+    fn new(set: &mut ProbeSet, entry: usize) -> Result<Self, Error> {
+        let within_fns: Vec<(std::path::PathBuf, String)> = set
+            .sites
+            .iter()
+            .filter(|s| s.probe == entry)
+            .map(|s| (s.path.clone(), s.func.clone()))
+            .collect();
+        let is_within =
+            |s: &crate::session::Site| within_fns.iter().any(|(p, f)| *p == s.path && *f == s.func);
+        for site in set.sites.iter().filter(|s| s.probe < entry && is_within(s)) {
+            let spec = &set.probes[site.probe].spec;
+            if !spec.func.contains(['*', '?']) {
                 return Err(Error::Usage(format!(
                     "{} probes the --within function itself; capture what it needs in --within's captures, or trace it without --within (return probes see the call's arguments)",
-                    set.probes[site.probe].spec.text
+                    spec.text
                 )));
             }
+            eprintln!(
+                "ri: --within: {} leaves out {}, the --within function itself",
+                spec.text, site.short
+            );
         }
+        set.sites.retain(|s| s.probe >= entry || !is_within(s));
+        let all = &set.probes[entry].plan.fields;
+        let ctx = &all[..all.len() - 1];
         let mut fields = Vec::new();
         for p in &set.probes[..entry] {
             if let Some(f) = p
@@ -182,14 +196,15 @@ impl Summary {
     }
 }
 
-/// The line about return probes that read entry arguments and found none
-/// saved for their call (evicted, or taken by a recursive call), if any.
+/// The line about returns skipped because their call's entry could not
+/// save what the return needs (the per-call map was full), if any.
 pub fn skipped_returns(w: &mut impl Write, n: u64) -> std::io::Result<()> {
     if n > 0 {
         writeln!(
             w,
-            "ri: {} skipped: nothing was saved at their call's entry (evicted, or taken by a recursive call)",
-            counted(n, "return")
+            "ri: {} skipped: their call's entry found the per-call map full ({} calls in flight at once)",
+            counted(n, "return"),
+            ri_common::FRAME_ENTRIES
         )?;
     }
     Ok(())
@@ -206,7 +221,7 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     let mut set = ProbeSet::build(&texts, &opts.pids)?;
     set.mark_regs_only();
     let within = match opts.within {
-        Some(_) => Some(Within::new(&set, opts.probes.len())?),
+        Some(_) => Some(Within::new(&mut set, opts.probes.len())?),
         None => None,
     };
     let fields: Vec<&[crate::plan::Field]> = set
@@ -369,6 +384,9 @@ impl Drain<'_> {
                         // The stack grows down: this call and deeper ones end.
                         let entry_sp = sp.wrapping_sub(8);
                         calls.retain(|(at, _)| *at > entry_sp);
+                        if calls.is_empty() {
+                            self.context.remove(&h.tid);
+                        }
                     }
                     continue;
                 }
