@@ -339,3 +339,33 @@ fn return_probe_reads_the_arguments_of_calls_begun_after_attaching() {
     assert_eq!(got, [(2000, 2000), (2000, 2000)], "stderr: {err}");
     assert!(!err.contains("skipped"), "stderr: {err}");
 }
+
+/// With -p and no duration, ri stops once the traced process has exited
+/// (even unreaped), says so, and prints its summary.
+#[test]
+fn pid_mode_stops_when_the_process_exits() {
+    require_bpf();
+    let mut sleeper = Command::new(fixture("calls"))
+        .args(["sleep", "3", "300"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start fixture");
+    let pid = sleeper.id().to_string();
+    let calls = fixture("calls").display().to_string();
+    // `timeout` turns a ri that never stops into a failure, not a hang.
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg(ri_bin())
+        .args(["trace", "--json", "-p", &pid])
+        .arg(format!("u:{calls}:timed_sleep(ms=arg0)"))
+        .output()
+        .expect("run ri");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ri: {:?}\n{err}", out.status);
+    assert!(
+        err.contains(&format!("ri: traced process {pid} exited")),
+        "{err}"
+    );
+    assert!(err.contains("events, 0 lost"), "{err}");
+    assert!(sleeper.wait().unwrap().success());
+}

@@ -649,6 +649,11 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
             reason: e.to_string(),
         })?;
     }
+    // Ctrl-C is ours from the attach line on.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signals = trace::Signals::new(&rt)?;
     let Launched { engine, child_pid } = trace::launch(&opts.trace, &set, opts.max_keys)?;
     let stacks = RefCell::new(Stacks::new());
     if has_stacks {
@@ -656,11 +661,14 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
             stacks.borrow_mut().watch(pid);
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async {
-        let mut stop = Stop::new(opts.trace.duration, child_pid)?;
+        let mut stop = Stop::new(
+            signals,
+            opts.trace.duration,
+            child_pid,
+            &opts.trace.pids,
+            opts.trace.quiet,
+        )?;
         let mut out = std::io::stdout().lock();
         let printer = Printer {
             view: render::View {

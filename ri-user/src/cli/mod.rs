@@ -162,7 +162,8 @@ pub enum FidAction {
 /// prints typed values; shared by `trace` and the aggregating commands.
 #[derive(Debug, Args)]
 pub struct ScopeArgs {
-    /// Trace only this process (repeatable).
+    /// Trace only this process (repeatable); the run ends when every one
+    /// of them has exited.
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
     /// Start this command with the probes attached; stop when it exits.

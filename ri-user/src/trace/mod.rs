@@ -232,15 +232,20 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     for spec in &opts.printf {
         spec.check(&fields).map_err(Error::Usage)?;
     }
+    // Ctrl-C is ours from the attach line on: the signal streams exist
+    // before anything is attached.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signals = Signals::new(&rt)?;
     let Launched {
         mut engine,
         child_pid,
     } = launch(opts, &set, ri_common::AGG_ENTRIES)?;
     let ring = engine.take_ring()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let mut summary = rt.block_on(event_loop(&set, &engine, ring, opts, child_pid, within))?;
+    let mut summary = rt.block_on(event_loop(
+        &set, &engine, ring, opts, child_pid, within, signals,
+    ))?;
     summary.lost = engine.lost()?;
     summary.no_entry = engine.no_entry()?;
     if !opts.quiet {
@@ -453,9 +458,9 @@ async fn event_loop(
     opts: &TraceOptions,
     child: Option<u32>,
     within: Option<Within>,
+    signals: Signals,
 ) -> Result<Summary, Error> {
-    // First: from the attach line on, Ctrl-C must end the run cleanly.
-    let mut stop = Stop::new(opts.duration, child)?;
+    let mut stop = Stop::new(signals, opts.duration, child, &opts.pids, opts.quiet)?;
     let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
     let sink: Box<dyn Sink> = if opts.json {
         Box::new(JsonSink::new(out, opts.formatters.clone()))
@@ -529,6 +534,26 @@ async fn event_loop(
 
 /// When a run ends: Ctrl-C or SIGTERM, the duration, or the `-c` command's
 /// exit.
+/// Ctrl-C and SIGTERM, caught from when this is made: made before
+/// attaching, so a signal right after the attach line still ends the run
+/// cleanly (detached, summary printed).
+pub(crate) struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts catching, in `rt`'s context (it spawns no thread).
+    pub(crate) fn new(rt: &tokio::runtime::Runtime) -> Result<Self, Error> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _in = rt.enter();
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
 pub(crate) struct Stop {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
@@ -536,17 +561,32 @@ pub(crate) struct Stop {
     child: Option<u32>,
     child_fd: Option<AsyncFd<OwnedFd>>,
     child_status: Option<i32>,
+    /// The `-p` processes still running.
+    targets: Vec<(u32, AsyncFd<OwnedFd>)>,
+    quiet: bool,
 }
 
 impl Stop {
-    /// Starts watching; call inside the tokio runtime.
-    pub(crate) fn new(duration: Option<Duration>, child: Option<u32>) -> Result<Self, Error> {
-        // Signal streams are made once: a signal that arrives while events
-        // are being drained is then still seen by the next wait.
-        use tokio::signal::unix::{SignalKind, signal};
+    /// Starts watching: Ctrl-C, SIGTERM, the duration, the `-c` command's
+    /// exit, or the exit of every `-p` process (said on stderr unless
+    /// `quiet`). Call inside the tokio runtime.
+    pub(crate) fn new(
+        signals: Signals,
+        duration: Option<Duration>,
+        child: Option<u32>,
+        pids: &[u32],
+        quiet: bool,
+    ) -> Result<Self, Error> {
+        let mut targets = Vec::new();
+        for &pid in pids {
+            // A process gone already has no pidfd: nothing to wait for.
+            if let Ok(fd) = pidfd(pid) {
+                targets.push((pid, fd));
+            }
+        }
         Ok(Stop {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
+            int: signals.int,
+            term: signals.term,
             deadline: duration.map(|d| tokio::time::Instant::now() + d),
             child,
             child_fd: match child {
@@ -554,6 +594,8 @@ impl Stop {
                 None => None,
             },
             child_status: None,
+            targets,
+            quiet,
         })
     }
 
@@ -561,6 +603,14 @@ impl Stop {
     pub(crate) async fn wait(&mut self) -> Result<(), Error> {
         let deadline = self.deadline;
         let child_fd = self.child_fd.as_ref();
+        let watching = !self.targets.is_empty();
+        let targets = &self.targets;
+        let all_exited = async {
+            for (_, fd) in targets {
+                drop(fd.readable().await?);
+            }
+            Ok::<_, std::io::Error>(())
+        };
         tokio::select! {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}
@@ -568,6 +618,15 @@ impl Stop {
             r = async { child_fd.expect("guarded").readable().await }, if child_fd.is_some() => {
                 drop(r?);
                 self.child_status = Some(reap(self.child.expect("guarded")));
+            }
+            r = all_exited, if watching => {
+                r?;
+                if !self.quiet {
+                    let pids: Vec<String> =
+                        self.targets.iter().map(|(p, _)| p.to_string()).collect();
+                    eprintln!("ri: traced process {} exited", pids.join(", "));
+                }
+                self.targets.clear();
             }
         }
         Ok(())
