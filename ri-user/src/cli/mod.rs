@@ -45,7 +45,10 @@ pub enum Command {
     /// PROBE is `uprobe:TARGET:FUNC[+OFF][(name=EXPR, ...)] [if EXPR]`
     /// (short `u:`; `uretprobe:`/`ur:` for returns). EXPR may use arg0..argN,
     /// retval, registers, pid, tid, uid, nsecs, cpu, comm, integer arithmetic,
-    /// casts like (u32*), dereference, str(ADDR[, LEN]) and buf(ADDR, LEN).
+    /// casts like (u32*), dereference, str(ADDR[, LEN]) and buf(ADDR, LEN);
+    /// with debug info, parameters by name, `->`, `.`, `[i]`. In a `ur:`
+    /// probe, arguments and parameters are the call's own (saved at its
+    /// entry); what they point to is read at the return.
     Trace(TraceArgs),
     /// Count hits per probe in the kernel, optionally per key (--by).
     ///
