@@ -73,11 +73,10 @@ static FAST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static INFLIGHT: HashMap<FlightKey, Inflight> = HashMap::with_max_entries(AGG_ENTRIES, 0);
 
-/// `KEPT` and `SAVED_ARGS` are not LRU maps: evicting a live call would
-/// lose its value silently; a full map is counted instead (in `NO_ENTRY`:
-/// that call's return will be skipped).
 /// Values `KEEP` stored for `TAKE` (an entry's time for `ri latency`, an
-/// allocation's size for `ri leaks`), keyed by call ([`FrameKey`]).
+/// allocation's size for `ri leaks`), keyed by call ([`FrameKey`]). Not an
+/// LRU map (nor is `SAVED_ARGS`): evicting a live call would lose its value
+/// silently; a full map is counted instead, in `NO_ENTRY`.
 #[map]
 static KEPT: HashMap<FrameKey, u64> = HashMap::with_max_entries(FRAME_ENTRIES, 0);
 
@@ -366,7 +365,7 @@ fn count_in<K>(map: &PerCpuHashMap<K, u64>, key: &K) {
         unsafe { *v += 1 };
         return;
     }
-    if map.insert(key, 1u64, 1 /* BPF_NOEXIST */).is_ok() {
+    if map.insert(key, 1u64, BPF_NOEXIST as u64).is_ok() {
         return;
     }
     // Another CPU may have inserted the key meanwhile.
@@ -474,12 +473,6 @@ fn refresh_flight(s: &mut Scratch, word: u64) {
     }
 }
 
-/// What `SAVED_ARGS` keeps per call: this thread's id << 32 | `site`.
-#[inline(always)]
-fn thread_site(site: u32) -> u64 {
-    (unsafe { bpf_get_current_pid_tgid() } << 32) | site as u64
-}
-
 /// At a function's entry: saves this call's argument registers for the
 /// return plan at the same site.
 #[inline(always)]
@@ -488,7 +481,7 @@ fn save_args(regs: *const pt_regs, site: u32) {
         regs: [14, 13, 12, 11, 9, 8].map(|i| arg_reg(regs, i)),
     };
     let key = FrameKey {
-        id: thread_site(site),
+        id: per_thread(u64::from(site)),
         // SAFETY: the uprobe context, read at a constant offset.
         sp: unsafe { core::ptr::read_volatile(&(*regs).rsp) },
     };
@@ -498,15 +491,15 @@ fn save_args(regs: *const pt_regs, site: u32) {
 }
 
 /// At a function's return: puts the arguments saved at its entry into the
-/// scratch's `ENTRY_ARGS` slots; false (and counted) when there are none.
+/// scratch's `ENTRY_ARGS` slots; false when there are none (counted when
+/// the save failed).
 #[inline(always)]
 fn restore_args(s: &mut Scratch) -> bool {
     let key = FrameKey {
-        id: thread_site(s.site),
+        id: per_thread(u64::from(s.site)),
         sp: return_frame(s),
     };
     // SAFETY: the value is copied out at once.
-    // Nothing saved: counted when the save failed.
     let Some(args) = (unsafe { SAVED_ARGS.get(key) }).copied() else {
         return false;
     };
@@ -533,10 +526,11 @@ fn no_entry() {
     }
 }
 
-/// What `KEPT` keeps per call: this thread's id << 32 | `slot`.
+/// [`FrameKey::id`]: this thread's id << 32 | `what` (a site for
+/// `SAVED_ARGS`, a slot for `KEPT`).
 #[inline(always)]
-fn thread_slot(slot: u64) -> u64 {
-    (unsafe { bpf_get_current_pid_tgid() } << 32) | (slot & 0xffff_ffff)
+fn per_thread(what: u64) -> u64 {
+    (unsafe { bpf_get_current_pid_tgid() } << 32) | (what & 0xffff_ffff)
 }
 
 /// Log2 bucket: 0 for 0, else b with 2^(b-1) <= v < 2^b.
@@ -799,7 +793,7 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
         }
         op::KEEP => {
             let key = FrameKey {
-                id: thread_slot(insn.imm),
+                id: per_thread(insn.imm),
                 sp: s.regs[ri_common::regs::RSP as usize],
             };
             let v = s.pop();
@@ -809,11 +803,11 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
         }
         op::TAKE => {
             let key = FrameKey {
-                id: thread_slot(insn.imm),
+                id: per_thread(insn.imm),
                 sp: return_frame(s),
             };
-            // SAFETY: the value is copied out at once.
             // A call whose entry the filter left out kept nothing.
+            // SAFETY: the value is copied out at once.
             let Some(v) = (unsafe { KEPT.get(key) }).copied() else {
                 s.drop = 1;
                 return 1;

@@ -15,12 +15,11 @@ use ri_common::{op, plan_flags};
 use serde_json::{Value as Json, json};
 
 use super::{
-    AggError, AggPlan, Leaks, entry_head, inflight::Flight, insn, render::duration_text, rewrite,
-    with_captures,
+    AggError, AggPlan, Leaks, entry_head, hidden, inflight::Flight, insn, render::duration_text,
+    rewrite, with_captures,
 };
 use crate::{
     Error,
-    plan::FieldKind,
     session::ProbeSet,
     stack::{Resolved, StackError},
     text::counted,
@@ -57,8 +56,8 @@ pub(super) fn build(
     let texts: Vec<String> = entries.into_iter().chain(returns).chain(frees).collect();
     let mut set = ProbeSet::build(&texts, pids)?;
     let numeric = |set: &ProbeSet, id: usize, flag, text: &str| -> Result<(), Error> {
-        match set.probes[id].plan.fields.first().map(|f| &f.kind) {
-            Some(FieldKind::Int { .. } | FieldKind::Enum(_)) => Ok(()),
+        match set.probes[id].plan.fields.first() {
+            Some(f) if f.kind.is_integer() => Ok(()),
             _ => Err(AggError::NotANumber(flag, text.to_string()).into()),
         }
     };
@@ -71,17 +70,10 @@ pub(super) fn build(
     let mut plans = Vec::new();
     for id in 0..n {
         // The size's EMIT becomes KEEP.
-        let mut e = rewrite(
-            &mut set,
-            id,
-            1,
-            &[insn(op::KEEP, SIZE_SLOT + id as u64)],
-            false,
-        )?;
-        e.shown = false;
+        let keep = [insn(op::KEEP, SIZE_SLOT + id as u64)];
+        plans.push(hidden(rewrite(&mut set, id, 1, &keep, false)?));
         // Allocation calls are counted for their rates.
         set.probes[id].plan.plan.flags |= plan_flags::HITS;
-        plans.push(e);
     }
     for id in 0..n {
         let size = insn(op::TAKE, SIZE_SLOT + id as u64);
@@ -94,11 +86,15 @@ pub(super) fn build(
         )?);
     }
     for id in 2 * n..texts.len() {
-        let mut f = rewrite(&mut set, id, 0, &[insn(op::END_FLIGHT, 0)], false)?;
-        f.shown = false;
+        plans.push(hidden(rewrite(
+            &mut set,
+            id,
+            0,
+            &[insn(op::END_FLIGHT, 0)],
+            false,
+        )?));
         // Free calls are counted for their rates.
         set.probes[id].plan.plan.flags |= plan_flags::HITS;
-        plans.push(f);
     }
     Ok((set, plans))
 }

@@ -257,8 +257,7 @@ fn field_word(probe: &crate::plan::CompiledPlan, name: &str) -> Option<u64> {
         };
         let bytes: usize = (0..words).map(|_| sizes.next()).sum::<Option<usize>>()?;
         if f.name == name {
-            let int = matches!(f.kind, FieldKind::Int { .. } | FieldKind::Enum(_));
-            return int.then_some(at as u64 / 8);
+            return f.kind.is_integer().then_some(at as u64 / 8);
         }
         at += bytes;
     }
@@ -276,6 +275,34 @@ pub struct AggPlan {
     pub signed: bool,
     /// Shown in the output (false for latency's entry half).
     pub shown: bool,
+}
+
+/// A plan that works for another (an entry half, an end, an update): not
+/// printed itself.
+fn hidden(plan: AggPlan) -> AggPlan {
+    AggPlan {
+        shown: false,
+        ..plan
+    }
+}
+
+/// Checks a begin/end pair (`texts`, plans 0 and 1 of `set`): both capture
+/// an integer `key` first, and the end nothing else.
+fn keyed_pair(
+    set: &ProbeSet,
+    texts: [&String; 2],
+    err: impl Fn(String) -> AggError,
+) -> Result<(), Error> {
+    for (id, text) in texts.into_iter().enumerate() {
+        let fields = &set.probes[id].plan.fields;
+        let keyed = fields
+            .first()
+            .is_some_and(|f| f.name == "key" && f.kind.is_integer());
+        if !keyed || (id == 1 && fields.len() != 1) {
+            return Err(err(text.clone()).into());
+        }
+    }
+    Ok(())
 }
 
 /// Rewrites plan `id` of `set` so that it aggregates: `tail` replaces the
@@ -383,10 +410,11 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut set = ProbeSet::build(&texts, pids)?;
             for id in 0..set.probes.len() {
-                let numeric = matches!(
-                    set.probes[id].plan.fields.last().map(|f| &f.kind),
-                    Some(FieldKind::Int { .. } | FieldKind::Enum(_))
-                );
+                let numeric = set.probes[id]
+                    .plan
+                    .fields
+                    .last()
+                    .is_some_and(|f| f.kind.is_integer());
                 let last = set.probes[id].plan.plan.n_insns as usize;
                 if !numeric || last == 0 || set.probes[id].plan.plan.insns[last - 1].op != op::EMIT
                 {
@@ -408,9 +436,7 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             // Entry: keep the time; return: `NSECS, EMIT` of the value
             // become now minus that time, into the histogram.
             let keep = [insn(op::NSECS, 0), insn(op::KEEP, TIME_SLOT)];
-            let mut e = rewrite(&mut set, 0, 0, &keep, false)?;
-            e.shown = false;
-            plans.push(e);
+            plans.push(hidden(rewrite(&mut set, 0, 0, &keep, false)?));
             let elapsed = [
                 insn(op::NSECS, 0),
                 insn(op::TAKE, TIME_SLOT),
@@ -424,15 +450,7 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             let begin = add_captures(&opts.trace.probes[0], &keys);
             let texts = [begin, end.clone()];
             let mut set = ProbeSet::build(&texts, pids)?;
-            for (id, text) in [&opts.trace.probes[0], end].into_iter().enumerate() {
-                let fields = &set.probes[id].plan.fields;
-                let keyed = fields.first().is_some_and(|f| {
-                    f.name == "key" && matches!(f.kind, FieldKind::Int { .. } | FieldKind::Enum(_))
-                });
-                if !keyed || (id == 1 && fields.len() != 1) {
-                    return Err(AggError::SpanKey(text.clone()).into());
-                }
-            }
+            keyed_pair(&set, [&opts.trace.probes[0], end], AggError::SpanKey)?;
             let mut b = rewrite(&mut set, 0, 0, &[insn(op::BEGIN, 0)], false)?;
             // The key word is not part of the aggregation key.
             b.keys.remove(0);
@@ -442,9 +460,13 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
                 k.name = label.clone();
             }
             plans.push(b);
-            let mut e = rewrite(&mut set, 1, 0, &[insn(op::SPAN, 0)], false)?;
-            e.shown = false;
-            plans.push(e);
+            plans.push(hidden(rewrite(
+                &mut set,
+                1,
+                0,
+                &[insn(op::SPAN, 0)],
+                false,
+            )?));
             return Ok((set, plans));
         }
         AggKind::Inflight(Inflight { end, updates, seen }) => {
@@ -468,34 +490,30 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
                 .collect();
             let first_seen = 2 + updates.len();
             let mut set = ProbeSet::build(&texts, pids)?;
-            for (id, text) in texts.iter().enumerate().take(2) {
-                let fields = &set.probes[id].plan.fields;
-                let keyed = fields.first().is_some_and(|f| {
-                    f.name == "key" && matches!(f.kind, FieldKind::Int { .. } | FieldKind::Enum(_))
-                });
-                if !keyed || (id == 1 && fields.len() != 1) {
-                    return Err(AggError::InflightKey(text.clone()).into());
-                }
-            }
+            keyed_pair(&set, [&texts[0], &texts[1]], AggError::InflightKey)?;
             plans.push(rewrite(&mut set, 0, 0, &[insn(op::BEGIN, 0)], false)?);
-            let mut e = rewrite(&mut set, 1, 0, &[insn(op::END_FLIGHT, 0)], false)?;
-            e.shown = false;
-            plans.push(e);
+            plans.push(hidden(rewrite(
+                &mut set,
+                1,
+                0,
+                &[insn(op::END_FLIGHT, 0)],
+                false,
+            )?));
             for (id, text) in texts.iter().enumerate().take(first_seen).skip(2) {
-                let fields = &set.probes[id].plan.fields;
-                let int = |f: &crate::plan::Field| {
-                    matches!(f.kind, FieldKind::Int { .. } | FieldKind::Enum(_))
-                };
-                let word = match fields.as_slice() {
-                    [k, v] if k.name == "key" && int(k) && int(v) => {
+                let word = match set.probes[id].plan.fields.as_slice() {
+                    [k, v] if k.name == "key" && k.kind.is_integer() && v.kind.is_integer() => {
                         field_word(&set.probes[0].plan, &v.name)
                     }
                     _ => None,
                 }
                 .ok_or_else(|| AggError::InflightUpdate(text.clone()))?;
-                let mut u = rewrite(&mut set, id, 0, &[insn(op::UPDATE, word)], false)?;
-                u.shown = false;
-                plans.push(u);
+                plans.push(hidden(rewrite(
+                    &mut set,
+                    id,
+                    0,
+                    &[insn(op::UPDATE, word)],
+                    false,
+                )?));
             }
             for (id, text) in texts.iter().enumerate().skip(first_seen) {
                 // Entries are printed with the begin's fields: the same
@@ -510,19 +528,21 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
                 if set.probes[id].plan.fields != set.probes[0].plan.fields
                     || layout(id) != layout(0)
                 {
-                    let names = |id: usize| -> Vec<String> {
-                        set.probes[id]
-                            .plan
-                            .fields
-                            .iter()
-                            .map(|f| f.name.clone())
-                            .collect()
-                    };
-                    return Err(AggError::InflightSeen(text.clone(), names(0).join(", ")).into());
+                    let names: Vec<&str> = set.probes[0]
+                        .plan
+                        .fields
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect();
+                    return Err(AggError::InflightSeen(text.clone(), names.join(", ")).into());
                 }
-                let mut u = rewrite(&mut set, id, 0, &[insn(op::BEGIN, 1)], false)?;
-                u.shown = false;
-                plans.push(u);
+                plans.push(hidden(rewrite(
+                    &mut set,
+                    id,
+                    0,
+                    &[insn(op::BEGIN, 1)],
+                    false,
+                )?));
             }
             return Ok((set, plans));
         }

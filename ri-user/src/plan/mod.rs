@@ -57,6 +57,13 @@ pub enum FieldKind {
     },
 }
 
+impl FieldKind {
+    /// An integer the kernel can key, add or compare on (enums included).
+    pub fn is_integer(&self) -> bool {
+        matches!(self, FieldKind::Int { .. } | FieldKind::Enum(_))
+    }
+}
+
 /// One captured field of an event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Field {

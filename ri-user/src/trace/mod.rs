@@ -67,6 +67,11 @@ struct Within {
     entry: usize,
     /// Fields of each user probe, the context's first.
     fields: Vec<Vec<crate::plan::Field>>,
+    /// Each thread's open calls, outermost first: the stack pointer at the
+    /// entry and the entry's record.
+    calls: std::collections::HashMap<u32, Vec<(u64, Vec<u8>)>>,
+    /// Events outside every call, not shown.
+    outside: u64,
 }
 
 /// The hidden capture of the `--within` probes: the stack pointer.
@@ -138,7 +143,45 @@ impl Within {
             }
             fields.push(ctx.iter().chain(&p.plan.fields).cloned().collect());
         }
-        Ok(Within { entry, fields })
+        Ok(Within {
+            entry,
+            fields,
+            calls: Default::default(),
+            outside: 0,
+        })
+    }
+
+    /// Takes one event in ring order: the `--within` probes' own open or
+    /// close a call; any other is shown (true) when its thread is inside
+    /// one, else counted as outside. Undecodable records are `Err`.
+    fn admit(&mut self, h: &ri_common::EventHeader, item: &[u8]) -> Result<bool, ()> {
+        let plan = h.plan as usize;
+        if plan != self.entry && plan != self.entry + 1 {
+            let inside = self.calls.contains_key(&h.tid);
+            self.outside += u64::from(!inside);
+            return Ok(inside);
+        }
+        let sp = last_word(item, h).ok_or(())?;
+        let calls = self.calls.entry(h.tid).or_default();
+        if plan == self.entry {
+            // Calls at this depth or shallower have returned (their return
+            // was lost if they are still here).
+            calls.retain(|(at, _)| *at > sp);
+            calls.push((sp, item.to_vec()));
+        } else {
+            // The stack grows down: this call and deeper ones end.
+            let entry_sp = sp.wrapping_sub(8);
+            calls.retain(|(at, _)| *at > entry_sp);
+            if calls.is_empty() {
+                self.calls.remove(&h.tid);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The entry record of the thread's innermost open call.
+    fn innermost(&self, tid: u32) -> Option<&[u8]> {
+        self.calls.get(&tid)?.last().map(|(_, rec)| rec.as_slice())
     }
 }
 
@@ -349,10 +392,6 @@ struct Drain<'a> {
     undecodable: u64,
     closed: bool,
     within: Option<Within>,
-    /// Each thread's open `--within` calls, outermost first: the stack
-    /// pointer at the entry and the entry's record.
-    context: std::collections::HashMap<u32, Vec<(u64, Vec<u8>)>>,
-    outside: u64,
 }
 
 impl Drain<'_> {
@@ -370,38 +409,18 @@ impl Drain<'_> {
                 self.undecodable += 1;
                 continue;
             };
-            let mut fields = probe.plan.fields.as_slice();
-            let mut context = None;
-            if let Some(w) = &self.within {
-                let plan = h.plan as usize;
-                if plan == w.entry || plan == w.entry + 1 {
-                    let Some(sp) = last_word(&item, &h) else {
-                        self.undecodable += 1;
-                        continue;
-                    };
-                    let calls = self.context.entry(h.tid).or_default();
-                    if plan == w.entry {
-                        // Calls at this depth or shallower have returned
-                        // (their return was lost if they are still here).
-                        calls.retain(|(at, _)| *at > sp);
-                        calls.push((sp, item.to_vec()));
-                    } else {
-                        // The stack grows down: this call and deeper ones end.
-                        let entry_sp = sp.wrapping_sub(8);
-                        calls.retain(|(at, _)| *at > entry_sp);
-                        if calls.is_empty() {
-                            self.context.remove(&h.tid);
-                        }
-                    }
+            match self.within.as_mut().map(|w| w.admit(&h, &item)) {
+                Some(Err(())) => {
+                    self.undecodable += 1;
                     continue;
                 }
-                let Some((_, rec)) = self.context.get(&h.tid).and_then(|c| c.last()) else {
-                    self.outside += 1;
-                    continue;
-                };
-                fields = &w.fields[plan];
-                context = Some(rec);
+                Some(Ok(false)) => continue,
+                _ => {}
             }
+            let (fields, context) = match &self.within {
+                Some(w) => (w.fields[h.plan as usize].as_slice(), w.innermost(h.tid)),
+                None => (probe.plan.fields.as_slice(), None),
+            };
             self.counts[h.site as usize] += 1;
             if self.closed {
                 continue;
@@ -483,8 +502,6 @@ async fn event_loop(
         undecodable: 0,
         closed: false,
         within,
-        context: Default::default(),
-        outside: 0,
     };
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
     // holds it.
@@ -526,7 +543,7 @@ async fn event_loop(
             .collect(),
         lost: 0,
         no_entry: 0,
-        outside: d.outside,
+        outside: d.within.as_ref().map_or(0, |w| w.outside),
         undecodable: d.undecodable,
         child_status,
     })
@@ -555,8 +572,7 @@ impl Signals {
 }
 
 pub(crate) struct Stop {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
+    signals: Signals,
     deadline: Option<tokio::time::Instant>,
     child: Option<u32>,
     child_fd: Option<AsyncFd<OwnedFd>>,
@@ -585,8 +601,7 @@ impl Stop {
             }
         }
         Ok(Stop {
-            int: signals.int,
-            term: signals.term,
+            signals,
             deadline: duration.map(|d| tokio::time::Instant::now() + d),
             child,
             child_fd: match child {
@@ -612,8 +627,8 @@ impl Stop {
             Ok::<_, std::io::Error>(())
         };
         tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
+            _ = self.signals.int.recv() => {}
+            _ = self.signals.term.recv() => {}
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {}
             r = async { child_fd.expect("guarded").readable().await }, if child_fd.is_some() => {
                 drop(r?);
