@@ -9,6 +9,7 @@
 //! emit values into an event. No code is generated at run time.
 #![no_std]
 
+pub mod hist;
 pub mod op;
 pub mod regs;
 
@@ -99,8 +100,7 @@ pub const STACK_FRAMES: usize = 127;
 pub const AGG_KEY_BYTES: usize = 96;
 /// Default number of keys in the aggregation map.
 pub const AGG_ENTRIES: u32 = 10240;
-/// Number of log2 buckets of `HIST`: 0, then [2^(b-1), 2^b) for b in 1..=64.
-pub const HIST_BUCKETS: u32 = 65;
+pub use hist::{AggValue, HIST_BUCKETS, HIST_SUB_BITS, hist_bucket, hist_bucket_range};
 
 /// Key of the aggregation map: which probe and site, which histogram bucket
 /// (0 for `COUNT`), and the key bytes the plan built (zero-padded).
@@ -111,7 +111,7 @@ pub struct AggKey {
     pub plan: u32,
     /// Site id.
     pub site: u32,
-    /// Log2 bucket for `HIST`, 0 for `COUNT`.
+    /// [`hist_bucket`] of the value for `HIST`, 0 for `COUNT`.
     pub bucket: u32,
     /// Reserved, zero.
     pub pad: u32,
@@ -128,7 +128,7 @@ pub struct SmallAggKey {
     pub plan: u32,
     /// Site id.
     pub site: u32,
-    /// Log2 bucket for `HIST`, 0 for `COUNT`.
+    /// [`hist_bucket`] of the value for `HIST`, 0 for `COUNT`.
     pub bucket: u32,
     /// Reserved, zero.
     pub pad: u32,
@@ -331,4 +331,5 @@ mod pod {
     unsafe impl aya::Pod for super::SmallAggKey {}
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::FlightKey {}
+    unsafe impl aya::Pod for super::AggValue {}
 }

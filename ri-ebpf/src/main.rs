@@ -18,10 +18,10 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use ri_common::{
-    AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES, FlightKey,
-    FrameKey, HEADER_LEN, Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS,
-    STACK_DEPTH, STACK_ENTRIES, STACK_NONE, SavedArgs, Scratch, SmallAggKey, WAKEUP_INTERVAL_NS,
-    op, plan_flags,
+    AGG_ENTRIES, AGG_KEY_BYTES, AggKey, AggValue, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES,
+    FlightKey, FrameKey, HEADER_LEN, Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX,
+    SAVE_ARGS, STACK_DEPTH, STACK_ENTRIES, STACK_NONE, SavedArgs, Scratch, SmallAggKey,
+    WAKEUP_INTERVAL_NS, hist_bucket, op, plan_flags,
 };
 
 /// Plans by plan id, written by user space before attaching.
@@ -52,22 +52,24 @@ static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Aggregations (`COUNT`, `HIST`): hits per key, per CPU; user space sums.
+/// Aggregations (`COUNT`, `HIST`): hits (and values' sum, min, max) per key
+/// and bucket, per CPU; user space merges.
 #[map]
-static AGG: PerCpuHashMap<AggKey, u64> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
+static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
 
 /// Aggregations of plans whose key is one word (`SMALL_KEY`), per CPU.
 #[map]
-static AGG_SMALL: PerCpuHashMap<SmallAggKey, u64> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
+static AGG_SMALL: PerCpuHashMap<SmallAggKey, AggValue> =
+    PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
 
 /// Aggregation updates dropped because `AGG` was full, per CPU.
 #[map]
 static AGG_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Hits of plans flagged `COUNT_FAST` (slot = site) or `HIST_FAST` (slot =
-/// site * HIST_BUCKETS + bucket), per CPU; user space sizes it and sums.
+/// site * HIST_BUCKETS + bucket), per CPU; user space sizes it and merges.
 #[map]
-static FAST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static FAST: PerCpuArray<AggValue> = PerCpuArray::with_max_entries(1, 0);
 
 /// Operations in flight (`ri inflight`), by process and key.
 #[map]
@@ -122,12 +124,12 @@ pub fn ri_bare(_ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Bumps slot `i` of `FAST`; a slot past its end is counted as dropped.
+/// Adds `v` to slot `i` of `FAST`; a slot past its end is counted as dropped.
 #[inline(always)]
-fn fast_bump(i: u32) {
+fn fast_bump(i: u32, v: u64) {
     match FAST.get_ptr_mut(i) {
         // SAFETY: this CPU's slot.
-        Some(v) => unsafe { *v += 1 },
+        Some(slot) => unsafe { (*slot).add(v) },
         None => dropped(),
     }
 }
@@ -177,7 +179,7 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
     // Plans that need no interpreter: a plain count, a histogram of one
     // register.
     if p.flags & plan_flags::COUNT_FAST != 0 {
-        fast_bump((cookie >> 32) as u32);
+        fast_bump((cookie >> 32) as u32, 0);
         return 0;
     }
     if p.flags & plan_flags::HIST_FAST != 0 {
@@ -185,7 +187,8 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
         let site = (cookie >> 32) as u32;
         fast_bump(
             site.wrapping_mul(ri_common::HIST_BUCKETS)
-                .wrapping_add(log2_bucket(v)),
+                .wrapping_add(hist_bucket(v)),
+            v,
         );
         return 0;
     }
@@ -320,10 +323,11 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
     0
 }
 
-/// Counts one hit under the key in `s.agg`: an existing entry is bumped on
-/// this CPU; a new one is inserted; a full map is counted in `AGG_DROPPED`.
+/// Counts one hit of value `v` (0 for `COUNT`) in `bucket` under the
+/// payload's key: an existing entry is bumped on this CPU; a new one is
+/// inserted; a full map is counted in `AGG_DROPPED`.
 #[inline(always)]
-fn bump(s: &mut Scratch, bucket: u32) {
+fn bump(s: &mut Scratch, bucket: u32, v: u64) {
     if s.flags & plan_flags::SMALL_KEY != 0 {
         s.small.plan = s.plan;
         s.small.site = s.site;
@@ -332,7 +336,7 @@ fn bump(s: &mut Scratch, bucket: u32) {
         // SAFETY: the payload's first word, 8-aligned inside `event`.
         s.small.key = unsafe { *(s.event[HEADER_LEN..].as_ptr() as *const u64) };
         let key: &SmallAggKey = &s.small;
-        count_in(&AGG_SMALL, key);
+        count_in(&AGG_SMALL, key, v);
         return;
     }
     s.agg.plan = s.plan;
@@ -345,33 +349,37 @@ fn bump(s: &mut Scratch, bucket: u32) {
         // SAFETY: constant offsets inside `event` and `agg.key`.
         unsafe { core::ptr::write_unaligned(dst.add(w), *src.add(w)) };
     }
-    update(s);
+    update(s, v);
 }
 
-/// Counts one hit under the key already built in `s.agg`.
+/// Counts one hit of `v` under the key already built in `s.agg`.
 #[inline(always)]
-fn update(s: &mut Scratch) {
+fn update(s: &mut Scratch, v: u64) {
     // By reference: the key stays in the map value, off the BPF stack.
     let key: &AggKey = &s.agg;
-    count_in(&AGG, key);
+    count_in(&AGG, key, v);
 }
 
-/// Counts one hit under `key` in `map`: an existing entry is bumped on this
-/// CPU; a new one is inserted; a full map is counted in `AGG_DROPPED`.
+/// Counts one hit of `v` under `key` in `map`: an existing entry is bumped
+/// on this CPU; a new one is inserted (other CPUs' slots start empty); a
+/// full map is counted in `AGG_DROPPED`.
 #[inline(always)]
-fn count_in<K>(map: &PerCpuHashMap<K, u64>, key: &K) {
-    if let Some(v) = map.get_ptr_mut(key) {
+fn count_in<K>(map: &PerCpuHashMap<K, AggValue>, key: &K, v: u64) {
+    if let Some(slot) = map.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU value.
-        unsafe { *v += 1 };
+        unsafe { (*slot).add(v) };
         return;
     }
-    if map.insert(key, 1u64, BPF_NOEXIST as u64).is_ok() {
+    if map
+        .insert(key, AggValue::one(v), BPF_NOEXIST as u64)
+        .is_ok()
+    {
         return;
     }
     // Another CPU may have inserted the key meanwhile.
-    if let Some(v) = map.get_ptr_mut(key) {
+    if let Some(slot) = map.get_ptr_mut(key) {
         // SAFETY: as above.
-        unsafe { *v += 1 };
+        unsafe { (*slot).add(v) };
     } else {
         dropped();
     }
@@ -438,7 +446,7 @@ fn span(s: &mut Scratch) {
     let elapsed = unsafe { bpf_ktime_get_ns() }.wrapping_sub(f.ts_ns);
     s.agg.plan = f.plan;
     s.agg.site = f.site;
-    s.agg.bucket = log2_bucket(elapsed);
+    s.agg.bucket = hist_bucket(elapsed);
     s.agg.pad = 0;
     let src = f.payload.as_ptr() as *const u64;
     let dst = s.agg.key.as_mut_ptr() as *mut u64;
@@ -451,7 +459,7 @@ fn span(s: &mut Scratch) {
     // SAFETY: the last word of `agg.key`.
     unsafe { core::ptr::write_unaligned(dst.add(AGG_KEY_BYTES / 8 - 1), 0) };
     let _ = INFLIGHT.remove(key);
-    update(s);
+    update(s, elapsed);
 }
 
 /// Writes the payload's second word into word `word` of the in-flight
@@ -531,22 +539,6 @@ fn no_entry() {
 #[inline(always)]
 fn per_thread(what: u64) -> u64 {
     (unsafe { bpf_get_current_pid_tgid() } << 32) | (what & 0xffff_ffff)
-}
-
-/// Log2 bucket: 0 for 0, else b with 2^(b-1) <= v < 2^b.
-#[inline(always)]
-fn log2_bucket(mut v: u64) -> u32 {
-    if v == 0 {
-        return 0;
-    }
-    let mut b = 1;
-    for sh in [32u32, 16, 8, 4, 2, 1] {
-        if v >> sh != 0 {
-            v >>= sh;
-            b += sh;
-        }
-    }
-    b
 }
 
 /// Batches reader wakeups: waking the reader for every event costs more than
@@ -754,13 +746,13 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
         op::NSECS => s.push(unsafe { bpf_ktime_get_ns() }),
         op::CPU => s.push(unsafe { bpf_get_smp_processor_id() } as u64),
         op::COUNT => {
-            bump(s, 0);
+            bump(s, 0, 0);
             s.drop = 1;
             return 1;
         }
         op::HIST => {
             let v = s.pop();
-            bump(s, log2_bucket(v));
+            bump(s, hist_bucket(v), v);
             s.drop = 1;
             return 1;
         }

@@ -88,10 +88,10 @@ pub enum AggKind {
     Count,
     /// Log2 histogram of this expression per probe and key.
     Hist(String),
-    /// Entry-to-return time per thread, as a log2 histogram.
+    /// Entry-to-return time per thread, as a histogram.
     Latency,
     /// Time from the begin probe (the probe) to this end probe with the same
-    /// `key`, across threads, as a log2 histogram per begin fields.
+    /// `key`, across threads, as a histogram per begin fields.
     Span(String),
     /// Operations begun (the probe) and not yet ended.
     Inflight(Inflight),
@@ -349,7 +349,7 @@ fn insn(code: u8, imm: u64) -> Insn {
     }
 }
 
-/// Most `FAST` slots a session may use for histograms (per CPU, 8 bytes
+/// Most `FAST` slots a session may use for histograms (per CPU, 32 bytes
 /// each); past it, histograms go through the general `AGG` map.
 const FAST_HIST_SLOTS: u32 = 1 << 16;
 

@@ -1,29 +1,36 @@
-//! Reading the kernel's aggregation map: per-CPU values summed, histogram
+//! Reading the kernel's aggregation map: per-CPU values merged, histogram
 //! buckets gathered under their (site, key).
 
 use std::collections::BTreeMap;
 
-use aya::maps::{PerCpuArray, PerCpuHashMap};
-use ri_common::{AGG_KEY_BYTES, AggKey, HIST_BUCKETS, SmallAggKey, plan_flags};
+use aya::maps::{PerCpuArray, PerCpuHashMap, PerCpuValues};
+use ri_common::{AGG_KEY_BYTES, AggKey, AggValue, HIST_BUCKETS, SmallAggKey, plan_flags};
 
 use super::AggError;
 use crate::{engine::Engine, session::ProbeSet};
 
-/// One key's hits: the total and, for histograms, per log2 bucket.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One key's hits: the total and, for histograms, each bucket's hits, sum,
+/// least and greatest value ([`ri_common::hist`] layout), so the key's
+/// count, sum, min and max are exact.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cell {
     /// Hits.
     pub count: u64,
-    /// Hits per bucket (all in bucket 0 for counts).
-    pub buckets: [u64; HIST_BUCKETS as usize],
+    /// Non-empty buckets by index (all in bucket 0 for counts).
+    pub buckets: BTreeMap<u32, AggValue>,
 }
 
-impl Default for Cell {
-    fn default() -> Self {
-        Cell {
-            count: 0,
-            buckets: [0; HIST_BUCKETS as usize],
+impl Cell {
+    /// Adds one bucket's slot.
+    pub fn add(&mut self, bucket: u32, v: &AggValue) {
+        if v.count == 0 {
+            return;
         }
+        self.count += v.count;
+        self.buckets
+            .entry(bucket.min(HIST_BUCKETS - 1))
+            .or_default()
+            .merge(v);
     }
 }
 
@@ -38,16 +45,24 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// What was added since `before`.
+    /// What was added since `before`. Counts and sums are the differences;
+    /// a bucket's min and max stay those of the whole run (the kernel keeps
+    /// no per-interval extremes), which lie inside the bucket.
     pub fn since(&self, before: &Snapshot) -> Snapshot {
         let mut cells = BTreeMap::new();
         for (k, c) in &self.cells {
-            let mut d = c.clone();
-            if let Some(b) = before.cells.get(k) {
-                d.count -= b.count.min(d.count);
-                for (x, y) in d.buckets.iter_mut().zip(&b.buckets) {
-                    *x -= (*y).min(*x);
-                }
+            let mut d = Cell::default();
+            for (b, v) in &c.buckets {
+                let old = before
+                    .cells
+                    .get(k)
+                    .and_then(|o| o.buckets.get(b))
+                    .copied()
+                    .unwrap_or_default();
+                let mut v = *v;
+                v.count -= old.count.min(v.count);
+                v.sum = v.sum.wrapping_sub(old.sum);
+                d.add(*b, &v);
             }
             if d.count > 0 {
                 cells.insert(k.clone(), d);
@@ -60,6 +75,14 @@ impl Snapshot {
     pub fn total(&self) -> u64 {
         self.cells.values().map(|c| c.count).sum()
     }
+}
+
+/// One slot's per-CPU values merged.
+fn merged(per_cpu: &PerCpuValues<AggValue>) -> AggValue {
+    per_cpu.iter().fold(AggValue::default(), |mut a, v| {
+        a.merge(v);
+        a
+    })
 }
 
 /// Counters beside the map.
@@ -78,34 +101,31 @@ fn err(e: impl std::fmt::Display) -> AggError {
 /// Reads the whole aggregation map, and the `FAST` slots of the plans of
 /// `set` that use them.
 pub fn snapshot(engine: &Engine, set: &ProbeSet) -> Result<Snapshot, crate::Error> {
-    let map: PerCpuHashMap<_, AggKey, u64> =
+    let map: PerCpuHashMap<_, AggKey, AggValue> =
         PerCpuHashMap::try_from(engine.map("AGG")?).map_err(err)?;
     let mut snap = Snapshot::default();
     for item in map.iter() {
         let (k, per_cpu) = item.map_err(err)?;
-        let n: u64 = per_cpu.iter().sum();
-        let cell = snap
-            .cells
+        snap.cells
             .entry((k.plan, k.site, k.key.to_vec()))
-            .or_default();
-        cell.count += n;
-        cell.buckets[(k.bucket as usize).min(HIST_BUCKETS as usize - 1)] += n;
+            .or_default()
+            .add(k.bucket, &merged(&per_cpu));
     }
     if set
         .probes
         .iter()
         .any(|p| p.plan.plan.flags & plan_flags::SMALL_KEY != 0)
     {
-        let map: PerCpuHashMap<_, SmallAggKey, u64> =
+        let map: PerCpuHashMap<_, SmallAggKey, AggValue> =
             PerCpuHashMap::try_from(engine.map("AGG_SMALL")?).map_err(err)?;
         for item in map.iter() {
             let (k, per_cpu) = item.map_err(err)?;
-            let n: u64 = per_cpu.iter().sum();
             let mut key = vec![0; AGG_KEY_BYTES];
             key[..8].copy_from_slice(&k.key.to_ne_bytes());
-            let cell = snap.cells.entry((k.plan, k.site, key)).or_default();
-            cell.count += n;
-            cell.buckets[(k.bucket as usize).min(HIST_BUCKETS as usize - 1)] += n;
+            snap.cells
+                .entry((k.plan, k.site, key))
+                .or_default()
+                .add(k.bucket, &merged(&per_cpu));
         }
     }
     fast(engine, set, &mut snap)?;
@@ -118,20 +138,17 @@ fn fast(engine: &Engine, set: &ProbeSet, snap: &mut Snapshot) -> Result<(), crat
     if !uses(plan_flags::COUNT_FAST) && !uses(plan_flags::HIST_FAST) {
         return Ok(());
     }
-    let map: PerCpuArray<_, u64> = PerCpuArray::try_from(engine.map("FAST")?).map_err(err)?;
-    let slot = |i: u32| -> Result<u64, AggError> { Ok(map.get(&i, 0).map_err(err)?.iter().sum()) };
+    let map: PerCpuArray<_, AggValue> = PerCpuArray::try_from(engine.map("FAST")?).map_err(err)?;
+    let slot = |i: u32| -> Result<AggValue, AggError> { Ok(merged(&map.get(&i, 0).map_err(err)?)) };
     for (id, site) in set.sites.iter().enumerate() {
         let flags = set.probes[site.probe].plan.plan.flags;
         let id = id as u32;
         let mut cell = Cell::default();
         if flags & plan_flags::COUNT_FAST != 0 {
-            cell.count = slot(id)?;
-            cell.buckets[0] = cell.count;
+            cell.add(0, &slot(id)?);
         } else if flags & plan_flags::HIST_FAST != 0 {
             for b in 0..HIST_BUCKETS {
-                let n = slot(id * HIST_BUCKETS + b)?;
-                cell.buckets[b as usize] = n;
-                cell.count += n;
+                cell.add(b, &slot(id * HIST_BUCKETS + b)?);
             }
         } else {
             continue;

@@ -1,9 +1,9 @@
 //! Printing aggregations: counts per key, bpftrace-style log2 histograms,
-//! percentiles estimated from buckets, JSON.
+//! exact count/mean/min/max and percentiles from the fine buckets, JSON.
 
 use std::{cell::RefCell, collections::BTreeMap, io::Write, rc::Rc};
 
-use ri_common::{EventHeader, HEADER_LEN};
+use ri_common::{AggValue, EventHeader, HEADER_LEN, hist_bucket_range};
 use serde_json::{Map, Value as Json, json};
 
 use super::{
@@ -117,13 +117,105 @@ pub(super) fn key_json(parts: &[KeyPart]) -> Map<String, Json> {
         .collect()
 }
 
-/// Range `[lo, hi)` of a log2 bucket (bucket 0 holds only 0).
-pub fn bucket_range(b: usize) -> (u64, u64) {
-    match b {
-        0 => (0, 1),
-        64.. => (1 << 63, u64::MAX),
-        b => (1 << (b - 1), 1 << b),
+/// Groups in the display: 0, then `[2^(g-1), 2^g)` for g in 1..=64.
+pub const LOG2_GROUPS: usize = 65;
+
+/// Hits per log2 display group of a cell's fine buckets (each fine bucket
+/// lies inside one power of two). 16 lines per power of two would bury the
+/// shape; the numbers below the bars come from the fine buckets.
+pub fn log2_counts(cell: &Cell) -> [u64; LOG2_GROUPS] {
+    let mut g = [0; LOG2_GROUPS];
+    for (b, v) in &cell.buckets {
+        let lo = hist_bucket_range(*b).0;
+        g[(u64::BITS - lo.leading_zeros()) as usize] += v.count;
     }
+    g
+}
+
+/// Exact moments of a cell, and percentiles from its buckets; `signed`
+/// reads values as `i64`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Moments {
+    /// Hits.
+    pub count: u64,
+    /// Sum of the values.
+    pub sum: i128,
+    /// Least value.
+    pub min: i128,
+    /// Greatest value.
+    pub max: i128,
+}
+
+impl Moments {
+    /// Mean of the values (0 without hits).
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.count as f64
+        }
+    }
+}
+
+/// A value of bucket slot as a number, `i64` when signed.
+fn num(v: u64, signed: bool) -> i128 {
+    if signed { v as i64 as i128 } else { v as i128 }
+}
+
+/// A cell's buckets in value order: when `signed`, the negative ones (the
+/// top bit set, past `2^63`) come first.
+fn ordered(cell: &Cell, signed: bool) -> impl Iterator<Item = &AggValue> {
+    let neg = |b: &u32| signed && hist_bucket_range(*b).0 >= 1 << 63;
+    let (n, p): (Vec<_>, Vec<_>) = cell.buckets.iter().partition(|(b, _)| neg(b));
+    n.into_iter().chain(p).map(|(_, v)| v)
+}
+
+/// Exact count, sum, min and max of a cell (from its buckets' own).
+pub fn moments(cell: &Cell, signed: bool) -> Moments {
+    let mut m = Moments {
+        count: 0,
+        sum: 0,
+        min: 0,
+        max: 0,
+    };
+    for (i, v) in ordered(cell, signed).enumerate() {
+        if i == 0 {
+            m.min = num(v.min, signed);
+        }
+        m.max = num(v.max, signed);
+        m.count += v.count;
+        m.sum += if signed {
+            v.sum as i64 as i128
+        } else {
+            v.sum as i128
+        };
+    }
+    m
+}
+
+/// The `q` quantile (0..=1, nearest rank) of a cell: the least or greatest
+/// value of the bucket that holds the rank when it is that bucket's first
+/// or last, else the midpoint of the bucket's least and greatest values,
+/// so within half a bucket (3.2%) of the exact value.
+pub fn quantile(cell: &Cell, q: f64, signed: bool) -> i128 {
+    let total = cell.count;
+    if total == 0 {
+        return 0;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut before = 0;
+    for v in ordered(cell, signed) {
+        if before + v.count >= rank {
+            let (lo, hi) = (num(v.min, signed), num(v.max, signed));
+            return match rank - before {
+                1 => lo,
+                r if r == v.count => hi,
+                _ => lo + (hi - lo) / 2,
+            };
+        }
+        before += v.count;
+    }
+    0
 }
 
 /// A power of two with bpftrace's K/M/G suffixes (powers of 1024).
@@ -148,40 +240,28 @@ fn range_label(b: usize, signed: bool) -> String {
     }
 }
 
-/// Estimated `q` quantile (0..=1) of a histogram: linear within the bucket
-/// that holds it.
-pub fn quantile(buckets: &[u64], q: f64) -> u64 {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return 0;
-    }
-    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-    let mut before = 0;
-    for (b, &c) in buckets.iter().enumerate() {
-        if c > 0 && before + c >= rank {
-            let (lo, hi) = bucket_range(b);
-            let frac = (rank - before) as f64 / c as f64;
-            return lo + ((hi - lo) as f64 * frac) as u64;
-        }
-        before += c;
-    }
-    0
-}
-
-/// Upper bound of the highest non-empty bucket.
-pub fn max_bound(buckets: &[u64]) -> u64 {
-    buckets
-        .iter()
-        .rposition(|&c| c > 0)
-        .map_or(0, |b| bucket_range(b).1)
-}
-
+/// A duration in ns with its unit, to three significant digits.
 pub(super) fn duration_text(ns: u64) -> String {
-    match ns {
-        0..1_000 => format!("{ns} ns"),
-        1_000..1_000_000 => format!("{:.1} us", ns as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} ms", ns as f64 / 1e6),
-        _ => format!("{:.2} s", ns as f64 / 1e9),
+    let (v, unit) = match ns {
+        0..1_000 => return format!("{ns} ns"),
+        1_000..1_000_000 => (ns as f64 / 1e3, "us"),
+        1_000_000..1_000_000_000 => (ns as f64 / 1e6, "ms"),
+        _ => (ns as f64 / 1e9, "s"),
+    };
+    let digits = match v {
+        100.0.. => 0,
+        10.0.. => 1,
+        _ => 2,
+    };
+    format!("{v:.digits$} {unit}")
+}
+
+/// A duration that may be negative or fractional (a mean), as text.
+fn signed_duration(ns: f64) -> String {
+    if ns < 0.0 {
+        format!("-{}", duration_text((-ns) as u64))
+    } else {
+        duration_text(ns as u64)
     }
 }
 
@@ -263,18 +343,30 @@ impl View<'_> {
                 continue;
             }
             key_line(w, short, &key, ":")?;
-            hist_text(w, &cell.buckets, a.signed)?;
-            if matches!(self.opts.kind, AggKind::Latency | AggKind::Span(_)) {
-                writeln!(
-                    w,
-                    "count {}  p50 ~{}  p90 ~{}  p99 ~{}  max <{}  (ns; estimated from log2 buckets)",
-                    cell.count,
-                    duration_text(quantile(&cell.buckets, 0.5)),
-                    duration_text(quantile(&cell.buckets, 0.9)),
-                    duration_text(quantile(&cell.buckets, 0.99)),
-                    duration_text(max_bound(&cell.buckets)),
-                )?;
-            }
+            hist_text(w, &log2_counts(cell), a.signed)?;
+            let time = matches!(self.opts.kind, AggKind::Latency | AggKind::Span(_));
+            let m = moments(cell, a.signed);
+            let q = |q| quantile(cell, q, a.signed);
+            let text = |v: f64| {
+                if time {
+                    signed_duration(v)
+                } else if v.fract() == 0.0 {
+                    format!("{v}")
+                } else {
+                    format!("{v:.2}")
+                }
+            };
+            writeln!(
+                w,
+                "count {}  mean {}  min {}  p50 ~{}  p90 ~{}  p99 ~{}  max {}",
+                m.count,
+                text(m.mean()),
+                text(m.min as f64),
+                text(q(0.5) as f64),
+                text(q(0.9) as f64),
+                text(q(0.99) as f64),
+                text(m.max as f64),
+            )?;
             writeln!(w)?;
         }
         w.flush()
@@ -299,18 +391,20 @@ impl View<'_> {
                 let buckets: Vec<Json> = cell
                     .buckets
                     .iter()
-                    .enumerate()
-                    .filter(|(_, c)| **c > 0)
-                    .map(|(b, c)| {
-                        let (lo, hi) = bucket_range(b);
-                        json!({"lo": lo, "hi": hi, "count": c})
+                    .map(|(b, v)| {
+                        let (lo, hi) = hist_bucket_range(*b);
+                        json!({"lo": lo, "hi": hi, "count": v.count})
                     })
                     .collect();
                 e.insert("buckets".into(), Json::Array(buckets));
+                let m = moments(cell, a.signed);
+                e.insert("sum".into(), json!(m.sum));
+                e.insert("mean".into(), json!(m.mean()));
+                e.insert("min".into(), json!(m.min));
+                e.insert("max".into(), json!(m.max));
                 for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
-                    e.insert(name.into(), json!(quantile(&cell.buckets, q)));
+                    e.insert(name.into(), json!(quantile(cell, q, a.signed)));
                 }
-                e.insert("max_below".into(), json!(max_bound(&cell.buckets)));
             }
             entries.push(Json::Object(e));
         }
@@ -385,8 +479,6 @@ pub fn dropped(w: &mut impl Write, stats: &Stats, max_keys: u32) -> std::io::Res
 
 #[cfg(test)]
 mod tests {
-    use ri_common::HIST_BUCKETS;
-
     use super::*;
 
     #[test]
@@ -397,23 +489,51 @@ mod tests {
         assert_eq!(range_label(11, false), "[1K, 2K)");
         assert_eq!(range_label(21, false), "[1M, 2M)");
         assert_eq!(range_label(64, true), "(..., 0)");
-        assert_eq!(bucket_range(3), (4, 8));
+    }
+
+    fn cell(values: &[u64]) -> Cell {
+        let mut c = Cell::default();
+        for v in values {
+            c.add(ri_common::hist_bucket(*v), &AggValue::one(*v));
+        }
+        c
     }
 
     #[test]
     fn quantiles_from_buckets() {
-        let mut b = [0u64; HIST_BUCKETS as usize];
-        b[3] = 10; // [4, 8)
-        b[5] = 10; // [16, 32)
-        assert_eq!(quantile(&b, 0.5), 8);
-        assert!((16..32).contains(&quantile(&b, 0.9)));
-        assert_eq!(max_bound(&b), 32);
-        assert_eq!(quantile(&[0; 3], 0.5), 0);
+        let c = cell(&[5; 10].into_iter().chain([20; 10]).collect::<Vec<_>>());
+        assert_eq!(quantile(&c, 0.5, false), 5);
+        assert_eq!(quantile(&c, 0.9, false), 20);
+        assert_eq!(quantile(&Cell::default(), 0.5, false), 0);
+        // 4.00 ms to 4.18 ms: one bucket; the midpoint is within 3.2%.
+        let c = cell(&(0..100).map(|i| 4_000_000 + i * 1_800).collect::<Vec<_>>());
+        for q in [0.5, 0.9, 0.99] {
+            let exact = 4_000_000 + ((q * 100.0_f64).ceil() as i128 - 1) * 1_800;
+            let got = quantile(&c, q, false);
+            assert!(
+                (got - exact).abs() * 100 <= exact * 3,
+                "q {q}: {got} vs {exact}"
+            );
+        }
+        assert_eq!(quantile(&c, 1.0, false), 4_000_000 + 99 * 1_800);
+        let m = moments(&c, false);
+        assert_eq!((m.count, m.min, m.max), (100, 4_000_000, 4_178_200));
+        assert_eq!(m.mean(), 4_089_100.0);
+    }
+
+    #[test]
+    fn signed_values_order_negatives_first() {
+        let c = cell(&[(-3i64) as u64, (-100i64) as u64, 7, 1000]);
+        let m = moments(&c, true);
+        assert_eq!((m.min, m.max, m.sum), (-100, 1000, 904));
+        assert_eq!(quantile(&c, 0.25, true), -100);
+        assert_eq!(quantile(&c, 0.5, true), -3);
+        assert_eq!(log2_counts(&c)[64], 2);
     }
 
     #[test]
     fn histogram_bars() {
-        let mut b = [0u64; HIST_BUCKETS as usize];
+        let mut b = [0u64; LOG2_GROUPS];
         b[1] = 2;
         b[3] = 4;
         let mut out = Vec::new();

@@ -59,7 +59,7 @@ pub struct HistArgs {
     /// Probe strings (no captures; use --value and --by).
     #[arg(required = true, value_name = "PROBE")]
     pub probes: Vec<String>,
-    /// The value whose log2 histogram to build.
+    /// The value whose histogram to build.
     #[arg(long, value_name = "EXPR")]
     pub value: String,
     /// Options shared with count and latency.

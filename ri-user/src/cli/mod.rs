@@ -55,10 +55,11 @@ pub enum Command {
     /// Nothing is sent per hit: the kernel counts in a map that ri reads
     /// at each --interval and at exit.
     Count(CountArgs),
-    /// A log2 histogram of --value per probe (and per --by key), in the kernel.
+    /// A histogram of --value per probe (and per --by key), in the kernel:
+    /// bars by power of two, exact count/mean/min/max, p50/p90/p99.
     Hist(HistArgs),
-    /// Time from a function's entry to its return, per thread: a log2
-    /// histogram in ns and p50/p90/p99/max estimated from its buckets.
+    /// Time from a function's entry to its return, per thread: a histogram
+    /// in ns, exact count/mean/min/max, and p50/p90/p99 within 3.2%.
     ///
     /// A filter on the probe applies at entry; --by keys are evaluated at
     /// the return (pid, tid, comm, retval; not arguments).
