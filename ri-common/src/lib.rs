@@ -88,9 +88,25 @@ pub mod plan_flags {
     pub const ENTRY_ARGS: u32 = 1 << 13;
 }
 
-/// Stacks the kernel's `STACKS` map holds; a stack that finds it full (or
-/// its hash bucket taken by another stack) is counted in `STACK_ERRORS`.
-pub const STACK_ENTRIES: u32 = 8192;
+/// Default number of stacks the kernel's `STACKS` map holds (`--stack-map`).
+/// A stack whose hash bucket there holds another stack goes to `STACK_MORE`
+/// (a quarter as many); one that fits in neither, or cannot be walked, is
+/// counted in `STACK_ERRORS`.
+pub const STACK_ENTRIES: u32 = 16384;
+/// Set in the id of a stack stored in `STACK_MORE` rather than `STACKS`.
+pub const STACK_MORE_BIT: u32 = 1 << 31;
+/// The bits of a `STACK_MORE` id below [`STACK_MORE_BIT`] that come from the
+/// frames' hash (the id never reaches [`STACK_NONE`]).
+pub const STACK_MORE_MASK: u32 = (1 << 30) - 1;
+
+/// A user stack's return addresses, innermost first, zero after the last:
+/// a value of `STACK_MORE` (what `bpf_get_stack` writes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackFrames {
+    /// Addresses; zero past the stack's depth.
+    pub ips: [u64; STACK_FRAMES],
+}
 /// The stack id `STACK` pushes (in its low half) when no stack was stored.
 pub const STACK_NONE: u32 = u32::MAX;
 /// Frames the kernel stores per stack (its `PERF_MAX_STACK_DEPTH`).
@@ -332,4 +348,5 @@ mod pod {
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::FlightKey {}
     unsafe impl aya::Pod for super::AggValue {}
+    unsafe impl aya::Pod for super::StackFrames {}
 }

@@ -10,8 +10,8 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::generated::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_loop,
-        bpf_probe_read_user, bpf_probe_read_user_str,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_get_stack, bpf_ktime_get_ns,
+        bpf_loop, bpf_probe_read_user, bpf_probe_read_user_str,
     },
     macros::{map, uprobe, uretprobe},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
@@ -20,8 +20,8 @@ use aya_ebpf::{
 use ri_common::{
     AGG_ENTRIES, AGG_KEY_BYTES, AggKey, AggValue, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES,
     FlightKey, FrameKey, HEADER_LEN, Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX,
-    SAVE_ARGS, STACK_DEPTH, STACK_ENTRIES, STACK_NONE, SavedArgs, Scratch, SmallAggKey,
-    WAKEUP_INTERVAL_NS, hist_bucket, op, plan_flags,
+    SAVE_ARGS, STACK_DEPTH, STACK_ENTRIES, STACK_MORE_BIT, STACK_MORE_MASK, STACK_NONE, SavedArgs,
+    Scratch, SmallAggKey, StackFrames, WAKEUP_INTERVAL_NS, hist_bucket, op, plan_flags,
 };
 
 /// Plans by plan id, written by user space before attaching.
@@ -96,7 +96,21 @@ static NO_ENTRY: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(STACK_ENTRIES, 0);
 
-/// Stacks the kernel could not store (map full, bucket taken), per CPU.
+/// Stacks whose bucket in `STACKS` held another stack (the kernel hashes
+/// the frames into buckets and keeps one stack per bucket), under an id of
+/// their own: [`STACK_MORE_BIT`] | a hash of the frames, probed linearly.
+/// User space sizes it.
+#[map]
+static STACK_MORE: HashMap<u32, StackFrames> = HashMap::with_max_entries(STACK_ENTRIES / 4, 0);
+
+/// Where `bpf_get_stack` writes a stack bound for `STACK_MORE`, per CPU.
+#[map]
+static STACK_BUF: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
+
+/// Ids of `STACK_MORE` tried for one stack before it counts as lost.
+const STACK_PROBES: u32 = 4;
+
+/// Stacks stored nowhere (both maps taken, or no stack to walk), per CPU.
 #[map]
 static STACK_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
@@ -237,12 +251,15 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
         // does not have: take the stack here, `STACK` pushes its id.
         match probe.get_stackid(&STACKS, USER_STACK) {
             Ok(id) => s.stack_id = id as u32,
-            Err(_) => {
-                if let Some(e) = STACK_ERRORS.get_ptr_mut(0) {
-                    // SAFETY: per-CPU counter.
-                    unsafe { *e += 1 };
+            Err(_) => match stack_more(ctx) {
+                Some(id) => s.stack_id = id,
+                None => {
+                    if let Some(e) = STACK_ERRORS.get_ptr_mut(0) {
+                        // SAFETY: per-CPU counter.
+                        unsafe { *e += 1 };
+                    }
                 }
-            }
+            },
         }
     }
     if flags & plan_flags::AGGREGATE != 0 {
@@ -321,6 +338,70 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
         unsafe { *lost += 1 };
     }
     0
+}
+
+/// Stores the current user stack in `STACK_MORE` (when `STACKS` had no room
+/// for it): its id there, found again for the same frames; `None` when it
+/// cannot be walked or its ids are taken by other stacks or the map is full.
+#[inline(always)]
+fn stack_more(ctx: *mut c_void) -> Option<u32> {
+    let buf = STACK_BUF.get_ptr_mut(0)?;
+    // SAFETY: a per-CPU map value of the size given; the helper zeroes what
+    // the stack does not fill.
+    let n = unsafe {
+        bpf_get_stack(
+            ctx,
+            buf as *mut c_void,
+            core::mem::size_of::<StackFrames>() as u32,
+            USER_STACK,
+        )
+    };
+    if n <= 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    let frames = unsafe { &*buf };
+    // FNV-1a over the words: any good spread will do.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for ip in frames.ips.iter() {
+        h = (h ^ ip).wrapping_mul(0x100_0000_01b3);
+    }
+    let base = (h ^ (h >> 32)) as u32;
+    for i in 0..STACK_PROBES {
+        let id = STACK_MORE_BIT | (base.wrapping_add(i) & STACK_MORE_MASK);
+        if STACK_MORE.get_ptr(id).is_none()
+            && STACK_MORE.insert(id, frames, BPF_NOEXIST as u64).is_ok()
+        {
+            return Some(id);
+        }
+        // Taken (perhaps by this stack from another CPU meanwhile).
+        let other = STACK_MORE.get_ptr(id)?;
+        // SAFETY: a map value, read in place.
+        if same_frames(unsafe { &*other }, frames) {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// True when two stacks have the same frames (word by word: BPF has no
+/// memcmp).
+#[inline(always)]
+fn same_frames(a: &StackFrames, b: &StackFrames) -> bool {
+    for k in 0..ri_common::STACK_FRAMES {
+        // SAFETY: in-bounds reads of two map values; volatile so the loop
+        // is not turned into a call to memcmp.
+        let (x, y) = unsafe {
+            (
+                core::ptr::read_volatile(&a.ips[k]),
+                core::ptr::read_volatile(&b.ips[k]),
+            )
+        };
+        if x != y {
+            return false;
+        }
+    }
+    true
 }
 
 /// Counts one hit of value `v` (0 for `COUNT`) in `bucket` under the

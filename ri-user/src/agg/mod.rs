@@ -734,7 +734,11 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
                 }
             }
             if has_stacks {
-                crate::stack::write_errors(&mut err, crate::stack::errors(&engine)?)?;
+                crate::stack::write_errors(
+                    &mut err,
+                    crate::stack::errors(&engine)?,
+                    opts.trace.stack_entries,
+                )?;
             }
         }
         Ok::<_, Error>(())

@@ -130,6 +130,7 @@ impl AggCommon {
                 json: self.json,
                 // No events flow: the smallest ring will do.
                 ring_bytes: 4096,
+                stack_entries: self.scope.stack_map,
                 bare: false,
                 quiet: self.scope.quiet,
                 formatters: self.scope.formatters()?,

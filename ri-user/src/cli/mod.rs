@@ -184,6 +184,12 @@ pub struct ScopeArgs {
     /// (field by field); over ri's own m0_fid=fid and m0_uint128=u128.
     #[arg(long = "format", value_name = "TYPE=FORMATTER")]
     pub formats: Vec<String>,
+    /// Stacks the kernel's stack map holds (with --stack or a `stack`
+    /// capture), 256 to 262144; stacks whose hash bucket is taken go to a
+    /// second map a quarter that size, and what fits in neither is counted.
+    #[arg(long, default_value_t = ri_common::STACK_ENTRIES, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(256..=262144))]
+    pub stack_map: u32,
 }
 
 impl ScopeArgs {
@@ -265,6 +271,7 @@ impl TraceArgs {
             duration: seconds("--duration", self.scope.duration)?,
             json: self.json,
             ring_bytes: self.buffer_size << 20,
+            stack_entries: self.scope.stack_map,
             bare: self.bare,
             quiet: self.scope.quiet,
             formatters: self.scope.formatters()?,

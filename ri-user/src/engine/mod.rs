@@ -122,15 +122,19 @@ impl Engine {
     /// Loads the object with an event ring buffer of `ring_bytes` (a power of
     /// two, multiple of the page size).
     pub fn load(ring_bytes: u32) -> Result<Self, EngineError> {
-        Self::load_agg(ring_bytes, ri_common::AGG_ENTRIES, 1)
+        Self::load_agg(ring_bytes, ri_common::AGG_ENTRIES, 1, 1)
     }
 
     /// [`Engine::load`] with room for `agg_entries` keys in the aggregation
-    /// map and `fast_slots` counters in the `FAST` array.
+    /// map, `fast_slots` counters in the `FAST` array and `stack_entries`
+    /// stacks in `STACKS` (a quarter as many in `STACK_MORE`, for stacks
+    /// whose bucket was taken; 1 when no plan takes stacks: both maps are
+    /// allocated in full at load).
     pub fn load_agg(
         ring_bytes: u32,
         agg_entries: u32,
         fast_slots: u32,
+        stack_entries: u32,
     ) -> Result<Self, EngineError> {
         if !have_bpf_privileges() {
             return Err(EngineError::PermissionDenied);
@@ -143,6 +147,8 @@ impl Engine {
             .map_max_entries("AGG_SMALL", agg_entries)
             .map_max_entries("INFLIGHT", agg_entries)
             .map_max_entries("FAST", fast_slots.max(1))
+            .map_max_entries("STACKS", stack_entries.max(1))
+            .map_max_entries("STACK_MORE", (stack_entries / 4).max(1))
             .load(crate::EBPF_OBJECT)
             .map_err(|e| {
                 if is_permission(&e) {

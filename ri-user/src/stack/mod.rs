@@ -1,4 +1,5 @@
-//! User stacks the kernel stored in its `STACKS` map: read by id, symbolized
+//! User stacks the kernel stored in its `STACKS` map (or `STACK_MORE`, for
+//! a stack whose bucket held another): read by id, symbolized
 //! with blazesym (function+offset, file:line where DWARF has it), cached per
 //! (pid, stack id).
 //!
@@ -17,9 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, PerCpuArray, StackTraceMap};
+use aya::maps::{HashMap as AyaHashMap, MapData, PerCpuArray, StackTraceMap};
 use blazesym::symbolize::Symbolizer;
-use ri_common::STACK_NONE;
+use ri_common::{STACK_MORE_BIT, STACK_NONE, StackFrames};
 use serde_json::{Value as Json, json};
 
 use crate::{
@@ -268,16 +269,7 @@ impl Stacks {
             }));
         }
         self.watch(pid);
-        let map: StackTraceMap<&MapData> = StackTraceMap::try_from(
-            engine
-                .map("STACKS")
-                .map_err(|e| StackError::Read(e.to_string()))?,
-        )
-        .map_err(|e| StackError::Read(e.to_string()))?;
-        let mut ips: Vec<u64> = match map.get(&id, 0) {
-            Ok(t) => t.frames().iter().map(|f| f.ip).collect(),
-            Err(e) => return Err(StackError::Read(format!("stack {id}: {e}"))),
-        };
+        let mut ips = read_ips(engine, id)?;
         if let Some(c) = caller
             && !ips.is_empty()
             && ips.get(1) != Some(&c)
@@ -332,6 +324,25 @@ impl Stacks {
     }
 }
 
+/// The addresses of stack `id`, innermost first: from `STACKS`, or from
+/// `STACK_MORE` when the id has [`STACK_MORE_BIT`] (its bucket in `STACKS`
+/// held another stack).
+fn read_ips(engine: &Engine, id: u32) -> Result<Vec<u64>, StackError> {
+    let read = |e: &dyn std::fmt::Display| StackError::Read(format!("stack {id:#x}: {e}"));
+    if id & STACK_MORE_BIT == 0 {
+        let map: StackTraceMap<&MapData> =
+            StackTraceMap::try_from(engine.map("STACKS").map_err(|e| read(&e))?)
+                .map_err(|e| read(&e))?;
+        let t = map.get(&id, 0).map_err(|e| read(&e))?;
+        return Ok(t.frames().iter().map(|f| f.ip).collect());
+    }
+    let map: AyaHashMap<&MapData, u32, StackFrames> =
+        AyaHashMap::try_from(engine.map("STACK_MORE").map_err(|e| read(&e))?)
+            .map_err(|e| read(&e))?;
+    let t = map.get(&id, 0).map_err(|e| read(&e))?;
+    Ok(t.ips.iter().copied().take_while(|&ip| ip != 0).collect())
+}
+
 /// Stacks the kernel could not store, summed over CPUs.
 pub fn errors(engine: &Engine) -> Result<u64, StackError> {
     let map: PerCpuArray<_, u64> = PerCpuArray::try_from(
@@ -346,13 +357,15 @@ pub fn errors(engine: &Engine) -> Result<u64, StackError> {
     Ok(v.iter().sum())
 }
 
-/// The stderr line about stacks the kernel could not store, if any.
-pub fn write_errors(w: &mut impl Write, n: u64) -> std::io::Result<()> {
+/// The stderr line about stacks the kernel could not store, if any, with
+/// the size of its stack map (`--stack-map`).
+pub fn write_errors(w: &mut impl Write, n: u64, entries: u32) -> std::io::Result<()> {
     if n > 0 {
         writeln!(
             w,
-            "ri: {n} stacks lost: the kernel's stack map was full or a stack hash collided ({} stacks)",
-            ri_common::STACK_ENTRIES
+            "ri: {n} stacks lost: the kernel's stack maps were full or the stack could not be \
+             walked ({entries} + {} stacks; raise --stack-map)",
+            entries / 4
         )?;
     }
     Ok(())

@@ -40,6 +40,8 @@ pub struct TraceOptions {
     pub json: bool,
     /// Ring buffer size in bytes.
     pub ring_bytes: u32,
+    /// Stacks the kernel's stack map holds (`--stack-map`).
+    pub stack_entries: u32,
     /// Attach the empty program instead of the interpreter (benchmarks).
     pub bare: bool,
     /// No attach message and no summary.
@@ -299,7 +301,11 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
             );
         }
         if set.has_stacks() {
-            crate::stack::write_errors(&mut std::io::stderr(), crate::stack::errors(&engine)?)?;
+            crate::stack::write_errors(
+                &mut std::io::stderr(),
+                crate::stack::errors(&engine)?,
+                opts.stack_entries,
+            )?;
         }
     }
     Ok(summary)
@@ -342,7 +348,12 @@ pub(crate) fn launch(
         None => opts.pids.clone(),
     };
     let attached = (|| {
-        let mut engine = Engine::load_agg(opts.ring_bytes, agg_entries, set.fast_slots())?;
+        let stacks = match (set.has_stacks(), opts.stack_entries) {
+            (false, _) => 1,
+            (true, 0) => ri_common::STACK_ENTRIES,
+            (true, n) => n,
+        };
+        let mut engine = Engine::load_agg(opts.ring_bytes, agg_entries, set.fast_slots(), stacks)?;
         let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
         Ok::<_, Error>((engine, n))
     })();
