@@ -329,12 +329,6 @@ pub fn run_agg() -> Result<()> {
     Ok(())
 }
 
-/// `ri hist` per hit over the bare program with log2 bucket counters, before
-/// the log-linear layout (bench/RESULTS.md of commit 0353e4c: 496.9 / 468.1 ns
-/// unkeyed, 590.5 / 468.1 ns with `--by 'arg0 % 16'`): the new layout's
-/// ratio must stay within 1.05 times these.
-const LOG2_HIST_OVER_BARE: (f64, f64) = (1.061, 1.261);
-
 /// Per-hit cost of `ri count` and `ri hist` on the nop5 site against the
 /// bare program and bpftrace's count()/hist(), and ri's own CPU time while
 /// counting at full speed.
@@ -423,19 +417,7 @@ fn aggregations(fx: &std::path::Path, with_bpftrace: bool) -> Result<String> {
         }
         let _ = writeln!(s);
     }
-    for (name, ri_ns, log2) in [
-        ("hist", hist, LOG2_HIST_OVER_BARE.0),
-        ("hist --by", hist_by, LOG2_HIST_OVER_BARE.1),
-    ] {
-        let q = ri_ns / bare / log2;
-        let _ = writeln!(
-            s,
-            "- {name} with log-linear buckets (count, sum, min, max per bucket) against \
-             the log2 counters it replaced ({log2:.3} × bare when they were measured): \
-             {q:.3} (target ≤ 1.05: {})",
-            verdict(q <= 1.05)
-        );
-    }
+    s.push_str(&crate::bench_hist::targets(bare, count, hist, hist_by));
     s.push_str(&progs);
     let per_hit = if cpu.hits > 0 {
         cpu.window_ms * 1e6 / cpu.hits_in_window.max(1) as f64
@@ -708,7 +690,7 @@ struct Report {
     spin_summary: String,
 }
 
-fn verdict(ok: bool) -> &'static str {
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 

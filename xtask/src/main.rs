@@ -5,6 +5,7 @@
 //! everything is there. The other tasks run it first.
 
 mod bench;
+mod bench_hist;
 mod bench_report;
 mod demo;
 
