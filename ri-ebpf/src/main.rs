@@ -10,19 +10,23 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::generated::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_get_stack, bpf_ktime_get_ns,
-        bpf_loop, bpf_probe_read_user, bpf_probe_read_user_str,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_loop,
+        bpf_probe_read_user, bpf_probe_read_user_str,
     },
     macros::{map, uprobe, uretprobe},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use ri_common::{
-    AGG_ENTRIES, AGG_KEY_BYTES, AggKey, AggValue, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES,
-    FlightKey, FrameKey, HEADER_LEN, Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX,
-    SAVE_ARGS, STACK_DEPTH, STACK_ENTRIES, STACK_MORE_BIT, STACK_MORE_MASK, STACK_NONE, SavedArgs,
-    Scratch, SmallAggKey, StackFrames, WAKEUP_INTERVAL_NS, hist_bucket, op, plan_flags,
+    AGG_ENTRIES, AGG_KEY_BYTES, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES, FlightKey,
+    FrameKey, HEADER_LEN, Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS,
+    STACK_DEPTH, STACK_NONE, SavedArgs, Scratch, WAKEUP_INTERVAL_NS, hist_bucket, op, plan_flags,
 };
+
+mod agg;
+mod stack;
+
+use agg::{bump, dropped, fast_bump, update};
 
 /// Plans by plan id, written by user space before attaching.
 #[map]
@@ -52,25 +56,6 @@ static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Aggregations (`COUNT`, `HIST`): hits (and values' sum, min, max) per key
-/// and bucket, per CPU; user space merges.
-#[map]
-static AGG: PerCpuHashMap<AggKey, AggValue> = PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
-
-/// Aggregations of plans whose key is one word (`SMALL_KEY`), per CPU.
-#[map]
-static AGG_SMALL: PerCpuHashMap<SmallAggKey, AggValue> =
-    PerCpuHashMap::with_max_entries(AGG_ENTRIES, 0);
-
-/// Aggregation updates dropped because `AGG` was full, per CPU.
-#[map]
-static AGG_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// Hits of plans flagged `COUNT_FAST` (slot = site) or `HIST_FAST` (slot =
-/// site * HIST_BUCKETS + bucket), per CPU; user space sizes it and merges.
-#[map]
-static FAST: PerCpuArray<AggValue> = PerCpuArray::with_max_entries(1, 0);
-
 /// Operations in flight (`ri inflight`), by process and key.
 #[map]
 static INFLIGHT: HashMap<FlightKey, Inflight> = HashMap::with_max_entries(AGG_ENTRIES, 0);
@@ -92,33 +77,8 @@ static SAVED_ARGS: HashMap<FrameKey, SavedArgs> = HashMap::with_max_entries(FRAM
 #[map]
 static NO_ENTRY: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// User stacks of plans that use `STACK`, by stack id.
-#[map]
-static STACKS: StackTrace = StackTrace::with_max_entries(STACK_ENTRIES, 0);
-
-/// Stacks whose bucket in `STACKS` held another stack (the kernel hashes
-/// the frames into buckets and keeps one stack per bucket), under an id of
-/// their own: [`STACK_MORE_BIT`] | a hash of the frames, probed linearly.
-/// User space sizes it.
-#[map]
-static STACK_MORE: HashMap<u32, StackFrames> = HashMap::with_max_entries(STACK_ENTRIES / 4, 0);
-
-/// Where `bpf_get_stack` writes a stack bound for `STACK_MORE`, per CPU.
-#[map]
-static STACK_BUF: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
-
-/// Ids of `STACK_MORE` tried for one stack before it counts as lost.
-const STACK_PROBES: u32 = 4;
-
-/// Stacks stored nowhere (both maps taken, or no stack to walk), per CPU.
-#[map]
-static STACK_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
 /// The kernel's `EEXIST`: a `BPF_NOEXIST` insert found the key.
 const EEXIST: i32 = 17;
-
-/// `BPF_F_USER_STACK`: walk the user stack, not the kernel's.
-const USER_STACK: u64 = 1 << 8;
 
 /// Entry probe: runs the plan named by the cookie.
 #[uprobe]
@@ -136,16 +96,6 @@ pub fn ri_return(ctx: RetProbeContext) -> u32 {
 #[uprobe]
 pub fn ri_bare(_ctx: ProbeContext) -> u32 {
     0
-}
-
-/// Adds `v` to slot `i` of `FAST`; a slot past its end is counted as dropped.
-#[inline(always)]
-fn fast_bump(i: u32, v: u64) {
-    match FAST.get_ptr_mut(i) {
-        // SAFETY: this CPU's slot.
-        Some(slot) => unsafe { (*slot).add(v) },
-        None => dropped(),
-    }
 }
 
 /// Register `i` (in `ri_common::regs` order) of the probed thread, for the
@@ -249,18 +199,7 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
     if flags & plan_flags::STACK != 0 {
         // The helper needs the probe's context, which the loop callback
         // does not have: take the stack here, `STACK` pushes its id.
-        match probe.get_stackid(&STACKS, USER_STACK) {
-            Ok(id) => s.stack_id = id as u32,
-            Err(_) => match stack_more(ctx) {
-                Some(id) => s.stack_id = id,
-                None => {
-                    if let Some(e) = STACK_ERRORS.get_ptr_mut(0) {
-                        // SAFETY: per-CPU counter.
-                        unsafe { *e += 1 };
-                    }
-                }
-            },
-        }
+        s.stack_id = stack::take(probe);
     }
     if flags & plan_flags::AGGREGATE != 0 {
         // The payload is the key: clear it so padding is the same every hit
@@ -338,141 +277,6 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
         unsafe { *lost += 1 };
     }
     0
-}
-
-/// Stores the current user stack in `STACK_MORE` (when `STACKS` had no room
-/// for it): its id there, found again for the same frames; `None` when it
-/// cannot be walked or its ids are taken by other stacks or the map is full.
-#[inline(always)]
-fn stack_more(ctx: *mut c_void) -> Option<u32> {
-    let buf = STACK_BUF.get_ptr_mut(0)?;
-    // SAFETY: a per-CPU map value of the size given; the helper zeroes what
-    // the stack does not fill.
-    let n = unsafe {
-        bpf_get_stack(
-            ctx,
-            buf as *mut c_void,
-            core::mem::size_of::<StackFrames>() as u32,
-            USER_STACK,
-        )
-    };
-    if n <= 0 {
-        return None;
-    }
-    // SAFETY: as above.
-    let frames = unsafe { &*buf };
-    // FNV-1a over the words: any good spread will do.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for ip in frames.ips.iter() {
-        h = (h ^ ip).wrapping_mul(0x100_0000_01b3);
-    }
-    let base = (h ^ (h >> 32)) as u32;
-    for i in 0..STACK_PROBES {
-        let id = STACK_MORE_BIT | (base.wrapping_add(i) & STACK_MORE_MASK);
-        if STACK_MORE.get_ptr(id).is_none()
-            && STACK_MORE.insert(id, frames, BPF_NOEXIST as u64).is_ok()
-        {
-            return Some(id);
-        }
-        // Taken (perhaps by this stack from another CPU meanwhile).
-        let other = STACK_MORE.get_ptr(id)?;
-        // SAFETY: a map value, read in place.
-        if same_frames(unsafe { &*other }, frames) {
-            return Some(id);
-        }
-    }
-    None
-}
-
-/// True when two stacks have the same frames (word by word: BPF has no
-/// memcmp).
-#[inline(always)]
-fn same_frames(a: &StackFrames, b: &StackFrames) -> bool {
-    for k in 0..ri_common::STACK_FRAMES {
-        // SAFETY: in-bounds reads of two map values; volatile so the loop
-        // is not turned into a call to memcmp.
-        let (x, y) = unsafe {
-            (
-                core::ptr::read_volatile(&a.ips[k]),
-                core::ptr::read_volatile(&b.ips[k]),
-            )
-        };
-        if x != y {
-            return false;
-        }
-    }
-    true
-}
-
-/// Counts one hit of value `v` (0 for `COUNT`) in `bucket` under the
-/// payload's key: an existing entry is bumped on this CPU; a new one is
-/// inserted; a full map is counted in `AGG_DROPPED`.
-#[inline(always)]
-fn bump(s: &mut Scratch, bucket: u32, v: u64) {
-    if s.flags & plan_flags::SMALL_KEY != 0 {
-        s.small.plan = s.plan;
-        s.small.site = s.site;
-        s.small.bucket = bucket;
-        s.small.pad = 0;
-        // SAFETY: the payload's first word, 8-aligned inside `event`.
-        s.small.key = unsafe { *(s.event[HEADER_LEN..].as_ptr() as *const u64) };
-        let key: &SmallAggKey = &s.small;
-        count_in(&AGG_SMALL, key, v);
-        return;
-    }
-    s.agg.plan = s.plan;
-    s.agg.site = s.site;
-    s.agg.bucket = bucket;
-    s.agg.pad = 0;
-    let src = s.event[HEADER_LEN..].as_ptr() as *const u64;
-    let dst = s.agg.key.as_mut_ptr() as *mut u64;
-    for w in 0..AGG_KEY_BYTES / 8 {
-        // SAFETY: constant offsets inside `event` and `agg.key`.
-        unsafe { core::ptr::write_unaligned(dst.add(w), *src.add(w)) };
-    }
-    update(s, v);
-}
-
-/// Counts one hit of `v` under the key already built in `s.agg`.
-#[inline(always)]
-fn update(s: &mut Scratch, v: u64) {
-    // By reference: the key stays in the map value, off the BPF stack.
-    let key: &AggKey = &s.agg;
-    count_in(&AGG, key, v);
-}
-
-/// Counts one hit of `v` under `key` in `map`: an existing entry is bumped
-/// on this CPU; a new one is inserted (other CPUs' slots start empty); a
-/// full map is counted in `AGG_DROPPED`.
-#[inline(always)]
-fn count_in<K>(map: &PerCpuHashMap<K, AggValue>, key: &K, v: u64) {
-    if let Some(slot) = map.get_ptr_mut(key) {
-        // SAFETY: this CPU's slot of a per-CPU value.
-        unsafe { (*slot).add(v) };
-        return;
-    }
-    if map
-        .insert(key, AggValue::one(v), BPF_NOEXIST as u64)
-        .is_ok()
-    {
-        return;
-    }
-    // Another CPU may have inserted the key meanwhile.
-    if let Some(slot) = map.get_ptr_mut(key) {
-        // SAFETY: as above.
-        unsafe { (*slot).add(v) };
-    } else {
-        dropped();
-    }
-}
-
-/// Counts an update the kernel had no room for.
-#[inline(always)]
-fn dropped() {
-    if let Some(d) = AGG_DROPPED.get_ptr_mut(0) {
-        // SAFETY: per-CPU counter.
-        unsafe { *d += 1 };
-    }
 }
 
 /// The in-flight key: this process and the payload's first word.
