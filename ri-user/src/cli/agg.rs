@@ -26,7 +26,8 @@ pub struct AggCommon {
     /// JSON: one object per print.
     #[arg(long)]
     pub json: bool,
-    /// Keys the kernel map holds; updates past it are counted as dropped.
+    /// Keys the kernel map holds (a histogram takes one per key and
+    /// bucket hit); updates past it are counted as dropped.
     #[arg(long, default_value_t = ri_common::AGG_ENTRIES, value_name = "N")]
     pub max_keys: u32,
     /// Group by the user stack too (same as --by stack; inflight keeps the
