@@ -11,6 +11,7 @@
 //! User space only reads the map, at each interval and at exit.
 
 mod inflight;
+mod labels;
 mod leaks;
 mod read;
 mod render;
@@ -27,6 +28,7 @@ use crate::{
     trace::{self, Launched, Stop, TraceOptions},
 };
 
+pub use labels::{LabelSpec, split_name};
 pub use read::{Snapshot, Stats};
 
 /// Errors turning probes into aggregations.
@@ -73,6 +75,9 @@ pub enum AggError {
         "'{0}': ri latency --begin needs an integer key=EXPR as the first capture, --end only key=EXPR"
     )]
     SpanKey(String),
+    /// A `--by NAME=EXPR` or `--label KEY=EXPR` that does not fit.
+    #[error("{0}")]
+    Label(String),
     /// The kernel's aggregation map could not be read.
     #[error("cannot read the aggregation map: {0}")]
     Read(String),
@@ -131,8 +136,10 @@ pub struct Leaks {
 pub struct AggOptions {
     /// Count, hist or latency.
     pub kind: AggKind,
-    /// Key expressions.
+    /// Key expressions, each `EXPR` or `NAME=EXPR`.
     pub by: Vec<String>,
+    /// Keys whose values are named by a C string of the process.
+    pub labels: Vec<LabelSpec>,
     /// Print each interval's additions while running.
     pub interval: Option<Duration>,
     /// Size of the kernel map in keys.
@@ -275,6 +282,8 @@ pub struct AggPlan {
     pub signed: bool,
     /// Shown in the output (false for latency's entry half).
     pub shown: bool,
+    /// Keys named by a hidden key word (`--label`).
+    pub labels: Vec<labels::KeyLabel>,
 }
 
 /// A plan that works for another (an entry half, an end, an update): not
@@ -338,6 +347,7 @@ fn rewrite(
         hist,
         signed,
         shown: true,
+        labels: Vec::new(),
     })
 }
 
@@ -382,10 +392,28 @@ fn fast_paths(set: &mut ProbeSet) {
 
 /// Builds the probes of an aggregation and the per-plan descriptions.
 pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
-    let keys = key_captures(&opts.by);
+    let (mut set, mut plans) = build_plans(opts)?;
+    labels::locate(&set, &mut plans, &opts.labels, &opts.kind)?;
+    if !matches!(
+        opts.kind,
+        AggKind::Span(_) | AggKind::Inflight(..) | AggKind::Leaks(_)
+    ) {
+        fast_paths(&mut set);
+    }
+    Ok((set, plans))
+}
+
+/// The probes and plans of [`build`], before labels are placed.
+fn build_plans(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
+    let (by_names, by_exprs) = labels::by_keys(&opts.by)?;
+    let mut keys = key_captures(&by_exprs);
+    let label_caps: Vec<String> = (opts.labels.iter().enumerate())
+        .map(|(i, l)| l.capture(i))
+        .collect();
+    keys.extend(label_caps.iter().cloned());
     let pids = &opts.trace.pids;
     let mut plans = Vec::new();
-    let mut set = match &opts.kind {
+    let set = match &opts.kind {
         AggKind::Count => {
             let texts = opts
                 .trace
@@ -455,8 +483,8 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             // The key word is not part of the aggregation key.
             b.keys.remove(0);
             b.hist = true;
-            let n = b.keys.len();
-            for (k, label) in b.keys[n - opts.by.len()..].iter_mut().zip(&opts.by) {
+            let n = b.keys.len() - label_caps.len();
+            for (k, label) in b.keys[n - by_names.len()..n].iter_mut().zip(&by_names) {
                 k.name = label.clone();
             }
             plans.push(b);
@@ -482,11 +510,12 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
                     p.clone()
                 }
             };
-            let begin = with_stack(&opts.trace.probes[0]);
+            let labelled = |p: &String| with_stack(&add_captures(p, &label_caps));
+            let begin = labelled(&opts.trace.probes[0]);
             let texts: Vec<String> = [begin, end.clone()]
                 .into_iter()
                 .chain(updates.iter().cloned())
-                .chain(seen.iter().map(with_stack))
+                .chain(seen.iter().map(labelled))
                 .collect();
             let first_seen = 2 + updates.len();
             let mut set = ProbeSet::build(&texts, pids)?;
@@ -547,9 +576,9 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             return Ok((set, plans));
         }
         AggKind::Leaks(l) => {
-            if !opts.by.is_empty() {
+            if !opts.by.is_empty() || !opts.labels.is_empty() {
                 return Err(crate::Error::Usage(
-                    "ri leaks takes no --by: allocations are grouped by stack".into(),
+                    "ri leaks takes no --by or --label: allocations are grouped by stack".into(),
                 ));
             }
             let (set, plans) = leaks::build(&opts.trace.probes, l, pids)?;
@@ -557,11 +586,10 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
         }
     };
     for p in &mut plans {
-        for (k, label) in p.keys.iter_mut().zip(&opts.by) {
+        for (k, label) in p.keys.iter_mut().zip(&by_names) {
             k.name = label.clone();
         }
     }
-    fast_paths(&mut set);
     Ok((set, plans))
 }
 
@@ -574,6 +602,25 @@ struct Printer<'a> {
 }
 
 impl Printer<'_> {
+    /// Reads the names of labelled values not seen before.
+    fn read_names(&self) -> Result<(), Error> {
+        let v = &self.view;
+        match self.opts.kind {
+            AggKind::Inflight(..) => {
+                for f in inflight::read(v.engine)? {
+                    let plan = &v.plans[0];
+                    render::labelled(render::key_parts(&f.payload, &plan.keys, v), plan, v);
+                }
+            }
+            _ => {
+                v.names
+                    .borrow_mut()
+                    .fold(read::snapshot(v.engine, v.set)?, v.plans);
+            }
+        }
+        Ok(())
+    }
+
     /// Prints the map's state (an interval's additions since `prev`, or the
     /// totals when `last`); writes the flame graph at the end.
     fn show(
@@ -623,7 +670,10 @@ impl Printer<'_> {
                 lines
             }
             _ => {
-                let now = read::snapshot(v.engine, v.set)?;
+                let now = v
+                    .names
+                    .borrow_mut()
+                    .fold(read::snapshot(v.engine, v.set)?, v.plans);
                 let snap = if last { now.clone() } else { now.since(prev) };
                 if !folded_only {
                     v.print(out, &snap, last)?;
@@ -676,6 +726,13 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
     let signals = trace::Signals::new(&rt)?;
     let Launched { engine, child_pid } = trace::launch(&opts.trace, &set, opts.max_keys)?;
     let stacks = RefCell::new(Stacks::new());
+    let names = RefCell::new(labels::Names::new(
+        opts.trace.pids.iter().chain(&child_pid).copied().collect(),
+    ));
+    let has_labels = plans.iter().any(|p| !p.labels.is_empty());
+    if has_labels && opts.trace.pids.is_empty() && child_pid.is_none() && !opts.trace.quiet {
+        eprintln!("ri: --label reads names from -p or -c processes: values show as numbers");
+    }
     if has_stacks {
         for &pid in opts.trace.pids.iter().chain(&child_pid) {
             stacks.borrow_mut().watch(pid);
@@ -697,6 +754,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
                 opts,
                 engine: &engine,
                 stacks: &stacks,
+                names: &names,
             },
             opts,
             attached: std::time::Instant::now(),
@@ -710,12 +768,16 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
         // still resolve once they have exited.
         let mut maps_tick = tokio::time::interval(crate::stack::MAPS_REFRESH);
         maps_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut names_tick = tokio::time::interval(labels::READ_EVERY);
+        names_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick(), if opts.interval.is_some() => {
                     printer.show(&mut out, false, &mut prev)?;
                 }
                 _ = maps_tick.tick(), if has_stacks => stacks.borrow_mut().refresh(),
+                // Names are read while the processes live.
+                _ = names_tick.tick(), if has_labels => printer.read_names()?,
                 r = stop.wait() => { r?; break; }
             }
         }
@@ -729,7 +791,9 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
                     render::dropped(&mut err, &stats, opts.max_keys)?
                 }
                 _ => {
-                    let total = read::snapshot(&engine, &set)?;
+                    let total = names
+                        .borrow_mut()
+                        .fold(read::snapshot(&engine, &set)?, &plans);
                     render::summary(&mut err, &total, &stats, opts.max_keys)?;
                 }
             }

@@ -14,9 +14,15 @@ use crate::{
 #[derive(Debug, Args)]
 pub struct AggCommon {
     /// Group by this expression too (repeatable): an integer, pid, tid,
-    /// comm, str(ADDR[, LEN]).
-    #[arg(long = "by", value_name = "EXPR")]
+    /// comm, str(ADDR[, LEN]); `NAME=EXPR` shows it as NAME.
+    #[arg(long = "by", value_name = "[NAME=]EXPR")]
     pub by: Vec<String>,
+    /// Name KEY's values (a --by NAME, or a --begin capture) by the C
+    /// string at EXPR (e.g. a type's name field), evaluated with the key and
+    /// read from the -p/-c process once per distinct address:
+    /// `opcode=41 (read)`, JSON `"opcode_name"` (repeatable).
+    #[arg(long = "label", value_name = "KEY=EXPR")]
+    pub label: Vec<String>,
     /// Also print what each SECONDS added, while running.
     #[arg(short, long, value_name = "SECONDS")]
     pub interval: Option<f64>,
@@ -114,9 +120,13 @@ impl AggCommon {
         if self.stack && !inflight {
             by.push("stack".into());
         }
+        let labels = (self.label.iter())
+            .map(|l| crate::agg::LabelSpec::parse(l).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
         Ok(AggOptions {
             kind,
             by,
+            labels,
             stack: self.stack,
             folded: self.folded,
             flamegraph: self.flamegraph.clone(),

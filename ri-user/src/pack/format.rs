@@ -84,9 +84,13 @@ pub struct Instrument {
     /// leaks: the deallocators' entries (a probe reference or a list).
     #[serde(default, deserialize_with = "one_or_many")]
     pub free: Vec<String>,
-    /// count, hist, latency: group keys.
+    /// count, hist, latency: group keys (`EXPR` or `NAME=EXPR`).
     #[serde(default)]
     pub by: Vec<String>,
+    /// count, hist, latency, inflight: key name → the address of a C
+    /// string naming its values (`ri ... --label KEY=EXPR`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// hist: the value.
     pub value: Option<String>,
     /// leaks: the size expression at the allocator's entry.
@@ -153,10 +157,13 @@ pub struct Param {
 /// params and interval.
 pub const KINDS: &[(&str, &[&str])] = &[
     ("trace", &["probes", "stack", "printf", "within"]),
-    ("count", &["probes", "by", "stack"]),
-    ("hist", &["probes", "by", "value"]),
-    ("latency", &["probe", "begin", "end", "by"]),
-    ("inflight", &["begin", "end", "update", "seen", "stack"]),
+    ("count", &["probes", "by", "labels", "stack"]),
+    ("hist", &["probes", "by", "labels", "value"]),
+    ("latency", &["probe", "begin", "end", "by", "labels"]),
+    (
+        "inflight",
+        &["begin", "end", "update", "seen", "labels", "stack"],
+    ),
     (
         "leaks",
         &["alloc", "free", "size", "free_ptr", "top", "stack"],
@@ -353,6 +360,30 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
                 }
             }
         }
+        for (key, expr) in &inst.labels {
+            let by_names = inst.by.iter().filter_map(|b| crate::agg::split_name(b));
+            let begin_names = inst.begin.as_deref().map(Instrument::captures_of);
+            let known = by_names.map(|(n, _)| n.to_string()).chain(
+                begin_names
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| n.as_str() != "key"),
+            );
+            if !known.clone().any(|n| &n == key) {
+                let known: Vec<String> = known.collect();
+                return Err(bad(format!(
+                    "labels: '{key}' is not a key of the instrument (named keys: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+            if expr.trim().is_empty() {
+                return Err(bad(format!("labels: '{key}' has an empty expression")));
+            }
+        }
         if let Some(i) = inst.interval
             && !(i > 0.0 && i.is_finite())
         {
@@ -366,7 +397,7 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
 
 impl Instrument {
     /// Which optional fields are set.
-    fn fields_set(&self) -> [(&'static str, bool); 15] {
+    fn fields_set(&self) -> [(&'static str, bool); 16] {
         [
             ("probes", !self.probes.is_empty()),
             ("update", !self.update.is_empty()),
@@ -377,6 +408,7 @@ impl Instrument {
             ("alloc", !self.alloc.is_empty()),
             ("free", !self.free.is_empty()),
             ("by", !self.by.is_empty()),
+            ("labels", !self.labels.is_empty()),
             ("value", self.value.is_some()),
             ("size", self.size.is_some()),
             ("free_ptr", self.free_ptr.is_some()),
@@ -412,26 +444,33 @@ impl Instrument {
 
     /// Names of the captures `name=` in its probe strings (for printf).
     fn capture_names(&self) -> Vec<String> {
+        (self.probe_fields().into_iter())
+            .flat_map(|(_, text)| Self::captures_of(text))
+            .collect()
+    }
+
+    /// Names of the captures `name=` of one probe reference.
+    fn captures_of(text: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for (_, text) in self.probe_fields() {
-            let Some(open) = text.find('(') else { continue };
-            let mut depth = 0;
-            let mut start = open + 1;
-            for (i, c) in text.char_indices().skip(open + 1) {
-                match c {
-                    '(' | '[' => depth += 1,
-                    ')' | ']' if depth > 0 => depth -= 1,
-                    ',' | ')' if depth == 0 => {
-                        if let Some((n, _)) = text[start..i].split_once('=') {
-                            out.push(n.trim().to_string());
-                        }
-                        start = i + 1;
-                        if c == ')' {
-                            break;
-                        }
+        let Some(open) = text.find('(') else {
+            return out;
+        };
+        let mut depth = 0;
+        let mut start = open + 1;
+        for (i, c) in text.char_indices().skip(open + 1) {
+            match c {
+                '(' | '[' => depth += 1,
+                ')' | ']' if depth > 0 => depth -= 1,
+                ',' | ')' if depth == 0 => {
+                    if let Some((n, _)) = text[start..i].split_once('=') {
+                        out.push(n.trim().to_string());
                     }
-                    _ => {}
+                    start = i + 1;
+                    if c == ')' {
+                        break;
+                    }
                 }
+                _ => {}
             }
         }
         out

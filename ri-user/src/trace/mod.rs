@@ -23,6 +23,7 @@ use crate::{
 };
 
 mod printf;
+pub(crate) use printf::read_str;
 pub use printf::{PrintfSpec, format_c};
 
 /// What to trace and how.
