@@ -144,6 +144,7 @@ impl AggCommon {
                 quiet: self.scope.quiet,
                 formatters: self.scope.formatters()?,
                 printf: Vec::new(),
+                text: None,
                 within: None,
             },
         })

@@ -437,5 +437,8 @@ fn build(
     for p in &inst.printf {
         argv.extend(["--printf".into(), p.to_string()]);
     }
+    if let Some(t) = &inst.text {
+        argv.extend(["--text".into(), t.clone()]);
+    }
     Ok(argv)
 }

@@ -110,6 +110,8 @@ pub struct Instrument {
     /// trace: fields formatted like printf in user space.
     #[serde(default)]
     pub printf: Vec<PrintfSpec>,
+    /// trace: text lines laid out from the fields (`ri trace --text`).
+    pub text: Option<String>,
     /// Parameters given as NAME=VALUE on `ri run`.
     #[serde(default)]
     pub params: BTreeMap<String, Param>,
@@ -156,7 +158,7 @@ pub struct Param {
 /// Instrument kinds and the fields each one takes besides help, kind,
 /// params and interval.
 pub const KINDS: &[(&str, &[&str])] = &[
-    ("trace", &["probes", "stack", "printf", "within"]),
+    ("trace", &["probes", "stack", "printf", "within", "text"]),
     ("count", &["probes", "by", "labels", "stack"]),
     ("hist", &["probes", "by", "labels", "value"]),
     ("latency", &["probe", "begin", "end", "by", "labels"]),
@@ -360,6 +362,19 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
                 }
             }
         }
+        if let Some(t) = &inst.text {
+            let t = crate::sink::Template::parse(t).map_err(|e| bad(format!("text: {e}")))?;
+            let names = inst.capture_names();
+            let fields: Vec<crate::plan::Field> = (names.iter())
+                .map(|n| crate::plan::Field {
+                    name: n.clone(),
+                    kind: crate::plan::FieldKind::Str,
+                })
+                .collect();
+            let added: Vec<&str> = inst.printf.iter().map(|p| p.name.as_str()).collect();
+            t.check(&[&fields], &added)
+                .map_err(|e| bad(format!("text: {e}")))?;
+        }
         for (key, expr) in &inst.labels {
             let by_names = inst.by.iter().filter_map(|b| crate::agg::split_name(b));
             let begin_names = inst.begin.as_deref().map(Instrument::captures_of);
@@ -397,7 +412,7 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
 
 impl Instrument {
     /// Which optional fields are set.
-    fn fields_set(&self) -> [(&'static str, bool); 16] {
+    fn fields_set(&self) -> [(&'static str, bool); 17] {
         [
             ("probes", !self.probes.is_empty()),
             ("update", !self.update.is_empty()),
@@ -415,6 +430,7 @@ impl Instrument {
             ("top", self.top.is_some()),
             ("printf", !self.printf.is_empty()),
             ("within", self.within.is_some()),
+            ("text", self.text.is_some()),
         ]
     }
 

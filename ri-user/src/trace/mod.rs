@@ -49,6 +49,8 @@ pub struct TraceOptions {
     pub formatters: crate::dwarf::value::Formatters,
     /// Fields formatted like printf from other captures.
     pub printf: Vec<PrintfSpec>,
+    /// `--text`: text lines laid out from the fields.
+    pub text: Option<crate::sink::Template>,
     /// Show only events during a call of this entry probe's function on
     /// the same thread, with its captures added (see [`Within`]).
     pub within: Option<String>,
@@ -276,6 +278,10 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     for spec in &opts.printf {
         spec.check(&fields).map_err(Error::Usage)?;
     }
+    if let Some(t) = &opts.text {
+        let added: Vec<&str> = opts.printf.iter().map(|p| p.name.as_str()).collect();
+        t.check(&fields, &added).map_err(Error::Usage)?;
+    }
     // Ctrl-C is ours from the attach line on: the signal streams exist
     // before anything is attached.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -485,7 +491,11 @@ async fn event_loop(
     let sink: Box<dyn Sink> = if opts.json {
         Box::new(JsonSink::new(out, opts.formatters.clone()))
     } else {
-        Box::new(TextSink::new(out, opts.formatters.clone()))
+        Box::new(TextSink::new(
+            out,
+            opts.formatters.clone(),
+            opts.text.clone(),
+        ))
     };
     let mut stacks = Stacks::new();
     if set.has_stacks() {
