@@ -577,10 +577,15 @@ fn build_plans(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             return Ok((set, plans));
         }
         AggKind::Leaks(l) => {
-            if !opts.by.is_empty() || !opts.labels.is_empty() {
-                return Err(crate::Error::Usage(
-                    "ri leaks takes no --by or --label: allocations are grouped by stack".into(),
-                ));
+            for (flag, given) in [
+                ("--by", !opts.by.is_empty()),
+                ("--label", !opts.labels.is_empty()),
+            ] {
+                if given {
+                    return Err(crate::Error::Usage(format!(
+                        "ri leaks takes no {flag}: allocations are grouped by stack"
+                    )));
+                }
             }
             let (set, plans) = leaks::build(&opts.trace.probes, l, pids)?;
             return Ok((set, plans));

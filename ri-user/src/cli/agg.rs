@@ -203,7 +203,7 @@ pub struct LeaksArgs {
     /// Show the N stacks with the most bytes outstanding.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub top: usize,
-    /// Options shared with the other aggregations (--by and --stack do not apply).
+    /// Options shared with the other aggregations (--by, --label and --stack do not apply).
     #[command(flatten)]
     pub common: AggCommon,
 }
