@@ -118,9 +118,11 @@ pub(super) fn locate(
         if specs.is_empty() || !plan.shown {
             continue;
         }
+        // An inflight entry's `key` is its identity, not a shown key.
+        let inflight = matches!(kind, AggKind::Inflight(..));
         let shown: Vec<&str> = (plan.keys.iter())
             .map(|k| k.name.as_str())
-            .filter(|n| !n.starts_with("ri_label") && *n != "key")
+            .filter(|n| !(n.starts_with("ri_label") || (inflight && *n == "key")))
             .collect();
         for (i, spec) in specs.iter().enumerate() {
             let hidden_name = hidden_name(i);
