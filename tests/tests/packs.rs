@@ -53,6 +53,18 @@ fn final_entries(stdout: &str) -> Vec<Value> {
     last["entries"].as_array().cloned().unwrap_or_default()
 }
 
+/// m0d's FOM phase names: M0_FOPH_INIT = 0, FINISH, SUCCESS, FAILURE,
+/// QUEUE_REPLY, then TYPE_SPECIFIC = 6.
+const PHASES: [&str; 7] = [
+    "init",
+    "finish",
+    "success",
+    "failure",
+    "queue-reply",
+    "",
+    "type-specific",
+];
+
 /// Motr opcodes of the m0sim requests and their names in its stats.
 const OPS: &[(u64, &str)] = &[
     (49, "create"),
@@ -125,15 +137,6 @@ fn motr_ops_and_queue_agree_with_the_services_counters() {
     // Each request's current phase too (kept by the m0_fom_phase_set
     // update), by m0d's phase names: M0_FOPH_INIT = 0, FINISH, SUCCESS,
     // FAILURE, QUEUE_REPLY, then TYPE_SPECIFIC = 6.
-    const PHASES: [&str; 7] = [
-        "init",
-        "finish",
-        "success",
-        "failure",
-        "queue-reply",
-        "",
-        "type-specific",
-    ];
     let own_phases: BTreeSet<(u64, u64, String)> = own_queue["foms"]
         .as_array()
         .unwrap()
@@ -488,6 +491,36 @@ fn motr_blocks_extents_per_cob_match_the_service() {
             (start, end),
             "{c}"
         );
+    }
+}
+
+/// motr.phases names each opcode by its fop type and each phase by the
+/// FOM's state machine (`sm_conf->scf_state[phase].sd_name`), m0d's own
+/// names; every request of the load passes its phases once.
+#[test]
+fn motr_phases_are_named_by_the_service() {
+    require_bpf();
+    let m0d = M0d::start();
+    let pid = m0d.pid.to_string();
+    let ri = run_attached(&["motr.phases", "-p", &pid, "--json"]);
+    let load = m0d.load(200, 1.0, "packp").finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    let (out, err) = stop(ri.0, ri.1, ri.2);
+    let stats = m0d.stats();
+    let entries = final_entries(&out);
+    assert!(!entries.is_empty(), "{out}\n{err}");
+    for e in &entries {
+        let by = &e["by"];
+        let phase = by["phase"].as_u64().expect("phase") as usize;
+        assert_eq!(by["phase_name"].as_str(), PHASES.get(phase).copied(), "{e}");
+        let name = by["opcode_name"].as_str().expect("opcode_name");
+        if by["phase_name"] == "success" {
+            assert_eq!(stats["requests"][name].as_u64(), e["count"].as_u64(), "{e}");
+        }
+    }
+    for (op, name) in OPS {
+        let named = |e: &&Value| e["by"]["opcode"] == *op && e["by"]["opcode_name"] == *name;
+        assert!(entries.iter().any(|e| named(&e)), "{op} ({name}): {out}");
     }
 }
 
