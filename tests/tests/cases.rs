@@ -78,8 +78,8 @@ fn instances(raw: &toml::Table) -> Result<Vec<Case>, String> {
 fn expand(s: &str) -> String {
     let dir = fixtures();
     let mut out = s.replace("{fixtures}", &dir.display().to_string());
-    // `{name}` is a fixture's path; other braces (JSON in expected output)
-    // stay as they are.
+    // `{name}` is a fixture's path when that fixture exists; other braces
+    // (JSON in expected output, `ri trace --text` templates) stay as they are.
     let mut from = 0;
     while let Some(start) = out[from..].find('{').map(|i| from + i) {
         let Some(len) = out[start..].find('}') else {
@@ -87,7 +87,7 @@ fn expand(s: &str) -> String {
         };
         let name = &out[start + 1..start + len];
         let fixture_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        if name.is_empty() || !name.chars().all(fixture_char) {
+        if name.is_empty() || !name.chars().all(fixture_char) || !dir.join(name).exists() {
             from = start + 1;
             continue;
         }

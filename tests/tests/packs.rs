@@ -53,6 +53,18 @@ fn final_entries(stdout: &str) -> Vec<Value> {
     last["entries"].as_array().cloned().unwrap_or_default()
 }
 
+/// m0d's FOM phase names: M0_FOPH_INIT = 0, FINISH, SUCCESS, FAILURE,
+/// QUEUE_REPLY, then TYPE_SPECIFIC = 6.
+const PHASES: [&str; 7] = [
+    "init",
+    "finish",
+    "success",
+    "failure",
+    "queue-reply",
+    "",
+    "type-specific",
+];
+
 /// Motr opcodes of the m0sim requests and their names in its stats.
 const OPS: &[(u64, &str)] = &[
     (49, "create"),
@@ -86,12 +98,23 @@ fn motr_ops_and_queue_agree_with_the_services_counters() {
     let (q_out, q_err) = stop(queue.0, queue.1, queue.2);
     let stats = m0d.stats();
 
-    // Requests finished per opcode: exactly the service's own counts.
+    // Requests finished per opcode: exactly the service's own counts,
+    // each opcode named by m0d's own fop type name (its stats' keys).
     let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
     for e in final_entries(&ops_out) {
-        let by = e["by"].as_object().expect("by");
-        let op = by.values().next().and_then(Value::as_u64).expect("opcode");
-        *seen.entry(op).or_default() += e["count"].as_u64().unwrap();
+        let op = e["by"]["opcode"].as_u64().expect("opcode");
+        let name = e["by"]["opcode_name"].as_str().expect("opcode_name");
+        let count = e["count"].as_u64().unwrap();
+        if let Some((_, want)) = OPS.iter().find(|(o, _)| *o == op) {
+            assert_eq!(name, *want, "opcode {op}: {e}");
+        }
+        assert_eq!(
+            stats["requests"][name].as_u64(),
+            Some(count),
+            "{name}: ri counted {count}, m0d {}",
+            stats["requests"]
+        );
+        *seen.entry(op).or_default() += count;
     }
     for (op, name) in OPS {
         let served = stats["requests"][name].as_u64().unwrap();
@@ -114,15 +137,6 @@ fn motr_ops_and_queue_agree_with_the_services_counters() {
     // Each request's current phase too (kept by the m0_fom_phase_set
     // update), by m0d's phase names: M0_FOPH_INIT = 0, FINISH, SUCCESS,
     // FAILURE, QUEUE_REPLY, then TYPE_SPECIFIC = 6.
-    const PHASES: [&str; 7] = [
-        "init",
-        "finish",
-        "success",
-        "failure",
-        "queue-reply",
-        "",
-        "type-specific",
-    ];
     let own_phases: BTreeSet<(u64, u64, String)> = own_queue["foms"]
         .as_array()
         .unwrap()
@@ -159,7 +173,9 @@ fn motr_ops_and_queue_agree_with_the_services_counters() {
         for f in p["entries"].as_array().unwrap() {
             let fields = &f["fields"];
             let op = fields["opcode"].as_u64().unwrap();
-            assert!(OPS.iter().any(|(o, _)| *o == op), "{f}");
+            let name = OPS.iter().find(|(o, _)| *o == op).map(|(_, n)| *n);
+            assert!(name.is_some(), "{f}");
+            assert_eq!(fields["opcode_name"].as_str(), name, "{f}");
             let ep = fields["endpoint"].as_str().unwrap();
             assert!(ep.starts_with("inet:tcp:127.0.0.1@"), "{f}");
         }
@@ -200,6 +216,11 @@ fn motr_queue_sees_requests_queued_before_attach() {
         );
         assert_ne!(e["fields"]["phase"], 0, "{e}");
         assert!(e["fields"]["xid"].as_u64().unwrap() > 0, "{e}");
+        // A seen request's opcode is named too (the seen probe captures
+        // the label's word as the begin probe does).
+        let op = e["fields"]["opcode"].as_u64().unwrap();
+        let name = OPS.iter().find(|(o, _)| *o == op).map(|(_, n)| *n);
+        assert_eq!(e["fields"]["opcode_name"].as_str(), name, "{e}");
         assert!(
             e["fields"]["endpoint"]
                 .as_str()
@@ -281,10 +302,12 @@ fn motr_trace_messages_are_what_m0d_prints_itself() {
     });
     let pid = m0d.pid.to_string();
     let ri = run_attached(&["motr.trace", "-p", &pid, "--json"]);
+    let text = run_attached(&["motr.trace", "-p", &pid]);
     let load = m0d.load(200, 1.0, "packt").finish(Duration::from_secs(60));
     assert_eq!(load["total_errors"], 0, "{load}");
     std::thread::sleep(Duration::from_millis(200));
     let (out, err) = stop(ri.0, ri.1, ri.2);
+    let (text_out, text_err) = stop(text.0, text.1, text.2);
     let evs = events(out.as_bytes());
     assert!(evs.len() >= 100, "{} records\n{err}", evs.len());
     let own: BTreeSet<String> = m0d
@@ -301,6 +324,17 @@ fn motr_trace_messages_are_what_m0d_prints_itself() {
             e["func"].as_str().unwrap(),
             e["msg"].as_str().unwrap()
         );
+        assert!(own.contains(&line), "m0d did not print: {line}");
+        // JSON keeps the record's raw fields.
+        for raw in ["fmt", "body", "offsets", "sizes", "nr"] {
+            assert!(!e[raw].is_null(), "{raw}: {e}");
+        }
+    }
+    // Text lines are `file:line func: message`, each one m0d printed.
+    let lines: Vec<&str> = text_out.lines().collect();
+    assert!(lines.len() >= 100, "{} lines\n{text_err}", lines.len());
+    for l in lines {
+        let line = format!("trace {l}");
         assert!(own.contains(&line), "m0d did not print: {line}");
     }
 }
@@ -460,18 +494,70 @@ fn motr_blocks_extents_per_cob_match_the_service() {
     }
 }
 
+/// motr.phases names each opcode by its fop type and each phase by the
+/// FOM's state machine (`sm_conf->scf_state[phase].sd_name`), m0d's own
+/// names; every request of the load passes its phases once.
+#[test]
+fn motr_phases_are_named_by_the_service() {
+    require_bpf();
+    let m0d = M0d::start();
+    let pid = m0d.pid.to_string();
+    let ri = run_attached(&["motr.phases", "-p", &pid, "--json"]);
+    let load = m0d.load(200, 1.0, "packp").finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    let (out, err) = stop(ri.0, ri.1, ri.2);
+    let stats = m0d.stats();
+    let entries = final_entries(&out);
+    assert!(!entries.is_empty(), "{out}\n{err}");
+    for e in &entries {
+        let by = &e["by"];
+        let phase = by["phase"].as_u64().expect("phase") as usize;
+        assert_eq!(by["phase_name"].as_str(), PHASES.get(phase).copied(), "{e}");
+        let name = by["opcode_name"].as_str().expect("opcode_name");
+        if by["phase_name"] == "success" {
+            assert_eq!(stats["requests"][name].as_u64(), e["count"].as_u64(), "{e}");
+        }
+    }
+    for (op, name) in OPS {
+        let named = |e: &&Value| e["by"]["opcode"] == *op && e["by"]["opcode_name"] == *name;
+        assert!(entries.iter().any(|e| named(&e)), "{op} ({name}): {out}");
+    }
+}
+
 #[test]
 fn motr_fops_latency_per_opcode() {
     require_bpf();
     let m0d = M0d::start();
     let pid = m0d.pid.to_string();
     let ri = run_attached(&["motr.fops", "-p", &pid, "--json"]);
+    let text = run_attached(&["motr.fops", "-p", &pid]);
     let load = m0d.load(200, 1.5, "packf").finish(Duration::from_secs(60));
     assert_eq!(load["total_errors"], 0, "{load}");
     let (out, err) = stop(ri.0, ri.1, ri.2);
+    let (text_out, text_err) = stop(text.0, text.1, text.2);
+    let stats = m0d.stats();
     assert!(!final_entries(&out).is_empty(), "{out}\n{err}");
-    for (op, _) in OPS {
+    // Each opcode with m0d's own fop type name, and as many requests as
+    // m0d served of that name (the load's requests all began after attach).
+    for e in final_entries(&out) {
+        let op = e["by"]["opcode"].as_u64().expect("opcode");
+        let name = e["by"]["opcode_name"].as_str().expect("opcode_name");
+        if let Some((_, want)) = OPS.iter().find(|(o, _)| *o == op) {
+            assert_eq!(name, *want, "opcode {op}: {e}");
+        }
+        assert_eq!(
+            stats["requests"][name].as_u64(),
+            e["count"].as_u64(),
+            "{e}\n{}",
+            stats["requests"]
+        );
+    }
+    for (op, name) in OPS {
         assert!(out.contains(&format!("\"opcode\":{op}")), "{op}: {out}");
+        assert!(
+            text_out.contains(&format!("[opcode={op} ({name})]:")),
+            "{op} ({name}):\n{text_out}\n{text_err}"
+        );
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{
     AggError, AggPlan,
-    render::{View, duration_text, key_json, key_parts},
+    render::{View, duration_text, key_json, key_parts, labelled},
 };
 use crate::engine::Engine;
 
@@ -80,7 +80,7 @@ pub fn print(
     let rows: Vec<_> = flights
         .iter()
         .map(|f| {
-            let parts = key_parts(&f.payload, &plan.keys, view);
+            let parts = labelled(key_parts(&f.payload, &plan.keys, view), plan, view);
             let site = set.sites.get(f.site as usize);
             (now.saturating_sub(f.ts_ns), f, site, parts)
         })
@@ -112,7 +112,7 @@ pub fn print(
         let plain: Vec<String> = parts
             .iter()
             .filter(|p| p.stack.is_none())
-            .map(|p| format!("{}={}", p.label, p.text))
+            .map(super::render::KeyPart::plain)
             .collect();
         // Begun before attaching: at least as old as since it was seen.
         let at_least = if f.plan != 0 { ">=" } else { "" };

@@ -11,7 +11,9 @@
 //! User space only reads the map, at each interval and at exit.
 
 mod inflight;
+mod labels;
 mod leaks;
+mod printer;
 mod read;
 mod render;
 
@@ -27,6 +29,7 @@ use crate::{
     trace::{self, Launched, Stop, TraceOptions},
 };
 
+pub use labels::{LabelSpec, split_name};
 pub use read::{Snapshot, Stats};
 
 /// Errors turning probes into aggregations.
@@ -73,6 +76,9 @@ pub enum AggError {
         "'{0}': ri latency --begin needs an integer key=EXPR as the first capture, --end only key=EXPR"
     )]
     SpanKey(String),
+    /// A `--by NAME=EXPR` or `--label KEY=EXPR` that does not fit.
+    #[error("{0}")]
+    Label(String),
     /// The kernel's aggregation map could not be read.
     #[error("cannot read the aggregation map: {0}")]
     Read(String),
@@ -131,8 +137,10 @@ pub struct Leaks {
 pub struct AggOptions {
     /// Count, hist or latency.
     pub kind: AggKind,
-    /// Key expressions.
+    /// Key expressions, each `EXPR` or `NAME=EXPR`.
     pub by: Vec<String>,
+    /// Keys whose values are named by a C string of the process.
+    pub labels: Vec<LabelSpec>,
     /// Print each interval's additions while running.
     pub interval: Option<Duration>,
     /// Size of the kernel map in keys.
@@ -275,6 +283,8 @@ pub struct AggPlan {
     pub signed: bool,
     /// Shown in the output (false for latency's entry half).
     pub shown: bool,
+    /// Keys named by a hidden key word (`--label`).
+    pub labels: Vec<labels::KeyLabel>,
 }
 
 /// A plan that works for another (an entry half, an end, an update): not
@@ -338,6 +348,7 @@ fn rewrite(
         hist,
         signed,
         shown: true,
+        labels: Vec::new(),
     })
 }
 
@@ -382,10 +393,28 @@ fn fast_paths(set: &mut ProbeSet) {
 
 /// Builds the probes of an aggregation and the per-plan descriptions.
 pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
-    let keys = key_captures(&opts.by);
+    let (mut set, mut plans) = build_plans(opts)?;
+    labels::locate(&set, &mut plans, &opts.labels, &opts.kind)?;
+    if !matches!(
+        opts.kind,
+        AggKind::Span(_) | AggKind::Inflight(..) | AggKind::Leaks(_)
+    ) {
+        fast_paths(&mut set);
+    }
+    Ok((set, plans))
+}
+
+/// The probes and plans of [`build`], before labels are placed.
+fn build_plans(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
+    let (by_names, by_exprs) = labels::by_keys(&opts.by)?;
+    let mut keys = key_captures(&by_exprs);
+    let label_caps: Vec<String> = (opts.labels.iter().enumerate())
+        .map(|(i, l)| l.capture(i))
+        .collect();
+    keys.extend(label_caps.iter().cloned());
     let pids = &opts.trace.pids;
     let mut plans = Vec::new();
-    let mut set = match &opts.kind {
+    let set = match &opts.kind {
         AggKind::Count => {
             let texts = opts
                 .trace
@@ -455,8 +484,8 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             // The key word is not part of the aggregation key.
             b.keys.remove(0);
             b.hist = true;
-            let n = b.keys.len();
-            for (k, label) in b.keys[n - opts.by.len()..].iter_mut().zip(&opts.by) {
+            let n = b.keys.len() - label_caps.len();
+            for (k, label) in b.keys[n - by_names.len()..n].iter_mut().zip(&by_names) {
                 k.name = label.clone();
             }
             plans.push(b);
@@ -482,11 +511,12 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
                     p.clone()
                 }
             };
-            let begin = with_stack(&opts.trace.probes[0]);
+            let labelled = |p: &String| with_stack(&add_captures(p, &label_caps));
+            let begin = labelled(&opts.trace.probes[0]);
             let texts: Vec<String> = [begin, end.clone()]
                 .into_iter()
                 .chain(updates.iter().cloned())
-                .chain(seen.iter().map(with_stack))
+                .chain(seen.iter().map(labelled))
                 .collect();
             let first_seen = 2 + updates.len();
             let mut set = ProbeSet::build(&texts, pids)?;
@@ -547,106 +577,26 @@ pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
             return Ok((set, plans));
         }
         AggKind::Leaks(l) => {
-            if !opts.by.is_empty() {
-                return Err(crate::Error::Usage(
-                    "ri leaks takes no --by: allocations are grouped by stack".into(),
-                ));
+            for (flag, given) in [
+                ("--by", !opts.by.is_empty()),
+                ("--label", !opts.labels.is_empty()),
+            ] {
+                if given {
+                    return Err(crate::Error::Usage(format!(
+                        "ri leaks takes no {flag}: allocations are grouped by stack"
+                    )));
+                }
             }
             let (set, plans) = leaks::build(&opts.trace.probes, l, pids)?;
             return Ok((set, plans));
         }
     };
     for p in &mut plans {
-        for (k, label) in p.keys.iter_mut().zip(&opts.by) {
+        for (k, label) in p.keys.iter_mut().zip(&by_names) {
             k.name = label.clone();
         }
     }
-    fast_paths(&mut set);
     Ok((set, plans))
-}
-
-/// Everything one print of an aggregation needs.
-struct Printer<'a> {
-    view: render::View<'a>,
-    opts: &'a AggOptions,
-    /// When the probes were attached (for `ri leaks`' call rates).
-    attached: std::time::Instant,
-}
-
-impl Printer<'_> {
-    /// Prints the map's state (an interval's additions since `prev`, or the
-    /// totals when `last`); writes the flame graph at the end.
-    fn show(
-        &self,
-        out: &mut impl std::io::Write,
-        last: bool,
-        prev: &mut Snapshot,
-    ) -> Result<(), Error> {
-        let v = &self.view;
-        let folded_only = self.opts.folded;
-        let lines = match &self.opts.kind {
-            AggKind::Inflight(..) => {
-                let flights = inflight::read(v.engine)?;
-                inflight::print(out, v, &v.plans[0], &flights, self.opts.trace.json, last)?;
-                return Ok(());
-            }
-            AggKind::Leaks(l) => {
-                let flights = inflight::read(v.engine)?;
-                let groups = leaks::group(&flights);
-                let resolved = groups
-                    .iter()
-                    .map(|g| v.stacks.borrow_mut().resolve(v.engine, g.stack, None))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let lines =
-                    leaks::folded(&groups, &resolved, |pid| v.stacks.borrow_mut().comm(pid));
-                if !folded_only {
-                    let (a, f) = leaks::hit_plans(self.opts.trace.probes.len(), l.frees.len());
-                    let sum = |ids: Vec<u32>| -> Result<u64, Error> {
-                        ids.into_iter().map(|id| read::hits(v.engine, id)).sum()
-                    };
-                    let calls = leaks::Calls {
-                        allocs: sum(a)?,
-                        frees: sum(f)?,
-                        seconds: self.attached.elapsed().as_secs_f64(),
-                    };
-                    leaks::print(
-                        out,
-                        &groups,
-                        &resolved,
-                        l.top,
-                        calls,
-                        inflight::monotonic_ns(),
-                        self.opts.trace.json,
-                        last,
-                    )?;
-                }
-                lines
-            }
-            _ => {
-                let now = read::snapshot(v.engine, v.set)?;
-                let snap = if last { now.clone() } else { now.since(prev) };
-                if !folded_only {
-                    v.print(out, &snap, last)?;
-                }
-                *prev = now;
-                v.folded(&snap)
-            }
-        };
-        if folded_only && last {
-            for l in &lines {
-                writeln!(out, "{l}")?;
-            }
-            out.flush()?;
-        }
-        if last && let Some(path) = &self.opts.flamegraph {
-            let title = match &self.opts.kind {
-                AggKind::Leaks(_) => "ri leaks: bytes outstanding by allocation stack",
-                _ => "ri: hits by user stack",
-            };
-            crate::stack::flamegraph(path, title, &lines)?;
-        }
-        Ok(())
-    }
 }
 
 /// Runs an aggregation to completion and prints the result.
@@ -676,6 +626,13 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
     let signals = trace::Signals::new(&rt)?;
     let Launched { engine, child_pid } = trace::launch(&opts.trace, &set, opts.max_keys)?;
     let stacks = RefCell::new(Stacks::new());
+    let names = RefCell::new(labels::Names::new(
+        opts.trace.pids.iter().chain(&child_pid).copied().collect(),
+    ));
+    let has_labels = plans.iter().any(|p| !p.labels.is_empty());
+    if has_labels && opts.trace.pids.is_empty() && child_pid.is_none() && !opts.trace.quiet {
+        eprintln!("ri: --label reads names from -p or -c processes: values show as numbers");
+    }
     if has_stacks {
         for &pid in opts.trace.pids.iter().chain(&child_pid) {
             stacks.borrow_mut().watch(pid);
@@ -690,13 +647,14 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
             opts.trace.quiet,
         )?;
         let mut out = std::io::stdout().lock();
-        let printer = Printer {
+        let printer = printer::Printer {
             view: render::View {
                 set: &set,
                 plans: &plans,
                 opts,
                 engine: &engine,
                 stacks: &stacks,
+                names: &names,
             },
             opts,
             attached: std::time::Instant::now(),
@@ -710,12 +668,16 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
         // still resolve once they have exited.
         let mut maps_tick = tokio::time::interval(crate::stack::MAPS_REFRESH);
         maps_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut names_tick = tokio::time::interval(labels::READ_EVERY);
+        names_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick(), if opts.interval.is_some() => {
                     printer.show(&mut out, false, &mut prev)?;
                 }
                 _ = maps_tick.tick(), if has_stacks => stacks.borrow_mut().refresh(),
+                // Names are read while the processes live.
+                _ = names_tick.tick(), if has_labels => printer.read_names()?,
                 r = stop.wait() => { r?; break; }
             }
         }
@@ -729,7 +691,9 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
                     render::dropped(&mut err, &stats, opts.max_keys)?
                 }
                 _ => {
-                    let total = read::snapshot(&engine, &set)?;
+                    let total = names
+                        .borrow_mut()
+                        .fold(read::snapshot(&engine, &set)?, &plans);
                     render::summary(&mut err, &total, &stats, opts.max_keys)?;
                 }
             }

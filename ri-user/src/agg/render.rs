@@ -8,6 +8,7 @@ use serde_json::{Map, Value as Json, json};
 
 use super::{
     AggKind, AggOptions, AggPlan,
+    labels::Names,
     read::{Cell, CellKey, Snapshot, Stats},
 };
 use crate::{
@@ -30,6 +31,8 @@ pub struct View<'a> {
     pub engine: &'a Engine,
     /// Symbolized stacks, cached.
     pub stacks: &'a RefCell<Stacks>,
+    /// Names of labelled keys' values, read from the processes.
+    pub names: &'a RefCell<Names>,
 }
 
 /// One key value: label, text, JSON, and its frames when it is a stack.
@@ -38,8 +41,21 @@ pub(super) struct KeyPart {
     pub(super) text: String,
     pub(super) json: Json,
     pub(super) stack: Option<Rc<Resolved>>,
-    /// The stack value (`tgid << 32 | id`) when it is a stack.
+    /// The stack value (`tgid << 32 | id`) when it is a stack, else the
+    /// integer value (0 for strings and objects).
     pub(super) raw: u64,
+    /// The value's name, from a `--label`.
+    pub(super) name: Option<String>,
+}
+
+impl KeyPart {
+    /// `label=value`, or `label=value (name)`.
+    pub(super) fn plain(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{}={} ({n})", self.label, self.text),
+            None => format!("{}={}", self.label, self.text),
+        }
+    }
 }
 
 /// A payload decoded with `fields`, each value as a [`KeyPart`] (stacks
@@ -68,6 +84,8 @@ pub(super) fn key_parts(bytes: &[u8], fields: &[crate::plan::Field], view: &View
             .map(|(f, v)| {
                 let (stack, raw) = match v {
                     Value::Stack(s, c) => (stacks.borrow_mut().resolve(engine, *s, *c).ok(), *s),
+                    Value::U64(n) | Value::Hex(n) => (None, *n),
+                    Value::I64(n) | Value::Enum(n, _) => (None, *n as u64),
                     _ => (None, 0),
                 };
                 KeyPart {
@@ -78,6 +96,7 @@ pub(super) fn key_parts(bytes: &[u8], fields: &[crate::plan::Field], view: &View
                         .map_or_else(|| value_json(v, &fmt), |r| r.json()),
                     stack,
                     raw,
+                    name: None,
                 }
             })
             .collect(),
@@ -96,7 +115,7 @@ pub(super) fn key_line(
     let plain: Vec<String> = parts
         .iter()
         .filter(|p| p.stack.is_none())
-        .map(|p| format!("{}={}", p.label, p.text))
+        .map(KeyPart::plain)
         .collect();
     if plain.is_empty() {
         writeln!(w, "{head}{tail}")?;
@@ -109,12 +128,34 @@ pub(super) fn key_line(
     Ok(())
 }
 
-/// Parts as a JSON object by label.
+/// Parts as a JSON object by label; a named value adds `LABEL_name`.
 pub(super) fn key_json(parts: &[KeyPart]) -> Map<String, Json> {
+    let mut m = Map::new();
+    for p in parts {
+        m.insert(p.label.clone(), p.json.clone());
+        if let Some(n) = &p.name {
+            m.insert(format!("{}_name", p.label), json!(n));
+        }
+    }
+    m
+}
+
+/// `parts` with the names of `plan`'s labelled keys, read from the hidden
+/// words (then left out).
+pub(super) fn labelled(mut parts: Vec<KeyPart>, plan: &AggPlan, view: &View) -> Vec<KeyPart> {
+    if plan.labels.is_empty() || parts.len() != plan.keys.len() {
+        return parts;
+    }
+    let mut names = view.names.borrow_mut();
+    for l in &plan.labels {
+        parts[l.key].name = names.name(parts[l.hidden].raw);
+    }
+    let mut hidden: Vec<usize> = plan.labels.iter().map(|l| l.hidden).collect();
+    hidden.sort_unstable();
+    for h in hidden.into_iter().rev() {
+        parts.remove(h);
+    }
     parts
-        .iter()
-        .map(|p| (p.label.clone(), p.json.clone()))
-        .collect()
 }
 
 /// Groups in the display: 0, then `[2^(g-1), 2^g)` for g in 1..=64.
@@ -296,7 +337,8 @@ pub(super) fn value_json(v: &Value<'_>, fmt: &crate::dwarf::value::Options) -> J
 impl View<'_> {
     /// The key values of a cell, one part per `--by`.
     fn key(&self, plan: usize, bytes: &[u8]) -> Vec<KeyPart> {
-        key_parts(bytes, &self.plans[plan].keys, self)
+        let a = &self.plans[plan];
+        labelled(key_parts(bytes, &a.keys, self), a, self)
     }
 
     fn rows<'s>(&self, snap: &'s Snapshot) -> Vec<(&'s CellKey, &'s Cell)> {

@@ -14,9 +14,15 @@ use crate::{
 #[derive(Debug, Args)]
 pub struct AggCommon {
     /// Group by this expression too (repeatable): an integer, pid, tid,
-    /// comm, str(ADDR[, LEN]).
-    #[arg(long = "by", value_name = "EXPR")]
+    /// comm, str(ADDR[, LEN]); `NAME=EXPR` shows it as NAME.
+    #[arg(long = "by", value_name = "[NAME=]EXPR")]
     pub by: Vec<String>,
+    /// Name KEY's values (a --by NAME, or a --begin capture) by the C
+    /// string at EXPR (e.g. a type's name field), evaluated with the key and
+    /// read from the -p/-c process once per distinct address:
+    /// `opcode=41 (read)`, JSON `"opcode_name"` (repeatable).
+    #[arg(long = "label", value_name = "KEY=EXPR")]
+    pub label: Vec<String>,
     /// Also print what each SECONDS added, while running.
     #[arg(short, long, value_name = "SECONDS")]
     pub interval: Option<f64>,
@@ -115,9 +121,13 @@ impl AggCommon {
         if self.stack && !inflight {
             by.push("stack".into());
         }
+        let labels = (self.label.iter())
+            .map(|l| crate::agg::LabelSpec::parse(l).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
         Ok(AggOptions {
             kind,
             by,
+            labels,
             stack: self.stack,
             folded: self.folded,
             flamegraph: self.flamegraph.clone(),
@@ -136,6 +146,7 @@ impl AggCommon {
                 quiet: self.scope.quiet,
                 formatters: self.scope.formatters()?,
                 printf: Vec::new(),
+                text: None,
                 within: None,
             },
         })
@@ -194,7 +205,7 @@ pub struct LeaksArgs {
     /// Show the N stacks with the most bytes outstanding.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub top: usize,
-    /// Options shared with the other aggregations (--by and --stack do not apply).
+    /// Options shared with the other aggregations (--by, --label and --stack do not apply).
     #[command(flatten)]
     pub common: AggCommon,
 }

@@ -234,6 +234,12 @@ pub struct TraceArgs {
     /// process. As `NAME=FORMAT,ARGS[,OFFSETS,SIZES[,COUNT]]` (repeatable).
     #[arg(long, value_name = "SPEC")]
     pub printf: Vec<String>,
+    /// Text lines as TEMPLATE, each {FIELD} replaced by the event's capture
+    /// or --printf field (`{file}:{line} {func}: {msg}`; {{ and }} are
+    /// braces); an event without those fields prints as usual. JSON keeps
+    /// every field.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub text: Option<String>,
     /// Show only events that happen on the same thread during a call of
     /// this entry probe's function, with its captures first: e.g.
     /// `u:m0d:m0_stob_io_prepare_and_launch(cob=obj->so_id.si_fid)`; its
@@ -280,6 +286,9 @@ impl TraceArgs {
                 .iter()
                 .map(|s| crate::trace::PrintfSpec::parse(s))
                 .collect::<Result<_, _>>()?,
+            text: (self.text.as_deref())
+                .map(crate::sink::Template::parse)
+                .transpose()?,
             within: self.within.clone(),
         })
     }

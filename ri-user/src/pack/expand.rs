@@ -416,6 +416,9 @@ fn build(
     for b in &inst.by {
         argv.extend(["--by".into(), fill(b)?]);
     }
+    for (key, expr) in &inst.labels {
+        argv.extend(["--label".into(), format!("{key}={}", fill(expr)?)]);
+    }
     for (flag, v) in [
         ("--value", &inst.value),
         ("--size", &inst.size),
@@ -433,6 +436,9 @@ fn build(
     }
     for p in &inst.printf {
         argv.extend(["--printf".into(), p.to_string()]);
+    }
+    if let Some(t) = &inst.text {
+        argv.extend(["--text".into(), t.clone()]);
     }
     Ok(argv)
 }

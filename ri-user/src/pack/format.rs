@@ -84,9 +84,13 @@ pub struct Instrument {
     /// leaks: the deallocators' entries (a probe reference or a list).
     #[serde(default, deserialize_with = "one_or_many")]
     pub free: Vec<String>,
-    /// count, hist, latency: group keys.
+    /// count, hist, latency: group keys (`EXPR` or `NAME=EXPR`).
     #[serde(default)]
     pub by: Vec<String>,
+    /// count, hist, latency, inflight: key name → the address of a C
+    /// string naming its values (`ri ... --label KEY=EXPR`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// hist: the value.
     pub value: Option<String>,
     /// leaks: the size expression at the allocator's entry.
@@ -106,6 +110,8 @@ pub struct Instrument {
     /// trace: fields formatted like printf in user space.
     #[serde(default)]
     pub printf: Vec<PrintfSpec>,
+    /// trace: text lines laid out from the fields (`ri trace --text`).
+    pub text: Option<String>,
     /// Parameters given as NAME=VALUE on `ri run`.
     #[serde(default)]
     pub params: BTreeMap<String, Param>,
@@ -152,11 +158,14 @@ pub struct Param {
 /// Instrument kinds and the fields each one takes besides help, kind,
 /// params and interval.
 pub const KINDS: &[(&str, &[&str])] = &[
-    ("trace", &["probes", "stack", "printf", "within"]),
-    ("count", &["probes", "by", "stack"]),
-    ("hist", &["probes", "by", "value"]),
-    ("latency", &["probe", "begin", "end", "by"]),
-    ("inflight", &["begin", "end", "update", "seen", "stack"]),
+    ("trace", &["probes", "stack", "printf", "within", "text"]),
+    ("count", &["probes", "by", "labels", "stack"]),
+    ("hist", &["probes", "by", "labels", "value"]),
+    ("latency", &["probe", "begin", "end", "by", "labels"]),
+    (
+        "inflight",
+        &["begin", "end", "update", "seen", "labels", "stack"],
+    ),
     (
         "leaks",
         &["alloc", "free", "size", "free_ptr", "top", "stack"],
@@ -353,6 +362,43 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
                 }
             }
         }
+        if let Some(t) = &inst.text {
+            let t = crate::sink::Template::parse(t).map_err(|e| bad(format!("text: {e}")))?;
+            let names = inst.capture_names();
+            let fields: Vec<crate::plan::Field> = (names.iter())
+                .map(|n| crate::plan::Field {
+                    name: n.clone(),
+                    kind: crate::plan::FieldKind::Str,
+                })
+                .collect();
+            let added: Vec<&str> = inst.printf.iter().map(|p| p.name.as_str()).collect();
+            t.check(&[&fields], &added)
+                .map_err(|e| bad(format!("text: {e}")))?;
+        }
+        for (key, expr) in &inst.labels {
+            let by_names = inst.by.iter().filter_map(|b| crate::agg::split_name(b));
+            let begin_names = inst.begin.as_deref().map(Instrument::captures_of);
+            let known = by_names.map(|(n, _)| n.to_string()).chain(
+                begin_names
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| n.as_str() != "key"),
+            );
+            if !known.clone().any(|n| &n == key) {
+                let known: Vec<String> = known.collect();
+                return Err(bad(format!(
+                    "labels: '{key}' is not a key of the instrument (named keys: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+            if expr.trim().is_empty() {
+                return Err(bad(format!("labels: '{key}' has an empty expression")));
+            }
+        }
         if let Some(i) = inst.interval
             && !(i > 0.0 && i.is_finite())
         {
@@ -366,7 +412,7 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
 
 impl Instrument {
     /// Which optional fields are set.
-    fn fields_set(&self) -> [(&'static str, bool); 15] {
+    fn fields_set(&self) -> [(&'static str, bool); 17] {
         [
             ("probes", !self.probes.is_empty()),
             ("update", !self.update.is_empty()),
@@ -377,12 +423,14 @@ impl Instrument {
             ("alloc", !self.alloc.is_empty()),
             ("free", !self.free.is_empty()),
             ("by", !self.by.is_empty()),
+            ("labels", !self.labels.is_empty()),
             ("value", self.value.is_some()),
             ("size", self.size.is_some()),
             ("free_ptr", self.free_ptr.is_some()),
             ("top", self.top.is_some()),
             ("printf", !self.printf.is_empty()),
             ("within", self.within.is_some()),
+            ("text", self.text.is_some()),
         ]
     }
 
@@ -412,26 +460,33 @@ impl Instrument {
 
     /// Names of the captures `name=` in its probe strings (for printf).
     fn capture_names(&self) -> Vec<String> {
+        (self.probe_fields().into_iter())
+            .flat_map(|(_, text)| Self::captures_of(text))
+            .collect()
+    }
+
+    /// Names of the captures `name=` of one probe reference.
+    fn captures_of(text: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for (_, text) in self.probe_fields() {
-            let Some(open) = text.find('(') else { continue };
-            let mut depth = 0;
-            let mut start = open + 1;
-            for (i, c) in text.char_indices().skip(open + 1) {
-                match c {
-                    '(' | '[' => depth += 1,
-                    ')' | ']' if depth > 0 => depth -= 1,
-                    ',' | ')' if depth == 0 => {
-                        if let Some((n, _)) = text[start..i].split_once('=') {
-                            out.push(n.trim().to_string());
-                        }
-                        start = i + 1;
-                        if c == ')' {
-                            break;
-                        }
+        let Some(open) = text.find('(') else {
+            return out;
+        };
+        let mut depth = 0;
+        let mut start = open + 1;
+        for (i, c) in text.char_indices().skip(open + 1) {
+            match c {
+                '(' | '[' => depth += 1,
+                ')' | ']' if depth > 0 => depth -= 1,
+                ',' | ')' if depth == 0 => {
+                    if let Some((n, _)) = text[start..i].split_once('=') {
+                        out.push(n.trim().to_string());
                     }
-                    _ => {}
+                    start = i + 1;
+                    if c == ')' {
+                        break;
+                    }
                 }
+                _ => {}
             }
         }
         out

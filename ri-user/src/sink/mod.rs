@@ -1,8 +1,12 @@
 //! Where decoded events go: human lines or one JSON object per line.
 
+mod template;
+
 use std::io::{self, Write};
 
 use std::rc::Rc;
+
+pub use template::Template;
 
 use crate::{
     decode::{Event, Value},
@@ -60,16 +64,52 @@ pub trait Sink {
 pub struct TextSink<W: Write> {
     out: W,
     opts: dwarf::value::Options,
+    /// `--text`: the line laid out from the fields instead.
+    template: Option<Template>,
 }
 
 impl<W: Write> TextSink<W> {
-    /// A text sink over `out`; whole values print with `formatters`.
-    pub fn new(out: W, formatters: dwarf::value::Formatters) -> Self {
+    /// A text sink over `out`; whole values print with `formatters`, lines
+    /// as `template` when given.
+    pub fn new(out: W, formatters: dwarf::value::Formatters, template: Option<Template>) -> Self {
         TextSink {
             out,
             opts: value_options(formatters),
+            template,
         }
     }
+
+    /// The event's line from the template, when it has every field.
+    fn templated(&self, site: &SiteInfo<'_>, ev: &Event<'_>) -> Option<String> {
+        let t = self.template.as_ref()?;
+        t.render(|name| {
+            if let Some(i) = site.fields.iter().position(|f| f.name == name) {
+                return plain_text(ev.values.get(i)?, &self.opts);
+            }
+            let (_, text) = ev.extra.iter().find(|(n, _)| n == name)?;
+            let mut out = String::new();
+            text_bytes(text.as_bytes(), &mut out);
+            Some(out)
+        })
+    }
+}
+
+/// A value as it reads inside a `--text` line: strings without quotes.
+fn plain_text(v: &Value<'_>, opts: &dwarf::value::Options) -> Option<String> {
+    Some(match v {
+        Value::U64(x) => x.to_string(),
+        Value::I64(x) => x.to_string(),
+        Value::Hex(x) | Value::Stack(x, _) => format!("{x:#x}"),
+        Value::Str(s) | Value::Bytes(s) => {
+            let mut out = String::new();
+            text_bytes(s, &mut out);
+            out
+        }
+        Value::Enum(_, Some(n)) => n.to_string(),
+        Value::Enum(v, None) => v.to_string(),
+        Value::Object(bytes, t) => one_line(bytes, t, opts),
+        Value::Fault => return None,
+    })
 }
 
 fn text_bytes(b: &[u8], out: &mut String) {
@@ -84,6 +124,10 @@ fn text_bytes(b: &[u8], out: &mut String) {
 
 impl<W: Write> Sink for TextSink<W> {
     fn event(&mut self, site: &SiteInfo<'_>, ev: &Event<'_>) -> io::Result<()> {
+        if let Some(mut line) = self.templated(site, ev) {
+            line.push('\n');
+            return self.out.write_all(line.as_bytes());
+        }
         let mut line = format!("{} pid={} tid={}", site.short, ev.header.pid, ev.header.tid);
         let mut stacks = site.stacks.iter();
         let mut below = Vec::new();

@@ -23,6 +23,7 @@ use crate::{
 };
 
 mod printf;
+pub(crate) use printf::read_str;
 pub use printf::{PrintfSpec, format_c};
 
 /// What to trace and how.
@@ -50,6 +51,8 @@ pub struct TraceOptions {
     pub formatters: crate::dwarf::value::Formatters,
     /// Fields formatted like printf from other captures.
     pub printf: Vec<PrintfSpec>,
+    /// `--text`: text lines laid out from the fields.
+    pub text: Option<crate::sink::Template>,
     /// Show only events during a call of this entry probe's function on
     /// the same thread, with its captures added (see [`Within`]).
     pub within: Option<String>,
@@ -277,6 +280,10 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     for spec in &opts.printf {
         spec.check(&fields).map_err(Error::Usage)?;
     }
+    if let Some(t) = &opts.text {
+        let added: Vec<&str> = opts.printf.iter().map(|p| p.name.as_str()).collect();
+        t.check(&fields, &added).map_err(Error::Usage)?;
+    }
     // Ctrl-C is ours from the attach line on: the signal streams exist
     // before anything is attached.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -495,7 +502,11 @@ async fn event_loop(
     let sink: Box<dyn Sink> = if opts.json {
         Box::new(JsonSink::new(out, opts.formatters.clone()))
     } else {
-        Box::new(TextSink::new(out, opts.formatters.clone()))
+        Box::new(TextSink::new(
+            out,
+            opts.formatters.clone(),
+            opts.text.clone(),
+        ))
     };
     let mut stacks = Stacks::new();
     if set.has_stacks() {

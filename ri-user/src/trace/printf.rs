@@ -145,7 +145,7 @@ fn int_at(b: &[u8], i: usize) -> Option<usize> {
 }
 
 /// A NUL-terminated string of the process (at most 1 KiB), or `None`.
-fn read_str(mem: &ProcessMemory, addr: u64) -> Option<Vec<u8>> {
+pub(crate) fn read_str(mem: &ProcessMemory, addr: u64) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 1024];
     let n = mem.read_prefix(addr, &mut buf);
     if n == 0 {
