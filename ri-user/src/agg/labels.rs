@@ -239,9 +239,8 @@ impl Names {
 
 /// Adds `from`'s hits to `into`.
 fn merge(into: &mut Cell, from: &Cell) {
-    into.count += from.count;
-    for (x, y) in into.buckets.iter_mut().zip(from.buckets.iter()) {
-        *x += y;
+    for (bucket, v) in &from.buckets {
+        into.add(*bucket, v);
     }
 }
 
