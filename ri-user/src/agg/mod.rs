@@ -24,6 +24,7 @@ use crate::{
     plan::{Field, FieldKind},
     session::ProbeSet,
     stack::Stacks,
+    target,
     trace::{self, Launched, Stop, TraceOptions},
 };
 
@@ -383,7 +384,7 @@ fn fast_paths(set: &mut ProbeSet) {
 /// Builds the probes of an aggregation and the per-plan descriptions.
 pub fn build(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
     let keys = key_captures(&opts.by);
-    let pids = &opts.trace.pids;
+    let pids = &target::Scope::new(&opts.trace.pids, opts.trace.command.as_deref());
     let mut plans = Vec::new();
     let mut set = match &opts.kind {
         AggKind::Count => {

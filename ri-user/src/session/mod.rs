@@ -63,23 +63,23 @@ impl ProbeSet {
             .any(|p| p.plan.plan.flags & ri_common::plan_flags::STACK != 0)
     }
 
-    /// Parses, compiles and resolves probe strings; `pids` help resolve
-    /// library names through the processes' mappings.
-    pub fn build(texts: &[String], pids: &[u32]) -> Result<Self, Error> {
+    /// Parses, compiles and resolves probe strings; `scope` (the traced
+    /// processes or the `-c` command) resolves library names.
+    pub fn build(texts: &[String], scope: &target::Scope) -> Result<Self, Error> {
         let mut probes = Vec::new();
         let mut sites = Vec::new();
         let mut debug: HashMap<PathBuf, Arc<DebugInfo>> = HashMap::new();
         for text in texts {
             let spec = parse_probe(text)?;
             if spec.kind == ProbeKind::Usdt {
-                usdt::build(spec, pids, &mut probes, &mut sites)?;
+                usdt::build(spec, scope, &mut probes, &mut sites)?;
                 continue;
             }
             if !needs_types(&spec) {
                 // Syntax and semantic errors first, before touching any file.
                 compile(&spec, None)?;
             }
-            let path = target::resolve(&spec.target, pids)?;
+            let path = target::resolve(&spec.target, scope)?;
             let elf = ElfFile::open(&path)?;
             let matches = if spec.func.contains(['*', '?']) {
                 let m = elf.matching(&spec.func);

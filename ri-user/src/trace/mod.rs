@@ -261,7 +261,8 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     if let Some(w) = &opts.within {
         texts.extend(Within::probes(w)?);
     }
-    let mut set = ProbeSet::build(&texts, &opts.pids)?;
+    let scope = target::Scope::new(&opts.pids, opts.command.as_deref());
+    let mut set = ProbeSet::build(&texts, &scope)?;
     set.mark_regs_only();
     let within = match opts.within {
         Some(_) => Some(Within::new(&mut set, opts.probes.len())?),
