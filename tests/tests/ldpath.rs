@@ -4,12 +4,14 @@
 //! in ri's), RUNPATH=$ORIGIN/lib, or a later dlopen.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     path::PathBuf,
-    process::{Child, ChildStdout, Command, Stdio},
+    process::{Child, ChildStderr, ChildStdout, Command, Stdio},
 };
 
-use ri_tests::{events, fixture, fixtures, of_probe, require_bpf, ri_bin, sigint, start_waiting};
+use ri_tests::{
+    events, fixture, fixtures, of_probe, require_bpf, ri_bin, sigint, spawn_ri, start_waiting,
+};
 
 /// A fixture in `wait` mode: started, stopped at its "ready" line.
 struct Target {
@@ -35,12 +37,17 @@ impl Target {
 
     /// Lets it call ldt_work and returns its "done" line.
     fn go(&mut self) -> String {
+        self.next("done")
+    }
+
+    /// Lets it go on, and returns its next line starting with `prefix`.
+    fn next(&mut self, prefix: &str) -> String {
         writeln!(self.child.stdin.as_mut().unwrap()).unwrap();
         let mut line = String::new();
         loop {
             line.clear();
             assert!(self.out.read_line(&mut line).unwrap() > 0, "target ended");
-            if line.starts_with("done") {
+            if line.starts_with(prefix) {
                 return line;
             }
         }
@@ -131,4 +138,76 @@ fn pack_target_named_by_library_with_pid() {
             exe.display()
         );
     }
+}
+
+/// Reads `r` until a line containing `want`; returns what was read.
+fn read_until(r: &mut impl BufRead, want: &str) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "no {want:?} in: {all}");
+        all.push_str(&line);
+        if line.contains(want) {
+            return all;
+        }
+    }
+}
+
+/// Starts `ri ARGS` and reads its stderr up to the "waiting" line.
+fn ri_waiting(args: &[&str]) -> (Child, BufReader<ChildStderr>, String) {
+    let (ri, mut err) = spawn_ri(args);
+    let waiting = read_until(&mut err, "ri: waiting for libldt.so");
+    (ri, err, waiting)
+}
+
+/// Runs a waiting `ri ARGS` (a count by `-p`) against a target that
+/// dlopens libldt.so by path and then calls ldt_work `n` times; checks the
+/// count.
+fn waits_then_counts(args: &[&str], target: &mut Target, lib: &str, n: u32) {
+    let (mut ri, mut err, waiting) = ri_waiting(args);
+    assert!(waiting.contains("has not mapped it"), "{waiting}");
+    assert_eq!(target.next("opened"), "opened\n");
+    let attached = read_until(&mut err, "attached");
+    assert!(attached.contains(&format!("mapped {lib}")), "{attached}");
+    target.go();
+    sigint(&mut ri);
+    let mut out = String::new();
+    ri.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(out.contains(&format!("u:ldt_work: {n}\n")), "{out}");
+}
+
+#[test]
+fn pid_waits_for_a_library_dlopened_by_path() {
+    require_bpf();
+    let lib = fixtures().join("ldlib/lib/libldt.so").display().to_string();
+    let start = |n: &str| Target::start(fixture("ldt-dlopen"), &["open-wait", &lib, n], false);
+    let mut target = start("12");
+    let pid = target.child.id().to_string();
+    waits_then_counts(
+        &["count", "-p", &pid, "u:libldt.so:ldt_work"],
+        &mut target,
+        &lib,
+        12,
+    );
+    target.finish();
+
+    // A pack whose target library is not mapped yet waits for it too.
+    let pack = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("packs/ldt.toml");
+    let pack = pack.display().to_string();
+    let mut target = start("7");
+    let pid = target.child.id().to_string();
+    let args = ["run", "--pack", &pack, "ldt.calls", "-p", &pid];
+    waits_then_counts(&args, &mut target, &lib, 7);
+    target.finish();
+
+    // The process ends while ri waits: said, status 2.
+    let mut target = start("1");
+    let pid = target.child.id().to_string();
+    let (mut ri, mut err, _) = ri_waiting(&["count", "-p", &pid, "u:libldt.so:ldt_work"]);
+    target.child.kill().unwrap();
+    let ended = read_until(&mut err, "ended");
+    let want = format!("ri: error: pid {pid} ended before it mapped libldt.so");
+    assert!(ended.contains(&want), "{ended}");
+    assert_eq!(ri.wait().unwrap().code(), Some(2));
+    target.child.wait().unwrap();
 }

@@ -172,6 +172,23 @@ impl Resolver {
                     }
                 }
             }
+            // None of the targets is in the processes yet: a required probe
+            // waits for the first library target to be mapped (dlopen).
+            let mapped = |pid: u32| target::mapped_files(pid).unwrap_or_default();
+            let present = pids.iter().any(|&pid| {
+                mapped(pid)
+                    .iter()
+                    .any(|f| targets.iter().any(|t| matches_target(f, t)))
+            });
+            let library = targets.iter().find(|n| {
+                !n.contains(['/', '*', '?']) && (n.starts_with("lib") || n.contains(".so"))
+            });
+            if !present
+                && !def.optional
+                && let Some(lib) = library
+            {
+                return Ok(PathBuf::from(lib));
+            }
             let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
             return Err(Lost::Missing(format!(
                 "{sym} not found in PID {}'s executable or libraries (looked in {names})",
@@ -179,6 +196,16 @@ impl Resolver {
             )));
         }
         let mut candidates = Vec::new();
+        // The -c command's program and libraries, for every kind of name.
+        if let Some(l) = scope.names.command_load() {
+            for name in targets {
+                candidates.extend(
+                    l.files()
+                        .filter(|f| matches_target(f, name))
+                        .map(|f| f.canonicalize().unwrap_or_else(|_| f.to_path_buf())),
+                );
+            }
+        }
         for name in targets {
             if name.contains('/') && name.contains(['*', '?']) {
                 candidates.extend(glob_paths(name));

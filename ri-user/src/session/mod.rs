@@ -79,7 +79,7 @@ impl ProbeSet {
                 // Syntax and semantic errors first, before touching any file.
                 compile(&spec, None)?;
             }
-            let path = target::resolve(&spec.target, scope)?;
+            let path = target::resolve_waiting(&spec.target, scope)?;
             let elf = ElfFile::open(&path)?;
             let matches = if spec.func.contains(['*', '?']) {
                 let m = elf.matching(&spec.func);

@@ -30,6 +30,14 @@ pub enum TargetError {
     /// A pid that is not running.
     #[error("no such pid: {0}")]
     NoSuchPid(u32),
+    /// A traced process ended while ri waited for it to map a library.
+    #[error("pid {pid} ended before it mapped {name}")]
+    EndedWaiting {
+        /// The library name.
+        name: String,
+        /// The process.
+        pid: u32,
+    },
 }
 
 /// Checks that a process exists.
@@ -205,7 +213,12 @@ pub fn resolve(target: &str, scope: &Scope) -> Result<PathBuf, TargetError> {
                     l.env_text(),
                     default_dirs_text()
                 ));
-                if !l.missing.is_empty() {
+                if l.missing.is_empty() {
+                    searched.push(
+                        "a library the command opens by a path of its own is probed by that path"
+                            .into(),
+                    );
+                } else {
                     searched.push(format!(
                         "its loader finds no {}: the command would not start",
                         l.missing.join(", ")
@@ -243,6 +256,49 @@ pub fn resolve(target: &str, scope: &Scope) -> Result<PathBuf, TargetError> {
     Err(TargetError::NotFound {
         name: target.to_string(),
         searched,
+    })
+}
+
+/// Resolves `target` like [`resolve`]; with `-p`, a library name found
+/// nowhere yet (a `dlopen` by a path outside the loader's search) is waited
+/// for, said on stderr: polled in the processes' maps until one maps it.
+pub fn resolve_waiting(target: &str, scope: &Scope) -> Result<PathBuf, TargetError> {
+    match resolve(target, scope) {
+        Err(TargetError::NotFound { .. }) if !scope.pids.is_empty() => {}
+        r => return r,
+    }
+    let pids: Vec<String> = scope.pids.iter().map(u32::to_string).collect();
+    eprintln!(
+        "ri: waiting for {target} (pid {} has not mapped it, and its loader would not find it; Ctrl-C ends the wait)",
+        pids.join("/")
+    );
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        for &pid in &scope.pids {
+            let files = if alive(pid) {
+                mapped_files(pid).ok()
+            } else {
+                None
+            };
+            let Some(files) = files else {
+                return Err(TargetError::EndedWaiting {
+                    name: target.to_string(),
+                    pid,
+                });
+            };
+            if let Some(f) = files.into_iter().find(|f| named(f, target)) {
+                eprintln!("ri: pid {pid} mapped {}", f.display());
+                return Ok(f);
+            }
+        }
+    }
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))
     })
 }
 
