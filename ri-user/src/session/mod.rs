@@ -2,6 +2,7 @@
 //! attachment sites, then loaded into the kernel for some processes.
 
 pub mod child;
+pub mod early;
 mod usdt;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
@@ -15,6 +16,12 @@ use crate::{
     probe::{ProbeKind, ProbeSpec, parse_probe},
     target,
 };
+
+/// Whether a `-c` command is worth starting to wait for a library it may
+/// map later: its own libraries are all found (it will start).
+fn waits(scope: &target::Scope) -> bool {
+    scope.command.is_some() && scope.command_load().is_none_or(|l| l.missing.is_empty())
+}
 
 /// One attachment point: a function (or function + offset) in a file.
 #[derive(Clone, Debug)]
@@ -79,7 +86,12 @@ impl ProbeSet {
                 // Syntax and semantic errors first, before touching any file.
                 compile(&spec, None)?;
             }
-            let path = target::resolve_waiting(&spec.target, scope)?;
+            let path = match target::resolve_waiting(&spec.target, scope) {
+                Err(target::TargetError::NotFound { .. }) if waits(scope) => {
+                    early::wait_for(scope.command.as_deref().unwrap_or(""), &spec.target)?
+                }
+                r => r?,
+            };
             let elf = ElfFile::open(&path)?;
             let matches = if spec.func.contains(['*', '?']) {
                 let m = elf.matching(&spec.func);

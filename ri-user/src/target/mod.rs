@@ -30,7 +30,8 @@ pub enum TargetError {
     /// A pid that is not running.
     #[error("no such pid: {0}")]
     NoSuchPid(u32),
-    /// A traced process ended while ri waited for it to map a library.
+    /// A traced process (or the `-c` command) ended while ri waited for it
+    /// to map a library.
     #[error("pid {pid} ended before it mapped {name}")]
     EndedWaiting {
         /// The library name.
@@ -213,12 +214,7 @@ pub fn resolve(target: &str, scope: &Scope) -> Result<PathBuf, TargetError> {
                     l.env_text(),
                     default_dirs_text()
                 ));
-                if l.missing.is_empty() {
-                    searched.push(
-                        "a library the command opens by a path of its own is probed by that path"
-                            .into(),
-                    );
-                } else {
+                if !l.missing.is_empty() {
                     searched.push(format!(
                         "its loader finds no {}: the command would not start",
                         l.missing.join(", ")

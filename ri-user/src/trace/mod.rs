@@ -15,7 +15,7 @@ use crate::{
     Error,
     decode::{Value, decode, header},
     engine::{Engine, Program},
-    session::{ProbeSet, child::HeldChild},
+    session::{self, ProbeSet, child::HeldChild},
     sink::{JsonSink, Sink, SiteInfo, TextSink},
     stack::Stacks,
     target,
@@ -335,7 +335,10 @@ pub(crate) fn launch(
 ) -> Result<Launched, Error> {
     let started = Instant::now();
     let mut child = match &opts.command {
-        Some(cmd) => Some(HeldChild::spawn(cmd)?),
+        Some(cmd) => Some(match session::early::take() {
+            Some(started) => started,
+            None => HeldChild::spawn(cmd)?,
+        }),
         None => None,
     };
     let pids: Vec<u32> = match &child {
