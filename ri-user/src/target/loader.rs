@@ -382,6 +382,54 @@ mod tests {
         );
     }
 
+    /// A chain exe -> a -> b with the given (rpath, runpath) each.
+    fn chain(paths: [(&str, &str); 3]) -> Loaded {
+        let names = ["/x/exe", "/x/a/liba.so", "/x/b/libb.so"];
+        let objs = names
+            .iter()
+            .zip(paths)
+            .enumerate()
+            .map(|(i, (n, (rpath, runpath)))| Obj {
+                path: PathBuf::from(n),
+                dynamic: Dynamic {
+                    rpath: (!rpath.is_empty())
+                        .then(|| rpath.to_string())
+                        .into_iter()
+                        .collect(),
+                    runpath: (!runpath.is_empty())
+                        .then(|| runpath.to_string())
+                        .into_iter()
+                        .collect(),
+                    ..Dynamic::default()
+                },
+                loader: i.checked_sub(1),
+            })
+            .collect();
+        Loaded {
+            objs,
+            env: LoadEnv {
+                ld_library_path: Some("/llp".into()),
+                cwd: PathBuf::from("/"),
+            },
+            missing: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rpath_is_inherited_runpath_is_not() {
+        let p = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        // RPATH: the requester's, then its loaders' up to the executable,
+        // then LD_LIBRARY_PATH.
+        let l = chain([("$ORIGIN/r0", ""), ("/r1", ""), ("", "")]);
+        assert_eq!(l.dirs(2), p(&["/r1", "/x/r0", "/llp"]));
+        // RUNPATH: after LD_LIBRARY_PATH, for the object's own needs only;
+        // an object with RUNPATH ignores its RPATH and gives none to others.
+        let l = chain([("", "$ORIGIN/run0"), ("/r1", "/run1"), ("", "")]);
+        assert_eq!(l.dirs(0), p(&["/llp", "/x/run0"]));
+        assert_eq!(l.dirs(1), p(&["/llp", "/run1"]));
+        assert_eq!(l.dirs(2), p(&["/llp"]));
+    }
+
     #[test]
     fn origin_expands() {
         assert_eq!(
