@@ -179,7 +179,10 @@ fn waits_then_counts(args: &[&str], target: &mut Target, lib: &str, n: u32) {
 #[test]
 fn pid_waits_for_a_library_dlopened_by_path() {
     require_bpf();
-    let lib = fixtures().join("ldlib/lib/libldt.so").display().to_string();
+    let lib = fixtures()
+        .join("ldlib/lib/libldt.so.1.0.0")
+        .display()
+        .to_string();
     let start = |n: &str| Target::start(fixture("ldt-dlopen"), &["open-wait", &lib, n], false);
     let mut target = start("12");
     let pid = target.child.id().to_string();
