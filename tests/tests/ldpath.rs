@@ -214,3 +214,52 @@ fn pid_waits_for_a_library_dlopened_by_path() {
     assert_eq!(ri.wait().unwrap().code(), Some(2));
     target.child.wait().unwrap();
 }
+
+#[test]
+fn ctrl_c_ends_the_wait_cleanly() {
+    require_bpf();
+    let lib = fixtures().join("ldlib/lib/libldt.so.1.0.0");
+    let lib = lib.display().to_string();
+    // -p: nothing attached, one line, status 2; the target runs on.
+    let mut target = Target::start(fixture("ldt-dlopen"), &["open-wait", &lib, "1"], false);
+    let pid = target.child.id().to_string();
+    let (mut ri, mut err, _) = ri_waiting(&["count", "-p", &pid, "u:libldt.so:ldt_work"]);
+    sigint_and_check(&mut ri, &mut err);
+    assert!(
+        target.child.try_wait().unwrap().is_none(),
+        "the target ended"
+    );
+    target.child.kill().unwrap();
+    target.child.wait().unwrap();
+
+    // -c: the command started early is stopped and reaped too.
+    let dlopen = fixture("ldt-dlopen").display().to_string();
+    let cmd = format!("{dlopen} open-wait {lib} 1");
+    let (mut ri, mut err, waiting) = ri_waiting(&["count", "-c", &cmd, "u:libldt.so:ldt_work"]);
+    let child = waiting
+        .split("(pid ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("the child's pid in the waiting line")
+        .to_string();
+    sigint_and_check(&mut ri, &mut err);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{child}")).exists(),
+        "the command (pid {child}) is left running"
+    );
+}
+
+/// Sends SIGINT to a waiting ri: it says it stopped, exit status 2.
+fn sigint_and_check(ri: &mut Child, err: &mut BufReader<ChildStderr>) {
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(ri.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains(
+            "ri: error: stopped waiting for libldt.so (interrupted); nothing was attached"
+        ),
+        "{rest}"
+    );
+    assert_eq!(ri.wait().unwrap().code(), Some(2), "{rest}");
+}

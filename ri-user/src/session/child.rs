@@ -100,7 +100,8 @@ impl HeldChild {
         Ok(())
     }
 
-    /// Kills and reaps a child that was never released.
+    /// Kills and reaps the child (never released, or started early and no
+    /// longer wanted).
     pub fn abort(mut self) {
         self.go.take();
         let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);

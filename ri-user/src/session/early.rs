@@ -2,7 +2,7 @@
 //! probe's library is found nowhere until the command maps it (a `dlopen`
 //! by a path outside the loader's search): ri waits for the mapping.
 
-use std::{path::PathBuf, sync::Mutex, time::Duration};
+use std::{path::PathBuf, sync::Mutex};
 
 use nix::{
     sys::wait::{WaitPidFlag, WaitStatus, waitpid},
@@ -12,7 +12,7 @@ use nix::{
 use super::child::HeldChild;
 use crate::{
     Error,
-    target::{self, TargetError},
+    target::{self, SignalWait, TargetError},
 };
 
 /// The command started early; `launch` takes it instead of forking another.
@@ -32,11 +32,19 @@ pub fn wait_for(cmd: &str, name: &str) -> Result<PathBuf, Error> {
             pid
         }
     };
+    // Held back after the fork (the command must not inherit the mask) and
+    // before the line that tells the user to press Ctrl-C.
+    let signals = SignalWait::new();
     eprintln!(
         "ri: waiting for {name}: '{cmd}' (pid {pid}) runs until it maps it, its calls before the attach unseen (Ctrl-C ends the wait)"
     );
     loop {
-        std::thread::sleep(Duration::from_millis(20));
+        if signals.pause() {
+            if let Some(c) = slot.take() {
+                c.abort();
+            }
+            return Err(TargetError::Interrupted(name.to_string()).into());
+        }
         let ended = !matches!(
             waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)),
             Ok(WaitStatus::StillAlive)

@@ -30,6 +30,9 @@ pub enum TargetError {
     /// A pid that is not running.
     #[error("no such pid: {0}")]
     NoSuchPid(u32),
+    /// Ctrl-C (or SIGTERM) while ri waited for a library.
+    #[error("stopped waiting for {0} (interrupted); nothing was attached")]
+    Interrupted(String),
     /// A traced process (or the `-c` command) ended while ri waited for it
     /// to map a library.
     #[error("pid {pid} ended before it mapped {name}")]
@@ -264,12 +267,16 @@ pub fn resolve_waiting(target: &str, scope: &Scope) -> Result<PathBuf, TargetErr
         r => return r,
     }
     let pids: Vec<String> = scope.pids.iter().map(u32::to_string).collect();
+    // Held back before the line that tells the user to press Ctrl-C.
+    let signals = SignalWait::new();
     eprintln!(
         "ri: waiting for {target} (pid {} has not mapped it, and its loader would not find it; Ctrl-C ends the wait)",
         pids.join("/")
     );
     loop {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        if signals.pause() {
+            return Err(TargetError::Interrupted(target.to_string()));
+        }
         for &pid in &scope.pids {
             let files = if alive(pid) {
                 mapped_files(pid).ok()
@@ -287,6 +294,46 @@ pub fn resolve_waiting(target: &str, scope: &Scope) -> Result<PathBuf, TargetErr
                 return Ok(f);
             }
         }
+    }
+}
+
+/// SIGINT and SIGTERM held back while ri waits for a library, so that
+/// Ctrl-C ends the wait with a message; the signal mask is restored on drop.
+pub(crate) struct SignalWait {
+    set: libc::sigset_t,
+    old: libc::sigset_t,
+}
+
+impl SignalWait {
+    /// Blocks SIGINT and SIGTERM.
+    pub(crate) fn new() -> Self {
+        // SAFETY: plain signal-set calls on zeroed sets owned here.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            SignalWait { set, old }
+        }
+    }
+
+    /// Waits 20 ms; true when SIGINT or SIGTERM came (taken, not delivered).
+    pub(crate) fn pause(&self) -> bool {
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 20_000_000,
+        };
+        // SAFETY: waits on a valid set; the signal info is not wanted.
+        unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) > 0 }
+    }
+}
+
+impl Drop for SignalWait {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in new().
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
     }
 }
 
