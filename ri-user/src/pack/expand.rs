@@ -180,9 +180,7 @@ impl Resolver {
                     .iter()
                     .any(|f| targets.iter().any(|t| matches_target(f, t)))
             });
-            let library = targets.iter().find(|n| {
-                !n.contains(['/', '*', '?']) && (n.starts_with("lib") || n.contains(".so"))
-            });
+            let library = targets.iter().find(|n| target::waitable(n));
             if !present
                 && !def.optional
                 && let Some(lib) = library

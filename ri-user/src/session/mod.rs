@@ -87,7 +87,9 @@ impl ProbeSet {
                 compile(&spec, None)?;
             }
             let path = match target::resolve_waiting(&spec.target, scope) {
-                Err(target::TargetError::NotFound { .. }) if waits(scope) => {
+                Err(target::TargetError::NotFound { .. })
+                    if waits(scope) && target::waitable(&spec.target) =>
+                {
                     early::wait_for(scope.command.as_deref().unwrap_or(""), &spec.target)?
                 }
                 r => r?,

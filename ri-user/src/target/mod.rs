@@ -263,7 +263,7 @@ pub fn resolve(target: &str, scope: &Scope) -> Result<PathBuf, TargetError> {
 /// for, said on stderr: polled in the processes' maps until one maps it.
 pub fn resolve_waiting(target: &str, scope: &Scope) -> Result<PathBuf, TargetError> {
     match resolve(target, scope) {
-        Err(TargetError::NotFound { .. }) if !scope.pids.is_empty() => {}
+        Err(TargetError::NotFound { .. }) if !scope.pids.is_empty() && waitable(target) => {}
         r => return r,
     }
     let pids: Vec<String> = scope.pids.iter().map(u32::to_string).collect();
@@ -295,6 +295,12 @@ pub fn resolve_waiting(target: &str, scope: &Scope) -> Result<PathBuf, TargetErr
             }
         }
     }
+}
+
+/// Whether a name is one to wait for: a library name (`libfoo`, `foo.so`),
+/// not a program's (programs are not `dlopen`ed).
+pub fn waitable(name: &str) -> bool {
+    !name.contains(['/', '*', '?']) && (name.starts_with("lib") || name.contains(".so"))
 }
 
 /// SIGINT and SIGTERM held back while ri waits for a library, so that
