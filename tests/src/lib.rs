@@ -147,6 +147,18 @@ pub fn start_waiting(mut cmd: Command, ready: &str, on_stderr: bool) -> (Child, 
     }
 }
 
+/// Starts `ri ARGS` with stdout piped; returns it and a reader of its stderr.
+pub fn spawn_ri(args: &[&str]) -> (Child, BufReader<std::process::ChildStderr>) {
+    let mut ri = Command::new(ri_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ri");
+    let err = BufReader::new(ri.stderr.take().unwrap());
+    (ri, err)
+}
+
 /// A background reader of one output stream.
 pub type Reader = std::thread::JoinHandle<Vec<u8>>;
 

@@ -26,8 +26,6 @@ pub struct M0d {
     /// Its control socket, when it started one.
     pub socket: Option<PathBuf>,
     stderr: PathBuf,
-    /// The socket is in a directory of its own: name it, not the pid.
-    by_socket: bool,
     stdout: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
     dir: Option<tempfile::TempDir>,
@@ -111,7 +109,6 @@ impl M0d {
             pid,
             endpoint,
             data,
-            by_socket: socket.is_some() && cfg.args.iter().any(|a| a == "--control-dir"),
             socket,
             stderr,
             stdout,
@@ -173,15 +170,12 @@ impl M0d {
         Load { child: Some(child) }
     }
 
-    /// Runs `ri ctl -p PID ARGS` (`--socket PATH` with `--control-dir`).
+    /// Runs `ri ctl -p PID ARGS` (found from the process itself when the
+    /// socket is in a `--control-dir` of its own).
     pub fn ctl(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(ri_bin());
-        cmd.arg("ctl");
-        match (&self.socket, self.by_socket) {
-            (Some(s), true) => cmd.arg("--socket").arg(s),
-            _ => cmd.args(["-p", &self.pid.to_string()]),
-        };
-        cmd.args(args)
+        Command::new(ri_bin())
+            .args(["ctl", "-p", &self.pid.to_string()])
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .expect("run ri ctl")

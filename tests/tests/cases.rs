@@ -15,6 +15,7 @@
 //! as_user = "nobody"                      # run ri as another user
 //! each = ["typed-O0", "typed-O2"]         # once per value, as {each}
 //! m0d = true                              # start an m0d first (stopped after)
+//! env = { LD_LIBRARY_PATH = "{fixtures}/x" }  # ri's own environment, added
 //! ```
 //! `{calls}` and other `{NAME}` are fixture paths; `{fixtures}` is their folder.
 //! With `m0d = true`, `{m0d_pid}`, `{m0d_socket}` and `{m0d_endpoint}` name it.
@@ -52,6 +53,9 @@ struct Case {
     as_user: Option<String>,
     #[serde(default)]
     m0d: bool,
+    /// Variables added to ri's environment.
+    #[serde(default)]
+    env: BTreeMap<String, String>,
     /// Run the case once per value, with `{each}` replaced by it.
     #[serde(default)]
     each: Vec<String>,
@@ -147,6 +151,7 @@ fn check(case: &Case) -> Result<(), String> {
     };
     let out = cmd
         .args(&args)
+        .envs(case.env.iter().map(|(k, v)| (k, expand(v))))
         .output()
         .map_err(|e| format!("cannot run ri: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -727,3 +727,29 @@ fn no_control_flag() {
     assert_ctl_error(&out, &format!("no control socket for pid {}", m0d.pid));
     m0d.stop();
 }
+
+#[test]
+fn pid_finds_a_socket_in_a_control_dir_of_its_own() {
+    let dir = tempfile::Builder::new()
+        .prefix("m0d-ctldir.")
+        .tempdir()
+        .unwrap();
+    let m0d = M0d::start_with(M0dConfig {
+        args: vec!["--control-dir".into(), dir.path().display().to_string()],
+        ..M0dConfig::default()
+    });
+    let sock = m0d.socket.clone().expect("m0d started a control socket");
+    assert!(sock.starts_with(dir.path()), "{}", sock.display());
+    // Discovery in the default directories does not see it...
+    let found = Command::new(ri_bin())
+        .args(["ctl", "--discover"])
+        .output()
+        .unwrap();
+    assert!(!text(&found.stdout).contains(&sock.display().to_string()));
+    // ...but -p finds it from the process's listening sockets.
+    let out = m0d.ctl(&["--list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("stats"), "{}", text(&out.stdout));
+    assert!(m0d.ctl_json(&["stats"]).is_object());
+    m0d.stop();
+}

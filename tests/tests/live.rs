@@ -8,7 +8,7 @@ use std::{
     process::{Child, ChildStdout, Command, Stdio},
 };
 
-use ri_tests::{bpftrace, events, fixture, of_probe, require_bpf, ri, ri_bin};
+use ri_tests::{bpftrace, events, fixture, of_probe, require_bpf, ri, ri_bin, spawn_ri};
 
 /// A `calls wait N` fixture: started, its function addresses read.
 struct Waiting {
@@ -74,13 +74,7 @@ impl Waiting {
 
 /// Starts `ri ARGS` and waits for its "attached" line on stderr.
 fn start_ri(args: &[&str]) -> (Child, String) {
-    let mut ri = Command::new(ri_bin())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ri");
-    let mut err = BufReader::new(ri.stderr.take().unwrap());
+    let (mut ri, mut err) = spawn_ri(args);
     let mut line = String::new();
     err.read_line(&mut line).unwrap();
     assert!(line.contains("attached"), "ri did not attach: {line}");

@@ -35,7 +35,7 @@ const SIZE_SLOT: u64 = 1;
 pub(super) fn build(
     allocs: &[String],
     l: &Leaks,
-    pids: &[u32],
+    pids: &crate::target::Scope,
 ) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
     let mut entries = Vec::new();
     let mut returns = Vec::new();

@@ -26,6 +26,7 @@ use crate::{
     plan::{Field, FieldKind},
     session::ProbeSet,
     stack::Stacks,
+    target,
     trace::{self, Launched, Stop, TraceOptions},
 };
 
@@ -412,7 +413,7 @@ fn build_plans(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
         .map(|(i, l)| l.capture(i))
         .collect();
     keys.extend(label_caps.iter().cloned());
-    let pids = &opts.trace.pids;
+    let pids = &target::Scope::new(&opts.trace.pids, opts.trace.command.as_deref());
     let mut plans = Vec::new();
     let set = match &opts.kind {
         AggKind::Count => {

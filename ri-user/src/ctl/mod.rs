@@ -2,6 +2,8 @@
 //! `ri-control` serve (docs/CONTROL-PROTOCOL.md). It finds sockets, lists
 //! a target's commands and runs one, asking before a mutating command.
 
+mod procsock;
+
 use std::{
     io::{self, BufRead, IsTerminal, Write},
     path::PathBuf,
@@ -207,6 +209,7 @@ fn resolve(pid: i32, name: Option<&str>) -> Result<SocketInfo, CtlError> {
         .into_iter()
         .filter(|s| s.pid == pid)
         .collect();
+    found.extend(own_sockets(pid, &found));
     let names = |v: &[SocketInfo]| {
         v.iter()
             .map(|s| s.name.as_str())
@@ -236,6 +239,53 @@ fn resolve(pid: i32, name: Option<&str>) -> Result<SocketInfo, CtlError> {
         });
     }
     Ok(found.remove(0))
+}
+
+/// The control sockets `pid` listens on that are not in `known` (a socket
+/// in a directory of its own, `--control-dir`): those named like ri-control
+/// names them (`NAME.PID.sock`), else those that answer a `list` request.
+fn own_sockets(pid: i32, known: &[SocketInfo]) -> Vec<SocketInfo> {
+    let same = |a: &PathBuf, b: &PathBuf| a.canonicalize().ok() == b.canonicalize().ok();
+    let fresh: Vec<PathBuf> = procsock::listening_paths(pid)
+        .into_iter()
+        .filter(|p| !known.iter().any(|k| same(&k.path, p)))
+        .collect();
+    let info = |path: &PathBuf, name: String| SocketInfo {
+        path: path.clone(),
+        name,
+        pid,
+        alive: true,
+    };
+    let named: Vec<SocketInfo> = fresh
+        .iter()
+        .filter_map(|p| {
+            let file = p.file_name()?.to_str()?;
+            match ri_control::paths::parse_socket_file_name(file) {
+                Some((name, owner)) if owner == pid => Some(info(p, name)),
+                _ => None,
+            }
+        })
+        .collect();
+    if !named.is_empty() || !known.is_empty() {
+        return named;
+    }
+    fresh
+        .iter()
+        .filter(|p| speaks_control(p))
+        .map(|p| {
+            let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("control");
+            info(p, stem.to_string())
+        })
+        .collect()
+}
+
+/// Whether the socket at `path` answers a control `list` request.
+fn speaks_control(path: &PathBuf) -> bool {
+    Client::connect_path(path).is_ok_and(|mut c| {
+        c.set_timeout(Some(std::time::Duration::from_secs(1)))
+            .is_ok()
+            && c.list().is_ok()
+    })
 }
 
 /// Why discovery may have missed a socket: a directory we cannot read.

@@ -28,7 +28,7 @@ pub fn run(opts: &ListOptions, out: &mut impl Write) -> Result<usize, Error> {
         target::check_pid(p)?;
     }
     let files: Vec<PathBuf> = match (&opts.target, opts.pid) {
-        (Some(t), _) => vec![target::resolve(t, &pids)?],
+        (Some(t), _) => vec![target::resolve(t, &target::Scope::pids(&pids))?],
         (None, Some(pid)) => {
             let exe = target::exe_of(pid)?;
             let mut v = vec![exe.clone()];

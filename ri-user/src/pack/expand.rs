@@ -81,10 +81,8 @@ fn fid_of(v: &str) -> Result<crate::fid::Fid, String> {
 
 /// Where and how long to look: what `ri run` was given.
 pub struct Scope<'a> {
-    /// `-p`.
-    pub pids: &'a [u32],
-    /// `-c`.
-    pub command: Option<&'a str>,
+    /// `-p` or `-c`: where target names are looked up.
+    pub names: target::Scope,
     /// `--target`.
     pub target: Option<&'a str>,
 }
@@ -143,7 +141,7 @@ impl Resolver {
             &def.targets
         };
         if let Some(t) = scope.target {
-            let path = target::resolve(t, scope.pids).map_err(|e| Lost::Fatal(e.to_string()))?;
+            let path = target::resolve(t, &scope.names).map_err(|e| Lost::Fatal(e.to_string()))?;
             return if self.has(&path, &def.at) {
                 Ok(path)
             } else {
@@ -154,8 +152,9 @@ impl Resolver {
             };
         }
         let names = targets.join(", ");
-        if !scope.pids.is_empty() {
-            for &pid in scope.pids {
+        let pids = &scope.names.pids;
+        if !pids.is_empty() {
+            for &pid in pids {
                 let files = target::mapped_files(pid).map_err(|e| Lost::Fatal(e.to_string()))?;
                 for name in targets {
                     for f in files.iter().filter(|f| matches_target(f, name)) {
@@ -164,25 +163,51 @@ impl Resolver {
                         }
                     }
                 }
+                // A library the process will dlopen, found by its loader.
+                for name in targets.iter().filter(|n| !n.contains(['/', '*', '?'])) {
+                    if let Some(f) = target::in_process(name, pid)
+                        && self.has(&f, &def.at)
+                    {
+                        return Ok(f);
+                    }
+                }
             }
-            let pids: Vec<String> = scope.pids.iter().map(u32::to_string).collect();
+            // None of the targets is in the processes yet: a required probe
+            // waits for the first library target to be mapped (dlopen).
+            let mapped = |pid: u32| target::mapped_files(pid).unwrap_or_default();
+            let present = pids.iter().any(|&pid| {
+                mapped(pid)
+                    .iter()
+                    .any(|f| targets.iter().any(|t| matches_target(f, t)))
+            });
+            let library = targets.iter().find(|n| target::waitable(n));
+            if !present
+                && !def.optional
+                && let Some(lib) = library
+            {
+                return Ok(PathBuf::from(lib));
+            }
+            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
             return Err(Lost::Missing(format!(
                 "{sym} not found in PID {}'s executable or libraries (looked in {names})",
                 pids.join("/")
             )));
         }
         let mut candidates = Vec::new();
-        if let Some(cmd) = scope.command
-            && let Some(prog) = cmd.split_whitespace().next()
-            && let Ok(p) = target::resolve(prog, &[])
-        {
-            candidates.push(p);
+        // The -c command's program and libraries, for every kind of name.
+        if let Some(l) = scope.names.command_load() {
+            for name in targets {
+                candidates.extend(
+                    l.files()
+                        .filter(|f| matches_target(f, name))
+                        .map(|f| f.canonicalize().unwrap_or_else(|_| f.to_path_buf())),
+                );
+            }
         }
-        candidates.retain(|p| targets.iter().any(|t| matches_target(p, t)));
         for name in targets {
             if name.contains('/') && name.contains(['*', '?']) {
                 candidates.extend(glob_paths(name));
-            } else if let Ok(p) = target::resolve(name, &[]) {
+            } else if let Ok(p) = target::resolve(name, &scope.names) {
                 candidates.push(p);
             }
         }
@@ -239,20 +264,9 @@ fn glob_paths(pattern: &str) -> Vec<PathBuf> {
                 }
                 continue;
             }
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            let mut names: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok())
-                .filter(|e| {
-                    e.file_name()
-                        .to_str()
-                        .is_some_and(|n| crate::elf::glob_match(part, n))
-                })
-                .map(|e| e.path())
-                .collect();
-            names.sort();
-            next.extend(names);
+            next.extend(target::files_named(dir, |n| {
+                crate::elf::glob_match(part, n)
+            }));
         }
         found = next;
     }

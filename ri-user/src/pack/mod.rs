@@ -227,8 +227,7 @@ pub fn command_line(opts: &RunOptions) -> Result<Prepared, crate::Error> {
         params.insert(k.to_string(), v.to_string());
     }
     let scope = Scope {
-        pids: &opts.pids,
-        command: opts.command.as_deref(),
+        names: crate::target::Scope::new(&opts.pids, opts.command.as_deref()),
         target: opts.target.as_deref(),
     };
     for &pid in &opts.pids {

@@ -247,7 +247,7 @@ pub fn run(opts: &PeekOptions, out: &mut impl Write) -> Result<(), Error> {
     let req = request(&opts.what)?;
     target::check_pid(pid)?;
     let binary = match &opts.target {
-        Some(t) => target::resolve(t, &[pid])?,
+        Some(t) => target::resolve(t, &target::Scope::pids(&[pid]))?,
         None => process::exe_of(pid)?,
     };
     let info = DebugInfo::load(&binary)?;

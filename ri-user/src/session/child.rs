@@ -34,7 +34,13 @@ impl HeldChild {
             reason,
         };
         let words: Vec<String> = if cmd.contains(|c: char| "|&;<>()$`\\\"'*?[]{}~=".contains(c)) {
-            vec!["/bin/sh".into(), "-c".into(), format!("exec {cmd}")]
+            // `exec VAR=value prog` would exec a program named `VAR=value`.
+            let exec = if starts_with_assignment(cmd) {
+                "exec env"
+            } else {
+                "exec"
+            };
+            vec!["/bin/sh".into(), "-c".into(), format!("{exec} {cmd}")]
         } else {
             cmd.split_whitespace().map(str::to_string).collect()
         };
@@ -94,12 +100,24 @@ impl HeldChild {
         Ok(())
     }
 
-    /// Kills and reaps a child that was never released.
+    /// Kills and reaps the child (never released, or started early and no
+    /// longer wanted).
     pub fn abort(mut self) {
         self.go.take();
         let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
         let _ = waitpid(Pid::from_raw(self.pid as i32), None);
     }
+}
+
+/// True when CMD begins with a shell assignment (`NAME=value ...`).
+fn starts_with_assignment(cmd: &str) -> bool {
+    let name: String = cmd
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    name.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && cmd.trim_start()[name.len()..].starts_with('=')
 }
 
 /// Finds a program in `PATH`.

@@ -2,6 +2,7 @@
 //! attachment sites, then loaded into the kernel for some processes.
 
 pub mod child;
+pub mod early;
 mod usdt;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc};
@@ -15,6 +16,12 @@ use crate::{
     probe::{ProbeKind, ProbeSpec, parse_probe},
     target,
 };
+
+/// Whether a `-c` command is worth starting to wait for a library it may
+/// map later: its own libraries are all found (it will start).
+fn waits(scope: &target::Scope) -> bool {
+    scope.command.is_some() && scope.command_load().is_none_or(|l| l.missing.is_empty())
+}
 
 /// One attachment point: a function (or function + offset) in a file.
 #[derive(Clone, Debug)]
@@ -63,23 +70,30 @@ impl ProbeSet {
             .any(|p| p.plan.plan.flags & ri_common::plan_flags::STACK != 0)
     }
 
-    /// Parses, compiles and resolves probe strings; `pids` help resolve
-    /// library names through the processes' mappings.
-    pub fn build(texts: &[String], pids: &[u32]) -> Result<Self, Error> {
+    /// Parses, compiles and resolves probe strings; `scope` (the traced
+    /// processes or the `-c` command) resolves library names.
+    pub fn build(texts: &[String], scope: &target::Scope) -> Result<Self, Error> {
         let mut probes = Vec::new();
         let mut sites = Vec::new();
         let mut debug: HashMap<PathBuf, Arc<DebugInfo>> = HashMap::new();
         for text in texts {
             let spec = parse_probe(text)?;
             if spec.kind == ProbeKind::Usdt {
-                usdt::build(spec, pids, &mut probes, &mut sites)?;
+                usdt::build(spec, scope, &mut probes, &mut sites)?;
                 continue;
             }
             if !needs_types(&spec) {
                 // Syntax and semantic errors first, before touching any file.
                 compile(&spec, None)?;
             }
-            let path = target::resolve(&spec.target, pids)?;
+            let path = match target::resolve_waiting(&spec.target, scope) {
+                Err(target::TargetError::NotFound { .. })
+                    if waits(scope) && target::waitable(&spec.target) =>
+                {
+                    early::wait_for(scope.command.as_deref().unwrap_or(""), &spec.target)?
+                }
+                r => r?,
+            };
             let elf = ElfFile::open(&path)?;
             let matches = if spec.func.contains(['*', '?']) {
                 let m = elf.matching(&spec.func);

@@ -15,13 +15,13 @@ use crate::{
 
 /// The file of a USDT target: a path, or a library or program name that
 /// each traced process must map.
-fn resolve(spec: &ProbeSpec, pids: &[u32]) -> Result<PathBuf, Error> {
-    if spec.target.contains('/') || pids.is_empty() {
-        return Ok(target::resolve(&spec.target, pids)?);
+fn resolve(spec: &ProbeSpec, scope: &target::Scope) -> Result<PathBuf, Error> {
+    if spec.target.contains('/') || scope.pids.is_empty() {
+        return Ok(target::resolve(&spec.target, scope)?);
     }
     let mut found: Option<PathBuf> = None;
-    for &pid in pids {
-        let path = target::resolve(&spec.target, &[pid])?;
+    for &pid in &scope.pids {
+        let path = target::resolve(&spec.target, &target::Scope::pids(&[pid]))?;
         let mapped = target::mapped_files(pid)?;
         let canon = |p: &PathBuf| p.canonicalize().unwrap_or_else(|_| p.clone());
         if !mapped.iter().any(|m| canon(m) == canon(&path)) {
@@ -40,7 +40,7 @@ fn resolve(spec: &ProbeSpec, pids: &[u32]) -> Result<PathBuf, Error> {
 /// Adds the probes and sites of one `usdt:` spec.
 pub(super) fn build(
     spec: ProbeSpec,
-    pids: &[u32],
+    scope: &target::Scope,
     probes: &mut Vec<Probe>,
     sites: &mut Vec<Site>,
 ) -> Result<(), Error> {
@@ -52,7 +52,7 @@ pub(super) fn build(
         ))
         .into());
     }
-    let path = resolve(&spec, pids)?;
+    let path = resolve(&spec, scope)?;
     let notes = read_notes(&path)?;
     let hits = select(&path, &notes, spec.provider.as_deref(), &spec.func)?;
     // Notes with the same argument specs share a plan.

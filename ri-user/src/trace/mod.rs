@@ -15,7 +15,7 @@ use crate::{
     Error,
     decode::{Value, decode, header},
     engine::{Engine, Program},
-    session::{ProbeSet, child::HeldChild},
+    session::{self, ProbeSet, child::HeldChild},
     sink::{JsonSink, Sink, SiteInfo, TextSink},
     stack::Stacks,
     target,
@@ -266,7 +266,8 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     if let Some(w) = &opts.within {
         texts.extend(Within::probes(w)?);
     }
-    let mut set = ProbeSet::build(&texts, &opts.pids)?;
+    let scope = target::Scope::new(&opts.pids, opts.command.as_deref());
+    let mut set = ProbeSet::build(&texts, &scope)?;
     set.mark_regs_only();
     let within = match opts.within {
         Some(_) => Some(Within::new(&mut set, opts.probes.len())?),
@@ -347,7 +348,10 @@ pub(crate) fn launch(
 ) -> Result<Launched, Error> {
     let started = Instant::now();
     let mut child = match &opts.command {
-        Some(cmd) => Some(HeldChild::spawn(cmd)?),
+        Some(cmd) => Some(match session::early::take() {
+            Some(started) => started,
+            None => HeldChild::spawn(cmd)?,
+        }),
         None => None,
     };
     let pids: Vec<u32> = match &child {

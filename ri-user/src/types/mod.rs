@@ -32,7 +32,7 @@ pub fn run(opts: &TypesOptions, out: &mut impl Write) -> Result<usize, Error> {
     for &p in &pids {
         target::check_pid(p)?;
     }
-    let path = target::resolve(&opts.target, &pids)?;
+    let path = target::resolve(&opts.target, &target::Scope::pids(&pids))?;
     let info = DebugInfo::load(&path)?;
     let pattern = opts.pattern.as_deref().unwrap_or("*");
     let names = info.type_names(pattern);
