@@ -19,9 +19,9 @@ use aya_ebpf::{
 };
 use ri_common::{
     AGG_ENTRIES, AGG_KEY_BYTES, AggKey, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES, FlightKey,
-    FrameKey, HEADER_LEN, Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS,
-    STACK_DEPTH, STACK_ENTRIES, STACK_NONE, SavedArgs, Scratch, SmallAggKey, WAKEUP_INTERVAL_NS,
-    op, plan_flags,
+    FrameKey, HEADER_LEN, Inflight, LEN_READ_FAILED, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan,
+    READ_MAX, SAVE_ARGS, STACK_DEPTH, STACK_ENTRIES, STACK_NONE, SavedArgs, Scratch, SmallAggKey,
+    WAKEUP_INTERVAL_NS, op, plan_flags,
 };
 
 /// Plans by plan id, written by user space before attaching.
@@ -607,6 +607,28 @@ impl Machine for Scratch {
     }
 }
 
+/// Writes a `STR`/`BUF` field whose read failed at `addr`: the length word
+/// flagged [`LEN_READ_FAILED`], the address as the first data word and,
+/// when there is room, the instruction pointer as the second, so
+/// user space can still read it from a file mapping; the length is the
+/// field's maximum (`len`, at least 8: the field's slot has room for it), so
+/// user space knows how much to read. Returns that length.
+#[inline(always)]
+fn read_failed(s: &mut Scratch, p: *mut u8, addr: u64, len: usize) -> usize {
+    s.fault = 1;
+    let n = if len < 8 { 8 } else { len };
+    // SAFETY: 8-aligned slots; a field's slot is 8 + round8(len) >= 16
+    // bytes, inside `event` (see Scratch sizing).
+    unsafe {
+        *(p.add(8) as *mut u64) = addr;
+        if n >= 16 {
+            *(p.add(16) as *mut u64) = s.regs[ri_common::regs::RIP as usize];
+        }
+        *(p as *mut u64) = LEN_READ_FAILED | n as u64;
+    }
+    n
+}
+
 /// Marks the field being emitted as faulted when its value involved a bad read.
 #[inline(always)]
 fn close_field(s: &mut Scratch) {
@@ -712,13 +734,13 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
                 bpf_probe_read_user_str(p.add(8) as *mut c_void, len as u32, addr as *const c_void)
             };
             let n = if n < 0 {
-                s.fault = 1;
-                0
+                read_failed(s, p, addr, len)
             } else {
-                n as usize & (2 * READ_MAX - 1)
+                let n = n as usize & (2 * READ_MAX - 1);
+                // SAFETY: 8-aligned slot.
+                unsafe { *(p as *mut u64) = n as u64 };
+                n
             };
-            // SAFETY: 8-aligned slot.
-            unsafe { *(p as *mut u64) = n as u64 };
             s.advance(8 + n);
             close_field(s);
         }
@@ -731,10 +753,11 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
                 bpf_probe_read_user(p.add(8) as *mut c_void, len as u32, addr as *const c_void)
             };
             if r < 0 {
-                s.fault = 1;
+                read_failed(s, p, addr, len);
+            } else {
+                // SAFETY: 8-aligned slot.
+                unsafe { *(p as *mut u64) = len as u64 };
             }
-            // SAFETY: 8-aligned slot.
-            unsafe { *(p as *mut u64) = len as u64 };
             s.advance(8 + len);
             close_field(s);
         }
