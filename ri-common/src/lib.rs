@@ -26,6 +26,7 @@ pub const READ_MAX: usize = 2048;
 /// probe's instruction pointer (so user space can still read a read-only
 /// file mapping there, even after the process exited). The low bits are
 /// the data length, as for any field: the capture's maximum (at least 8).
+/// Aggregation keys keep the plain form (every failed read one key).
 pub const LEN_READ_FAILED: u64 = 1 << 63;
 /// Number of plans (probe specifications) one ri session may load.
 pub const MAX_PLANS: u32 = 256;

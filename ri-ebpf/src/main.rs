@@ -612,10 +612,18 @@ impl Machine for Scratch {
 /// when there is room, the instruction pointer as the second, so
 /// user space can still read it from a file mapping; the length is the
 /// field's maximum (`len`, at least 8: the field's slot has room for it), so
-/// user space knows how much to read. Returns that length.
+/// user space knows how much to read. Returns that length. In an
+/// aggregation's key the field is written as before (length `plain`).
 #[inline(always)]
-fn read_failed(s: &mut Scratch, p: *mut u8, addr: u64, len: usize) -> usize {
+fn read_failed(s: &mut Scratch, p: *mut u8, addr: u64, len: usize, plain: usize) -> usize {
     s.fault = 1;
+    if s.flags & plan_flags::AGGREGATE != 0 {
+        // In a key every failed read stays one key: the length a fault
+        // always had (`plain`) over zeroed data, no address.
+        // SAFETY: 8-aligned slot.
+        unsafe { *(p as *mut u64) = plain as u64 };
+        return plain;
+    }
     let n = if len < 8 { 8 } else { len };
     // SAFETY: 8-aligned slots; a field's slot is 8 + round8(len) >= 16
     // bytes, inside `event` (see Scratch sizing).
@@ -734,7 +742,7 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
                 bpf_probe_read_user_str(p.add(8) as *mut c_void, len as u32, addr as *const c_void)
             };
             let n = if n < 0 {
-                read_failed(s, p, addr, len)
+                read_failed(s, p, addr, len, 0)
             } else {
                 let n = n as usize & (2 * READ_MAX - 1);
                 // SAFETY: 8-aligned slot.
@@ -753,7 +761,7 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
                 bpf_probe_read_user(p.add(8) as *mut c_void, len as u32, addr as *const c_void)
             };
             if r < 0 {
-                read_failed(s, p, addr, len);
+                read_failed(s, p, addr, len, len);
             } else {
                 // SAFETY: 8-aligned slot.
                 unsafe { *(p as *mut u64) = len as u64 };
