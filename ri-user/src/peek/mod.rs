@@ -417,11 +417,13 @@ pub fn run(opts: &PeekOptions, out: &mut impl Write) -> Result<(), Error> {
             let (obj, vaddr, ty) = find_variable(&files, &loaded, &name)?;
             // A library's global the executable uses lives in the
             // executable's copy.
-            let copy = (obj.path != process::exe_of(pid)?)
+            let bias = obj.bias(pid)?;
+            let copy = process::exe_of(pid)
+                .is_ok_and(|exe| exe != obj.path)
                 .then(|| process::exe_copy(pid, &name))
                 .flatten();
             let root = Place {
-                addr: copy.unwrap_or(vaddr.wrapping_add(obj.bias)),
+                addr: copy.unwrap_or(vaddr.wrapping_add(bias)),
                 ty,
                 bits: None,
             };

@@ -15,13 +15,24 @@ use crate::{Error, dwarf::DebugInfo, target::TargetError};
 pub struct Loaded {
     /// The file as mapped.
     pub path: PathBuf,
-    /// Add to a file virtual address to get the process's address.
-    pub bias: u64,
+    /// Add to a file virtual address to get the process's address (`None`
+    /// when the process does not map it: see [`Loaded::bias`]).
+    bias: Option<u64>,
     /// Its debug info.
     pub info: DebugInfo,
 }
 
 impl Loaded {
+    /// The load bias, or why there is none (the file is not mapped, the
+    /// process cannot be read): asked only once a name was found, so a
+    /// name missing from the DWARF is said first.
+    pub fn bias(&self, pid: u32) -> Result<u64, Error> {
+        match self.bias {
+            Some(b) => Ok(b),
+            None => process::load_bias(pid, &self.path),
+        }
+    }
+
     /// The file's name, for messages (`libmotr.so.2`).
     pub fn name(&self) -> String {
         short(&self.path)
@@ -74,7 +85,7 @@ pub fn load(pid: u32, files: &[PathBuf]) -> Result<Vec<Loaded>, Error> {
             Err(e) if i == 0 => return Err(e.into()),
             Err(_) => continue,
         };
-        let bias = process::load_bias(pid, path)?;
+        let bias = process::load_bias(pid, path).ok();
         out.push(Loaded {
             path: path.clone(),
             bias,
