@@ -5,9 +5,10 @@
 //! read-only, file-backed mapping, inside a read-only `PT_LOAD` segment of
 //! the file and outside its `PT_GNU_RELRO` range (which the loader writes
 //! before making it read-only). The file is found through the process's
+//! probed file itself, placed by the probe's instruction pointer (an entry
+//! or USDT probe, whose address is its site), or else through the process's
 //! maps (cached, so a process that exited is still covered when they were
-//! read), or else through the probed file itself, placed by the probe's
-//! instruction pointer (an entry or USDT probe, whose address is its site).
+//! read).
 
 use std::{
     collections::HashMap, fs::File, io::Read, os::unix::fs::FileExt, path::Path, time::Instant,
@@ -188,10 +189,11 @@ impl Stacks {
                 continue;
             };
             let str = matches!(f.kind, FieldKind::Str);
-            let bytes = self.read_mapped(pid, addr, len, str).or_else(|| {
-                let (site, ip) = (site?, ip?);
-                self.read_site(site, ip, addr, len, str)
-            });
+            // The probed file placed by the ip is exact; maps may be stale.
+            let in_site = site
+                .zip(ip)
+                .and_then(|(site, ip)| self.read_site(site, ip, addr, len, str));
+            let bytes = in_site.or_else(|| self.read_mapped(pid, addr, len, str));
             if let Some(bytes) = bytes {
                 *v = Value::Late { bytes, str };
             }
