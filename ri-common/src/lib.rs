@@ -21,6 +21,14 @@ pub const STACK_DEPTH: usize = 8;
 pub const PAYLOAD_CAP: usize = 4096;
 /// Maximum bytes one `str()` or `buf()` capture may read.
 pub const READ_MAX: usize = 2048;
+/// A `str()`/`buf()` field's length word with this bit set: the read
+/// failed in the kernel; the first 8 bytes of the field's data are the
+/// address it tried and, when the data has 16 bytes or more, the next 8 the
+/// probe's instruction pointer (so user space can still read a read-only
+/// file mapping there, even after the process exited). The low bits are
+/// the data length, as for any field: the capture's maximum (at least 8).
+/// Aggregation keys keep the plain form (every failed read one key).
+pub const LEN_READ_FAILED: u64 = 1 << 63;
 /// Number of plans (probe specifications) one ri session may load.
 pub const MAX_PLANS: u32 = 256;
 /// Number of registers copied from `pt_regs` into the interpreter's scratch.

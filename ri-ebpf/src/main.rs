@@ -19,8 +19,9 @@ use aya_ebpf::{
 };
 use ri_common::{
     AGG_ENTRIES, AGG_KEY_BYTES, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES, FlightKey,
-    FrameKey, HEADER_LEN, Inflight, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS,
-    STACK_DEPTH, STACK_NONE, SavedArgs, Scratch, WAKEUP_INTERVAL_NS, hist_bucket, op, plan_flags,
+    FrameKey, HEADER_LEN, Inflight, LEN_READ_FAILED, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan,
+    READ_MAX, SAVE_ARGS, STACK_DEPTH, STACK_NONE, SavedArgs, Scratch, WAKEUP_INTERVAL_NS,
+    hist_bucket, op, plan_flags,
 };
 
 mod agg;
@@ -484,6 +485,36 @@ impl Machine for Scratch {
     }
 }
 
+/// Writes a `STR`/`BUF` field whose read failed at `addr`: the length word
+/// flagged [`LEN_READ_FAILED`], the address as the first data word and,
+/// when there is room, the instruction pointer as the second, so
+/// user space can still read it from a file mapping; the length is the
+/// field's maximum (`len`, at least 8: the field's slot has room for it), so
+/// user space knows how much to read. Returns that length. In an
+/// aggregation's key the field is written as before (length `plain`).
+#[inline(always)]
+fn read_failed(s: &mut Scratch, p: *mut u8, addr: u64, len: usize, plain: usize) -> usize {
+    s.fault = 1;
+    if s.flags & plan_flags::AGGREGATE != 0 {
+        // In a key every failed read stays one key: the length a fault
+        // always had (`plain`) over zeroed data, no address.
+        // SAFETY: 8-aligned slot.
+        unsafe { *(p as *mut u64) = plain as u64 };
+        return plain;
+    }
+    let n = if len < 8 { 8 } else { len };
+    // SAFETY: 8-aligned slots; a field's slot is 8 + round8(len) >= 16
+    // bytes, inside `event` (see Scratch sizing).
+    unsafe {
+        *(p.add(8) as *mut u64) = addr;
+        if n >= 16 {
+            *(p.add(16) as *mut u64) = s.regs[ri_common::regs::RIP as usize];
+        }
+        *(p as *mut u64) = LEN_READ_FAILED | n as u64;
+    }
+    n
+}
+
 /// Marks the field being emitted as faulted when its value involved a bad read.
 #[inline(always)]
 fn close_field(s: &mut Scratch) {
@@ -589,13 +620,13 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
                 bpf_probe_read_user_str(p.add(8) as *mut c_void, len as u32, addr as *const c_void)
             };
             let n = if n < 0 {
-                s.fault = 1;
-                0
+                read_failed(s, p, addr, len, 0)
             } else {
-                n as usize & (2 * READ_MAX - 1)
+                let n = n as usize & (2 * READ_MAX - 1);
+                // SAFETY: 8-aligned slot.
+                unsafe { *(p as *mut u64) = n as u64 };
+                n
             };
-            // SAFETY: 8-aligned slot.
-            unsafe { *(p as *mut u64) = n as u64 };
             s.advance(8 + n);
             close_field(s);
         }
@@ -608,10 +639,11 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
                 bpf_probe_read_user(p.add(8) as *mut c_void, len as u32, addr as *const c_void)
             };
             if r < 0 {
-                s.fault = 1;
+                read_failed(s, p, addr, len, len);
+            } else {
+                // SAFETY: 8-aligned slot.
+                unsafe { *(p as *mut u64) = len as u64 };
             }
-            // SAFETY: 8-aligned slot.
-            unsafe { *(p as *mut u64) = len as u64 };
             s.advance(8 + len);
             close_field(s);
         }

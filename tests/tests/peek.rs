@@ -176,7 +176,7 @@ fn text_like_gdb_print() {
     let all = t.text(&["tg_all"]);
     let addr = t.addrs["tg_all"];
     for want in [
-        format!("tg_all (struct all @ {addr:#x}) = {{\n"),
+        format!("tg_all (struct all @ {addr:#x} in typed-O0) = {{\n"),
         "  c = 65 'A',\n".to_string(),
         "  color = GREEN,\n".into(),
         "  bad_color = 7,\n".into(),
@@ -224,7 +224,7 @@ fn address_and_type() {
     assert!(errors.is_empty(), "{}", errors.join("\n"));
     let text = t.text(&[&nodes, "struct node"]);
     assert!(
-        text.starts_with(&format!("*(struct node *){nodes} = {{")),
+        text.starts_with(&format!("*(struct node *){nodes} (in typed-O2) = {{")),
         "{text}"
     );
     let fid = format!("{:#x}", t.addrs["tg_fid"]);
@@ -264,6 +264,58 @@ fn library_variable() {
     assert_eq!(t.peek_json(&["--target", "libtyped", "tl_state"]), want);
     let path = fixtures().join("libtyped.so").display().to_string();
     assert_eq!(t.peek_json(&["--target", &path, "tl_state"]), want);
+    // Without --target: every mapped file is searched, and the output says
+    // where the variable was found.
+    assert_eq!(t.peek_json(&["tl_state"]), want);
+    assert_eq!(t.peek_json(&["libtyped:tl_state"]), want);
+    let out = t.peek(&["--json", "tl_ops"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("ri peek --json is JSON");
+    assert_eq!(v["object"], path, "{v}");
+    assert_eq!(v["value"]["name"]["to"], "node", "{v}");
+    assert_eq!(v["value"]["create"]["symbol"], "conf_node_create", "{v}");
+    // tl_other is copied into the executable, which set it to 43: the
+    // library's pointer and ri both see that copy.
+    assert_eq!(v["value"]["counter"]["to"], 43, "{v}");
+    assert_eq!(t.peek_json(&["tl_other"]), 43);
+    let text = t.text(&["tl_ops"]);
+    assert!(text.starts_with("tl_ops (struct lib_ops @ 0x"), "{text}");
+    assert!(text.contains(" in libtyped.so) = "), "{text}");
+    assert!(
+        text.contains("create = 0x") && text.contains(" <conf_node_create>"),
+        "{text}"
+    );
+    // A pointer left unfollowed names the global it points at.
+    let text = t.text(&["--depth", "0", "tl_ops"]);
+    assert!(
+        text.contains(" <tl_other>") && text.contains(" <tl_state>"),
+        "{text}"
+    );
+    // A name in several files: the executable's, with a note; LIB: picks.
+    let out = t.peek(&["dup_counter"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("= 1\n"),
+        "{out:?}"
+    );
+    assert!(
+        stderr.contains("dup_counter is also in libtyped.so; showing the one in typed-O0"),
+        "{stderr}"
+    );
+    assert_eq!(t.peek_json(&["libtyped.so:dup_counter"]), 2);
+    fails_with(
+        &t.peek(&["libnosuch:tl_state"]),
+        &format!("no file named 'libnosuch' is mapped by pid {}", t.pid()),
+    );
+    let out = t.peek(&["tl_stat"]);
+    fails_with(&out, "unknown variable 'tl_stat' in typed-O0, ");
+    fails_with(&out, "libtyped.so");
+    fails_with(&out, "(did you mean tl_state?)");
+    // ri types -p: the library's types too.
+    let pid = t.pid();
+    let out = ri(&["types", "-p", &pid, "struct lib_ops"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("int (*create)(int);"), "{text}");
 }
 
 /// Exit status 2, one line on stderr containing `want`, no panic.

@@ -318,7 +318,9 @@ pub(super) fn value_text(v: &Value<'_>, fmt: &crate::dwarf::value::Options) -> S
         Value::Enum(n, None) => n.to_string(),
         Value::Object(b, t) => crate::sink::one_line(b, t, fmt),
         Value::Stack(v, _) => format!("stack {v:#x}"),
-        Value::Fault => "<fault>".into(),
+        Value::Late { bytes, str: true } => String::from_utf8_lossy(bytes).into_owned(),
+        Value::Late { bytes, str: false } => bytes.iter().map(|x| format!("{x:02x}")).collect(),
+        Value::Fault | Value::ReadFailed { .. } => "<fault>".into(),
     }
 }
 
@@ -328,7 +330,7 @@ pub(super) fn value_json(v: &Value<'_>, fmt: &crate::dwarf::value::Options) -> J
         Value::U64(n) => json!(n),
         Value::I64(n) => json!(n),
         Value::Enum(n, None) => json!(n),
-        Value::Fault => Json::Null,
+        Value::Fault | Value::ReadFailed { .. } => Json::Null,
         Value::Object(b, t) => crate::sink::render(b, t, fmt).to_json(),
         v => json!(value_text(v, fmt)),
     }

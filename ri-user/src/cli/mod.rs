@@ -100,15 +100,19 @@ pub enum Command {
     ///
     /// `ri peek -p PID SYMBOL` prints a global or static variable;
     /// `ri peek -p PID ADDRESS TYPE` prints the TYPE (e.g. 'struct foo') at
-    /// ADDRESS. Types and variables come from the DWARF of the executable,
-    /// or of --target. Pointers are followed --depth hops; unreadable memory
-    /// is shown as <unreadable 0x...>.
+    /// ADDRESS. Types and variables come from the DWARF of the executable
+    /// and every library it maps, in that order (like gdb), or of --target;
+    /// `LIB:SYMBOL` (or `LIB:TYPE`) picks one file. The output names the
+    /// file. Pointers are followed --depth hops; function pointers print as
+    /// `0x... <function>`; unreadable memory as <unreadable 0x...>.
     Peek(PeekArgs),
     /// Show a binary's structs, unions, enums and typedefs, like pahole.
     ///
     /// `ri types TARGET [PATTERN]`: member offsets and sizes, bitfields,
     /// holes and padding, enum values. TARGET is a path or a library name;
-    /// PATTERN a glob over type names (default all).
+    /// PATTERN a glob over type names (default all). `ri types -p PID
+    /// [LIB:]PATTERN` searches every file the process maps (executable
+    /// first), or the one LIB names.
     Types(TypesArgs),
     /// A guru-meditation report on a live process, from outside.
     ///
@@ -391,7 +395,7 @@ pub struct PeekArgs {
     #[arg(short, long, value_name = "PID")]
     pub pid: u32,
     /// The binary or library whose debug info and variables to use
-    /// (default: the process's executable).
+    /// (default: the executable, then every library in map order).
     #[arg(long, value_name = "PATH|LIB")]
     pub target: Option<String>,
     /// Pointer hops to follow.
@@ -431,9 +435,10 @@ pub struct TypesArgs {
     /// A JSON array of the types.
     #[arg(long)]
     pub json: bool,
-    /// A binary or library: a path or a name.
+    /// A binary or library: a path or a name (optional with -p: then a lone
+    /// argument naming no mapped file is the PATTERN).
     #[arg(value_name = "TARGET")]
-    pub target: String,
+    pub target: Option<String>,
     /// Glob over type names: 'm0_fid*', 'struct node', '*'.
     #[arg(value_name = "PATTERN")]
     pub pattern: Option<String>,

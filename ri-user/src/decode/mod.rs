@@ -1,7 +1,7 @@
 //! The event decoder: ring-buffer records back into typed values, using the
 //! field list the plan compiler produced for each probe.
 
-use ri_common::{EventHeader, HEADER_LEN};
+use ri_common::{EventHeader, HEADER_LEN, LEN_READ_FAILED};
 
 use crate::plan::{Field, FieldKind, TypeRef};
 
@@ -38,6 +38,25 @@ pub enum Value<'a> {
     Stack(u64, Option<u64>),
     /// The read behind this value faulted.
     Fault,
+    /// A `str()`/`buf()` read of at most `len` bytes that failed in the
+    /// kernel at `addr` (the trace may still read it from a file: see
+    /// [`crate::stack::late`]).
+    ReadFailed {
+        /// The address tried.
+        addr: u64,
+        /// The capture's maximum length.
+        len: usize,
+        /// The probe's instruction pointer, when the kernel had room for it.
+        ip: Option<u64>,
+    },
+    /// The bytes of a failed read, read later from the file mapped at its
+    /// address; `str` for a string (up to its NUL), else bytes.
+    Late {
+        /// The bytes read.
+        bytes: Vec<u8>,
+        /// A string, not raw bytes.
+        str: bool,
+    },
 }
 
 /// A decoded event borrowing the ring buffer record.
@@ -124,12 +143,25 @@ pub fn decode<'a>(data: &'a [u8], fields: &'a [Field]) -> Result<Event<'a>, Deco
                 }
             }
             FieldKind::Str | FieldKind::Buf | FieldKind::Comm | FieldKind::Object(_) => {
-                let n = word(off)? as usize;
+                let w = word(off)?;
+                let n = (w & !LEN_READ_FAILED) as usize;
                 let bytes = payload
                     .get(off + 8..off + 8 + n)
                     .ok_or(DecodeError::Truncated(data.len()))?;
                 off += 8 + ((n + 7) & !7);
                 match &f.kind {
+                    FieldKind::Str | FieldKind::Buf if w & LEN_READ_FAILED != 0 => {
+                        let at = |i: usize| {
+                            bytes
+                                .get(i..i + 8)
+                                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                        };
+                        Value::ReadFailed {
+                            addr: at(0).ok_or(DecodeError::Truncated(data.len()))?,
+                            len: n,
+                            ip: at(8),
+                        }
+                    }
                     FieldKind::Buf => Value::Bytes(bytes),
                     FieldKind::Object(t) => Value::Object(bytes, t),
                     _ => {
@@ -139,7 +171,9 @@ pub fn decode<'a>(data: &'a [u8], fields: &'a [Field]) -> Result<Event<'a>, Deco
                 }
             }
         };
-        values.push(if faulted { Value::Fault } else { v });
+        // A failed read keeps its address (the fault bit is set too).
+        let keep = matches!(v, Value::ReadFailed { .. });
+        values.push(if faulted && !keep { Value::Fault } else { v });
     }
     Ok(Event {
         header,
@@ -187,6 +221,47 @@ mod tests {
         assert_eq!(ev.header.pid, 7);
         assert_eq!(ev.values, [Value::I64(-5), Value::Str(b"hi")]);
         assert!(decode(&rec[..HEADER_LEN + 4], &fields).is_err());
+    }
+
+    #[test]
+    fn failed_read_keeps_its_address() {
+        let payload: Vec<u8> = [LEN_READ_FAILED | 8, 0x5555_0000_1234, 9]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let h = EventHeader {
+            payload_len: payload.len() as u32,
+            faults: 1,
+            ..Default::default()
+        };
+        let mut rec =
+            unsafe { std::slice::from_raw_parts(&h as *const _ as *const u8, HEADER_LEN) }.to_vec();
+        rec.extend_from_slice(&payload);
+        let fields = [
+            Field {
+                name: "s".into(),
+                kind: FieldKind::Str,
+            },
+            Field {
+                name: "n".into(),
+                kind: FieldKind::Int {
+                    signed: false,
+                    hex: false,
+                },
+            },
+        ];
+        let ev = decode(&rec, &fields).unwrap();
+        assert_eq!(
+            ev.values,
+            [
+                Value::ReadFailed {
+                    addr: 0x5555_0000_1234,
+                    len: 8,
+                    ip: None
+                },
+                Value::U64(9)
+            ]
+        );
     }
 
     #[test]

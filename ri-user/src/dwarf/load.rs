@@ -12,10 +12,23 @@ const DEBUG_ROOT: &str = "/usr/lib/debug";
 
 /// The file holding `binary`'s DWARF and its bytes.
 pub(super) fn find(binary: &Path) -> Result<(PathBuf, Vec<u8>), DwarfError> {
+    locate(binary)?.map_err(|tried| DwarfError::NoDebugInfo {
+        path: binary.to_path_buf(),
+        hint: hint(binary, &tried),
+    })
+}
+
+/// A debug file and its bytes, or the files tried when there is none.
+pub(super) type Located = Result<(PathBuf, Vec<u8>), Vec<PathBuf>>;
+
+/// Like [`find`], but a binary without DWARF anywhere is `Err(tried)`, the
+/// files tried, with no advice looked up (that asks dpkg): cheap enough to
+/// ask of every library a process maps.
+pub(super) fn locate(binary: &Path) -> Result<Located, DwarfError> {
     let data = read(binary)?;
     let file = parse(binary, &data)?;
     if has_dwarf(&file) {
-        return Ok((binary.to_path_buf(), data));
+        return Ok(Ok((binary.to_path_buf(), data)));
     }
     let build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
     let mut tried = Vec::new();
@@ -39,14 +52,11 @@ pub(super) fn find(binary: &Path) -> Result<(PathBuf, Vec<u8>), DwarfError> {
         };
         if matches && has_dwarf(&debug) {
             drop(debug);
-            return Ok((candidate, bytes));
+            return Ok(Ok((candidate, bytes)));
         }
         tried.push(candidate);
     }
-    Err(DwarfError::NoDebugInfo {
-        path: binary.to_path_buf(),
-        hint: hint(binary, &tried),
-    })
+    Ok(Err(tried))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, DwarfError> {

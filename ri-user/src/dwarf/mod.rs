@@ -89,7 +89,8 @@ pub enum DwarfError {
     },
 }
 
-fn suggest(close: &[String]) -> String {
+/// ` (did you mean a, b?)`, or nothing without close names.
+pub(crate) fn suggest(close: &[String]) -> String {
     if close.is_empty() {
         String::new()
     } else {
@@ -309,6 +310,18 @@ impl DebugInfo {
         let mut info = parse::parse(&path, &data)?;
         info.binary = binary.to_path_buf();
         Ok(info)
+    }
+
+    /// Like [`DebugInfo::load`], but `None` for a binary without debug
+    /// info (without looking up how to get it): for searching every file a
+    /// process maps.
+    pub fn load_if_any(binary: &Path) -> Result<Option<DebugInfo>, DwarfError> {
+        let Ok((path, data)) = load::locate(binary)? else {
+            return Ok(None);
+        };
+        let mut info = parse::parse(&path, &data)?;
+        info.binary = binary.to_path_buf();
+        Ok(Some(info))
     }
 
     /// The file the DWARF came from.

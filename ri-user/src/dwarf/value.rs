@@ -31,6 +31,12 @@ pub trait Memory {
     fn follows(&self) -> bool {
         true
     }
+
+    /// The symbol at or around `addr` (`name` or `name+0x10`), to name
+    /// function pointers and pointers left unfollowed.
+    fn symbol(&self, _addr: u64) -> Option<String> {
+        None
+    }
 }
 
 /// A memory that reads nothing: pointers print as hex.
@@ -127,6 +133,14 @@ pub enum Value {
     Formatted(String),
     /// Bytes of a type ri does not interpret.
     Bytes(Vec<u8>),
+    /// What a pointer points at, by symbol name: a function (`code`), or a
+    /// global the pointer was not followed to (named in text only).
+    Symbol {
+        /// `name` or `name+0x10`.
+        name: String,
+        /// A function pointer.
+        code: bool,
+    },
     /// A struct already shown at this address.
     Cycle(u64),
     /// Memory that could not be read.
@@ -514,10 +528,19 @@ impl Decoder<'_> {
     }
 
     fn pointer(&mut self, pointee: Option<TypeId>, p: u64, depth: u32) -> Value {
-        let unfollowed = Value::Pointer { addr: p, to: None };
         if p == 0 || !self.mem.follows() {
-            return unfollowed;
+            return Value::Pointer { addr: p, to: None };
         }
+        let code =
+            pointee.is_some_and(|t| matches!(self.info.ty(self.info.strip(t)), Type::Function));
+        // Named when not followed: functions, void *, depth exhausted.
+        let unfollowed = Value::Pointer {
+            addr: p,
+            to: self
+                .mem
+                .symbol(p)
+                .map(|name| Box::new(Value::Symbol { name, code })),
+        };
         let Some(pointee) = pointee else {
             return unfollowed;
         };
@@ -676,7 +699,7 @@ impl Value {
         !matches!(
             self,
             Value::Struct { .. } | Value::Array { .. } | Value::Pointer { to: Some(_), .. }
-        )
+        ) || matches!(self, Value::Pointer { to: Some(to), .. } if matches!(**to, Value::Symbol { .. }))
     }
 
     /// The value on one line, when it is short and simple enough.
@@ -705,7 +728,10 @@ impl Value {
                 format!("{{{}}}", parts.join(", "))
             }
             Value::Pointer { addr, to: Some(to) } => match &**to {
-                Value::Str { .. } | Value::Cycle(_) | Value::Unreadable(_) => {
+                Value::Str { .. }
+                | Value::Cycle(_)
+                | Value::Unreadable(_)
+                | Value::Symbol { .. } => {
                     format!("{} {}", hex(*addr), to.scalar_text())
                 }
                 _ => return None,
@@ -731,6 +757,9 @@ impl Value {
                 Some(n) => n.clone(),
                 None => value.to_string(),
             },
+            Value::Pointer { addr, to: Some(to) } if matches!(**to, Value::Symbol { .. }) => {
+                format!("{} {}", hex(*addr), to.scalar_text())
+            }
             Value::Pointer { addr, .. } => hex(*addr),
             Value::Str { bytes, truncated } => {
                 format!(
@@ -744,6 +773,7 @@ impl Value {
                 let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
                 format!("<bytes {}>", h.join(" "))
             }
+            Value::Symbol { name, .. } => format!("<{name}>"),
             Value::Cycle(a) => format!("<cycle: already shown at {}>", hex(*a)),
             Value::Unreadable(a) => format!("<unreadable {}>", hex(*a)),
             Value::Missing => "<not captured>".into(),
@@ -821,7 +851,11 @@ impl Value {
             }
             Value::Pointer { addr, to: Some(to) } => {
                 out.push_str(&hex(*addr));
-                out.push_str(" -> ");
+                out.push_str(if matches!(**to, Value::Symbol { .. }) {
+                    " "
+                } else {
+                    " -> "
+                });
                 to.write_text(out, indent);
             }
             v => out.push_str(&v.scalar_text()),
@@ -829,7 +863,8 @@ impl Value {
     }
 
     /// The same tree as JSON: numbers, enum names, strings; pointers as
-    /// `"0x..."`, or `{"ptr": "0x...", "to": ...}` when followed; structs
+    /// `"0x..."`, or `{"ptr": "0x...", "to": ...}` when followed, or
+    /// `{"ptr": "0x...", "symbol": "name"}` for a function pointer; structs
     /// as objects in member order; `{"more": N}` closes a cut array;
     /// `{"cycle": "0x..."}`, `{"unreadable": "0x..."}`; a value past the
     /// end of a short capture is `null`.
@@ -851,7 +886,12 @@ impl Value {
                 None => json!(value),
             },
             Value::Pointer { addr, to: None } => json!(hex(*addr)),
-            Value::Pointer { addr, to: Some(to) } => json!({"ptr": hex(*addr), "to": to.to_json()}),
+            Value::Pointer { addr, to: Some(to) } => match &**to {
+                Value::Symbol { name, code: true } => json!({"ptr": hex(*addr), "symbol": name}),
+                Value::Symbol { code: false, .. } => json!(hex(*addr)),
+                to => json!({"ptr": hex(*addr), "to": to.to_json()}),
+            },
+            Value::Symbol { name, .. } => json!({ "symbol": name }),
             Value::Str { bytes, .. } => json!(String::from_utf8_lossy(bytes)),
             Value::Struct { fields, .. } => {
                 let mut m = Map::with_capacity(fields.len());

@@ -2,22 +2,26 @@
 //! like gdb's `print`: a global variable by name, or any address as a
 //! given type. Reads use `process_vm_readv`; the process is not stopped.
 
+mod objects;
 pub(crate) mod process;
+mod symbols;
 
 use std::{io::Write, path::PathBuf};
 
 use serde_json::json;
 
+pub use objects::{is_named, mapped_files, short};
 pub use process::ProcessMemory;
 
 use crate::{
     Error,
     dwarf::{
-        DebugInfo, Type, TypeId,
+        DebugInfo, DwarfError, Type, TypeId, suggest,
         value::{self, Memory, Options},
     },
     target,
 };
+use objects::Loaded;
 
 /// Errors reading a process.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,24 @@ pub enum PeekError {
         addr: u64,
         /// The process.
         pid: u32,
+    },
+    /// A `LIB:` prefix that names no file the process maps.
+    #[error("no file named '{lib}' is mapped by pid {pid}")]
+    NoSuchLibrary {
+        /// The prefix.
+        lib: String,
+        /// The process.
+        pid: u32,
+    },
+    /// A variable in none of the files searched.
+    #[error("unknown variable '{name}' in {objects}{}", suggest(.close))]
+    UnknownVariable {
+        /// What was asked for.
+        name: String,
+        /// The files with debug info searched.
+        objects: String,
+        /// Close names that do exist.
+        close: Vec<String>,
     },
     /// The file holding a variable is not mapped by the process.
     #[error("{path} is not mapped by pid {pid}")]
@@ -127,10 +149,26 @@ fn parse_path(s: &str) -> Result<(String, Vec<Step>), String> {
     Ok((name.to_string(), steps))
 }
 
-/// What the command line asks for.
+/// What the command line asks for; `lib` is a `LIB:` prefix.
 enum Request {
-    Address(u64, String),
-    Path(String, Vec<Step>),
+    Address {
+        addr: u64,
+        lib: Option<String>,
+        ty: String,
+    },
+    Path {
+        lib: Option<String>,
+        name: String,
+        steps: Vec<Step>,
+    },
+}
+
+/// `LIB:REST` split at its first colon.
+fn split_lib(s: &str) -> (Option<String>, &str) {
+    match s.split_once(':') {
+        Some((lib, rest)) if !lib.is_empty() => (Some(lib.to_string()), rest),
+        _ => (None, s),
+    }
 }
 
 fn request(what: &[String]) -> Result<Request, Error> {
@@ -144,14 +182,18 @@ fn request(what: &[String]) -> Result<Request, Error> {
                     "ri peek {first}: an address needs a TYPE (e.g. 'struct foo')"
                 )));
             }
-            Ok(Request::Address(
-                parse_address(first).unwrap_or(0),
-                rest.join(" "),
-            ))
+            let ty = rest.join(" ");
+            let (lib, ty) = split_lib(&ty);
+            Ok(Request::Address {
+                addr: parse_address(first).unwrap_or(0),
+                lib,
+                ty: ty.to_string(),
+            })
         }
         [path] => {
+            let (lib, path) = split_lib(path);
             let (name, steps) = parse_path(path).map_err(Error::Usage)?;
-            Ok(Request::Path(name, steps))
+            Ok(Request::Path { lib, name, steps })
         }
         [first, ..] => Err(Error::Usage(format!(
             "'{first}' is not an address: ri peek takes a SYMBOL, or an ADDRESS and a TYPE"
@@ -241,47 +283,156 @@ fn walk(
     Ok(at)
 }
 
+/// The files to search: --target, or every file the process maps; a
+/// `LIB:` prefix keeps the ones it names.
+fn files(opts: &PeekOptions, lib: Option<&str>) -> Result<Vec<PathBuf>, Error> {
+    let pid = opts.pid;
+    let all = match &opts.target {
+        Some(t) => vec![target::resolve(t, &target::Scope::pids(&[pid]))?],
+        None => objects::mapped_files(pid)?,
+    };
+    let Some(lib) = lib else {
+        return Ok(all);
+    };
+    let picked: Vec<PathBuf> = all
+        .iter()
+        .filter(|p| objects::is_named(p, lib))
+        .cloned()
+        .collect();
+    if picked.is_empty() {
+        return Err(PeekError::NoSuchLibrary {
+            lib: lib.to_string(),
+            pid,
+        }
+        .into());
+    }
+    Ok(picked)
+}
+
+/// The error for a name found in none of `loaded` (searched `files`).
+fn not_found(files: &[PathBuf], loaded: &[Loaded], name: &str) -> Error {
+    // The executable may have it and lack debug info: say so.
+    if loaded.first().is_none_or(|o| o.path != files[0])
+        && let Err(e) = DebugInfo::load(&files[0])
+    {
+        return e.into();
+    }
+    let mut close = Vec::new();
+    let mut first = None;
+    for o in loaded {
+        if let Err(e) = o.info.resolve_variable(name) {
+            if let DwarfError::UnknownVariable { close: c, .. } = &e {
+                close.extend(c.iter().cloned());
+            }
+            first.get_or_insert(e);
+        }
+    }
+    match (loaded.len(), first) {
+        (1, Some(e)) => e.into(),
+        _ => {
+            close.sort();
+            close.dedup();
+            close.truncate(5);
+            let names: Vec<String> = loaded.iter().map(Loaded::name).collect();
+            PeekError::UnknownVariable {
+                name: name.to_string(),
+                objects: names.join(", "),
+                close,
+            }
+            .into()
+        }
+    }
+}
+
+/// A variable's object, file address and type: the first object that has
+/// it (the executable, then libraries in map order, as gdb); a note on
+/// stderr names the others.
+fn find_variable<'a>(
+    files: &[PathBuf],
+    loaded: &'a [Loaded],
+    name: &str,
+) -> Result<(&'a Loaded, u64, TypeId), Error> {
+    let hits: Vec<(&Loaded, u64, TypeId)> = loaded
+        .iter()
+        .filter_map(|o| {
+            let (a, t) = o
+                .info
+                .variable(name)
+                .or_else(|| process::alias(&o.path, name, &o.info))?;
+            Some((o, a, t))
+        })
+        .collect();
+    let Some(&(o, vaddr, ty)) = hits.first() else {
+        return Err(not_found(files, loaded, name));
+    };
+    if hits.len() > 1 {
+        let others: Vec<String> = hits[1..].iter().map(|h| h.0.name()).collect();
+        eprintln!(
+            "ri: note: {name} is also in {}; showing the one in {} (pick one with LIB:{name})",
+            others.join(", "),
+            o.name()
+        );
+    }
+    Ok((o, vaddr, ty))
+}
+
 /// Reads and prints the value.
 pub fn run(opts: &PeekOptions, out: &mut impl Write) -> Result<(), Error> {
     let pid = opts.pid;
     let req = request(&opts.what)?;
     target::check_pid(pid)?;
-    let binary = match &opts.target {
-        Some(t) => target::resolve(t, &target::Scope::pids(&[pid]))?,
-        None => process::exe_of(pid)?,
+    let lib = match &req {
+        Request::Address { lib, .. } | Request::Path { lib, .. } => lib.as_deref(),
     };
-    let info = DebugInfo::load(&binary)?;
-    let mem = ProcessMemory::new(pid);
-    let (label, place) = match req {
-        Request::Address(addr, ty) => {
-            let ty = info.resolve_type(&ty)?;
-            (
-                None,
-                Place {
-                    addr,
-                    ty,
-                    bits: None,
-                },
-            )
-        }
-        Request::Path(name, steps) => {
-            let (vaddr, ty) = match info.resolve_variable(&name) {
-                Ok(v) => v,
-                Err(e) => process::alias(&binary, &name, &info).ok_or(e)?,
+    let files = files(opts, lib)?;
+    let loaded = objects::load(pid, &files)?;
+    let all = match &opts.target {
+        Some(_) => files.clone(),
+        None => objects::mapped_files(pid)?,
+    };
+    let mem = ProcessMemory::new(pid).with_symbols(&all);
+    let (label, obj, place) = match req {
+        Request::Address { addr, ty, .. } => {
+            let found = loaded
+                .iter()
+                .find_map(|o| o.info.type_by_name(&ty).map(|t| (o, t)));
+            let (obj, ty) = match (found, loaded.first()) {
+                (Some(f), _) => f,
+                (None, Some(o)) => return Err(o.info.resolve_type(&ty).unwrap_err().into()),
+                (None, None) => {
+                    return Err(DebugInfo::load(&files[0]).err().map_or_else(
+                        || Error::Usage(format!("unknown type '{ty}'")),
+                        Error::from,
+                    ));
+                }
             };
-            let bias = process::load_bias(pid, &binary)?;
+            let place = Place {
+                addr,
+                ty,
+                bits: None,
+            };
+            (None, obj, place)
+        }
+        Request::Path { name, steps, .. } => {
+            let (obj, vaddr, ty) = find_variable(&files, &loaded, &name)?;
+            // A library's global the executable uses lives in the
+            // executable's copy.
+            let bias = obj.bias(pid)?;
+            let copy = process::exe_of(pid)
+                .is_ok_and(|exe| exe != obj.path)
+                .then(|| process::exe_copy(pid, &name))
+                .flatten();
             let root = Place {
-                addr: vaddr.wrapping_add(bias),
+                addr: copy.unwrap_or(vaddr.wrapping_add(bias)),
                 ty,
                 bits: None,
             };
             let label = opts.what[0].clone();
-            (
-                Some(label.clone()),
-                walk(&info, &mem, &label, root, &steps)?,
-            )
+            let place = walk(&obj.info, &mem, &label, root, &steps)?;
+            (Some(label), obj, place)
         }
     };
+    let info = &obj.info;
     let Place { addr, ty, bits } = place;
     mem.check(addr)?;
     let vopts = Options {
@@ -295,23 +446,25 @@ pub fn run(opts: &PeekOptions, out: &mut impl Write) -> Result<(), Error> {
             if !mem.read(addr, &mut b) {
                 return Err(PeekError::NotMapped { addr, pid }.into());
             }
-            value::decode_bitfield(&info, ty, &b, bit_offset, width)
+            value::decode_bitfield(info, ty, &b, bit_offset, width)
         }
-        None => value::read(&info, ty, addr, &mem, &vopts),
+        None => value::read(info, ty, addr, &mem, &vopts),
     };
     let tname = info.type_name(ty);
+    let where_ = obj.name();
     if opts.json {
         let obj = json!({
             "name": label,
             "type": tname,
             "addr": format!("{addr:#x}"),
+            "object": obj.path.display().to_string(),
             "value": v.to_json(),
         });
         writeln!(out, "{obj}")?;
     } else {
         let head = match &label {
-            Some(name) => format!("{name} ({tname} @ {addr:#x})"),
-            None => format!("*({}){addr:#x}", info.declaration(ty, "*")),
+            Some(name) => format!("{name} ({tname} @ {addr:#x} in {where_})"),
+            None => format!("*({}){addr:#x} (in {where_})", info.declaration(ty, "*")),
         };
         writeln!(out, "{head} = {}", v.to_text())?;
     }

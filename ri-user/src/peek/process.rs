@@ -13,7 +13,7 @@ use nix::{
 };
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
-use super::PeekError;
+use super::{PeekError, symbols::Symbols};
 use crate::{
     Error,
     dwarf::{DebugInfo, TypeId, value::Memory},
@@ -23,12 +23,27 @@ use crate::{
 /// Reads another process's memory.
 pub struct ProcessMemory {
     pid: u32,
+    symbols: Symbols,
 }
 
 impl ProcessMemory {
     /// A reader for `pid`.
     pub fn new(pid: u32) -> Self {
-        ProcessMemory { pid }
+        ProcessMemory {
+            pid,
+            symbols: Symbols::default(),
+        }
+    }
+
+    /// Names pointers by the symbols of `files`, which `pid` maps.
+    pub fn with_symbols(mut self, files: &[PathBuf]) -> Self {
+        for f in files {
+            if let Ok(bias) = load_bias(self.pid, f) {
+                self.symbols.add(f, bias);
+            }
+        }
+        self.symbols.finish();
+        self
     }
 
     /// The process.
@@ -90,6 +105,10 @@ impl Memory for ProcessMemory {
             }
         }
         done
+    }
+
+    fn symbol(&self, addr: u64) -> Option<String> {
+        self.symbols.name(addr)
     }
 }
 
@@ -182,4 +201,18 @@ pub fn alias(binary: &Path, name: &str, info: &DebugInfo) -> Option<(u64, TypeId
         .find(|s| s.kind() == SymbolKind::Data && s.name() == Ok(name) && s.address() != 0)?
         .address();
     info.variable_at(addr).map(|(_, ty)| (addr, ty))
+}
+
+/// Where the executable of `pid` holds its copy of a library's global
+/// `name` (a copy relocation: the executable defines it in its dynamic
+/// symbols, and the library's own code uses that copy): the address in the
+/// process.
+pub fn exe_copy(pid: u32, name: &str) -> Option<u64> {
+    let exe = exe_of(pid).ok()?;
+    let data = std::fs::read(&exe).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let sym = file
+        .dynamic_symbols()
+        .find(|s| s.kind() == SymbolKind::Data && s.is_definition() && s.name() == Ok(name))?;
+    Some(sym.address().wrapping_add(load_bias(pid, &exe).ok()?))
 }

@@ -70,6 +70,18 @@ impl ProbeSet {
             .any(|p| p.plan.plan.flags & ri_common::plan_flags::STACK != 0)
     }
 
+    /// Whether any probe captures a string or bytes (`str()`, `buf()`).
+    pub fn has_reads(&self) -> bool {
+        self.probes.iter().any(|p| {
+            p.plan.fields.iter().any(|f| {
+                matches!(
+                    f.kind,
+                    crate::plan::FieldKind::Str | crate::plan::FieldKind::Buf
+                )
+            })
+        })
+    }
+
     /// Parses, compiles and resolves probe strings; `scope` (the traced
     /// processes or the `-c` command) resolves library names.
     pub fn build(texts: &[String], scope: &target::Scope) -> Result<Self, Error> {

@@ -105,10 +105,15 @@ fn plain_text(v: &Value<'_>, opts: &dwarf::value::Options) -> Option<String> {
             text_bytes(s, &mut out);
             out
         }
+        Value::Late { bytes, .. } => {
+            let mut out = String::new();
+            text_bytes(bytes, &mut out);
+            out
+        }
         Value::Enum(_, Some(n)) => n.to_string(),
         Value::Enum(v, None) => v.to_string(),
         Value::Object(bytes, t) => one_line(bytes, t, opts),
-        Value::Fault => return None,
+        Value::Fault | Value::ReadFailed { .. } => return None,
     })
 }
 
@@ -155,7 +160,12 @@ impl<W: Write> Sink for TextSink<W> {
                     }
                     None => line.push_str(&format!("{v:#x}")),
                 },
-                Value::Fault => line.push_str("<fault>"),
+                Value::Late { bytes, .. } => {
+                    line.push('"');
+                    text_bytes(bytes, &mut line);
+                    line.push('"');
+                }
+                Value::Fault | Value::ReadFailed { .. } => line.push_str("<fault>"),
             }
         }
         for (name, text) in &ev.extra {
@@ -176,7 +186,9 @@ impl<W: Write> Sink for TextSink<W> {
 }
 
 /// One JSON object per event: `probe`, `pid`, `tid`, `cpu`, `ts_ns`, then
-/// the captures by name (strings as text, bytes as hex, faults as `null`).
+/// the captures by name (strings as text, bytes as hex, faults as `null`;
+/// a string or bytes read from the file after the kernel's read failed is
+/// followed by `"NAME@late": true`).
 pub struct JsonSink<W: Write> {
     out: W,
     opts: dwarf::value::Options,
@@ -190,6 +202,15 @@ impl<W: Write> JsonSink<W> {
             opts: value_options(formatters),
         }
     }
+}
+
+/// Bytes as a JSON string of hex digits.
+fn push_hex(bytes: &[u8], line: &mut String) {
+    line.push('"');
+    for c in bytes {
+        line.push_str(&format!("{c:02x}"));
+    }
+    line.push('"');
 }
 
 impl<W: Write> Sink for JsonSink<W> {
@@ -215,13 +236,7 @@ impl<W: Write> Sink for JsonSink<W> {
                     &serde_json::to_string(&String::from_utf8_lossy(s))
                         .map_err(io::Error::other)?,
                 ),
-                Value::Bytes(b) => {
-                    line.push('"');
-                    for c in *b {
-                        line.push_str(&format!("{c:02x}"));
-                    }
-                    line.push('"');
-                }
+                Value::Bytes(b) => push_hex(b, &mut line),
                 Value::Enum(_, Some(n)) => {
                     line.push_str(&serde_json::to_string(n).map_err(io::Error::other)?)
                 }
@@ -233,7 +248,24 @@ impl<W: Write> Sink for JsonSink<W> {
                     Some(r) => line.push_str(&r.json().to_string()),
                     None => line.push_str(&format!("\"{v:#x}\"")),
                 },
-                Value::Fault => line.push_str("null"),
+                Value::Late { bytes, str } => {
+                    if *str {
+                        line.push_str(
+                            &serde_json::to_string(&String::from_utf8_lossy(bytes))
+                                .map_err(io::Error::other)?,
+                        );
+                    } else {
+                        push_hex(bytes, &mut line);
+                    }
+                    // Read from the file after the event, not by the kernel.
+                    line.push(',');
+                    line.push_str(
+                        &serde_json::to_string(&format!("{}@late", f.name))
+                            .map_err(io::Error::other)?,
+                    );
+                    line.push_str(":true");
+                }
+                Value::Fault | Value::ReadFailed { .. } => line.push_str("null"),
             }
         }
         for (name, text) in &ev.extra {

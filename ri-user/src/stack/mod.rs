@@ -10,6 +10,8 @@
 //! A frame that cannot be named is `[unknown]` with its address, never
 //! dropped.
 
+pub mod late;
+
 use std::{
     collections::HashMap,
     io::Write,
@@ -164,6 +166,10 @@ pub struct Stacks {
     /// Watched processes: when watching began and when the maps were read.
     watched: HashMap<u32, (Instant, Instant)>,
     comms: HashMap<u32, String>,
+    /// When a late read last re-read a process's maps (see [`late`]).
+    missed: HashMap<u32, Instant>,
+    /// Segment layouts of files by path (see [`late`]).
+    layouts: late::Layouts,
 }
 
 impl Default for Stacks {
@@ -181,6 +187,8 @@ impl Stacks {
             cache: HashMap::new(),
             watched: HashMap::new(),
             comms: HashMap::new(),
+            missed: HashMap::new(),
+            layouts: HashMap::new(),
         }
     }
 
@@ -233,9 +241,10 @@ impl Stacks {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
             return;
         };
+        // Code for stacks, read-only data for late reads.
         let maps: Vec<Mapping> = parse_maps(&text)
             .into_iter()
-            .filter(|m| m.executable() && m.is_file())
+            .filter(Mapping::is_file)
             .collect();
         if !maps.is_empty() {
             self.maps.insert(pid, maps);

@@ -15,9 +15,10 @@ use crate::{
     Error,
     decode::{Value, decode, header},
     engine::{Engine, Program},
+    probe::ProbeKind,
     session::{self, ProbeSet, child::HeldChild},
     sink::{JsonSink, Sink, SiteInfo, TextSink},
-    stack::Stacks,
+    stack::{Stacks, late::SiteFile},
     target,
     text::counted,
 };
@@ -414,6 +415,8 @@ struct Drain<'a> {
     undecodable: u64,
     closed: bool,
     within: Option<Within>,
+    /// The probes read strings or bytes: failed reads are retried from files.
+    late_reads: bool,
 }
 
 impl Drain<'_> {
@@ -448,6 +451,17 @@ impl Drain<'_> {
                 continue;
             }
             let decoded = decode(&item, &probe.plan.fields).and_then(|mut ev| {
+                if self.late_reads {
+                    // A return probe's ip is its caller's, not its site.
+                    let at_site = probe.spec.kind != ProbeKind::Uretprobe;
+                    let file = at_site.then_some(SiteFile {
+                        path: &site.path,
+                        file_offset: site.file_offset,
+                    });
+                    let (pid, fields) = (ev.header.pid, &probe.plan.fields);
+                    self.stacks
+                        .read_late_values(pid, file, fields, &mut ev.values);
+                }
                 for spec in self.printf {
                     if let Some(text) = spec.render(&probe.plan.fields, &ev.values, ev.header.pid) {
                         ev.extra.push((spec.name.clone(), text));
@@ -513,7 +527,10 @@ async fn event_loop(
         ))
     };
     let mut stacks = Stacks::new();
-    if set.has_stacks() {
+    // Stacks and late reads need the processes' maps, even after they exit.
+    let late_reads = set.has_reads();
+    let with_maps = set.has_stacks() || late_reads;
+    if with_maps {
         for &pid in opts.pids.iter().chain(&child) {
             stacks.watch(pid);
         }
@@ -528,6 +545,7 @@ async fn event_loop(
         undecodable: 0,
         closed: false,
         within,
+        late_reads,
     };
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
     // holds it.
@@ -540,11 +558,10 @@ async fn event_loop(
     // resolve once they have exited.
     let mut maps_tick = tokio::time::interval(crate::stack::MAPS_REFRESH);
     maps_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let with_stacks = set.has_stacks();
     loop {
         tokio::select! {
             _ = tick.tick() => d.drain(ring.get_mut()),
-            _ = maps_tick.tick(), if with_stacks => d.stacks.refresh(),
+            _ = maps_tick.tick(), if with_maps => d.stacks.refresh(),
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 d.drain(guard.get_inner_mut());

@@ -98,11 +98,15 @@ impl PrintfSpec {
         };
         let bytes = |n: &Option<String>| match n.as_deref().map(get) {
             Some(Some(Value::Bytes(b) | Value::Str(b))) => Some(Some(*b)),
+            Some(Some(Value::Late { bytes, .. })) => Some(Some(bytes.as_slice())),
             Some(_) => None,
             None => Some(None),
         };
-        let Some(Value::Str(format)) = get(&self.format) else {
-            return None;
+        // A format string the process never touched is read late.
+        let format = match get(&self.format) {
+            Some(Value::Str(f)) => *f,
+            Some(Value::Late { bytes, str: true }) => bytes.as_slice(),
+            _ => return None,
         };
         let Some(Value::Bytes(args)) = get(&self.args) else {
             return None;

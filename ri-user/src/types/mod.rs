@@ -2,22 +2,23 @@
 //! like pahole: member offsets and sizes, bitfield positions, holes and
 //! padding, enum values.
 
-use std::io::Write;
+use std::{io::Write, path::PathBuf};
 
 use serde_json::{Value as Json, json};
 
 use crate::{
     Error,
     dwarf::{DebugInfo, DwarfError, Member, StructKind, Type, TypeId},
-    target,
+    peek, target,
     text::counted,
 };
 
 /// Which types to show.
 #[derive(Clone, Debug)]
 pub struct TypesOptions {
-    /// A path or library name.
-    pub target: String,
+    /// A path or library name; with `pid` and no target, every file the
+    /// process maps.
+    pub target: Option<String>,
     /// Resolve a library name in this process's mappings.
     pub pid: Option<u32>,
     /// Glob over type names (default `*`).
@@ -26,31 +27,166 @@ pub struct TypesOptions {
     pub json: bool,
 }
 
-/// Prints every matching type; returns how many.
-pub fn run(opts: &TypesOptions, out: &mut impl Write) -> Result<usize, Error> {
+/// The files to search and the pattern: `TARGET [PATTERN]`, or with `-p`
+/// a lone argument that names no mapped file is a `[LIB:]PATTERN` over
+/// every file the process maps.
+fn plan(opts: &TypesOptions) -> Result<(Vec<PathBuf>, Option<String>, bool), Error> {
     let pids: Vec<u32> = opts.pid.into_iter().collect();
     for &p in &pids {
         target::check_pid(p)?;
     }
-    let path = target::resolve(&opts.target, &target::Scope::pids(&pids))?;
-    let info = DebugInfo::load(&path)?;
-    let pattern = opts.pattern.as_deref().unwrap_or("*");
-    let names = info.type_names(pattern);
-    if names.is_empty() {
-        return Err(DwarfError::NoMatchingType {
-            pattern: pattern.to_string(),
-            path,
-            close: info.close_type_names(pattern),
+    let (Some(pid), None) = (opts.pid, &opts.pattern) else {
+        let Some(t) = &opts.target else {
+            return Err(Error::Usage("ri types needs a TARGET, or -p PID".into()));
+        };
+        return Ok((
+            vec![target::resolve(t, &target::Scope::pids(&pids))?],
+            opts.pattern.clone(),
+            false,
+        ));
+    };
+    let mapped = peek::mapped_files(pid)?;
+    let Some(arg) = &opts.target else {
+        return Ok((mapped, None, true));
+    };
+    if mapped.iter().any(|p| peek::is_named(p, arg)) {
+        return Ok((
+            vec![target::resolve(arg, &target::Scope::pids(&pids))?],
+            None,
+            false,
+        ));
+    }
+    let (lib, pattern) = match arg.split_once(':') {
+        Some((lib, pattern)) if !lib.is_empty() => (Some(lib), pattern.to_string()),
+        _ => (None, arg.clone()),
+    };
+    let files: Vec<PathBuf> = match lib {
+        Some(lib) => mapped
+            .into_iter()
+            .filter(|p| peek::is_named(p, lib))
+            .collect(),
+        None => mapped,
+    };
+    if files.is_empty() {
+        return Err(peek::PeekError::NoSuchLibrary {
+            lib: lib.unwrap_or_default().to_string(),
+            pid,
         }
         .into());
     }
+    Ok((files, Some(pattern), true))
+}
+
+/// Prints every matching type; returns how many.
+pub fn run(opts: &TypesOptions, out: &mut impl Write) -> Result<usize, Error> {
+    let (files, pattern, many) = plan(opts)?;
+    let pattern = pattern.as_deref().unwrap_or("*");
+    if !many {
+        let info = DebugInfo::load(&files[0])?;
+        return show(&[(None, info)], pattern, opts.json, out);
+    }
+    let mut infos = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        match DebugInfo::load_if_any(f) {
+            Ok(Some(info)) => infos.push((Some(peek::short(f)), info)),
+            Ok(None) => {}
+            Err(e) if i == 0 => return Err(e.into()),
+            Err(_) => {}
+        }
+    }
+    if infos.is_empty() {
+        // Say why for the executable.
+        DebugInfo::load(&files[0])?;
+    }
+    show(&infos, pattern, opts.json, out)
+}
+
+/// The types of `infos` (each with the file it came from, when several
+/// are searched) that match `pattern`; a type already shown with the same
+/// layout from an earlier file is not repeated.
+fn show(
+    infos: &[(Option<String>, DebugInfo)],
+    pattern: &str,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<usize, Error> {
+    let mut all = Vec::new();
+    let mut texts = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (file, info) in infos {
+        for id in matching(info, pattern) {
+            let text = layout(info, id);
+            if !seen.insert(text.clone()) {
+                continue;
+            }
+            if json {
+                let mut d = describe(info, id);
+                if let (Some(f), Some(m)) = (file, d.as_object_mut()) {
+                    m.insert("object".into(), json!(f));
+                }
+                all.push(d);
+            } else {
+                texts.push(match file {
+                    Some(f) => format!("/* in {f} */\n{text}"),
+                    None => text,
+                });
+            }
+        }
+    }
+    if all.is_empty() && texts.is_empty() {
+        let Some((_, info)) = infos.first() else {
+            return Ok(0);
+        };
+        let mut close: Vec<String> = infos
+            .iter()
+            .flat_map(|(_, i)| i.close_type_names(pattern))
+            .collect();
+        close.sort();
+        close.dedup();
+        close.truncate(5);
+        return Err(DwarfError::NoMatchingType {
+            pattern: pattern.to_string(),
+            path: match infos {
+                [_] => info.binary().to_path_buf(),
+                _ => PathBuf::from(
+                    infos
+                        .iter()
+                        .filter_map(|(f, _)| f.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+            },
+            close,
+        }
+        .into());
+    }
+    if json {
+        let n = all.len();
+        writeln!(out, "{}", Json::Array(all))?;
+        return Ok(n);
+    }
+    for (i, t) in texts.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        out.write_all(t.as_bytes())?;
+    }
+    Ok(texts.len())
+}
+
+/// The types of `info` whose names match `pattern`, with the named struct
+/// or enum behind each matching typedef, as pahole does.
+fn matching(info: &DebugInfo, pattern: &str) -> Vec<TypeId> {
     let mut ids: Vec<TypeId> = Vec::new();
     let mut shown = std::collections::HashSet::new();
-    for id in names.iter().filter_map(|n| info.type_by_name(n)) {
+    for id in info
+        .type_names(pattern)
+        .iter()
+        .filter_map(|n| info.type_by_name(n))
+    {
         if shown.insert(id) {
             ids.push(id);
         }
-        // A typedef of a named struct shows the struct too, as pahole does.
         if let Type::Typedef { ty: Some(t), .. } = info.ty(id) {
             let target = info.canonical(*t);
             let named = matches!(
@@ -62,18 +198,7 @@ pub fn run(opts: &TypesOptions, out: &mut impl Write) -> Result<usize, Error> {
             }
         }
     }
-    if opts.json {
-        let all: Vec<Json> = ids.iter().map(|&id| describe(&info, id)).collect();
-        writeln!(out, "{}", Json::Array(all))?;
-    } else {
-        for (i, &id) in ids.iter().enumerate() {
-            if i > 0 {
-                writeln!(out)?;
-            }
-            out.write_all(layout(&info, id).as_bytes())?;
-        }
-    }
-    Ok(ids.len())
+    ids
 }
 
 /// Column where member comments start.
