@@ -20,7 +20,7 @@ use super::{
 
 /// The DWARF file's bytes, its index, and which units are loaded.
 pub(super) struct Source {
-    data: Vec<u8>,
+    data: super::load::Data,
     pub(super) index: Index,
     state: Mutex<State>,
 }
@@ -68,7 +68,11 @@ fn index_of(path: &Path, data: &[u8]) -> Result<Index, DwarfError> {
 
 impl DebugInfo {
     /// A handle on the DWARF in `data` (from `path`) with nothing parsed yet.
-    pub(super) fn open(path: PathBuf, binary: &Path, data: Vec<u8>) -> Result<Self, DwarfError> {
+    pub(super) fn open(
+        path: PathBuf,
+        binary: &Path,
+        data: super::load::Data,
+    ) -> Result<Self, DwarfError> {
         let index = index_of(&path, &data)?;
         let info = DebugInfo {
             path,
