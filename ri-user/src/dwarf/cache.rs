@@ -79,6 +79,13 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Entries sorted by name, so one build's index is always the same bytes.
+fn sorted<V>(map: &std::collections::HashMap<String, V>) -> Vec<(&String, &V)> {
+    let mut v: Vec<_> = map.iter().collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    v
+}
+
 /// The file's bytes: header, units, types, functions, variables, checksum.
 pub(super) fn encode(index: &Index, build_id: &[u8], info_size: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + index.types.len() * 24);
@@ -93,20 +100,20 @@ pub(super) fn encode(index: &Index, build_id: &[u8], info_size: u64) -> Vec<u8> 
         put_u64(&mut out, u as u64);
     }
     put_u32(&mut out, index.types.len() as u32);
-    for (k, e) in &index.types {
+    for (k, e) in sorted(&index.types) {
         put_str(&mut out, k);
         put_u32(&mut out, e.unit);
         out.push(e.kind as u8);
         out.push(u8::from(e.complete));
     }
     put_u32(&mut out, index.functions.len() as u32);
-    for (k, e) in &index.functions {
+    for (k, e) in sorted(&index.functions) {
         put_str(&mut out, k);
         put_u32(&mut out, e.unit);
         out.push(u8::from(e.definition));
     }
     put_u32(&mut out, index.variables.len() as u32);
-    for (k, e) in &index.variables {
+    for (k, e) in sorted(&index.variables) {
         put_str(&mut out, k);
         put_u32(&mut out, e.unit);
         out.push(e.rank);
@@ -203,4 +210,60 @@ pub(super) fn decode(bytes: &[u8], build_id: &[u8], info_size: u64) -> Option<In
         index.variables.insert(k, e);
     }
     r.0.is_empty().then_some(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Index {
+        let mut index = Index {
+            units: vec![0, 0x40, 0x1000],
+            pointer_size: 8,
+            ..Index::default()
+        };
+        index.types.insert(
+            "struct a".into(),
+            TypeEntry {
+                unit: 1,
+                kind: Kind::Tag,
+                complete: true,
+            },
+        );
+        index.functions.insert(
+            "f".into(),
+            FunctionEntry {
+                unit: 2,
+                definition: true,
+            },
+        );
+        index.variables.insert(
+            "v".into(),
+            VariableEntry {
+                unit: 0,
+                rank: 1,
+                addr: 0x4010,
+            },
+        );
+        index
+    }
+
+    #[test]
+    fn round_trip_and_rejections() {
+        let index = sample();
+        let bytes = encode(&index, b"id", 0x2000);
+        assert_eq!(decode(&bytes, b"id", 0x2000), Some(sample()));
+        assert_eq!(encode(&index, b"id", 0x2000), bytes, "deterministic");
+        // Another build, another .debug_info size, any damaged byte, torn.
+        assert_eq!(decode(&bytes, b"other", 0x2000), None);
+        assert_eq!(decode(&bytes, b"id", 0x2001), None);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x20;
+            assert_eq!(decode(&bad, b"id", 0x2000), None, "byte {i}");
+        }
+        for n in 0..bytes.len() {
+            assert_eq!(decode(&bytes[..n], b"id", 0x2000), None, "{n} bytes");
+        }
+    }
 }
