@@ -12,8 +12,18 @@ const MAGIC: &[u8; 8] = b"RIDWIDX\0";
 /// Bump when the layout or the index's rules change.
 const VERSION: u32 = 1;
 
+/// Index files kept; past this the least recently written go.
+const KEEP: usize = 256;
+
 /// The cache directory, or `None` when neither `XDG_CACHE_HOME` nor `HOME`
-/// is set.
+/// is set (and in unit tests, whose fixtures are fresh builds each run: they
+/// would only leave files behind).
+#[cfg(test)]
+fn dir() -> Option<PathBuf> {
+    None
+}
+
+#[cfg(not(test))]
 fn dir() -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
@@ -63,6 +73,37 @@ pub(super) fn write(build_id: &[u8], info_size: u64, index: &Index) {
         .and_then(|()| std::fs::rename(&tmp, &path));
     if ok.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    }
+    prune(dir);
+}
+
+/// Removes the oldest index files past [`KEEP`], and temporary files a
+/// killed ri left more than an hour ago.
+fn prune(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    for e in entries.filter_map(Result::ok) {
+        let path = e.path();
+        let Some(modified) = e.metadata().ok().and_then(|m| m.modified().ok()) else {
+            continue;
+        };
+        match path.extension().and_then(|x| x.to_str()) {
+            Some("idx") => files.push((modified, path)),
+            Some("tmp") if modified < hour_ago => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+    if files.len() <= KEEP {
+        return;
+    }
+    files.sort();
+    for (_, path) in &files[..files.len() - KEEP] {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -1,8 +1,10 @@
 //! DWARF types: a binary's structs, unions, enums, typedefs, functions and
-//! global variables, read once into an arena that the rest of ri queries by
-//! name (`peek`, `types`, typed captures). `load` finds the debug info
-//! (the file itself, its debuglink or build-id file), `parse` walks it with
-//! gimli, `value` renders bytes of a type as a tree, text or JSON.
+//! global variables, in an arena that the rest of ri queries by name
+//! (`peek`, `types`, typed captures). `load` finds the debug info (the file
+//! itself, its debuglink or build-id file); `index` says which compilation
+//! unit defines each name (`cache` keeps it per build-id); `store` parses
+//! units as lookups need them, with `parse` (gimli) and `forms`; `value`
+//! renders bytes of a type as a tree, text or JSON.
 
 mod cache;
 mod forms;
