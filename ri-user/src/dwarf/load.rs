@@ -10,25 +10,8 @@ use super::DwarfError;
 /// Where debug files live when they are not next to the binary.
 const DEBUG_ROOT: &str = "/usr/lib/debug";
 
-/// A file's bytes, mapped (only the pages a lookup touches are read).
-pub(super) struct Data(memmap2::Mmap);
-
-impl std::ops::Deref for Data {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-/// Maps a file read-only.
-fn map(path: &Path) -> std::io::Result<Data> {
-    let file = std::fs::File::open(path)?;
-    // SAFETY: a read-only private mapping; ri never writes it. A file
-    // truncated in place while mapped could fault, as it would for gdb;
-    // builds and package installs replace files by rename instead.
-    let m = unsafe { memmap2::Mmap::map(&file)? };
-    Ok(Data(m))
-}
+/// A DWARF file's bytes.
+pub(super) type Data = crate::elf::Mapped;
 
 /// The file holding `binary`'s DWARF and its bytes.
 pub(super) fn find(binary: &Path) -> Result<(PathBuf, Data), DwarfError> {
@@ -44,7 +27,7 @@ pub(super) fn find(binary: &Path) -> Result<(PathBuf, Data), DwarfError> {
             tried.push(candidate);
             continue;
         }
-        let Ok(bytes) = map(&candidate) else {
+        let Ok(bytes) = crate::elf::map_file(&candidate) else {
             tried.push(candidate);
             continue;
         };
@@ -69,24 +52,8 @@ pub(super) fn find(binary: &Path) -> Result<(PathBuf, Data), DwarfError> {
     })
 }
 
-/// Maps a binary, with the errors of [`crate::elf::read_elf`].
 fn read(path: &Path) -> Result<Data, DwarfError> {
-    let file_error = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::NotFound => crate::elf::FileError::NotFound(path.to_path_buf()),
-        _ => crate::elf::FileError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    };
-    let data = map(path).map_err(file_error)?;
-    if !data.starts_with(b"\x7fELF") {
-        return Err(crate::elf::FileError::NotElf {
-            path: path.to_path_buf(),
-            reason: "no ELF magic".into(),
-        }
-        .into());
-    }
-    Ok(data)
+    Ok(crate::elf::read_elf(path)?)
 }
 
 fn parse<'d>(path: &Path, data: &'d [u8]) -> Result<object::File<'d>, DwarfError> {
