@@ -2,7 +2,7 @@
 //! references, encodings, member offsets, static addresses, array bounds,
 //! bit offsets, base type names; and a file's DWARF sections.
 
-use std::{borrow::Cow, path::Path};
+use std::{borrow::Cow, collections::HashMap, path::Path};
 
 use gimli::{AttributeValue, RunTimeEndian, constants as dw};
 use object::{Object, ObjectSection};
@@ -15,10 +15,34 @@ use super::{
 /// A DWARF file's sections, borrowed from its bytes (or decompressed).
 pub(super) type Sections<'d> = gimli::DwarfSections<Cow<'d, [u8]>>;
 
-/// The sections of a DWARF file and its byte order.
+/// Decompressed copies of a file's compressed DWARF sections (`-gz`,
+/// `.zdebug_*`), by their `.debug_*` name: made once per file, not per load.
+pub(super) fn inflate(data: &[u8]) -> HashMap<String, Vec<u8>> {
+    let Ok(file) = object::File::parse(data) else {
+        return HashMap::new();
+    };
+    file.sections()
+        .filter_map(|s| {
+            let name = s.name().ok()?;
+            let name = match name.strip_prefix(".zdebug_") {
+                Some(rest) => format!(".debug_{rest}"),
+                None if name.starts_with(".debug_") => name.to_string(),
+                None => return None,
+            };
+            match s.uncompressed_data().ok()? {
+                Cow::Owned(v) => Some((name, v)),
+                Cow::Borrowed(_) => None,
+            }
+        })
+        .collect()
+}
+
+/// The sections of a DWARF file and its byte order; compressed sections
+/// come from `inflated` when it has them.
 pub(super) fn sections<'d>(
     path: &Path,
     data: &'d [u8],
+    inflated: &'d HashMap<String, Vec<u8>>,
 ) -> Result<(Sections<'d>, RunTimeEndian), DwarfError> {
     let malformed = |reason: String| DwarfError::Malformed {
         path: path.to_path_buf(),
@@ -31,6 +55,9 @@ pub(super) fn sections<'d>(
         RunTimeEndian::Big
     };
     let sections = gimli::DwarfSections::load(|id| -> Result<Cow<'d, [u8]>, DwarfError> {
+        if let Some(v) = inflated.get(id.name()) {
+            return Ok(Cow::Borrowed(&v[..]));
+        }
         match file.section_by_name(id.name()) {
             Some(s) => s
                 .uncompressed_data()

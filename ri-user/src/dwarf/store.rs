@@ -4,9 +4,9 @@
 //! structs they only declare, then adds them to the arena.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
-    sync::{Mutex, RwLock},
+    sync::{Mutex, OnceLock, RwLock},
 };
 
 use gimli::EndianSlice;
@@ -21,6 +21,8 @@ use super::{
 /// The DWARF file's bytes, its index, and which units are loaded.
 pub(super) struct Source {
     data: super::load::Data,
+    /// Compressed sections, decompressed on the first parse.
+    inflated: OnceLock<HashMap<String, Vec<u8>>>,
     pub(super) index: Index,
     state: Mutex<State>,
 }
@@ -44,20 +46,29 @@ struct State {
 
 /// The index of the DWARF in `data`: the cached one when its build-id,
 /// size and checksum match, else a fresh scan (then saved).
-fn index_of(path: &Path, data: &[u8]) -> Result<Index, DwarfError> {
+fn index_of(
+    path: &Path,
+    data: &[u8],
+    inflated: &OnceLock<HashMap<String, Vec<u8>>>,
+) -> Result<Index, DwarfError> {
     let malformed = |reason: String| DwarfError::Malformed {
         path: path.to_path_buf(),
         reason,
     };
     let file = object::File::parse(data).map_err(|e| malformed(e.to_string()))?;
     let build_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
-    let info_size = file.section_by_name(".debug_info").map_or(0, |s| s.size());
+    // Unit offsets count in the decompressed section.
+    let info_size = file
+        .section_by_name(".debug_info")
+        .and_then(|s| s.compressed_file_range().ok())
+        .map_or(0, |r| r.uncompressed_size);
     if let Some(id) = &build_id
         && let Some(index) = cache::read(id, info_size)
     {
         return Ok(index);
     }
-    let (sections, endian) = forms::sections(path, data)?;
+    let inflated = inflated.get_or_init(|| forms::inflate(data));
+    let (sections, endian) = forms::sections(path, data, inflated)?;
     let dwarf = sections.borrow(|s| EndianSlice::new(s, endian));
     let index = index::scan(&dwarf).map_err(|e| malformed(e.to_string()))?;
     if let Some(id) = &build_id {
@@ -73,7 +84,8 @@ impl DebugInfo {
         binary: &Path,
         data: super::load::Data,
     ) -> Result<Self, DwarfError> {
-        let index = index_of(&path, &data)?;
+        let inflated = OnceLock::new();
+        let index = index_of(&path, &data, &inflated)?;
         let info = DebugInfo {
             path,
             binary: binary.to_path_buf(),
@@ -87,6 +99,7 @@ impl DebugInfo {
             pointer_size: index.pointer_size,
             source: Source {
                 data,
+                inflated,
                 index,
                 state: Mutex::default(),
             },
@@ -128,7 +141,9 @@ impl DebugInfo {
             return;
         }
         let index = &self.source.index;
-        let Ok((sections, endian)) = forms::sections(&self.path, &self.source.data) else {
+        let data = &self.source.data;
+        let inflated = self.source.inflated.get_or_init(|| forms::inflate(data));
+        let Ok((sections, endian)) = forms::sections(&self.path, data, inflated) else {
             state.loaded.extend(want);
             return;
         };

@@ -7,10 +7,11 @@ use super::*;
 use crate::dwarf::value::{self, NoMemory, Options, Value};
 
 /// The fixture variants: name and gcc flags.
-const VARIANTS: [(&str, &[&str]); 3] = [
+const VARIANTS: [(&str, &[&str]); 4] = [
     ("O0", &["-O0"]),
     ("O2", &["-O2"]),
     ("dwarf4", &["-O2", "-gdwarf-4"]),
+    ("zlib", &["-O0", "-gz=zlib"]),
 ];
 
 /// Compiles the typed fixture into `dir/name`; `None` when gcc is missing.
