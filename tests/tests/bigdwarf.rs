@@ -222,3 +222,20 @@ fn writers_at_once_leave_one_whole_index() {
         assert_eq!(index_files(c), files, "the whole index was used as is");
     }
 }
+
+#[test]
+fn a_name_leads_to_the_first_units_type_whatever_loads_first() {
+    // Every unit has its own `struct gs_unit`; the typedefs sorted first
+    // load units 1.. before unit 0. The struct shown is unit 0's, as when
+    // the whole DWARF was parsed at once.
+    let cache = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let types = types_json(cache.path(), &bigdwarf(), "*gs_unit*");
+        let s = types
+            .iter()
+            .find(|t| t["kind"] == "struct" && t["name"] == "gs_unit")
+            .unwrap_or_else(|| panic!("no struct gs_unit in {types:?}"));
+        assert_eq!(s["members"][0]["name"], "unit_0", "{s}");
+        assert!(types.len() >= 3, "typedefs too: {types:?}");
+    }
+}

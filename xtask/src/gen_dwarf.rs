@@ -84,11 +84,20 @@ fn header(k: usize, shape: &Shape) -> String {
     s
 }
 
-/// One unit: functions taking the header's structs, and a global of each
-/// fourth struct (for `peek`).
+/// One unit: functions taking the header's structs, a global of each
+/// fourth struct (for `peek`), and its own `struct gs_unit` (each unit's
+/// differs, as same-named private structs do in real programs; names lead
+/// to the first unit's), named by a typedef `a_gs_unit_K_t` past unit 0.
 fn unit(k: usize, shape: &Shape) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "#include \"gs{k}.h\"");
+    let _ = writeln!(s, "struct gs_unit {{ int unit_{k}; long pad_{k}; }};");
+    if k > 0 {
+        let _ = writeln!(s, "typedef struct gs_unit a_gs_unit_{k}_t;");
+        let _ = writeln!(s, "a_gs_unit_{k}_t gs_unit_var_{k};");
+    } else {
+        let _ = writeln!(s, "struct gs_unit gs_unit_var_0;");
+    }
     for i in (0..shape.structs).step_by(4) {
         let n = sname(k, i);
         let _ = writeln!(s, "struct {n} gs_var_{k}_{i};");

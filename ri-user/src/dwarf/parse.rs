@@ -129,6 +129,8 @@ pub(super) struct Builder<'a, 'd> {
     loaded_offsets: &'a OffsetMap<TypeId>,
     /// Where writes to an already loaded type go (never read).
     scratch: Type,
+    /// (first type id, unit position) of each unit walked, in order.
+    unit_starts: Vec<(TypeId, usize)>,
     types: Vec<Type>,
     by_offset: OffsetMap<TypeId>,
     declarations: HashSet<TypeId>,
@@ -156,6 +158,7 @@ impl<'a, 'd> Builder<'a, 'd> {
             loaded,
             loaded_offsets,
             scratch: Type::Void,
+            unit_starts: Vec::new(),
             types: Vec::new(),
             by_offset: OffsetMap::default(),
             declarations: HashSet::new(),
@@ -169,8 +172,10 @@ impl<'a, 'd> Builder<'a, 'd> {
         }
     }
 
-    /// Parses the unit whose header is at `offset` in `.debug_info`.
-    pub(super) fn walk_unit(&mut self, offset: usize) -> gimli::Result<()> {
+    /// Parses the unit whose header is at `offset` in `.debug_info` (at
+    /// position `unit` in the index).
+    pub(super) fn walk_unit(&mut self, offset: usize, unit: usize) -> gimli::Result<()> {
+        self.unit_starts.push((self.base + self.types.len(), unit));
         let header = self
             .dwarf
             .debug_info
@@ -195,6 +200,12 @@ impl<'a, 'd> Builder<'a, 'd> {
             .iter()
             .filter_map(|&id| super::tag_key(self.get(id)))
             .collect()
+    }
+
+    /// The unit whose walk created type `id`.
+    fn unit_at(&self, id: TypeId) -> Option<usize> {
+        let i = self.unit_starts.partition_point(|&(start, _)| start <= id);
+        Some(self.unit_starts.get(i.checked_sub(1)?)?.1)
     }
 
     fn get(&self, id: TypeId) -> &Type {
@@ -668,8 +679,14 @@ impl<'a, 'd> Builder<'a, 'd> {
 
     /// Applies the fix-ups that need every parsed unit; `defined` finds
     /// the loaded complete definition of a tag name (`struct foo;` here is
-    /// the `struct foo` another unit defines).
-    pub(super) fn finish(mut self, defined: impl Fn(&str) -> Option<TypeId>) -> Part {
+    /// the `struct foo` another unit defines); `canonical` says which unit's
+    /// copy of a name is the one names lead to (the first unit defining it,
+    /// as a full parse would pick: same-named types may differ by unit).
+    pub(super) fn finish(
+        mut self,
+        defined: impl Fn(&str) -> Option<TypeId>,
+        canonical: impl Fn(&str) -> Option<usize>,
+    ) -> Part {
         for f in std::mem::take(&mut self.var_fixups) {
             if let Some((Some(name), decl_ty)) = self.var_decls.get(&f.decl).cloned() {
                 let ty = f.ty.or(decl_ty).unwrap_or(VOID);
@@ -722,7 +739,8 @@ impl<'a, 'd> Builder<'a, 'd> {
                 }
             }
         }
-        // The name index: the first complete definition of each name.
+        // The name index: the first complete definition of each name in
+        // the unit that defines it first.
         let mut names: HashMap<String, TypeId> = HashMap::new();
         let mut order = Vec::new();
         for (i, t) in self.types.iter().enumerate() {
@@ -736,6 +754,11 @@ impl<'a, 'd> Builder<'a, 'd> {
                 Type::Base { name, .. } => base_key(name).unwrap_or_else(|| name.clone()),
                 _ => continue,
             };
+            if let Some(unit) = canonical(&key)
+                && self.unit_at(id) != Some(unit)
+            {
+                continue;
+            }
             match names.get(&key) {
                 Some(&old) if !self.declarations.contains(&old) => {}
                 Some(_) if self.declarations.contains(&id) => {}

@@ -155,7 +155,7 @@ impl DebugInfo {
                 if state.loaded.contains(&u) || !done.insert(u) {
                     continue;
                 }
-                let _ = b.walk_unit(index.units[u]);
+                let _ = b.walk_unit(index.units[u], u);
             }
             let open = |u: &usize| !state.loaded.contains(u) && !done.contains(u);
             for off in b.referenced() {
@@ -173,12 +173,15 @@ impl DebugInfo {
             want.sort_unstable();
             want.dedup();
         }
-        let part = b.finish(|key| {
-            let names = self.names.read().unwrap_or_else(|e| e.into_inner());
-            let id = *names.get(key)?;
-            let incomplete = self.incomplete.read().unwrap_or_else(|e| e.into_inner());
-            (!incomplete.contains(&id)).then_some(id)
-        });
+        let part = b.finish(
+            |key| {
+                let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+                let id = *names.get(key)?;
+                let incomplete = self.incomplete.read().unwrap_or_else(|e| e.into_inner());
+                (!incomplete.contains(&id)).then_some(id)
+            },
+            |key| index.types.get(key).map(|e| e.unit as usize),
+        );
         state.loaded.extend(done);
         self.publish(part, &mut state.offsets);
     }
