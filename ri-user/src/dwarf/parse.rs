@@ -98,6 +98,7 @@ struct EnumFixup {
 /// A variable definition that names its declaration (`DW_AT_specification`).
 struct VarFixup {
     decl: usize,
+    unit: usize,
     addr: u64,
     rank: u8,
     ty: Option<TypeId>,
@@ -112,10 +113,10 @@ pub(super) struct Part {
     pub signatures: HashMap<TypeId, Signature>,
     /// Type names in arena order, with whether that type is complete.
     pub names: Vec<(String, TypeId, bool)>,
-    /// Functions with whether each is a definition.
-    pub functions: Vec<(bool, FunctionInfo)>,
-    /// Variables: name, rank, address, type.
-    pub variables: Vec<(String, u8, u64, TypeId)>,
+    /// Functions: unit, whether a definition, signature.
+    pub functions: Vec<(usize, bool, FunctionInfo)>,
+    /// Variables: name, unit, rank, address, type.
+    pub variables: Vec<(String, usize, u8, u64, TypeId)>,
     pub by_offset: OffsetMap<TypeId>,
 }
 
@@ -135,8 +136,11 @@ pub(super) struct Builder<'a, 'd> {
     by_offset: OffsetMap<TypeId>,
     declarations: HashSet<TypeId>,
     signatures: HashMap<TypeId, Signature>,
-    functions: HashMap<String, (bool, FunctionInfo)>,
-    variables: HashMap<String, (u8, u64, TypeId)>,
+    /// The unit being walked.
+    unit: usize,
+    /// By (name, unit): same-named statics differ by unit.
+    functions: HashMap<(String, usize), (bool, FunctionInfo)>,
+    variables: HashMap<(String, usize), (u8, u64, TypeId)>,
     var_decls: OffsetMap<(Option<String>, Option<TypeId>)>,
     bit_fixups: Vec<BitFixup>,
     enum_fixups: Vec<EnumFixup>,
@@ -163,6 +167,7 @@ impl<'a, 'd> Builder<'a, 'd> {
             by_offset: OffsetMap::default(),
             declarations: HashSet::new(),
             signatures: HashMap::new(),
+            unit: 0,
             functions: HashMap::new(),
             variables: HashMap::new(),
             var_decls: OffsetMap::default(),
@@ -176,6 +181,7 @@ impl<'a, 'd> Builder<'a, 'd> {
     /// position `unit` in the index).
     pub(super) fn walk_unit(&mut self, offset: usize, unit: usize) -> gimli::Result<()> {
         self.unit_starts.push((self.base + self.types.len(), unit));
+        self.unit = unit;
         let header = self
             .dwarf
             .debug_info
@@ -626,15 +632,15 @@ impl<'a, 'd> Builder<'a, 'd> {
             return Ok(());
         };
         let definition = !a.declaration;
-        let replace = match self.functions.get(&name) {
+        let key = (name, self.unit);
+        let replace = match self.functions.get(&key) {
             None => true,
             Some((had_definition, _)) => definition && !had_definition,
         };
         if replace {
-            self.functions.insert(
-                name.clone(),
-                (definition, FunctionInfo { name, params, ret }),
-            );
+            let name = key.0.clone();
+            self.functions
+                .insert(key, (definition, FunctionInfo { name, params, ret }));
         }
         Ok(())
     }
@@ -659,9 +665,10 @@ impl<'a, 'd> Builder<'a, 'd> {
             (Scope::Function, _) => 2,
         };
         match (self.text(unit, a.name), a.specification) {
-            (Some(name), _) => self.add_variable(name, rank, addr, ty.unwrap_or(VOID)),
+            (Some(name), _) => self.add_variable(name, self.unit, rank, addr, ty.unwrap_or(VOID)),
             (None, Some(decl)) => self.var_fixups.push(VarFixup {
                 decl,
+                unit: self.unit,
                 addr,
                 rank,
                 ty,
@@ -670,10 +677,11 @@ impl<'a, 'd> Builder<'a, 'd> {
         }
     }
 
-    fn add_variable(&mut self, name: String, rank: u8, addr: u64, ty: TypeId) {
-        let better = self.variables.get(&name).is_none_or(|(r, _, _)| rank < *r);
+    fn add_variable(&mut self, name: String, unit: usize, rank: u8, addr: u64, ty: TypeId) {
+        let key = (name, unit);
+        let better = self.variables.get(&key).is_none_or(|(r, _, _)| rank < *r);
         if better {
-            self.variables.insert(name, (rank, addr, ty));
+            self.variables.insert(key, (rank, addr, ty));
         }
     }
 
@@ -690,7 +698,7 @@ impl<'a, 'd> Builder<'a, 'd> {
         for f in std::mem::take(&mut self.var_fixups) {
             if let Some((Some(name), decl_ty)) = self.var_decls.get(&f.decl).cloned() {
                 let ty = f.ty.or(decl_ty).unwrap_or(VOID);
-                self.add_variable(name, f.rank, f.addr, ty);
+                self.add_variable(name, f.unit, f.rank, f.addr, ty);
             }
         }
         for f in std::mem::take(&mut self.bit_fixups) {
@@ -805,11 +813,15 @@ impl<'a, 'd> Builder<'a, 'd> {
             incomplete,
             signatures: self.signatures,
             names,
-            functions: self.functions.into_values().collect(),
+            functions: self
+                .functions
+                .into_iter()
+                .map(|((_, u), (d, f))| (u, d, f))
+                .collect(),
             variables: self
                 .variables
                 .into_iter()
-                .map(|(k, (r, a, t))| (k, r, a, t))
+                .map(|((k, u), (r, a, t))| (k, u, r, a, t))
                 .collect(),
             by_offset: self.by_offset,
         }

@@ -226,7 +226,16 @@ impl DebugInfo {
         drop(incomplete);
         drop(map);
         let mut fns = self.functions.write().unwrap_or_else(|e| e.into_inner());
-        for (definition, f) in functions {
+        let index = &self.source.index;
+        // Same-named statics: only the unit the index names counts.
+        for (unit, definition, f) in functions {
+            if index
+                .functions
+                .get(&f.name)
+                .is_some_and(|e| e.unit as usize != unit)
+            {
+                continue;
+            }
             let replace = match fns.get(&f.name) {
                 None => true,
                 Some((had, _)) => definition && !had,
@@ -239,7 +248,14 @@ impl DebugInfo {
         }
         drop(fns);
         let mut vars = self.variables.write().unwrap_or_else(|e| e.into_inner());
-        for (name, rank, addr, ty) in variables {
+        for (name, unit, rank, addr, ty) in variables {
+            if index
+                .variables
+                .get(&name)
+                .is_some_and(|e| e.unit as usize != unit)
+            {
+                continue;
+            }
             if vars.get(&name).is_none_or(|(r, _, _)| rank < *r) {
                 vars.insert(name, (rank, addr, ty));
             }
