@@ -1,16 +1,18 @@
 //! Reading DWARF attribute forms and expressions into plain values:
-//! references, encodings, member offsets, static addresses, array bounds,
+//! references, encodings, member offsets, static addresses,
 //! bit offsets, base type names; and a file's DWARF sections.
 
 use std::{borrow::Cow, collections::HashMap, path::Path};
 
-use gimli::{AttributeValue, RunTimeEndian, constants as dw};
+use gimli::{AttributeValue, EndianSlice, RunTimeEndian, constants as dw};
 use object::{Object, ObjectSection};
 
-use super::{
-    DwarfError, Encoding,
-    parse::{Attrs, R, Unit},
-};
+use super::{DwarfError, Encoding};
+
+/// DWARF bytes as gimli reads them.
+pub(super) type R<'d> = EndianSlice<'d, RunTimeEndian>;
+/// A compilation unit.
+pub(super) type Unit<'d> = gimli::Unit<R<'d>>;
 
 /// A DWARF file's sections, borrowed from its bytes (or decompressed).
 pub(super) type Sections<'d> = gimli::DwarfSections<Cow<'d, [u8]>>;
@@ -129,22 +131,6 @@ pub(super) fn static_address(
     };
     // Anything after the address (TLS, pieces) makes it not a plain global.
     matches!(ops.next(), Ok(None)).then_some(addr)
-}
-
-/// An array dimension's element count from `DW_AT_count` or the bounds.
-pub(super) fn dimension(s: &Attrs<'_>) -> Option<u64> {
-    if let Some(c) = &s.count {
-        return c.udata_value();
-    }
-    let ub = s.upper_bound.as_ref()?;
-    let upper: i128 = match *ub {
-        AttributeValue::Sdata(v) => i128::from(v),
-        // gcc spells `int a[0]` as an upper bound of -1.
-        AttributeValue::Data8(v) if v == u64::MAX => -1,
-        ref v => i128::from(v.udata_value()?),
-    };
-    let lower = i128::from(s.lower_bound.unwrap_or(0));
-    Some((upper - lower + 1).max(0) as u64)
 }
 
 /// DWARF 4's `DW_AT_bit_offset` counts from the most significant bit of

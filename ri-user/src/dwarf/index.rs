@@ -7,10 +7,7 @@ use std::collections::HashMap;
 
 use gimli::{AttributeValue, constants as dw};
 
-use super::{
-    forms::{base_key, global_ref, static_address},
-    parse::R,
-};
+use super::forms::{R, base_key, global_ref, static_address};
 
 /// What a type name names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,6 +11,7 @@ mod forms;
 mod index;
 mod load;
 mod parse;
+mod part;
 mod store;
 #[cfg(test)]
 mod tests;

@@ -3,51 +3,20 @@
 //! name, enum signedness, DWARF 4 bit offsets whose storage size comes from
 //! the member's type).
 
-use std::{
-    collections::{HashMap, HashSet},
-    hash::{BuildHasherDefault, Hasher},
-};
+use std::collections::{HashMap, HashSet};
 
-use gimli::{AttributeValue, EndianSlice, RunTimeEndian, constants as dw};
+use gimli::{AttributeValue, constants as dw};
 
 use super::{
     Encoding, FunctionInfo, Member, Param, Qualifier, Signature, StructKind, Type, TypeId,
     forms::{
-        base_key, big_endian_bits, constant_location, dimension, encoding, global_ref, sign_extend,
+        R, Unit, base_key, big_endian_bits, constant_location, encoding, global_ref, sign_extend,
         static_address,
     },
+    part::{OffsetMap, Part},
 };
 
-pub(super) type R<'d> = EndianSlice<'d, RunTimeEndian>;
-pub(super) type Unit<'d> = gimli::Unit<R<'d>>;
 type Node<'a, 'b, 'c, 'd> = gimli::EntriesTreeNode<'a, 'b, 'c, R<'d>>;
-
-/// A multiplicative hash for DIE offsets (SipHash is a tenth of the load
-/// time otherwise).
-#[derive(Default)]
-pub(super) struct OffsetHasher(u64);
-
-impl Hasher for OffsetHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub(super) type OffsetMap<V> = HashMap<usize, V, BuildHasherDefault<OffsetHasher>>;
 
 /// Where a DIE sits, for ranking variables of the same name.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -58,7 +27,7 @@ enum Scope {
 
 /// The attributes ri reads, gathered in one pass over a DIE.
 #[derive(Default)]
-pub(super) struct Attrs<'d> {
+struct Attrs<'d> {
     /// Read as text only when needed (most DIEs' names are not).
     name: Option<AttributeValue<R<'d>>>,
     ty: Option<usize>,
@@ -70,9 +39,9 @@ pub(super) struct Attrs<'d> {
     data_bit_offset: Option<u64>,
     bit_offset: Option<i64>,
     bit_size: Option<u64>,
-    pub(super) upper_bound: Option<AttributeValue<R<'d>>>,
-    pub(super) lower_bound: Option<i64>,
-    pub(super) count: Option<AttributeValue<R<'d>>>,
+    upper_bound: Option<AttributeValue<R<'d>>>,
+    lower_bound: Option<i64>,
+    count: Option<AttributeValue<R<'d>>>,
     const_value: Option<AttributeValue<R<'d>>>,
     location: Option<AttributeValue<R<'d>>>,
     specification: Option<usize>,
@@ -102,22 +71,6 @@ struct VarFixup {
     addr: u64,
     rank: u8,
     ty: Option<TypeId>,
-}
-
-/// What one load adds to a [`DebugInfo`]: the types of some units (ids
-/// from `base` on), their names, functions and variables.
-pub(super) struct Part {
-    pub base: TypeId,
-    pub types: Vec<Type>,
-    pub incomplete: Vec<TypeId>,
-    pub signatures: HashMap<TypeId, Signature>,
-    /// Type names in arena order, with whether that type is complete.
-    pub names: Vec<(String, TypeId, bool)>,
-    /// Functions: unit, whether a definition, signature.
-    pub functions: Vec<(usize, bool, FunctionInfo)>,
-    /// Variables: name, unit, rank, address, type.
-    pub variables: Vec<(String, usize, u8, u64, TypeId)>,
-    pub by_offset: OffsetMap<TypeId>,
 }
 
 /// Parses units into a [`Part`], on top of the types already loaded.
@@ -826,4 +779,20 @@ impl<'a, 'd> Builder<'a, 'd> {
             by_offset: self.by_offset,
         }
     }
+}
+
+/// An array dimension's element count from `DW_AT_count` or the bounds.
+fn dimension(s: &Attrs<'_>) -> Option<u64> {
+    if let Some(c) = &s.count {
+        return c.udata_value();
+    }
+    let ub = s.upper_bound.as_ref()?;
+    let upper: i128 = match *ub {
+        AttributeValue::Sdata(v) => i128::from(v),
+        // gcc spells `int a[0]` as an upper bound of -1.
+        AttributeValue::Data8(v) if v == u64::MAX => -1,
+        ref v => i128::from(v.udata_value()?),
+    };
+    let lower = i128::from(s.lower_bound.unwrap_or(0));
+    Some((upper - lower + 1).max(0) as u64)
 }

@@ -15,7 +15,8 @@ use object::{Object, ObjectSection};
 use super::{
     DebugInfo, DwarfError, TypeId, cache, forms,
     index::{self, Index},
-    parse::{Builder, OffsetMap, Part},
+    parse::Builder,
+    part::{OffsetMap, Part},
 };
 
 /// The DWARF file's bytes, its index, and which units are loaded.
