@@ -2,11 +2,16 @@
 //! the fixtures, then the motr-shaped service m0sim with the ri-control
 //! library linked into m0d (and its static-inline variant, `inline/m0d`). ri-control's staticlib comes from a nested
 //! `cargo build` in its own target directory (the outer build holds the
-//! lock of the main one).
+//! lock of the main one); and `bigdwarf/bigdwarf`, a generated program of
+//! many compilation units (the DWARF benchmark's generator, smaller).
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
+
+/// The big-DWARF program generator of the benchmark, at a test's size.
+#[path = "../xtask/src/gen_dwarf.rs"]
+mod gen_dwarf;
 
 fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
@@ -18,6 +23,7 @@ fn main() {
         "../ri-control/src",
         "../ri-control/include",
         "../ri-control/Cargo.toml",
+        "../xtask/src/gen_dwarf.rs",
     ] {
         println!("cargo:rerun-if-changed={p}");
     }
@@ -45,6 +51,10 @@ fn main() {
             .env("RI_CONTROL_INCLUDE", manifest.join("../ri-control/include")),
         "m0sim/build.sh (M0SIM_INLINE_BALLOC)",
     );
+    // Many compilation units of many structs: tests/tests/bigdwarf.rs.
+    if let Err(e) = gen_dwarf::generate(&out.join("bigdwarf"), &gen_dwarf::Shape::TEST) {
+        panic!("generating the big-DWARF fixture failed (needs gcc): {e}");
+    }
     println!("cargo:rustc-env=FIXTURES={}", out.display());
 }
 

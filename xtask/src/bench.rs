@@ -242,6 +242,9 @@ pub fn run() -> Result<()> {
     eprintln!("bench: ri report pauses on a 64-thread fixture");
     let report_section = crate::bench_report::run()?;
 
+    eprintln!("bench: DWARF load on a generated program with about 30 MB of debug info");
+    let dwarf_section = crate::bench_dwarf::run()?;
+
     let mut report = render(&Report {
         none,
         bare,
@@ -258,6 +261,8 @@ pub fn run() -> Result<()> {
     report.push_str(&agg_section);
     report.push('\n');
     report.push_str(&report_section);
+    report.push('\n');
+    report.push_str(&dwarf_section);
     let path = root().join("bench/RESULTS.md");
     std::fs::create_dir_all(path.parent().expect("has parent"))?;
     std::fs::write(&path, &report)?;

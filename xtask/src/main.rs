@@ -5,9 +5,11 @@
 //! everything is there. The other tasks run it first.
 
 mod bench;
+mod bench_dwarf;
 mod bench_hist;
 mod bench_report;
 mod demo;
+mod gen_dwarf;
 
 use std::{
     path::{Path, PathBuf},
@@ -52,6 +54,10 @@ enum Task {
         /// ri's CPU while counting); write bench/RESULTS-agg.md.
         #[arg(long)]
         agg: bool,
+        /// Only the DWARF load times on a generated program with about
+        /// 30 MB of debug info; write bench/RESULTS-dwarf.md.
+        #[arg(long, conflicts_with = "agg")]
+        dwarf: bool,
     },
 }
 
@@ -76,10 +82,16 @@ fn main() -> Result<()> {
             build()?;
             demo::run()
         }
-        Task::Bench { agg } => {
+        Task::Bench { agg, dwarf } => {
             setup()?;
             build()?;
-            if agg { bench::run_agg() } else { bench::run() }
+            if agg {
+                bench::run_agg()
+            } else if dwarf {
+                bench_dwarf::run_alone()
+            } else {
+                bench::run()
+            }
         }
     }
 }

@@ -10,8 +10,11 @@ use super::DwarfError;
 /// Where debug files live when they are not next to the binary.
 const DEBUG_ROOT: &str = "/usr/lib/debug";
 
+/// A DWARF file's bytes.
+pub(super) type Data = crate::elf::Mapped;
+
 /// The file holding `binary`'s DWARF and its bytes.
-pub(super) fn find(binary: &Path) -> Result<(PathBuf, Vec<u8>), DwarfError> {
+pub(super) fn find(binary: &Path) -> Result<(PathBuf, Data), DwarfError> {
     locate(binary)?.map_err(|tried| DwarfError::NoDebugInfo {
         path: binary.to_path_buf(),
         hint: hint(binary, &tried),
@@ -19,7 +22,7 @@ pub(super) fn find(binary: &Path) -> Result<(PathBuf, Vec<u8>), DwarfError> {
 }
 
 /// A debug file and its bytes, or the files tried when there is none.
-pub(super) type Located = Result<(PathBuf, Vec<u8>), Vec<PathBuf>>;
+pub(super) type Located = Result<(PathBuf, Data), Vec<PathBuf>>;
 
 /// Like [`find`], but a binary without DWARF anywhere is `Err(tried)`, the
 /// files tried, with no advice looked up (that asks dpkg): cheap enough to
@@ -37,7 +40,7 @@ pub(super) fn locate(binary: &Path) -> Result<Located, DwarfError> {
             tried.push(candidate);
             continue;
         }
-        let Ok(bytes) = std::fs::read(&candidate) else {
+        let Ok(bytes) = crate::elf::map_file(&candidate) else {
             tried.push(candidate);
             continue;
         };
@@ -59,7 +62,7 @@ pub(super) fn locate(binary: &Path) -> Result<Located, DwarfError> {
     Ok(Err(tried))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, DwarfError> {
+fn read(path: &Path) -> Result<Data, DwarfError> {
     Ok(crate::elf::read_elf(path)?)
 }
 

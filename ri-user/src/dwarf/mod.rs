@@ -1,18 +1,26 @@
 //! DWARF types: a binary's structs, unions, enums, typedefs, functions and
-//! global variables, read once into an arena that the rest of ri queries by
-//! name (`peek`, `types`, typed captures). `load` finds the debug info
-//! (the file itself, its debuglink or build-id file), `parse` walks it with
-//! gimli, `value` renders bytes of a type as a tree, text or JSON.
+//! global variables, in an arena that the rest of ri queries by name
+//! (`peek`, `types`, typed captures). `load` finds the debug info (the file
+//! itself, its debuglink or build-id file); `index` says which compilation
+//! unit defines each name (`cache` keeps it per build-id); `store` parses
+//! units as lookups need them, with `parse` (gimli) and `forms`; `value`
+//! renders bytes of a type as a tree, text or JSON.
 
+mod cache;
+mod forms;
+mod index;
 mod load;
 mod parse;
+mod part;
+mod store;
 #[cfg(test)]
 mod tests;
 pub mod value;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
+    sync::{PoisonError, RwLock, RwLockReadGuard},
 };
 
 use crate::elf::glob_match;
@@ -282,34 +290,69 @@ pub(crate) struct Signature {
     pub(crate) variadic: bool,
 }
 
-/// The debug info of one binary: every type, function and global variable.
+/// The debug info of one binary: every type, function and global variable,
+/// parsed a compilation unit at a time as lookups need them.
 #[derive(Debug)]
 pub struct DebugInfo {
     /// The file the DWARF came from.
     path: PathBuf,
     /// The binary asked for.
     binary: PathBuf,
-    types: Vec<Type>,
+    /// Append-only, so references handed out stay valid as units load.
+    types: boxcar::Vec<Type>,
     /// Struct/union/enum declarations no CU defines.
-    incomplete: std::collections::HashSet<TypeId>,
+    incomplete: RwLock<HashSet<TypeId>>,
     /// Function types' signatures.
-    signatures: HashMap<TypeId, Signature>,
+    signatures: RwLock<HashMap<TypeId, Signature>>,
     /// `struct x`, `union x`, `enum x`, typedef `x`, canonical base names.
-    names: HashMap<String, TypeId>,
-    functions: HashMap<String, FunctionInfo>,
-    variables: HashMap<String, (u64, TypeId)>,
+    names: RwLock<HashMap<String, TypeId>>,
+    /// Name → (is a definition, position in `function_list`).
+    functions: RwLock<HashMap<String, (bool, usize)>>,
+    function_list: boxcar::Vec<FunctionInfo>,
+    /// Name → (rank, address, type).
+    variables: RwLock<HashMap<String, (u8, u64, TypeId)>>,
     pointer_size: u64,
+    source: store::Source,
+}
+
+/// A read guard, whether or not a writer panicked.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl DebugInfo {
     /// Debug info for a binary: the file itself, else its `.gnu_debuglink`
     /// file (same directory, `.debug/`, `/usr/lib/debug/<dir>/`), else
-    /// `/usr/lib/debug/.build-id/xx/yyyy.debug`.
+    /// `/usr/lib/debug/.build-id/xx/yyyy.debug`. Only the name index is
+    /// read here (from `$XDG_CACHE_HOME/ri` when this build's is there);
+    /// units are parsed when a lookup needs them.
     pub fn load(binary: &Path) -> Result<DebugInfo, DwarfError> {
         let (path, data) = load::find(binary)?;
-        let mut info = parse::parse(&path, &data)?;
-        info.binary = binary.to_path_buf();
-        Ok(info)
+        DebugInfo::open(path, binary, data)
+    }
+
+    /// A looked-up name's type id.
+    fn name_id(&self, key: &str) -> Option<TypeId> {
+        if let Some(&id) = read(&self.names).get(key) {
+            return Some(id);
+        }
+        self.ensure_type(key);
+        read(&self.names).get(key).copied()
+    }
+
+    /// Whether the index knows this type name key.
+    fn has_name(&self, key: &str) -> bool {
+        self.source.index.types.contains_key(key) || read(&self.names).contains_key(key)
+    }
+
+    /// Type name keys of structs, unions, enums and typedefs.
+    fn named_type_keys(&self) -> impl Iterator<Item = &str> {
+        self.source
+            .index
+            .types
+            .iter()
+            .filter(|(_, e)| e.kind != index::Kind::Base)
+            .map(|(k, _)| k.as_str())
     }
 
     /// Like [`DebugInfo::load`], but `None` for a binary without debug
@@ -319,9 +362,7 @@ impl DebugInfo {
         let Ok((path, data)) = load::locate(binary)? else {
             return Ok(None);
         };
-        let mut info = parse::parse(&path, &data)?;
-        info.binary = binary.to_path_buf();
-        Ok(Some(info))
+        DebugInfo::open(path, binary, data).map(Some)
     }
 
     /// The file the DWARF came from.
@@ -336,7 +377,9 @@ impl DebugInfo {
 
     /// A function's formal parameters in order, and its return type.
     pub fn function(&self, name: &str) -> Option<&FunctionInfo> {
-        self.functions.get(name)
+        self.ensure_function(name);
+        let (_, i) = *read(&self.functions).get(name)?;
+        self.function_list.get(i)
     }
 
     /// A type by C name: `struct m0_fom`, `m0_fom` (struct, union or enum tag,
@@ -356,23 +399,25 @@ impl DebugInfo {
         }
         for kw in ["struct ", "union ", "enum "] {
             if name.starts_with(kw) {
-                return self.names.get(&name).copied();
+                return self.name_id(&name);
             }
         }
         if let Some(tag) = name.strip_prefix("class ") {
-            return self.names.get(&format!("struct {tag}")).copied();
+            return self.name_id(&format!("struct {tag}"));
         }
-        if let Some(&id) = self.names.get(&name) {
-            return Some(id);
+        if self.has_name(&name) {
+            return self.name_id(&name);
         }
-        if let Some(key) = parse::base_key(&name)
-            && let Some(&id) = self.names.get(&key)
+        if let Some(key) = forms::base_key(&name)
+            && self.has_name(&key)
         {
-            return Some(id);
+            return self.name_id(&key);
         }
         ["struct", "union", "enum"]
             .iter()
-            .find_map(|kw| self.names.get(&format!("{kw} {name}")).copied())
+            .map(|kw| format!("{kw} {name}"))
+            .find(|k| self.has_name(k))
+            .and_then(|k| self.name_id(&k))
     }
 
     /// Like [`DebugInfo::type_by_name`], with an error that suggests close
@@ -390,7 +435,7 @@ impl DebugInfo {
     /// name from another compilation unit).
     fn pointer_to(&self, id: TypeId) -> Option<TypeId> {
         let want = self.type_name(id);
-        self.types.iter().enumerate().find_map(|(i, t)| match t {
+        self.types.iter().find_map(|(i, t)| match t {
             Type::Pointer { pointee: Some(p) } if *p == id || self.type_name(*p) == want => Some(i),
             Type::Pointer { pointee: None } if want == "void" => Some(i),
             _ => None,
@@ -401,17 +446,9 @@ impl DebugInfo {
     /// (`x`) whose name or tag matches a glob, sorted.
     pub fn type_names(&self, pattern: &str) -> Vec<String> {
         let mut out: Vec<String> = self
-            .names
-            .iter()
-            .filter(|(_, id)| {
-                matches!(
-                    self.types[**id],
-                    Type::Struct { .. } | Type::Enum { .. } | Type::Typedef { .. }
-                )
-            })
-            .map(|(k, _)| k)
+            .named_type_keys()
             .filter(|k| glob_match(pattern, k) || glob_match(pattern, bare(k)))
-            .cloned()
+            .map(str::to_string)
             .collect();
         out.sort_by(|a, b| bare(a).cmp(bare(b)).then(a.cmp(b)));
         out
@@ -420,34 +457,29 @@ impl DebugInfo {
     /// Up to three type names close to `name` (for "did you mean").
     pub fn close_type_names(&self, name: &str) -> Vec<String> {
         let want = bare(name.trim_end_matches(['*', ' '])).replace(['*', '?'], "");
-        close(
-            &want,
-            self.names
-                .iter()
-                .filter(|(_, id)| {
-                    matches!(
-                        self.types[**id],
-                        Type::Struct { .. } | Type::Enum { .. } | Type::Typedef { .. }
-                    )
-                })
-                .map(|(k, _)| k.as_str()),
-        )
+        close(&want, self.named_type_keys())
     }
 
     /// A global or static variable: its address (file virtual address) and
     /// type.
     pub fn variable(&self, name: &str) -> Option<(u64, TypeId)> {
-        self.variables.get(name).copied()
+        self.ensure_variable(name);
+        read(&self.variables).get(name).map(|&(_, a, t)| (a, t))
     }
 
     /// The variable whose address is `addr` (for ELF aliases such as
     /// `program_invocation_short_name` of `__progname`).
     pub fn variable_at(&self, addr: u64) -> Option<(&str, TypeId)> {
-        self.variables
+        let name = self
+            .source
+            .index
+            .variables
             .iter()
-            .filter(|(_, (a, _))| *a == addr)
-            .min_by_key(|(n, _)| n.as_str())
-            .map(|(n, (_, t))| (n.as_str(), *t))
+            .filter(|(_, e)| e.addr == addr)
+            .map(|(n, _)| n.as_str())
+            .min()?;
+        let (_, ty) = self.variable(name)?;
+        Some((name, ty))
     }
 
     /// Like [`DebugInfo::variable`], with an error that suggests close names.
@@ -456,7 +488,7 @@ impl DebugInfo {
             .ok_or_else(|| DwarfError::UnknownVariable {
                 name: name.to_string(),
                 path: self.binary.clone(),
-                close: close(name, self.variables.keys().map(|k| k.as_str())),
+                close: close(name, self.source.index.variables.keys().map(|k| k.as_str())),
             })
     }
 
@@ -481,7 +513,7 @@ impl DebugInfo {
     /// Whether the type is a struct, union or enum that no compilation unit
     /// defines (only `struct foo;` was seen).
     pub fn is_incomplete(&self, id: TypeId) -> bool {
-        self.incomplete.contains(&self.strip(id))
+        read(&self.incomplete).contains(&self.strip(id))
     }
 
     /// Size in bytes; `None` for `void`, functions, flexible arrays.
@@ -491,7 +523,7 @@ impl DebugInfo {
             Type::Base { size, .. } => Some(*size),
             Type::Pointer { .. } => Some(self.pointer_size),
             Type::Struct { size, .. } | Type::Enum { size, .. } => {
-                (!self.incomplete.contains(&id)).then_some(*size)
+                (!read(&self.incomplete).contains(&id)).then_some(*size)
             }
             Type::Array { elem, count } => Some(self.size_of(*elem)?.checked_mul((*count)?)?),
             Type::Void | Type::Function | Type::Typedef { .. } | Type::Qualified { .. } => None,
@@ -584,7 +616,7 @@ impl DebugInfo {
                 }
             }
             Type::Function => {
-                let sig = self.signatures.get(&id).cloned().unwrap_or_default();
+                let sig = read(&self.signatures).get(&id).cloned().unwrap_or_default();
                 let mut params: Vec<String> = sig
                     .params
                     .iter()
@@ -669,14 +701,14 @@ impl DebugInfo {
     pub fn canonical(&self, id: TypeId) -> TypeId {
         let id = self.strip(id);
         match tag_key(&self.types[id]) {
-            Some(key) => self.names.get(&key).copied().unwrap_or(id),
+            Some(key) => self.name_id(&key).unwrap_or(id),
             None => id,
         }
     }
 
-    /// Number of types in the arena (every compilation unit's copy).
+    /// Number of types in the arena (every loaded compilation unit's copy).
     pub fn type_count(&self) -> usize {
-        self.types.len()
+        self.types.count()
     }
 }
 

@@ -1,109 +1,22 @@
-//! Walking the DWARF with gimli into [`DebugInfo`]'s arena: one pass over
-//! every compilation unit, then fix-ups that need the whole picture
-//! (declarations resolved to definitions by name, enum signedness, DWARF 4
-//! bit offsets whose storage size comes from the member's type).
+//! Walking compilation units with gimli into a [`Part`] of the arena, then
+//! fix-ups that need all of them (declarations resolved to definitions by
+//! name, enum signedness, DWARF 4 bit offsets whose storage size comes from
+//! the member's type).
 
-use std::{
-    borrow::Cow,
-    collections::{HashMap, HashSet},
-    hash::{BuildHasherDefault, Hasher},
-    path::Path,
-};
+use std::collections::{HashMap, HashSet};
 
-use gimli::{AttributeValue, EndianSlice, RunTimeEndian, constants as dw};
-use object::{Object, ObjectSection};
+use gimli::{AttributeValue, constants as dw};
 
 use super::{
-    DebugInfo, DwarfError, Encoding, FunctionInfo, Member, Param, Qualifier, Signature, StructKind,
-    Type, TypeId,
+    Encoding, FunctionInfo, Member, Param, Qualifier, Signature, StructKind, Type, TypeId,
+    forms::{
+        R, Unit, base_key, big_endian_bits, constant_location, encoding, global_ref, sign_extend,
+        static_address,
+    },
+    part::{OffsetMap, Part},
 };
 
-type R<'d> = EndianSlice<'d, RunTimeEndian>;
-type Unit<'d> = gimli::Unit<R<'d>>;
 type Node<'a, 'b, 'c, 'd> = gimli::EntriesTreeNode<'a, 'b, 'c, R<'d>>;
-
-/// Reads every type, function and variable of the DWARF in `data`.
-pub(super) fn parse(path: &Path, data: &[u8]) -> Result<DebugInfo, DwarfError> {
-    let malformed = |reason: String| DwarfError::Malformed {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file = object::File::parse(data).map_err(|e| malformed(e.to_string()))?;
-    let endian = if file.is_little_endian() {
-        RunTimeEndian::Little
-    } else {
-        RunTimeEndian::Big
-    };
-    let sections = gimli::DwarfSections::load(|id| -> Result<Cow<'_, [u8]>, DwarfError> {
-        match file.section_by_name(id.name()) {
-            Some(s) => s
-                .uncompressed_data()
-                .map_err(|e| malformed(format!("{}: {e}", id.name()))),
-            None => Ok(Cow::Borrowed(&[][..])),
-        }
-    })?;
-    let dwarf = sections.borrow(|s| EndianSlice::new(s, endian));
-    let mut b = Builder::new(&dwarf);
-    let mut units = dwarf.units();
-    let mut first_error = None;
-    let mut parsed = 0usize;
-    loop {
-        let header = match units.next() {
-            Ok(Some(h)) => h,
-            Ok(None) => break,
-            Err(e) => {
-                first_error.get_or_insert(e);
-                break;
-            }
-        };
-        // One unit ri cannot read does not hide the others.
-        let res = dwarf.unit(header).and_then(|unit| {
-            b.pointer_size = u64::from(unit.encoding().address_size);
-            let mut tree = unit.entries_tree(None)?;
-            let root = tree.root()?;
-            b.walk(&unit, root, Scope::Unit)
-        });
-        match res {
-            Ok(()) => parsed += 1,
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if parsed == 0
-        && let Some(e) = first_error
-    {
-        return Err(malformed(e.to_string()));
-    }
-    Ok(b.finish(path))
-}
-
-/// A multiplicative hash for DIE offsets (SipHash is a tenth of the load
-/// time otherwise).
-#[derive(Default)]
-struct OffsetHasher(u64);
-
-impl Hasher for OffsetHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type OffsetMap<V> = HashMap<usize, V, BuildHasherDefault<OffsetHasher>>;
 
 /// Where a DIE sits, for ranking variables of the same name.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -154,44 +67,119 @@ struct EnumFixup {
 /// A variable definition that names its declaration (`DW_AT_specification`).
 struct VarFixup {
     decl: usize,
+    unit: usize,
     addr: u64,
     rank: u8,
     ty: Option<TypeId>,
 }
 
-struct Builder<'a, 'd> {
+/// Parses units into a [`Part`], on top of the types already loaded.
+pub(super) struct Builder<'a, 'd> {
     dwarf: &'a gimli::Dwarf<R<'d>>,
+    /// Id of `types[0]`.
+    base: TypeId,
+    /// Types loaded before, and their DIE offsets.
+    loaded: &'a boxcar::Vec<Type>,
+    loaded_offsets: &'a OffsetMap<TypeId>,
+    /// Where writes to an already loaded type go (never read).
+    scratch: Type,
+    /// (first type id, unit position) of each unit walked, in order.
+    unit_starts: Vec<(TypeId, usize)>,
     types: Vec<Type>,
     by_offset: OffsetMap<TypeId>,
     declarations: HashSet<TypeId>,
     signatures: HashMap<TypeId, Signature>,
-    functions: HashMap<String, (bool, FunctionInfo)>,
-    variables: HashMap<String, (u8, u64, TypeId)>,
+    /// The unit being walked.
+    unit: usize,
+    /// By (name, unit): same-named statics differ by unit.
+    functions: HashMap<(String, usize), (bool, FunctionInfo)>,
+    variables: HashMap<(String, usize), (u8, u64, TypeId)>,
     var_decls: OffsetMap<(Option<String>, Option<TypeId>)>,
     bit_fixups: Vec<BitFixup>,
     enum_fixups: Vec<EnumFixup>,
     var_fixups: Vec<VarFixup>,
-    pointer_size: u64,
 }
 
 /// Arena slot 0: `void`, the type of anything without a `DW_AT_type`.
-const VOID: TypeId = 0;
+pub(super) const VOID: TypeId = 0;
 
 impl<'a, 'd> Builder<'a, 'd> {
-    fn new(dwarf: &'a gimli::Dwarf<R<'d>>) -> Self {
+    pub(super) fn new(
+        dwarf: &'a gimli::Dwarf<R<'d>>,
+        loaded: &'a boxcar::Vec<Type>,
+        loaded_offsets: &'a OffsetMap<TypeId>,
+    ) -> Self {
         Builder {
             dwarf,
-            types: vec![Type::Void],
+            base: loaded.count(),
+            loaded,
+            loaded_offsets,
+            scratch: Type::Void,
+            unit_starts: Vec::new(),
+            types: Vec::new(),
             by_offset: OffsetMap::default(),
             declarations: HashSet::new(),
             signatures: HashMap::new(),
+            unit: 0,
             functions: HashMap::new(),
             variables: HashMap::new(),
             var_decls: OffsetMap::default(),
             bit_fixups: Vec::new(),
             enum_fixups: Vec::new(),
             var_fixups: Vec::new(),
-            pointer_size: 8,
+        }
+    }
+
+    /// Parses the unit whose header is at `offset` in `.debug_info` (at
+    /// position `unit` in the index).
+    pub(super) fn walk_unit(&mut self, offset: usize, unit: usize) -> gimli::Result<()> {
+        self.unit_starts.push((self.base + self.types.len(), unit));
+        self.unit = unit;
+        let header = self
+            .dwarf
+            .debug_info
+            .header_from_offset(gimli::DebugInfoOffset(offset))?;
+        let unit = self.dwarf.unit(header)?;
+        let mut tree = unit.entries_tree(None)?;
+        let root = tree.root()?;
+        self.walk(&unit, root, Scope::Unit)
+    }
+
+    /// Offsets referred to but not parsed (in units not walked yet).
+    pub(super) fn referenced(&self) -> impl Iterator<Item = usize> + '_ {
+        self.by_offset
+            .iter()
+            .filter(|(_, id)| matches!(self.types[**id - self.base], Type::Void))
+            .map(|(off, _)| *off)
+    }
+
+    /// Name keys of the struct, union and enum declarations parsed.
+    pub(super) fn declared(&self) -> Vec<String> {
+        self.declarations
+            .iter()
+            .filter_map(|&id| super::tag_key(self.get(id)))
+            .collect()
+    }
+
+    /// The unit whose walk created type `id`.
+    fn unit_at(&self, id: TypeId) -> Option<usize> {
+        let i = self.unit_starts.partition_point(|&(start, _)| start <= id);
+        Some(self.unit_starts.get(i.checked_sub(1)?)?.1)
+    }
+
+    fn get(&self, id: TypeId) -> &Type {
+        if id < self.base {
+            &self.loaded[id]
+        } else {
+            &self.types[id - self.base]
+        }
+    }
+
+    fn slot(&mut self, id: TypeId) -> &mut Type {
+        if id < self.base {
+            &mut self.scratch
+        } else {
+            &mut self.types[id - self.base]
         }
     }
 
@@ -201,6 +189,9 @@ impl<'a, 'd> Builder<'a, 'd> {
         if let Some(&id) = self.by_offset.get(&offset) {
             return id;
         }
+        if let Some(&id) = self.loaded_offsets.get(&offset) {
+            return id;
+        }
         let id = self.push(Type::Void);
         self.by_offset.insert(offset, id);
         id
@@ -208,7 +199,30 @@ impl<'a, 'd> Builder<'a, 'd> {
 
     fn push(&mut self, t: Type) -> TypeId {
         self.types.push(t);
-        self.types.len() - 1
+        self.base + self.types.len() - 1
+    }
+
+    fn strip(&self, id: TypeId) -> TypeId {
+        let mut id = id;
+        for _ in 0..64 {
+            match self.get(id) {
+                Type::Typedef { ty: Some(t), .. } | Type::Qualified { ty: Some(t), .. } => id = *t,
+                _ => return id,
+            }
+        }
+        id
+    }
+
+    /// Size of a type for the bitfield fix-up (pointers count 8).
+    fn size_of(&self, id: TypeId) -> Option<u64> {
+        match self.get(self.strip(id)) {
+            Type::Base { size, .. } | Type::Struct { size, .. } | Type::Enum { size, .. } => {
+                Some(*size)
+            }
+            Type::Pointer { .. } => Some(8),
+            Type::Array { elem, count } => Some(self.size_of(*elem)?.checked_mul((*count)?)?),
+            _ => None,
+        }
     }
 
     fn type_of(&mut self, a: &Attrs<'_>) -> Option<TypeId> {
@@ -307,7 +321,7 @@ impl<'a, 'd> Builder<'a, 'd> {
         match tag {
             dw::DW_TAG_base_type => {
                 let id = self.id_at(off);
-                self.types[id] = Type::Base {
+                *self.slot(id) = Type::Base {
                     name: self.text(unit, a.name).unwrap_or_else(|| "<base>".into()),
                     size: a.byte_size.unwrap_or(0),
                     encoding: encoding(a.encoding),
@@ -318,7 +332,7 @@ impl<'a, 'd> Builder<'a, 'd> {
             | dw::DW_TAG_rvalue_reference_type => {
                 let id = self.id_at(off);
                 let pointee = self.type_of(&a);
-                self.types[id] = Type::Pointer { pointee };
+                *self.slot(id) = Type::Pointer { pointee };
             }
             dw::DW_TAG_const_type
             | dw::DW_TAG_volatile_type
@@ -332,12 +346,12 @@ impl<'a, 'd> Builder<'a, 'd> {
                     _ => Qualifier::Atomic,
                 };
                 let ty = self.type_of(&a);
-                self.types[id] = Type::Qualified { qual, ty };
+                *self.slot(id) = Type::Qualified { qual, ty };
             }
             dw::DW_TAG_typedef => {
                 let id = self.id_at(off);
                 let ty = self.type_of(&a);
-                self.types[id] = Type::Typedef {
+                *self.slot(id) = Type::Typedef {
                     name: self
                         .text(unit, a.name)
                         .unwrap_or_else(|| "<typedef>".into()),
@@ -434,7 +448,7 @@ impl<'a, 'd> Builder<'a, 'd> {
         if a.declaration {
             self.declarations.insert(id);
         }
-        self.types[id] = Type::Struct {
+        *self.slot(id) = Type::Struct {
             kind,
             name: self.text(unit, a.name),
             size: a.byte_size.unwrap_or(0),
@@ -470,7 +484,7 @@ impl<'a, 'd> Builder<'a, 'd> {
         if a.declaration {
             self.declarations.insert(id);
         }
-        self.types[id] = Type::Enum {
+        *self.slot(id) = Type::Enum {
             name: self.text(unit, a.name),
             size: a.byte_size.unwrap_or(4),
             signed: false,
@@ -506,7 +520,7 @@ impl<'a, 'd> Builder<'a, 'd> {
         for &count in dims[1..].iter().rev() {
             inner = self.push(Type::Array { elem: inner, count });
         }
-        self.types[id] = Type::Array {
+        *self.slot(id) = Type::Array {
             elem: inner,
             count: dims[0],
         };
@@ -538,7 +552,7 @@ impl<'a, 'd> Builder<'a, 'd> {
                 _ => {}
             }
         }
-        self.types[id] = Type::Function;
+        *self.slot(id) = Type::Function;
         self.signatures.insert(id, sig);
         Ok(())
     }
@@ -571,15 +585,15 @@ impl<'a, 'd> Builder<'a, 'd> {
             return Ok(());
         };
         let definition = !a.declaration;
-        let replace = match self.functions.get(&name) {
+        let key = (name, self.unit);
+        let replace = match self.functions.get(&key) {
             None => true,
             Some((had_definition, _)) => definition && !had_definition,
         };
         if replace {
-            self.functions.insert(
-                name.clone(),
-                (definition, FunctionInfo { name, params, ret }),
-            );
+            let name = key.0.clone();
+            self.functions
+                .insert(key, (definition, FunctionInfo { name, params, ret }));
         }
         Ok(())
     }
@@ -604,9 +618,10 @@ impl<'a, 'd> Builder<'a, 'd> {
             (Scope::Function, _) => 2,
         };
         match (self.text(unit, a.name), a.specification) {
-            (Some(name), _) => self.add_variable(name, rank, addr, ty.unwrap_or(VOID)),
+            (Some(name), _) => self.add_variable(name, self.unit, rank, addr, ty.unwrap_or(VOID)),
             (None, Some(decl)) => self.var_fixups.push(VarFixup {
                 decl,
+                unit: self.unit,
                 addr,
                 rank,
                 ty,
@@ -615,53 +630,48 @@ impl<'a, 'd> Builder<'a, 'd> {
         }
     }
 
-    fn add_variable(&mut self, name: String, rank: u8, addr: u64, ty: TypeId) {
-        let better = self.variables.get(&name).is_none_or(|(r, _, _)| rank < *r);
+    fn add_variable(&mut self, name: String, unit: usize, rank: u8, addr: u64, ty: TypeId) {
+        let key = (name, unit);
+        let better = self.variables.get(&key).is_none_or(|(r, _, _)| rank < *r);
         if better {
-            self.variables.insert(name, (rank, addr, ty));
+            self.variables.insert(key, (rank, addr, ty));
         }
     }
 
-    fn finish(mut self, path: &Path) -> DebugInfo {
+    /// Applies the fix-ups that need every parsed unit; `defined` finds
+    /// the loaded complete definition of a tag name (`struct foo;` here is
+    /// the `struct foo` another unit defines); `canonical` says which unit's
+    /// copy of a name is the one names lead to (the first unit defining it,
+    /// as a full parse would pick: same-named types may differ by unit).
+    pub(super) fn finish(
+        mut self,
+        defined: impl Fn(&str) -> Option<TypeId>,
+        canonical: impl Fn(&str) -> Option<usize>,
+    ) -> Part {
         for f in std::mem::take(&mut self.var_fixups) {
             if let Some((Some(name), decl_ty)) = self.var_decls.get(&f.decl).cloned() {
                 let ty = f.ty.or(decl_ty).unwrap_or(VOID);
-                self.add_variable(name, f.rank, f.addr, ty);
+                self.add_variable(name, f.unit, f.rank, f.addr, ty);
             }
         }
-        let mut info = DebugInfo {
-            path: path.to_path_buf(),
-            binary: path.to_path_buf(),
-            types: std::mem::take(&mut self.types),
-            incomplete: HashSet::new(),
-            signatures: std::mem::take(&mut self.signatures),
-            names: HashMap::new(),
-            functions: self.functions.drain().map(|(k, (_, f))| (k, f)).collect(),
-            variables: self
-                .variables
-                .drain()
-                .map(|(k, (_, a, t))| (k, (a, t)))
-                .collect(),
-            pointer_size: self.pointer_size,
-        };
-        for f in &self.bit_fixups {
-            let storage = match &info.types[f.id] {
+        for f in std::mem::take(&mut self.bit_fixups) {
+            let storage = match self.get(f.id) {
                 Type::Struct { members, .. } => {
-                    members.get(f.index).and_then(|m| info.size_of(m.ty))
+                    members.get(f.index).and_then(|m| self.size_of(m.ty))
                 }
                 _ => None,
             }
             .unwrap_or(4);
             let total = big_endian_bits(f.location, storage, f.bit_offset, f.bit_size);
-            if let Type::Struct { members, .. } = &mut info.types[f.id]
+            if let Type::Struct { members, .. } = self.slot(f.id)
                 && let Some(m) = members.get_mut(f.index)
             {
                 m.offset = total / 8;
                 m.bit_offset = Some((total % 8) as u32);
             }
         }
-        for f in &self.enum_fixups {
-            let signed = match f.underlying.map(|u| &info.types[info.strip(u)]) {
+        for f in std::mem::take(&mut self.enum_fixups) {
+            let signed = match f.underlying.map(|u| self.get(self.strip(u))) {
                 Some(Type::Base { encoding, .. }) => {
                     matches!(encoding, Encoding::Signed | Encoding::SignedChar)
                 }
@@ -682,7 +692,7 @@ impl<'a, 'd> Builder<'a, 'd> {
                 signed: s,
                 variants,
                 ..
-            } = &mut info.types[f.id]
+            } = self.slot(f.id)
             {
                 *s = signed;
                 for (slot, v) in variants.iter_mut().zip(values) {
@@ -690,9 +700,12 @@ impl<'a, 'd> Builder<'a, 'd> {
                 }
             }
         }
-        // The name index: the first complete definition of each name.
+        // The name index: the first complete definition of each name in
+        // the unit that defines it first.
         let mut names: HashMap<String, TypeId> = HashMap::new();
-        for (id, t) in info.types.iter().enumerate() {
+        let mut order = Vec::new();
+        for (i, t) in self.types.iter().enumerate() {
+            let id = self.base + i;
             let key = match t {
                 Type::Struct { .. } | Type::Enum { .. } => match super::tag_key(t) {
                     Some(k) => k,
@@ -702,95 +715,70 @@ impl<'a, 'd> Builder<'a, 'd> {
                 Type::Base { name, .. } => base_key(name).unwrap_or_else(|| name.clone()),
                 _ => continue,
             };
+            if let Some(unit) = canonical(&key)
+                && self.unit_at(id) != Some(unit)
+            {
+                continue;
+            }
             match names.get(&key) {
                 Some(&old) if !self.declarations.contains(&old) => {}
                 Some(_) if self.declarations.contains(&id) => {}
-                _ => {
+                Some(_) => {
+                    names.insert(key, id);
+                }
+                None => {
+                    order.push(key.clone());
                     names.insert(key, id);
                 }
             }
         }
-        // `struct foo;` in one unit is the `struct foo` another defines.
-        for &decl in &self.declarations {
-            let Some(key) = super::tag_key(&info.types[decl]) else {
-                info.incomplete.insert(decl);
+        let mut incomplete = Vec::new();
+        let mut decls: Vec<TypeId> = self.declarations.iter().copied().collect();
+        decls.sort_unstable();
+        for decl in decls {
+            let Some(key) = super::tag_key(self.get(decl)) else {
+                incomplete.push(decl);
                 continue;
             };
-            match names.get(&key) {
-                Some(&def) if !self.declarations.contains(&def) => {
-                    info.types[decl] = info.types[def].clone();
+            let def = match names.get(&key) {
+                Some(&def) if !self.declarations.contains(&def) => Some(def),
+                _ => defined(&key),
+            };
+            match def {
+                Some(def) => {
+                    let t = self.get(def).clone();
+                    *self.slot(decl) = t;
                 }
-                _ => {
-                    info.incomplete.insert(decl);
-                }
+                None => incomplete.push(decl),
             }
         }
-        info.names = names;
-        info
-    }
-}
-
-/// A reference attribute as a `.debug_info` offset.
-fn global_ref(unit: &Unit<'_>, v: AttributeValue<R<'_>>) -> Option<usize> {
-    match v {
-        AttributeValue::UnitRef(o) => o.to_debug_info_offset(&unit.header).map(|o| o.0),
-        AttributeValue::DebugInfoRef(o) => Some(o.0),
-        _ => None,
-    }
-}
-
-fn encoding(e: Option<gimli::DwAte>) -> Encoding {
-    match e {
-        Some(dw::DW_ATE_signed) | Some(dw::DW_ATE_signed_fixed) => Encoding::Signed,
-        Some(dw::DW_ATE_signed_char) => Encoding::SignedChar,
-        Some(dw::DW_ATE_unsigned_char) => Encoding::UnsignedChar,
-        Some(dw::DW_ATE_boolean) => Encoding::Bool,
-        Some(dw::DW_ATE_float)
-        | Some(dw::DW_ATE_complex_float)
-        | Some(dw::DW_ATE_decimal_float) => Encoding::Float,
-        _ => Encoding::Unsigned,
-    }
-}
-
-/// A member offset given as a constant or as a constant expression
-/// (`DW_OP_plus_uconst N`, `DW_OP_constu N`).
-fn constant_location(v: &AttributeValue<R<'_>>, enc: gimli::Encoding) -> Option<u64> {
-    match v {
-        AttributeValue::Exprloc(expr) => {
-            let mut ops = expr.operations(enc);
-            let mut value: u64 = 0;
-            while let Ok(Some(op)) = ops.next() {
-                match op {
-                    gimli::Operation::PlusConstant { value: v } => value = value.wrapping_add(v),
-                    gimli::Operation::UnsignedConstant { value: v } => value = v,
-                    gimli::Operation::SignedConstant { value: v } => value = v as u64,
-                    _ => return None,
-                }
-            }
-            Some(value)
+        let open: HashSet<TypeId> = incomplete.iter().copied().collect();
+        let names = order
+            .into_iter()
+            .map(|k| {
+                let id = names[&k];
+                (k, id, !open.contains(&id))
+            })
+            .collect();
+        Part {
+            base: self.base,
+            types: self.types,
+            incomplete,
+            signatures: self.signatures,
+            names,
+            functions: self
+                .functions
+                .into_iter()
+                .map(|((_, u), (d, f))| (u, d, f))
+                .collect(),
+            variables: self
+                .variables
+                .into_iter()
+                .map(|((k, u), (r, a, t))| (k, u, r, a, t))
+                .collect(),
+            by_offset: self.by_offset,
         }
-        v => v.udata_value(),
     }
-}
-
-/// The fixed address of a static variable (`DW_OP_addr`, `DW_OP_addrx`);
-/// `None` for registers, the stack, TLS and location lists.
-fn static_address(
-    dwarf: &gimli::Dwarf<R<'_>>,
-    unit: &Unit<'_>,
-    loc: &AttributeValue<R<'_>>,
-) -> Option<u64> {
-    let AttributeValue::Exprloc(expr) = loc else {
-        return None;
-    };
-    let mut ops = expr.operations(unit.encoding());
-    let addr = match ops.next().ok()?? {
-        gimli::Operation::Address { address } => address,
-        gimli::Operation::AddressIndex { index } => dwarf.address(unit, index).ok()?,
-        _ => return None,
-    };
-    // Anything after the address (TLS, pieces) makes it not a plain global.
-    matches!(ops.next(), Ok(None)).then_some(addr)
 }
 
 /// An array dimension's element count from `DW_AT_count` or the bounds.
@@ -807,91 +795,4 @@ fn dimension(s: &Attrs<'_>) -> Option<u64> {
     };
     let lower = i128::from(s.lower_bound.unwrap_or(0));
     Some((upper - lower + 1).max(0) as u64)
-}
-
-/// DWARF 4's `DW_AT_bit_offset` counts from the most significant bit of
-/// the storage unit; the result counts bits from the start of the struct,
-/// least significant first (little-endian).
-fn big_endian_bits(location: u64, storage: u64, bit_offset: i64, bit_size: u64) -> u64 {
-    let from_lsb = storage as i64 * 8 - bit_offset - bit_size as i64;
-    (location as i64 * 8 + from_lsb).max(0) as u64
-}
-
-fn sign_extend(v: u64, width: u8) -> i64 {
-    match width {
-        1 => i64::from(v as u8 as i8),
-        2 => i64::from(v as u16 as i16),
-        4 => i64::from(v as u32 as i32),
-        _ => v as i64,
-    }
-}
-
-/// The canonical spelling of a C base type name, so `unsigned long`,
-/// `long unsigned int` and `unsigned long int` meet: `unsigned long int`.
-pub(super) fn base_key(name: &str) -> Option<String> {
-    let (mut unsigned, mut signed, mut short, mut longs) = (false, false, false, 0);
-    let mut base: Option<&str> = None;
-    for w in name.split_whitespace() {
-        match w {
-            "unsigned" => unsigned = true,
-            "signed" => signed = true,
-            "short" => short = true,
-            "long" => longs += 1,
-            "int" | "char" | "float" | "double" | "_Bool" | "bool" | "__int128" => {
-                if base.is_some() {
-                    return None;
-                }
-                base = Some(if w == "bool" { "_Bool" } else { w });
-            }
-            _ => return None,
-        }
-    }
-    let base = base.unwrap_or("int");
-    let sign = if unsigned { "unsigned " } else { "" };
-    Some(match base {
-        "char" if signed => "signed char".into(),
-        "char" => format!("{sign}char"),
-        "int" => {
-            let len = match (short, longs) {
-                (true, _) => "short ",
-                (false, 0) => "",
-                (false, 1) => "long ",
-                _ => "long long ",
-            };
-            format!("{sign}{len}int")
-        }
-        "__int128" => format!("{sign}__int128"),
-        "double" if longs > 0 => "long double".into(),
-        other => other.to_string(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_names_meet() {
-        assert_eq!(base_key("long unsigned int").unwrap(), "unsigned long int");
-        assert_eq!(base_key("unsigned long").unwrap(), "unsigned long int");
-        assert_eq!(base_key("unsigned").unwrap(), "unsigned int");
-        assert_eq!(base_key("long long int").unwrap(), "long long int");
-        assert_eq!(base_key("signed char").unwrap(), "signed char");
-        assert_eq!(base_key("char").unwrap(), "char");
-        assert_eq!(
-            base_key("short unsigned int").unwrap(),
-            "unsigned short int"
-        );
-        assert_eq!(base_key("__int128 unsigned").unwrap(), "unsigned __int128");
-        assert_eq!(base_key("bool").unwrap(), "_Bool");
-        assert!(base_key("m0_time_t").is_none());
-    }
-
-    #[test]
-    fn dwarf4_bit_offsets() {
-        // unsigned a:3 at the start of a 4-byte unit: DWARF 4 says bit 29.
-        assert_eq!(big_endian_bits(0, 4, 29, 3), 0);
-        // unsigned c:12 after 8 bits: bit_offset 32 - 8 - 12 = 12.
-        assert_eq!(big_endian_bits(0, 4, 12, 12), 8);
-    }
 }

@@ -6,32 +6,43 @@ use std::{path::PathBuf, process::Command, sync::OnceLock};
 use super::*;
 use crate::dwarf::value::{self, NoMemory, Options, Value};
 
+/// The fixture variants: name and gcc flags.
+const VARIANTS: [(&str, &[&str]); 4] = [
+    ("O0", &["-O0"]),
+    ("O2", &["-O2"]),
+    ("dwarf4", &["-O2", "-gdwarf-4"]),
+    ("zlib", &["-O0", "-gz=zlib"]),
+];
+
+/// Compiles the typed fixture into `dir/name`; `None` when gcc is missing.
+fn compile(dir: &std::path::Path, name: &str, flags: &[&str]) -> Option<PathBuf> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let bin = dir.join(name);
+    let status = Command::new("gcc")
+        .args(["-g", "-fno-omit-frame-pointer"])
+        .args(flags)
+        .arg(src.join("typed.c"))
+        .arg(src.join("typed_decl.c"))
+        .arg(src.join("typedlib.c"))
+        .arg("-o")
+        .arg(&bin)
+        .status()
+        .ok()?;
+    assert!(status.success(), "gcc failed for {name}");
+    Some(bin)
+}
+
 /// Builds the fixture variants once; `None` when gcc is missing.
 fn builds() -> Option<&'static [(String, DebugInfo)]> {
     static BUILDS: OnceLock<Option<Vec<(String, DebugInfo)>>> = OnceLock::new();
     BUILDS
         .get_or_init(|| {
-            let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
             let dir = std::env::temp_dir().join(format!("ri-dwarf-unit-{}", std::process::id()));
             std::fs::create_dir_all(&dir).ok()?;
             let mut out = Vec::new();
-            for (name, flags) in [
-                ("O0", &["-O0"][..]),
-                ("O2", &["-O2"][..]),
-                ("dwarf4", &["-O2", "-gdwarf-4"][..]),
-            ] {
-                let bin = dir.join(name);
-                let status = Command::new("gcc")
-                    .args(["-g", "-fno-omit-frame-pointer"])
-                    .args(flags)
-                    .arg(src.join("typed.c"))
-                    .arg(src.join("typed_decl.c"))
-                    .arg(src.join("typedlib.c"))
-                    .arg("-o")
-                    .arg(&bin)
-                    .status()
-                    .ok()?;
-                assert!(status.success(), "gcc failed for {name}");
+            for (name, flags) in VARIANTS {
+                let bin = compile(&dir, name, flags)?;
+                // The mapping outlives the file removed below.
                 let info = DebugInfo::load(&bin).expect("load fixture DWARF");
                 out.push((name.to_string(), info));
             }
@@ -187,4 +198,46 @@ fn decode_without_memory() {
     let v = value::decode(info, node, &b[..20], None, &NoMemory, &Options::default());
     assert_eq!(v.to_json()["next"], serde_json::Value::Null);
     assert_eq!(v.to_json()["color"], "GREEN");
+}
+
+#[test]
+fn lazy_lookups_match_every_unit_loaded() {
+    let dir = std::env::temp_dir().join(format!("ri-dwarf-lazy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (build, flags) in VARIANTS {
+        let Some(bin) = compile(&dir, build, flags) else {
+            break;
+        };
+        let full = DebugInfo::load(&bin).expect(build);
+        full.load_all();
+        let names = DebugInfo::load(&bin).unwrap().type_names("*");
+        assert_eq!(names, full.type_names("*"), "{build}");
+        for n in &names {
+            // A fresh handle per name: only what that lookup needs is parsed.
+            let lazy = DebugInfo::load(&bin).expect(build);
+            let a = lazy.type_by_name(n).expect(n);
+            let b = full.type_by_name(n).expect(n);
+            assert_eq!(
+                crate::types::layout(&lazy, a),
+                crate::types::layout(&full, b),
+                "{build}: {n}"
+            );
+        }
+        let lazy = DebugInfo::load(&bin).expect(build);
+        let spell = |i: &DebugInfo, f: &str| {
+            let f = i.function(f).expect(f);
+            let p: Vec<String> = f
+                .params
+                .iter()
+                .map(|p| i.declaration(p.ty, &p.name))
+                .collect();
+            p.join(", ")
+        };
+        assert_eq!(spell(&lazy, "visit_all"), spell(&full, "visit_all"));
+        let (addr, ty) = lazy.variable("tg_all").expect(build);
+        assert_eq!(full.variable("tg_all").map(|v| v.0), Some(addr));
+        assert_eq!(lazy.type_name(ty), "struct all");
+        assert_eq!(lazy.variable_at(addr).map(|v| v.0), Some("tg_all"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -30,9 +30,36 @@ pub enum FileError {
     },
 }
 
-/// Reads a file whose content must be ELF.
-pub fn read_elf(path: &Path) -> Result<Vec<u8>, FileError> {
-    let data = std::fs::read(path).map_err(|e| match e.kind() {
+/// A file's bytes, mapped read-only: only the pages read are loaded (a
+/// symbol lookup in a binary with 30 MB of DWARF touches a few of them).
+pub struct Mapped(memmap2::Mmap);
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Mapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mapped({} bytes)", self.0.len())
+    }
+}
+
+/// Maps a file read-only.
+pub fn map_file(path: &Path) -> std::io::Result<Mapped> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: a read-only private mapping that ri never writes. A file
+    // truncated in place while mapped could fault, as it would for gdb;
+    // builds and package installs replace files by rename instead.
+    let m = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(Mapped(m))
+}
+
+/// Maps a file whose content must be ELF.
+pub fn read_elf(path: &Path) -> Result<Mapped, FileError> {
+    let data = map_file(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => FileError::NotFound(path.to_path_buf()),
         _ => FileError::Io {
             path: path.to_path_buf(),
