@@ -230,6 +230,12 @@ pub fn moments(cell: &Cell, signed: bool) -> Moments {
     m
 }
 
+/// A sum as a JSON number: exact within 64 bits, else a float (JSON has no
+/// wider integers; `json!` of such an `i128` panics).
+fn big_json(n: i128) -> Json {
+    serde_json::to_value(n).unwrap_or_else(|_| json!(n as f64))
+}
+
 /// The sum of a bucket's values, from its wrapped 64-bit sum: `count * min`
 /// plus what the values add above `min` (which fits in 64 bits unless the
 /// bucket's spread times its hits does not), so a sum past 64 bits, or of
@@ -449,7 +455,7 @@ impl View<'_> {
                     .collect();
                 e.insert("buckets".into(), Json::Array(buckets));
                 let m = moments(cell, a.signed);
-                e.insert("sum".into(), json!(m.sum));
+                e.insert("sum".into(), big_json(m.sum));
                 e.insert("mean".into(), json!(m.mean()));
                 e.insert("min".into(), json!(m.min));
                 e.insert("max".into(), json!(m.max));
@@ -592,6 +598,9 @@ mod tests {
         assert_eq!(m.sum, 2 * i128::from(big) + 5);
         let m = moments(&cell(&[i64::MIN as u64, i64::MIN as u64]), true);
         assert_eq!(m.sum, 2 * i128::from(i64::MIN));
+        assert_eq!(big_json(m.sum), json!(2.0 * i64::MIN as f64));
+        assert_eq!(big_json(-5), json!(-5));
+        assert_eq!(big_json(u64::MAX.into()), json!(u64::MAX));
     }
 
     #[test]
