@@ -18,7 +18,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match ri::dispatch::run(cli.command) {
+    let result = ri::dispatch::run(cli.command);
+    // A `-c` command started early whose probes never got attached.
+    ri::session::early::abort();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(ri::Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {

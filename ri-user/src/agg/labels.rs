@@ -284,9 +284,17 @@ mod tests {
     fn unreadable_names_merge_under_zero() {
         let mut names = Names::new(Vec::new());
         let mut snap = Snapshot::default();
-        let cell = |n| Cell {
-            count: n,
-            ..Default::default()
+        // A count's hits are in bucket 0 (rows merge bucket by bucket).
+        let cell = |n| {
+            let mut c = Cell::default();
+            c.add(
+                0,
+                &ri_common::AggValue {
+                    count: n,
+                    ..Default::default()
+                },
+            );
+            c
         };
         let key = |w: u64| [7u64.to_ne_bytes(), w.to_ne_bytes()].concat();
         snap.cells.insert((0, 0, key(0x1000)), cell(2));

@@ -225,13 +225,26 @@ pub fn moments(cell: &Cell, signed: bool) -> Moments {
         }
         m.max = num(v.max, signed);
         m.count += v.count;
-        m.sum += if signed {
-            v.sum as i64 as i128
-        } else {
-            v.sum as i128
-        };
+        m.sum += bucket_sum(v, signed);
     }
     m
+}
+
+/// A sum as a JSON number: exact within 64 bits, else a float (JSON has no
+/// wider integers; `json!` of such an `i128` panics).
+fn big_json(n: i128) -> Json {
+    serde_json::to_value(n).unwrap_or_else(|_| json!(n as f64))
+}
+
+/// The sum of a bucket's values, from its wrapped 64-bit sum: `count * min`
+/// plus what the values add above `min` (which fits in 64 bits unless the
+/// bucket's spread times its hits does not), so a sum past 64 bits, or of
+/// large signed values, is still exact.
+fn bucket_sum(v: &AggValue, signed: bool) -> i128 {
+    let Some(base) = (v.count as i128).checked_mul(num(v.min, signed)) else {
+        return num(v.sum, signed);
+    };
+    base + v.sum.wrapping_sub(base as u64) as i128
 }
 
 /// The `q` quantile (0..=1, nearest rank) of a cell: the least or greatest
@@ -442,7 +455,7 @@ impl View<'_> {
                     .collect();
                 e.insert("buckets".into(), Json::Array(buckets));
                 let m = moments(cell, a.signed);
-                e.insert("sum".into(), json!(m.sum));
+                e.insert("sum".into(), big_json(m.sum));
                 e.insert("mean".into(), json!(m.mean()));
                 e.insert("min".into(), json!(m.min));
                 e.insert("max".into(), json!(m.max));
@@ -573,6 +586,21 @@ mod tests {
         assert_eq!(quantile(&c, 0.25, true), -100);
         assert_eq!(quantile(&c, 0.5, true), -3);
         assert_eq!(log2_counts(&c)[64], 2);
+    }
+
+    #[test]
+    fn sums_past_64_bits_are_exact() {
+        let big = 3u64 << 62;
+        let m = moments(&cell(&[big, big + 1, big]), false);
+        assert_eq!(m.sum, 3 * i128::from(big) + 1);
+        let big = i64::MAX as u64 - 1;
+        let m = moments(&cell(&[big, big, 5]), true);
+        assert_eq!(m.sum, 2 * i128::from(big) + 5);
+        let m = moments(&cell(&[i64::MIN as u64, i64::MIN as u64]), true);
+        assert_eq!(m.sum, 2 * i128::from(i64::MIN));
+        assert_eq!(big_json(m.sum), json!(2.0 * i64::MIN as f64));
+        assert_eq!(big_json(-5), json!(-5));
+        assert_eq!(big_json(u64::MAX.into()), json!(u64::MAX));
     }
 
     #[test]

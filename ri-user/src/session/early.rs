@@ -74,3 +74,11 @@ pub fn wait_for(cmd: &str, name: &str) -> Result<PathBuf, Error> {
 pub fn take() -> Option<HeldChild> {
     STARTED.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
+
+/// Kills and reaps a command started by [`wait_for`] that no attach took
+/// (an error after the wait, before probes were attached).
+pub fn abort() {
+    if let Some(c) = take() {
+        c.abort();
+    }
+}

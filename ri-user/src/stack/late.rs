@@ -33,7 +33,13 @@ pub(super) struct Layout {
     loads: Vec<(u64, u64, u64, bool)>,
     /// File offset ranges the loader relocates, then protects.
     relro: Vec<(u64, u64)>,
+    /// Bytes already read, by (offset, length, string): they are constant,
+    /// and one literal (a trace format) fails in event after event.
+    read: HashMap<(u64, u64, bool), Option<Vec<u8>>>,
 }
+
+/// Most reads kept per file (the cache starts over past it).
+const READS_KEPT: usize = 4096;
 
 impl Layout {
     /// Reads the program headers of `path` (they sit near its start).
@@ -82,6 +88,20 @@ impl Layout {
         Some(len.min(start + size - off))
     }
 
+    /// `n` bytes of this file (`path`) at `off`, read once (see
+    /// [`Stacks::read_file`]).
+    fn read(&mut self, path: &str, off: u64, n: u64, str: bool) -> Option<Vec<u8>> {
+        if let Some(b) = self.read.get(&(off, n, str)) {
+            return b.clone();
+        }
+        if self.read.len() >= READS_KEPT {
+            self.read.clear();
+        }
+        let b = Stacks::read_file(path, off, n, str);
+        self.read.insert((off, n, str), b.clone());
+        b
+    }
+
     /// The virtual address of file offset `off`.
     fn vaddr(&self, off: u64) -> Option<u64> {
         let &(v, o, _, _) = self
@@ -115,7 +135,7 @@ pub struct SiteFile<'a> {
 }
 
 impl Stacks {
-    fn layout(&mut self, path: &str) -> &Layout {
+    fn layout(&mut self, path: &str) -> &mut Layout {
         self.layouts
             .entry(path.to_string())
             .or_insert_with(|| Layout::of(Path::new(path)))
@@ -150,8 +170,9 @@ impl Stacks {
         let off = addr - m.start + m.offset;
         let want = (len as u64).min(m.end - addr);
         let path = m.name.clone();
-        let n = self.layout(&path).span(off, want)?;
-        Self::read_file(&path, off, n, str)
+        let layout = self.layout(&path);
+        let n = layout.span(off, want)?;
+        layout.read(&path, off, n, str)
     }
 
     /// The bytes at `addr` when it lies in the probed file, placed by the
@@ -169,7 +190,7 @@ impl Stacks {
         let bias = ip.wrapping_sub(layout.vaddr(site.file_offset)?);
         let off = layout.offset(addr.wrapping_sub(bias))?;
         let n = layout.span(off, len as u64)?;
-        Self::read_file(&path, off, n, str)
+        layout.read(&path, off, n, str)
     }
 
     /// Replaces each failed `str()`/`buf()` read of an event of `pid` by
@@ -228,6 +249,7 @@ mod tests {
                 (0x22000, 0x2000, 0x1000, false),
             ],
             relro: vec![(0x2800, 0x2900)],
+            ..Layout::default()
         };
         assert_eq!(l.span(0x10, 16), Some(16));
         assert_eq!(l.span(0xff8, 64), Some(8));

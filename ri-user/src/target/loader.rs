@@ -9,7 +9,7 @@ use std::{
 };
 
 use object::{
-    Endianness,
+    Endianness, ReadCache, ReadRef,
     elf::{DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, FileHeader32, FileHeader64},
     read::elf::{Dyn, FileHeader},
 };
@@ -25,17 +25,27 @@ struct Dynamic {
     soname: Option<String>,
 }
 
-/// Reads the dynamic section of `path` (None: not an ELF file).
+/// Reads the dynamic section of `path` (None: not an ELF file), through a
+/// read cache: only the headers and the dynamic section are read, not the
+/// whole file (a library with its debug info can be hundreds of MB).
 fn read_dynamic(path: &Path) -> Option<Dynamic> {
-    let data = crate::elf::read_elf(path).ok()?;
-    match data.get(4) {
-        Some(2) => parse::<FileHeader64<Endianness>>(&data, true),
-        Some(1) => parse::<FileHeader32<Endianness>>(&data, false),
+    let cache = ReadCache::new(std::fs::File::open(path).ok()?);
+    let data = &cache;
+    let ident = data.read_bytes_at(0, 16).ok()?;
+    if !ident.starts_with(b"\x7fELF") {
+        return None;
+    }
+    match ident[4] {
+        2 => parse::<FileHeader64<Endianness>, _>(data, true),
+        1 => parse::<FileHeader32<Endianness>, _>(data, false),
         _ => None,
     }
 }
 
-fn parse<H: FileHeader<Endian = Endianness>>(data: &[u8], is64: bool) -> Option<Dynamic> {
+fn parse<'d, H: FileHeader<Endian = Endianness>, R: ReadRef<'d>>(
+    data: R,
+    is64: bool,
+) -> Option<Dynamic> {
     let header = H::parse(data).ok()?;
     let endian = header.endian().ok()?;
     let mut out = Dynamic {
@@ -55,7 +65,10 @@ fn parse<H: FileHeader<Endian = Endianness>>(data: &[u8], is64: bool) -> Option<
     };
     for d in entries {
         let Some(tag) = d.tag32(endian) else { continue };
-        let Ok(value) = d.string(endian, strings) else {
+        if ![DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME].contains(&tag) {
+            continue;
+        }
+        let Some(Ok(value)) = d.val32(endian).map(|off| strings.get(off)) else {
             continue;
         };
         let value = String::from_utf8_lossy(value).into_owned();
