@@ -175,12 +175,7 @@ pub fn run() -> Result<String> {
     let rows: Vec<(&str, Vec<String>)> = vec![
         (
             "raw probe `x=arg0` (no DWARF), whole run",
-            s(&[
-                "trace",
-                "-c",
-                &b,
-                &format!("u:{b}:gs_fn_20_3(x=arg0)"),
-            ]),
+            s(&["trace", "-c", &b, &format!("u:{b}:gs_fn_20_3(x=arg0)")]),
         ),
         (
             "typed probe `a->count, a->state, b->u.u_word`, whole run",

@@ -362,8 +362,10 @@ fn insn(code: u8, imm: u64) -> Insn {
 }
 
 /// Most `FAST` slots a session may use for histograms (per CPU, 32 bytes
-/// each); past it, histograms go through the general `AGG` map.
-const FAST_HIST_SLOTS: u32 = 1 << 16;
+/// each: 512 KiB per CPU, 16 sites of 976 buckets); past it, histograms go
+/// through the general `AGG` map, so a many-CPU server is not charged
+/// megabytes per CPU.
+const FAST_HIST_SLOTS: u32 = 1 << 14;
 
 /// Flags the plans that need no interpreter: a bare `COUNT`, or `REG, HIST`
 /// of an argument register or `rax` (no key, no filter); the kernel then
