@@ -7,6 +7,7 @@
 mod bench;
 mod bench_hist;
 mod bench_report;
+mod bench_wild;
 mod demo;
 
 use std::{
@@ -52,6 +53,13 @@ enum Task {
         /// ri's CPU while counting); write bench/RESULTS-agg.md.
         #[arg(long)]
         agg: bool,
+        /// Only wildcards at scale (5,000 functions: attach, whole run,
+        /// Ctrl-C, vs bpftrace); write bench/RESULTS-wild.md.
+        #[arg(long)]
+        wild: bool,
+        /// Seconds after which bpftrace's 5,000-probe run is killed.
+        #[arg(long, default_value_t = 120)]
+        bpftrace_timeout: u64,
     },
 }
 
@@ -76,10 +84,21 @@ fn main() -> Result<()> {
             build()?;
             demo::run()
         }
-        Task::Bench { agg } => {
+        Task::Bench {
+            agg,
+            wild,
+            bpftrace_timeout,
+        } => {
             setup()?;
             build()?;
-            if agg { bench::run_agg() } else { bench::run() }
+            let timeout = std::time::Duration::from_secs(bpftrace_timeout);
+            if agg {
+                bench::run_agg()
+            } else if wild {
+                bench_wild::run(timeout)
+            } else {
+                bench::run(timeout)
+            }
         }
     }
 }
