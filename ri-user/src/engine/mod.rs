@@ -99,8 +99,10 @@ pub struct Engine {
 }
 
 impl Drop for Engine {
-    /// Detaches everything at once: each release waits for a grace period,
-    /// and releases done concurrently share them.
+    /// Detaches everything at once: a multi-uprobe link's release waits for
+    /// one grace period for all its sites; per-site perf events each wait
+    /// for one (Linux 6.18 holds `event_mutex` across it, so even released
+    /// concurrently they go one after the other there).
     fn drop(&mut self) {
         release_concurrently(std::mem::take(&mut self.multi_links));
         release_concurrently(std::mem::take(&mut self.uprobe_links));
@@ -109,7 +111,8 @@ impl Drop for Engine {
 }
 
 /// Drops `items` from up to 256 threads at once (closing a uprobe waits for
-/// an RCU grace period; concurrent closes share one).
+/// an RCU grace period; closes that are not serialized by the kernel share
+/// one).
 fn release_concurrently<T: Send>(items: Vec<T>) {
     const THREADS: usize = 256;
     if items.len() <= 1 {
@@ -305,7 +308,7 @@ impl Engine {
         sites: &[(u64, u64, &str)],
         pid: Option<u32>,
     ) -> Result<(), EngineError> {
-        if sites.len() > 1
+        if !sites.is_empty()
             && let Some(prog) = self.multi_program(which)
         {
             let pairs: Vec<(u64, u64)> = sites.iter().map(|s| (s.0, s.1)).collect();
