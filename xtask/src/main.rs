@@ -57,8 +57,9 @@ enum Task {
         /// Ctrl-C, vs bpftrace); write bench/RESULTS-wild.md.
         #[arg(long)]
         wild: bool,
-        /// Seconds after which bpftrace's 5,000-probe run is killed.
-        #[arg(long, default_value_t = 120)]
+        /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
+        /// then still waits while the kernel releases what it attached).
+        #[arg(long, default_value_t = 30)]
         bpftrace_timeout: u64,
     },
 }

@@ -274,3 +274,24 @@ pub fn attach(
     };
     bpf_fd(BPF_LINK_CREATE, &attr).map_err(MultiError::Link)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use super::{LinkCreateAttr, ProgLoadAttr};
+
+    #[test]
+    fn attrs_match_the_kernels_bpf_attr() {
+        assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
+        assert_eq!(offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        assert_eq!(offset_of!(ProgLoadAttr, prog_btf_fd), 72);
+        assert_eq!(offset_of!(ProgLoadAttr, func_info), 80);
+        assert_eq!(offset_of!(ProgLoadAttr, line_info), 96);
+        assert_eq!(offset_of!(ProgLoadAttr, line_info_cnt), 104);
+        assert_eq!(offset_of!(LinkCreateAttr, path), 16);
+        assert_eq!(offset_of!(LinkCreateAttr, cookies), 40);
+        assert_eq!(offset_of!(LinkCreateAttr, cnt), 48);
+        assert_eq!(offset_of!(LinkCreateAttr, pid), 56);
+    }
+}
