@@ -147,6 +147,24 @@ pub fn start_waiting(mut cmd: Command, ready: &str, on_stderr: bool) -> (Child, 
     }
 }
 
+/// Starts fixture `name` with `args`, stdin and stdout piped, and reads its
+/// first line (a `wait` mode's addresses).
+pub fn start_fixture(
+    name: &str,
+    args: &[&str],
+) -> (Child, BufReader<std::process::ChildStdout>, String) {
+    let mut child = Command::new(fixture(name))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start fixture");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    (child, out, line)
+}
+
 /// Starts `ri ARGS` with stdout piped; returns it and a reader of its stderr.
 pub fn spawn_ri(args: &[&str]) -> (Child, BufReader<std::process::ChildStderr>) {
     let mut ri = Command::new(ri_bin())

@@ -8,7 +8,9 @@ use std::{
     process::{Child, ChildStdout, Command, Stdio},
 };
 
-use ri_tests::{bpftrace, events, fixture, of_probe, require_bpf, ri, ri_bin, spawn_ri};
+use ri_tests::{
+    bpftrace, events, fixture, of_probe, require_bpf, ri, ri_bin, spawn_ri, start_fixture,
+};
 
 /// A `calls wait N` fixture: started, its function addresses read.
 struct Waiting {
@@ -19,15 +21,7 @@ struct Waiting {
 
 impl Waiting {
     fn start(n: u32) -> Self {
-        let mut child = Command::new(fixture("calls"))
-            .args(["wait", &n.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start fixture");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
+        let (child, out, line) = start_fixture("calls", &["wait", &n.to_string()]);
         let addrs = line
             .split_whitespace()
             .skip(1)

@@ -124,7 +124,7 @@ fn startup(cmd: impl Fn() -> Command) -> Result<f64> {
 }
 
 /// Runs every measurement and writes bench/RESULTS.md.
-pub fn run() -> Result<()> {
+pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     let fx = fixtures()?;
     let calls = fx.join("calls");
     let c = calls.display().to_string();
@@ -244,6 +244,8 @@ pub fn run() -> Result<()> {
 
     eprintln!("bench: DWARF load on a generated program with about 30 MB of debug info");
     let dwarf_section = crate::bench_dwarf::run()?;
+    eprintln!("bench: wildcards at scale (5,000 functions)");
+    let wild_section = crate::bench_wild::section(&fx, bpftrace_timeout)?;
 
     let mut report = render(&Report {
         none,
@@ -263,12 +265,8 @@ pub fn run() -> Result<()> {
     report.push_str(&report_section);
     report.push('\n');
     report.push_str(&dwarf_section);
-    let path = root().join("bench/RESULTS.md");
-    std::fs::create_dir_all(path.parent().expect("has parent"))?;
-    std::fs::write(&path, &report)?;
-    println!("{report}");
-    eprintln!("bench: wrote {}", path.display());
-    Ok(())
+    report.push_str(&wild_section);
+    write_report("RESULTS.md", &report)
 }
 
 /// Per-hit cost of a typed capture four pointers deep against a raw
@@ -326,12 +324,7 @@ pub fn run_agg() -> Result<()> {
         kernel.trim(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let path = root().join("bench/RESULTS-agg.md");
-    std::fs::create_dir_all(path.parent().expect("has parent"))?;
-    std::fs::write(&path, &report)?;
-    println!("{report}");
-    eprintln!("bench: wrote {}", path.display());
-    Ok(())
+    write_report("RESULTS-agg.md", &report)
 }
 
 /// Per-hit cost of `ri count` and `ri hist` on the nop5 site against the
@@ -693,6 +686,16 @@ struct Report {
     bt_start: Option<f64>,
     ri_lost: Vec<String>,
     spin_summary: String,
+}
+
+/// Writes `report` to bench/`name` and prints it.
+pub(crate) fn write_report(name: &str, report: &str) -> Result<()> {
+    let path = root().join("bench").join(name);
+    std::fs::create_dir_all(path.parent().expect("has parent"))?;
+    std::fs::write(&path, report)?;
+    println!("{report}");
+    eprintln!("bench: wrote {}", path.display());
+    Ok(())
 }
 
 pub(crate) fn verdict(ok: bool) -> &'static str {

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{gen_dwarf, ri_bin, root, target_dir};
+use crate::{gen_dwarf, ri_bin, target_dir};
 
 /// Repetitions of each measurement; the median is reported.
 const REPS: usize = 5;
@@ -260,9 +260,5 @@ pub fn run_alone() -> Result<()> {
         "# ri DWARF load benchmark\n\n\
          Written by `cargo xtask bench --dwarf` (the same section as in RESULTS.md, alone).\n\n{section}"
     );
-    let path = root().join("bench/RESULTS-dwarf.md");
-    std::fs::write(&path, &report)?;
-    println!("{report}");
-    eprintln!("bench: wrote {}", path.display());
-    Ok(())
+    crate::bench::write_report("RESULTS-dwarf.md", &report)
 }

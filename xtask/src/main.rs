@@ -8,6 +8,7 @@ mod bench;
 mod bench_dwarf;
 mod bench_hist;
 mod bench_report;
+mod bench_wild;
 mod demo;
 mod gen_dwarf;
 
@@ -58,6 +59,14 @@ enum Task {
         /// 30 MB of debug info; write bench/RESULTS-dwarf.md.
         #[arg(long, conflicts_with = "agg")]
         dwarf: bool,
+        /// Only wildcards at scale (5,000 functions: attach, whole run,
+        /// Ctrl-C, vs bpftrace); write bench/RESULTS-wild.md.
+        #[arg(long)]
+        wild: bool,
+        /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
+        /// then still waits while the kernel releases what it attached).
+        #[arg(long, default_value_t = 30)]
+        bpftrace_timeout: u64,
     },
 }
 
@@ -82,15 +91,23 @@ fn main() -> Result<()> {
             build()?;
             demo::run()
         }
-        Task::Bench { agg, dwarf } => {
+        Task::Bench {
+            agg,
+            dwarf,
+            wild,
+            bpftrace_timeout,
+        } => {
             setup()?;
             build()?;
+            let timeout = std::time::Duration::from_secs(bpftrace_timeout);
             if agg {
                 bench::run_agg()
             } else if dwarf {
                 bench_dwarf::run_alone()
+            } else if wild {
+                bench_wild::run(timeout)
             } else {
-                bench::run()
+                bench::run(timeout)
             }
         }
     }

@@ -2,16 +2,20 @@
 //! plans into the `PLANS` map, attaching the generic programs with cookies,
 //! and handing out the event ring buffer and the lost-event counter.
 
+pub mod multi;
 pub mod perf;
 
-use std::{os::fd::AsFd, path::Path};
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    path::Path,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{
         UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
     },
 };
 use ri_common::{MAX_PLANS, Plan};
@@ -47,7 +51,7 @@ pub enum EngineError {
 }
 
 /// Which generic program to attach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Program {
     /// Plan interpreter at function entry (or entry + offset).
     Entry,
@@ -65,7 +69,19 @@ impl Program {
             Program::Bare => "ri_bare",
         }
     }
+
+    /// Index in the multi-uprobe copies.
+    fn index(self) -> usize {
+        self as usize
+    }
 }
+
+/// Set in the environment, ri attaches one perf event per site even where
+/// multi-uprobe links work (to compare and test the fallback).
+pub const NO_MULTI_ENV: &str = "RI_NO_MULTI_UPROBE";
+
+/// Every program, in [`Program::index`] order.
+const PROGRAMS: [Program; 3] = [Program::Entry, Program::Return, Program::Bare];
 
 /// A loaded ri eBPF object.
 pub struct Engine {
@@ -73,6 +89,49 @@ pub struct Engine {
     loaded: Vec<Program>,
     /// USDT attachments, detached when the engine drops.
     usdt_links: Vec<perf::PerfLink>,
+    /// Per-site uprobe perf events (the fallback), detached on drop.
+    uprobe_links: Vec<UProbeLink>,
+    /// The multi-uprobe copies of the programs (by [`Program::index`]),
+    /// or why they are unavailable; loaded at the first attach.
+    multi_progs: Option<Result<Vec<OwnedFd>, String>>,
+    /// Multi-uprobe links, each covering many sites.
+    multi_links: Vec<OwnedFd>,
+}
+
+impl Drop for Engine {
+    /// Detaches everything at once: a multi-uprobe link's release waits for
+    /// one grace period for all its sites; per-site perf events each wait
+    /// for one (Linux 6.18 holds `event_mutex` across it, so even released
+    /// concurrently they go one after the other there).
+    fn drop(&mut self) {
+        release_concurrently(std::mem::take(&mut self.multi_links));
+        release_concurrently(std::mem::take(&mut self.uprobe_links));
+        release_concurrently(std::mem::take(&mut self.usdt_links));
+    }
+}
+
+/// Drops `items` from up to 256 threads at once (closing a uprobe waits for
+/// an RCU grace period; closes that are not serialized by the kernel share
+/// one).
+fn release_concurrently<T: Send>(items: Vec<T>) {
+    const THREADS: usize = 256;
+    if items.len() <= 1 {
+        return;
+    }
+    let n = items.len().min(THREADS);
+    let mut buckets: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        buckets[i % n].push(item);
+    }
+    std::thread::scope(|s| {
+        for bucket in buckets {
+            let spawned = std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn_scoped(s, move || drop(bucket));
+            // A thread that cannot start drops its bucket here instead.
+            drop(spawned);
+        }
+    });
 }
 
 /// Walks an error's sources looking for EPERM (the verifier's EACCES is a
@@ -161,6 +220,9 @@ impl Engine {
             bpf,
             loaded: Vec::new(),
             usdt_links: Vec::new(),
+            uprobe_links: Vec::new(),
+            multi_progs: None,
+            multi_links: Vec::new(),
         })
     }
 
@@ -224,12 +286,95 @@ impl Engine {
             location: UProbeAttachLocation::AbsoluteOffset(offset),
             cookie: Some(cookie),
         };
-        prog.attach(point, path, scope)
-            .map(|_| ())
-            .map_err(|e| EngineError::Attach {
-                site: site.to_string(),
-                reason: chain(&e),
-            })
+        let attach_err = |e: &(dyn std::error::Error + 'static)| EngineError::Attach {
+            site: site.to_string(),
+            reason: chain(e),
+        };
+        let id = prog
+            .attach(point, path, scope)
+            .map_err(|e| attach_err(&e))?;
+        let link = prog.take_link(id).map_err(|e| attach_err(&e))?;
+        self.uprobe_links.push(link);
+        Ok(())
+    }
+
+    /// Attaches `which` at every `(file offset, cookie, site name)` of
+    /// `path`, for one process or (pid `None`) for all: one multi-uprobe
+    /// link where the kernel has them, else one perf event per site.
+    pub fn attach_sites(
+        &mut self,
+        which: Program,
+        path: &Path,
+        sites: &[(u64, u64, &str)],
+        pid: Option<u32>,
+    ) -> Result<(), EngineError> {
+        if !sites.is_empty()
+            && let Some(prog) = self.multi_program(which)
+        {
+            let pairs: Vec<(u64, u64)> = sites.iter().map(|s| (s.0, s.1)).collect();
+            match multi::attach(prog, path, &pairs, which == Program::Return, pid) {
+                Ok(link) => {
+                    self.multi_links.push(link);
+                    return Ok(());
+                }
+                // Unsupported here: remember, and go site by site.
+                Err(multi::MultiError::Link(e))
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::E2BIG)
+                    ) =>
+                {
+                    self.multi_progs = Some(Err(e.to_string()));
+                }
+                // Otherwise site by site too, which names the failing site.
+                Err(_) => {}
+            }
+        }
+        for (offset, cookie, name) in sites {
+            self.attach(which, path, *offset, *cookie, pid, name)?;
+        }
+        Ok(())
+    }
+
+    /// The multi-uprobe copy of `which`, loaded with the others at the first
+    /// call; `None` when the kernel cannot have them.
+    fn multi_program(&mut self, which: Program) -> Option<std::os::fd::BorrowedFd<'_>> {
+        if self.multi_progs.is_none() && std::env::var_os(NO_MULTI_ENV).is_some() {
+            self.multi_progs = Some(Err(format!("off ({NO_MULTI_ENV} set)")));
+        }
+        if self.multi_progs.is_none() {
+            let names: Vec<&str> = PROGRAMS.iter().map(|p| p.name()).collect();
+            self.multi_progs = Some(
+                multi::load_programs(crate::EBPF_OBJECT, &self.bpf, &names)
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        match &self.multi_progs {
+            Some(Ok(fds)) => fds.get(which.index()).map(|f| f.as_fd()),
+            _ => None,
+        }
+    }
+
+    /// How the sites were attached, for the attach line: multi-uprobe links
+    /// and/or per-site perf events (with why links were not used).
+    pub fn attach_note(&self) -> String {
+        let perf = self.uprobe_links.len() + self.usdt_links.len();
+        let mut parts = Vec::new();
+        if !self.multi_links.is_empty() {
+            let n = self.multi_links.len();
+            parts.push(format!(
+                "{n} multi-uprobe link{}",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        if perf > 0 {
+            let mut s = format!("{perf} perf event{}", if perf == 1 { "" } else { "s" });
+            if let Some(Err(why)) = &self.multi_progs {
+                s.push_str(&format!(", multi-uprobe link unavailable: {why}"));
+            }
+            parts.push(s);
+        }
+        parts.join(" + ")
     }
 
     /// Attaches the entry program at a USDT probe (`offset` in `path`),

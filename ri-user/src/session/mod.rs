@@ -5,7 +5,11 @@ pub mod child;
 pub mod early;
 mod usdt;
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use crate::{
     Error,
@@ -225,6 +229,11 @@ impl ProbeSet {
         } else {
             pids.iter().map(|p| Some(*p)).collect()
         };
+        // Sites grouped by (entry side first, program, file, pid): each
+        // group attaches at once. Entries go first, so no return finds its
+        // ENTRY_ARGS companion missing.
+        type Group<'a> = Vec<(u64, u64, &'a str)>;
+        let mut groups: BTreeMap<(u8, Program, &Path, Option<u32>), Group<'_>> = BTreeMap::new();
         let mut n = 0;
         for (sid, site) in self.sites.iter().enumerate() {
             if self.probes[site.probe].spec.kind == ProbeKind::Usdt {
@@ -252,28 +261,23 @@ impl ProbeSet {
             let save_args = program.is_none() && flags & ri_common::plan_flags::ENTRY_ARGS != 0;
             for pid in &scopes {
                 if save_args {
-                    // The companion that saves the arguments goes first, so
-                    // no return finds its entry missed.
-                    engine.attach(
-                        Program::Entry,
-                        &site.path,
-                        site.file_offset,
-                        ri_common::cookie(site.probe as u32 | ri_common::SAVE_ARGS, sid as u32),
-                        *pid,
-                        &site.name,
-                    )?;
-                    n += 1;
+                    let save =
+                        ri_common::cookie(site.probe as u32 | ri_common::SAVE_ARGS, sid as u32);
+                    groups
+                        .entry((0, Program::Entry, &site.path, *pid))
+                        .or_default()
+                        .push((site.file_offset, save, &site.name));
                 }
-                engine.attach(
-                    which,
-                    &site.path,
-                    site.file_offset,
-                    cookie,
-                    *pid,
-                    &site.name,
-                )?;
-                n += 1;
+                let side = u8::from(which == Program::Return);
+                groups
+                    .entry((side, which, &site.path, *pid))
+                    .or_default()
+                    .push((site.file_offset, cookie, &site.name));
             }
+        }
+        for ((_, which, path, pid), sites) in &groups {
+            engine.attach_sites(*which, path, sites, *pid)?;
+            n += sites.len();
         }
         Ok(n)
     }

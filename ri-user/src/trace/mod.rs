@@ -380,10 +380,11 @@ pub(crate) fn launch(
     };
     if !opts.quiet {
         eprintln!(
-            "ri: attached {} at {} ({}) in {} ms",
+            "ri: attached {} at {} ({}: {}) in {} ms",
             counted(set.probes.len() as u64, "probe"),
             counted(set.sites.len() as u64, "site"),
             counted(n as u64, "attachment"),
+            engine.attach_note(),
             started.elapsed().as_millis()
         );
     }
