@@ -10,6 +10,14 @@ pub fn counted(n: impl Into<u64>, word: &str) -> String {
     }
 }
 
+/// Writes `line` and a newline to stderr in one `write`, so that a child
+/// process writing to the same stderr cannot land inside it (`eprintln!`
+/// writes each formatted piece separately).
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

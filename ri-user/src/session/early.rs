@@ -35,9 +35,9 @@ pub fn wait_for(cmd: &str, name: &str) -> Result<PathBuf, Error> {
     // Held back after the fork (the command must not inherit the mask) and
     // before the line that tells the user to press Ctrl-C.
     let signals = SignalWait::new();
-    eprintln!(
+    crate::text::say(&format!(
         "ri: waiting for {name}: '{cmd}' (pid {pid}) runs until it maps it, its calls before the attach unseen (Ctrl-C ends the wait)"
-    );
+    ));
     loop {
         if signals.pause() {
             if let Some(c) = slot.take() {

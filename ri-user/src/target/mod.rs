@@ -269,10 +269,10 @@ pub fn resolve_waiting(target: &str, scope: &Scope) -> Result<PathBuf, TargetErr
     let pids: Vec<String> = scope.pids.iter().map(u32::to_string).collect();
     // Held back before the line that tells the user to press Ctrl-C.
     let signals = SignalWait::new();
-    eprintln!(
+    crate::text::say(&format!(
         "ri: waiting for {target} (pid {} has not mapped it, and its loader would not find it; Ctrl-C ends the wait)",
         pids.join("/")
-    );
+    ));
     loop {
         if signals.pause() {
             return Err(TargetError::Interrupted(target.to_string()));
