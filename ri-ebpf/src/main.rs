@@ -7,7 +7,7 @@
 use core::{ffi::c_void, ptr::write_volatile};
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::generated::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_loop,
@@ -18,16 +18,17 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use ri_common::{
-    AGG_ENTRIES, AGG_KEY_BYTES, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES, FlightKey,
-    FrameKey, HEADER_LEN, Inflight, LEN_READ_FAILED, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan,
-    READ_MAX, SAVE_ARGS, STACK_DEPTH, STACK_NONE, SavedArgs, Scratch, WAKEUP_INTERVAL_NS,
-    hist_bucket, op, plan_flags,
+    AGG_KEY_BYTES, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES, FrameKey, HEADER_LEN,
+    LEN_READ_FAILED, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS, STACK_DEPTH,
+    STACK_NONE, SavedArgs, Scratch, WAKEUP_INTERVAL_NS, hist_bucket, op, plan_flags,
 };
 
 mod agg;
+mod flight;
 mod stack;
 
-use agg::{bump, dropped, fast_bump, update};
+use agg::{bump, fast_bump};
+use flight::{begin, refresh_flight, span};
 
 /// Plans by plan id, written by user space before attaching.
 #[map]
@@ -57,10 +58,6 @@ static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Operations in flight (`ri inflight`), by process and key.
-#[map]
-static INFLIGHT: HashMap<FlightKey, Inflight> = HashMap::with_max_entries(AGG_ENTRIES, 0);
-
 /// Values `KEEP` stored for `TAKE` (an entry's time for `ri latency`, an
 /// allocation's size for `ri leaks`), keyed by call ([`FrameKey`]). Not an
 /// LRU map (nor is `SAVED_ARGS`): evicting a live call would lose its value
@@ -77,9 +74,6 @@ static SAVED_ARGS: HashMap<FrameKey, SavedArgs> = HashMap::with_max_entries(FRAM
 /// map was full), so their return is skipped, per CPU.
 #[map]
 static NO_ENTRY: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// The kernel's `EEXIST`: a `BPF_NOEXIST` insert found the key.
-const EEXIST: i32 = 17;
 
 /// Entry probe: runs the plan named by the cookie.
 #[uprobe]
@@ -278,93 +272,6 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
         unsafe { *lost += 1 };
     }
     0
-}
-
-/// The in-flight key: this process and the payload's first word.
-#[inline(always)]
-fn flight_key(s: &Scratch) -> FlightKey {
-    FlightKey {
-        pid: (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32,
-        pad: 0,
-        // SAFETY: a constant, 8-aligned offset inside `event`.
-        key: unsafe { *(s.event[HEADER_LEN..].as_ptr() as *const u64) },
-    }
-}
-
-/// Stores the payload as an operation in flight under its first word
-/// (`only_new`: unless that key is in flight already).
-#[inline(always)]
-fn begin(s: &mut Scratch, only_new: bool) {
-    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
-    s.flight.ts_ns = unsafe { bpf_ktime_get_ns() };
-    s.flight.pid = (pid_tgid >> 32) as u32;
-    s.flight.tid = pid_tgid as u32;
-    s.flight.site = s.site;
-    s.flight.plan = s.plan;
-    let src = s.event[HEADER_LEN..].as_ptr() as *const u64;
-    let dst = s.flight.payload.as_mut_ptr() as *mut u64;
-    for w in 0..AGG_KEY_BYTES / 8 {
-        // SAFETY: constant offsets inside `event` and `flight.payload`.
-        unsafe { core::ptr::write_unaligned(dst.add(w), *src.add(w)) };
-    }
-    let key = flight_key(s);
-    let value: &Inflight = &s.flight;
-    // An entry in flight already is not one to add.
-    let flags = if only_new { BPF_NOEXIST as u64 } else { 0 };
-    if let Err(e) = INFLIGHT.insert(key, value, flags)
-        && e != -EEXIST
-    {
-        dropped();
-    }
-}
-
-/// Ends a span: the time since its begin (the in-flight entry under the
-/// payload's key) counts in a log2 bucket under the begin's plan, site and
-/// payload without the key word; the entry is forgotten. No begin, no count.
-#[inline(always)]
-fn span(s: &mut Scratch) {
-    let key = flight_key(s);
-    let Some(f) = INFLIGHT.get_ptr(key) else {
-        return;
-    };
-    // SAFETY: a map value, read at constant offsets before it is removed.
-    let f = unsafe { &*f };
-    let elapsed = unsafe { bpf_ktime_get_ns() }.wrapping_sub(f.ts_ns);
-    s.agg.plan = f.plan;
-    s.agg.site = f.site;
-    s.agg.bucket = hist_bucket(elapsed);
-    s.agg.pad = 0;
-    let src = f.payload.as_ptr() as *const u64;
-    let dst = s.agg.key.as_mut_ptr() as *mut u64;
-    for w in 1..AGG_KEY_BYTES / 8 {
-        // SAFETY: constant offsets inside `payload` and `agg.key`.
-        unsafe {
-            core::ptr::write_unaligned(dst.add(w - 1), core::ptr::read_unaligned(src.add(w)))
-        };
-    }
-    // SAFETY: the last word of `agg.key`.
-    unsafe { core::ptr::write_unaligned(dst.add(AGG_KEY_BYTES / 8 - 1), 0) };
-    let _ = INFLIGHT.remove(key);
-    update(s, elapsed);
-}
-
-/// Writes the payload's second word into word `word` of the in-flight
-/// entry keyed by its first word, when there is one.
-#[inline(always)]
-fn refresh_flight(s: &mut Scratch, word: u64) {
-    let w = word as usize & 15;
-    if w >= AGG_KEY_BYTES / 8 {
-        return;
-    }
-    let Some(f) = INFLIGHT.get_ptr_mut(flight_key(s)) else {
-        return;
-    };
-    // SAFETY: word 1 of the payload, 8-aligned inside `event`; `w` is below
-    // the entry payload's word count; the map value is written in place.
-    unsafe {
-        let v = *(s.event[HEADER_LEN + 8..].as_ptr() as *const u64);
-        core::ptr::write_unaligned((*f).payload.as_mut_ptr().add(w * 8) as *mut u64, v);
-    }
 }
 
 /// At a function's entry: saves this call's argument registers for the
@@ -679,7 +586,7 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
             return 1;
         }
         op::END_FLIGHT => {
-            let _ = INFLIGHT.remove(flight_key(s));
+            flight::end(s);
             s.drop = 1;
             return 1;
         }
