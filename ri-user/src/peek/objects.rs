@@ -2,13 +2,10 @@
 //! then every library in map order, each with its debug info (when it has
 //! any) and its load bias.
 
-use std::{
-    io::ErrorKind,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
-use super::{PeekError, process};
-use crate::{Error, dwarf::DebugInfo, target::TargetError};
+use super::process;
+use crate::{Error, dwarf::DebugInfo, target};
 
 /// One mapped file with debug info.
 #[derive(Debug)]
@@ -49,23 +46,9 @@ pub fn short(path: &Path) -> String {
 
 /// The files `pid` maps, executable first, each once, in map order.
 pub fn mapped_files(pid: u32) -> Result<Vec<PathBuf>, Error> {
-    let exe = process::exe_of(pid)?;
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| -> Error {
-        match e.kind() {
-            ErrorKind::PermissionDenied => PeekError::PermissionDenied(pid).into(),
-            _ => TargetError::NoSuchPid(pid).into(),
-        }
-    })?;
-    let mut files = vec![exe];
-    for line in maps.lines() {
-        let Some(path) = line.split_whitespace().nth(5) else {
-            continue;
-        };
-        // A deleted file ("/x (deleted)") has more words; skip it.
-        if line.split_whitespace().count() != 6 || !path.starts_with('/') {
-            continue;
-        }
-        let path = PathBuf::from(path);
+    // The executable's link first: it says when ri may not read the pid.
+    let mut files = vec![process::exe_of(pid)?];
+    for path in target::mapped_files(pid)? {
         if !files.contains(&path) {
             files.push(path);
         }
@@ -98,12 +81,7 @@ pub fn load(pid: u32, files: &[PathBuf]) -> Result<Vec<Loaded>, Error> {
 /// Whether `path` is the library a `LIB:` prefix names: its file name, the
 /// name up to a `.so` version (`libmotr` for `libmotr.so.2`), or the path.
 pub fn is_named(path: &Path, lib: &str) -> bool {
-    let name = short(path);
-    name == lib
-        || path == Path::new(lib)
-        || name
-            .strip_prefix(lib)
-            .is_some_and(|rest| rest.starts_with(".so") || rest.starts_with('-'))
+    path == Path::new(lib) || target::is_library(&short(path), lib)
 }
 
 #[cfg(test)]

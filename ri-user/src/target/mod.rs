@@ -58,14 +58,17 @@ pub fn exe_of(pid: u32) -> Result<PathBuf, TargetError> {
     std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|_| TargetError::NoSuchPid(pid))
 }
 
-/// Files a process has mapped, in map order, without duplicates.
+/// Files a process has mapped, in map order, without duplicates; a file
+/// deleted since it was mapped (`/x (deleted)`) is not one of them.
 pub fn mapped_files(pid: u32) -> Result<Vec<PathBuf>, TargetError> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .map_err(|_| TargetError::NoSuchPid(pid))?;
     let mut out: Vec<PathBuf> = Vec::new();
     for line in maps.lines() {
-        if let Some(p) = line.split_whitespace().nth(5)
+        let mut words = line.split_whitespace();
+        if let Some(p) = words.nth(5)
             && p.starts_with('/')
+            && words.next().is_none()
         {
             let p = PathBuf::from(p);
             if !out.contains(&p) {
