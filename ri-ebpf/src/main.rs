@@ -78,13 +78,27 @@ static NO_ENTRY: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Entry probe: runs the plan named by the cookie.
 #[uprobe]
 pub fn ri_entry(ctx: ProbeContext) -> u32 {
-    run(&ctx)
+    run::<_, true>(&ctx)
 }
 
 /// Return probe: the same interpreter; `rax` holds the return value.
 #[uretprobe]
 pub fn ri_return(ctx: RetProbeContext) -> u32 {
-    run(&ctx)
+    run::<_, true>(&ctx)
+}
+
+/// Entry probe for plans that need no interpreter (fast paths, raw
+/// registers): the same code without the interpreter loop and stacks, so
+/// the verifier walks a few hundred instructions instead of thousands.
+#[uprobe]
+pub fn ri_fast_entry(ctx: ProbeContext) -> u32 {
+    run::<_, false>(&ctx)
+}
+
+/// Return probe for plans that need no interpreter.
+#[uretprobe]
+pub fn ri_fast_return(ctx: RetProbeContext) -> u32 {
+    run::<_, false>(&ctx)
 }
 
 /// A program that does nothing: the baseline for benchmarks.
@@ -123,8 +137,10 @@ fn arg_reg(regs: *const pt_regs, i: u32) -> u64 {
     }
 }
 
+/// Runs the plan named by the cookie; without `FULL`, only plans that
+/// need no interpreter nor stack (user space attaches those only).
 #[inline(always)]
-fn run<C: StackIdContext>(probe: &C) -> u32 {
+fn run<C: StackIdContext, const FULL: bool>(probe: &C) -> u32 {
     let ctx = probe.as_ptr();
     let cookie = unsafe { bpf_get_attach_cookie(ctx) };
     let regs = ctx as *const pt_regs;
@@ -191,7 +207,7 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
         write_volatile(&mut s.flags, flags);
         write_volatile(&mut s.stack_id, STACK_NONE);
     }
-    if flags & plan_flags::STACK != 0 {
+    if FULL && flags & plan_flags::STACK != 0 {
         // The helper needs the probe's context, which the loop callback
         // does not have: take the stack here, `STACK` pushes its id.
         s.stack_id = stack::take(probe);
@@ -227,7 +243,7 @@ fn run<C: StackIdContext>(probe: &C) -> u32 {
         }
         s.out = pairs.min(MAX_INSNS as u32 / 2) * 8;
         s.fields = pairs;
-    } else if n > 0 {
+    } else if FULL && n > 0 {
         let mut state = LoopState {
             s: s as *mut Scratch,
             plan: p as *const Plan,

@@ -245,7 +245,10 @@ pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     eprintln!("bench: DWARF load on a generated program with about 30 MB of debug info");
     let dwarf_section = crate::bench_dwarf::run()?;
     eprintln!("bench: wildcards at scale (5,000 functions)");
-    let wild_section = crate::bench_wild::section(&fx, bpftrace_timeout)?;
+    let wild = crate::bench_wild::measure(&fx, bpftrace_timeout)?;
+    let wild_section = crate::bench_wild::section(&wild);
+    eprintln!("bench: whole runs, exec to exit (one probe; the 5,000-site count)");
+    let whole_section = crate::bench_run::section(&fx, crate::bench_run::REPS, Some(&wild))?;
 
     let mut report = render(&Report {
         none,
@@ -266,6 +269,8 @@ pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     report.push('\n');
     report.push_str(&dwarf_section);
     report.push_str(&wild_section);
+    report.push('\n');
+    report.push_str(&whole_section);
     write_report("RESULTS.md", &report)
 }
 

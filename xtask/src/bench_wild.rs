@@ -143,10 +143,67 @@ fn bpftrace_run(many: &Path, timeout: Duration) -> Result<(Option<f64>, f64)> {
     Ok((None, killed.elapsed().as_secs_f64()))
 }
 
-/// The section: ri (multi-uprobe links; the per-site fallback on 100
-/// functions), Ctrl-C, and bpftrace capped at `bpftrace_timeout`.
-pub fn section(fx: &Path, bpftrace_timeout: Duration) -> Result<String> {
+/// What the wildcard measurements found.
+pub struct Wild {
+    /// ri's median whole run (s), attach (ms) and attach note.
+    pub secs: f64,
+    ms: f64,
+    note: String,
+    /// The per-site fallback on 10 functions: whole run (s), attach (ms), note.
+    fb: (f64, f64, String),
+    /// Seconds from SIGINT to exit.
+    stop: f64,
+    /// bpftrace's whole run (None: killed at the timeout) and its exit
+    /// after the kill; None without bpftrace.
+    pub bt: Option<(Option<f64>, f64)>,
+    /// How long bpftrace had.
+    pub bt_timeout: Duration,
+}
+
+/// Runs the measurements: ri (multi-uprobe links; the per-site fallback on
+/// 10 functions), Ctrl-C, and bpftrace capped at `bpftrace_timeout`.
+pub fn measure(fx: &Path, bpftrace_timeout: Duration) -> Result<Wild> {
     let many = fx.join("many");
+    let (secs, ms, note) = ri_run(&many, "fn_*", false, REPS)?;
+    let fb = ri_run(&many, "fn_100*", true, 1)?;
+    let stop = ctrl_c(&many)?;
+    let bt = if have("bpftrace") {
+        Some(bpftrace_run(&many, bpftrace_timeout)?)
+    } else {
+        None
+    };
+    Ok(Wild {
+        secs,
+        ms,
+        note,
+        fb,
+        stop,
+        bt,
+        bt_timeout: bpftrace_timeout,
+    })
+}
+
+/// bpftrace's whole-run cell: seconds, or killed at the timeout.
+pub fn bt_cell(bt: Option<f64>, after: f64, timeout: Duration) -> String {
+    match bt {
+        Some(t) => format!("{t:.1} s"),
+        None => format!(
+            "> {} s (killed; its exit took {after:.0} s more)",
+            timeout.as_secs()
+        ),
+    }
+}
+
+/// The section from [`measure`]'s results.
+pub fn section(w: &Wild) -> String {
+    let Wild {
+        secs,
+        ms,
+        note,
+        fb: (fb_secs, fb_ms, fb_note),
+        stop,
+        ..
+    } = w;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -155,9 +212,6 @@ pub fn section(fx: &Path, bpftrace_timeout: Duration) -> Result<String> {
          {REPS}. The attach time is ri's own (from start to attached, as its attach line \
          says).\n"
     );
-    let (secs, ms, note) = ri_run(&many, "fn_*", false, REPS)?;
-    let (fb_secs, fb_ms, fb_note) = ri_run(&many, "fn_100*", true, 1)?;
-    let stop = ctrl_c(&many)?;
     let _ = writeln!(s, "| run | sites | attach | whole run | how |");
     let _ = writeln!(s, "|---|---:|---:|---:|---|");
     let _ = writeln!(s, "| ri | 5,000 | {ms:.0} ms | {secs:.2} s | {note} |");
@@ -165,15 +219,8 @@ pub fn section(fx: &Path, bpftrace_timeout: Duration) -> Result<String> {
         s,
         "| ri, per-site fallback | 10 | {fb_ms:.0} ms | {fb_secs:.2} s | {fb_note} |"
     );
-    if have("bpftrace") {
-        let (bt, after) = bpftrace_run(&many, bpftrace_timeout)?;
-        let whole = match bt {
-            Some(t) => format!("{t:.1} s"),
-            None => format!(
-                "> {} s (killed; its exit took {after:.0} s more)",
-                bpftrace_timeout.as_secs()
-            ),
-        };
+    if let Some((bt, after)) = w.bt {
+        let whole = bt_cell(bt, after, w.bt_timeout);
         let _ = writeln!(
             s,
             "| bpftrace, `BPFTRACE_MAX_PROBES` and `_MAX_BPF_PROGS` 10000 | 5,000 | | {whole} | one perf event per site |"
@@ -187,17 +234,17 @@ pub fn section(fx: &Path, bpftrace_timeout: Duration) -> Result<String> {
          - the fallback releases each perf event after its own grace period (the kernel \
            holds `event_mutex` across it, so releasing them from many threads does not \
            overlap them): {:.0} ms per site here",
-        verdict(ms < 150.0),
-        verdict(secs < 2.0),
-        verdict(stop < 1.0),
+        verdict(*ms < 150.0),
+        verdict(*secs < 2.0),
+        verdict(*stop < 1.0),
         fb_secs * 100.0,
     );
-    Ok(s)
+    s
 }
 
 /// `cargo xtask bench --wild`: this section alone, in bench/RESULTS-wild.md.
 pub fn run(bpftrace_timeout: Duration) -> Result<()> {
-    let section = section(&fixtures()?, bpftrace_timeout)?;
+    let section = section(&measure(&fixtures()?, bpftrace_timeout)?);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let report = format!(
         "# ri wildcard benchmark\n\n\

@@ -8,6 +8,7 @@ mod bench;
 mod bench_dwarf;
 mod bench_hist;
 mod bench_report;
+mod bench_run;
 mod bench_wild;
 mod demo;
 mod gen_dwarf;
@@ -63,6 +64,16 @@ enum Task {
         /// Ctrl-C, vs bpftrace); write bench/RESULTS-wild.md.
         #[arg(long)]
         wild: bool,
+        /// Only whole runs, exec to exit (one probe, and the 5,000-site
+        /// count), vs bpftrace; write bench/RESULTS-whole.md.
+        #[arg(long, conflicts_with_all = ["agg", "dwarf", "wild"])]
+        whole: bool,
+        /// Runs per row of `--whole`.
+        #[arg(long, default_value_t = bench_run::REPS)]
+        whole_reps: usize,
+        /// `--whole` without the 5,000-site row (a quick check).
+        #[arg(long)]
+        no_wild: bool,
         /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
         /// then still waits while the kernel releases what it attached).
         #[arg(long, default_value_t = 30)]
@@ -95,6 +106,9 @@ fn main() -> Result<()> {
             agg,
             dwarf,
             wild,
+            whole,
+            whole_reps,
+            no_wild,
             bpftrace_timeout,
         } => {
             setup()?;
@@ -106,6 +120,8 @@ fn main() -> Result<()> {
                 bench_dwarf::run_alone()
             } else if wild {
                 bench_wild::run(timeout)
+            } else if whole {
+                bench_run::run(whole_reps, no_wild, timeout)
             } else {
                 bench::run(timeout)
             }

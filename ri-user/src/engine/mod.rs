@@ -3,21 +3,17 @@
 //! and handing out the event ring buffer and the lost-event counter.
 
 pub mod multi;
+mod object;
 pub mod perf;
+mod sys;
 
 use std::{
-    os::fd::{AsFd, OwnedFd},
+    collections::HashMap,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
     path::Path,
 };
 
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{
-        UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
-    },
-};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use ri_common::{MAX_PLANS, Plan};
 
 /// Errors from loading, configuring or attaching eBPF programs.
@@ -51,7 +47,7 @@ pub enum EngineError {
 }
 
 /// Which generic program to attach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Program {
     /// Plan interpreter at function entry (or entry + offset).
     Entry,
@@ -59,6 +55,12 @@ pub enum Program {
     Return,
     /// The empty program (benchmark baseline).
     Bare,
+    /// The fast paths alone at function entry (plans flagged
+    /// [`Program::runs_fast`]): a few instructions for the verifier, where
+    /// the interpreter is thousands.
+    FastEntry,
+    /// The fast paths alone at function return.
+    FastReturn,
 }
 
 impl Program {
@@ -67,12 +69,26 @@ impl Program {
             Program::Entry => "ri_entry",
             Program::Return => "ri_return",
             Program::Bare => "ri_bare",
+            Program::FastEntry => "ri_fast_entry",
+            Program::FastReturn => "ri_fast_return",
         }
     }
 
-    /// Index in the multi-uprobe copies.
-    fn index(self) -> usize {
-        self as usize
+    /// True for the programs attached at returns.
+    pub fn at_return(self) -> bool {
+        matches!(self, Program::Return | Program::FastReturn)
+    }
+
+    /// True when `plan` needs none of the interpreter: a bare count, a
+    /// histogram of one register, or an event of raw registers only,
+    /// without stacks or saved arguments.
+    pub fn runs_fast(plan: &Plan) -> bool {
+        use ri_common::plan_flags as f;
+        if plan.flags & (f::COUNT_FAST | f::HIST_FAST) != 0 {
+            return true;
+        }
+        plan.flags & (f::STACK | f::ENTRY_ARGS | f::AGGREGATE) == 0
+            && (plan.n_insns == 0 || plan.flags & f::REGS_ONLY != 0)
     }
 }
 
@@ -80,20 +96,55 @@ impl Program {
 /// multi-uprobe links work (to compare and test the fallback).
 pub const NO_MULTI_ENV: &str = "RI_NO_MULTI_UPROBE";
 
-/// Every program, in [`Program::index`] order.
-const PROGRAMS: [Program; 3] = [Program::Entry, Program::Return, Program::Bare];
+/// How many entries each map gets: the sizes a command needs, so a `count`
+/// does not allocate an 8 MiB ring nor a trace a 10,240-key hash.
+#[derive(Clone, Debug)]
+pub struct MapSizes {
+    /// `EVENTS` ring in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Keys in `AGG` (keys of more than one word).
+    pub agg: u32,
+    /// Keys in `AGG_SMALL` (one-word keys).
+    pub agg_small: u32,
+    /// Entries in `INFLIGHT`.
+    pub inflight: u32,
+    /// Slots of the `FAST` array.
+    pub fast: u32,
+    /// Stacks in `STACKS` (a quarter as many in `STACK_MORE`).
+    pub stacks: u32,
+    /// Calls in `KEPT`.
+    pub kept: u32,
+    /// Calls in `SAVED_ARGS`.
+    pub saved_args: u32,
+}
+
+impl MapSizes {
+    /// Every map at its full size, with `ring_bytes` of ring.
+    pub fn full(ring_bytes: u32) -> Self {
+        MapSizes {
+            ring_bytes,
+            agg: ri_common::AGG_ENTRIES,
+            agg_small: ri_common::AGG_ENTRIES,
+            inflight: ri_common::AGG_ENTRIES,
+            fast: 1,
+            stacks: 1,
+            kept: ri_common::FRAME_ENTRIES,
+            saved_args: ri_common::FRAME_ENTRIES,
+        }
+    }
+}
 
 /// A loaded ri eBPF object.
 pub struct Engine {
-    bpf: Ebpf,
-    loaded: Vec<Program>,
+    object: object::Object,
+    /// Programs loaded so far, by (program, for multi-uprobe links).
+    progs: HashMap<(Program, bool), OwnedFd>,
     /// USDT attachments, detached when the engine drops.
     usdt_links: Vec<perf::PerfLink>,
     /// Per-site uprobe perf events (the fallback), detached on drop.
-    uprobe_links: Vec<UProbeLink>,
-    /// The multi-uprobe copies of the programs (by [`Program::index`]),
-    /// or why they are unavailable; loaded at the first attach.
-    multi_progs: Option<Result<Vec<OwnedFd>, String>>,
+    uprobe_links: Vec<perf::PerfLink>,
+    /// Why multi-uprobe links are not used, once known.
+    multi_off: Option<String>,
     /// Multi-uprobe links, each covering many sites.
     multi_links: Vec<OwnedFd>,
 }
@@ -134,19 +185,35 @@ fn release_concurrently<T: Send>(items: Vec<T>) {
     });
 }
 
-/// Walks an error's sources looking for EPERM (the verifier's EACCES is a
-/// rejected program, not a privilege problem).
-fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && matches!(io.raw_os_error(), Some(libc::EPERM))
+/// A perf-event attach error, for `site`.
+fn perf_error(e: perf::PerfError, site: &str) -> EngineError {
+    match e {
+        perf::PerfError::Open(ref io) | perf::PerfError::Link(ref io)
+            if io.raw_os_error() == Some(libc::EPERM) =>
         {
-            return true;
+            EngineError::PermissionDenied
         }
-        cur = e.source();
+        e => EngineError::Attach {
+            site: site.to_string(),
+            reason: e.to_string(),
+        },
     }
-    false
+}
+
+/// Attaches `prog` at each site with one perf event apiece, for the
+/// kernels without multi-uprobe links.
+fn attach_each(
+    prog: BorrowedFd<'_>,
+    path: &Path,
+    sites: &[(u64, u64, &str)],
+    ret: bool,
+    pid: Option<u32>,
+) -> Result<Vec<perf::PerfLink>, EngineError> {
+    let one = |(offset, cookie, name): &(u64, u64, &str)| {
+        perf::attach_uprobe(prog, path, *offset, None, ret, pid, *cookie)
+            .map_err(|e| perf_error(e, name))
+    };
+    sites.iter().map(one).collect()
 }
 
 /// Full error chain on one line.
@@ -181,11 +248,11 @@ impl Engine {
     /// Loads the object with an event ring buffer of `ring_bytes` (a power of
     /// two, multiple of the page size).
     pub fn load(ring_bytes: u32) -> Result<Self, EngineError> {
-        Self::load_agg(ring_bytes, ri_common::AGG_ENTRIES, 1, 1)
+        Self::load_sized(&MapSizes::full(ring_bytes))
     }
 
     /// [`Engine::load`] with room for `agg_entries` keys in the aggregation
-    /// map, `fast_slots` counters in the `FAST` array and `stack_entries`
+    /// maps, `fast_slots` counters in the `FAST` array and `stack_entries`
     /// stacks in `STACKS` (a quarter as many in `STACK_MORE`, for stacks
     /// whose bucket was taken; 1 when no plan takes stacks: both maps are
     /// allocated in full at load).
@@ -195,33 +262,50 @@ impl Engine {
         fast_slots: u32,
         stack_entries: u32,
     ) -> Result<Self, EngineError> {
+        Self::load_sized(&MapSizes {
+            agg: agg_entries,
+            agg_small: agg_entries,
+            inflight: agg_entries,
+            fast: fast_slots,
+            stacks: stack_entries,
+            ..MapSizes::full(ring_bytes)
+        })
+    }
+
+    /// Creates the maps at `sizes` (each at least 1); programs load at
+    /// their first attach.
+    pub fn load_sized(sizes: &MapSizes) -> Result<Self, EngineError> {
         if !have_bpf_privileges() {
             return Err(EngineError::PermissionDenied);
         }
-        let ring = u64::from(ring_bytes);
-        let bpf = EbpfLoader::new()
-            .override_global("RING_BYTES", &ring, true)
-            .map_max_entries("EVENTS", ring_bytes)
-            .map_max_entries("AGG", agg_entries)
-            .map_max_entries("AGG_SMALL", agg_entries)
-            .map_max_entries("INFLIGHT", agg_entries)
-            .map_max_entries("FAST", fast_slots.max(1))
-            .map_max_entries("STACKS", stack_entries.max(1))
-            .map_max_entries("STACK_MORE", (stack_entries / 4).max(1))
-            .load(crate::EBPF_OBJECT)
-            .map_err(|e| {
-                if is_permission(&e) {
-                    EngineError::PermissionDenied
-                } else {
-                    EngineError::Load(chain(&e))
-                }
-            })?;
+        let ring = u64::from(sizes.ring_bytes).to_ne_bytes();
+        let entries = [
+            ("EVENTS", sizes.ring_bytes),
+            ("AGG", sizes.agg),
+            ("AGG_SMALL", sizes.agg_small),
+            ("INFLIGHT", sizes.inflight),
+            ("FAST", sizes.fast),
+            ("STACKS", sizes.stacks),
+            ("STACK_MORE", sizes.stacks / 4),
+            ("KEPT", sizes.kept),
+            ("SAVED_ARGS", sizes.saved_args),
+        ]
+        .map(|(n, v)| (n, v.max(1)));
+        let object = object::Object::load(crate::EBPF_OBJECT, &[("RING_BYTES", &ring)], &entries)
+            .map_err(|e| match e {
+            object::ObjectError::Map {
+                errno: Some(libc::EPERM),
+                ..
+            } => EngineError::PermissionDenied,
+            e => EngineError::Load(chain(&e)),
+        })?;
+        let multi_off = std::env::var_os(NO_MULTI_ENV).map(|_| format!("off ({NO_MULTI_ENV} set)"));
         Ok(Engine {
-            bpf,
-            loaded: Vec::new(),
+            object,
+            progs: HashMap::new(),
             usdt_links: Vec::new(),
             uprobe_links: Vec::new(),
-            multi_progs: None,
+            multi_off,
             multi_links: Vec::new(),
         })
     }
@@ -231,7 +315,7 @@ impl Engine {
         if id >= MAX_PLANS {
             return Err(EngineError::TooManyPlans);
         }
-        let map = self.bpf.map_mut("PLANS").ok_or(EngineError::Map {
+        let map = self.object.map_mut("PLANS").ok_or(EngineError::Map {
             map: "PLANS",
             reason: "missing from the object".into(),
         })?;
@@ -245,29 +329,32 @@ impl Engine {
         })
     }
 
-    fn program(&mut self, which: Program) -> Result<&mut UProbe, EngineError> {
-        let needs_load = !self.loaded.contains(&which);
-        let prog: &mut UProbe = self
-            .bpf
-            .program_mut(which.name())
-            .ok_or_else(|| EngineError::Load(format!("program {} missing", which.name())))?
-            .try_into()
-            .map_err(|e| EngineError::Load(chain(&e)))?;
-        if needs_load {
-            prog.load().map_err(|e| {
-                if is_permission(&e) {
-                    EngineError::PermissionDenied
-                } else {
-                    EngineError::Load(chain(&e))
-                }
-            })?;
-            self.loaded.push(which);
+    /// Program `which`, loaded at the first call for perf events or (when
+    /// `multi`) for multi-uprobe links.
+    fn program(&mut self, which: Program, multi: bool) -> Result<BorrowedFd<'_>, EngineError> {
+        if !self.progs.contains_key(&(which, multi)) {
+            let attach_type = if multi {
+                multi::BPF_TRACE_UPROBE_MULTI
+            } else {
+                0
+            };
+            let fd = self
+                .object
+                .load_program(which.name(), attach_type)
+                .map_err(|e| match e {
+                    object::ObjectError::Sys(sys::SysError::Prog {
+                        errno: Some(libc::EPERM),
+                        ..
+                    }) => EngineError::PermissionDenied,
+                    e => EngineError::Load(chain(&e)),
+                })?;
+            self.progs.insert((which, multi), fd);
         }
-        Ok(prog)
+        Ok(self.progs[&(which, multi)].as_fd())
     }
 
     /// Attaches `which` at `offset` in `path` with `cookie`, for one process
-    /// or (pid `None`) for all.
+    /// or (pid `None`) for all: one perf event.
     pub fn attach(
         &mut self,
         which: Program,
@@ -277,23 +364,9 @@ impl Engine {
         pid: Option<u32>,
         site: &str,
     ) -> Result<(), EngineError> {
-        let prog = self.program(which)?;
-        let scope = match pid.and_then(std::num::NonZeroU32::new) {
-            Some(p) => UProbeScope::OneProcess(p),
-            None => UProbeScope::AllProcesses,
-        };
-        let point = UProbeAttachPoint {
-            location: UProbeAttachLocation::AbsoluteOffset(offset),
-            cookie: Some(cookie),
-        };
-        let attach_err = |e: &(dyn std::error::Error + 'static)| EngineError::Attach {
-            site: site.to_string(),
-            reason: chain(e),
-        };
-        let id = prog
-            .attach(point, path, scope)
-            .map_err(|e| attach_err(&e))?;
-        let link = prog.take_link(id).map_err(|e| attach_err(&e))?;
+        let prog = self.program(which, false)?;
+        let link = perf::attach_uprobe(prog, path, offset, None, which.at_return(), pid, cookie)
+            .map_err(|e| perf_error(e, site))?;
         self.uprobe_links.push(link);
         Ok(())
     }
@@ -312,7 +385,7 @@ impl Engine {
             && let Some(prog) = self.multi_program(which)
         {
             let pairs: Vec<(u64, u64)> = sites.iter().map(|s| (s.0, s.1)).collect();
-            match multi::attach(prog, path, &pairs, which == Program::Return, pid) {
+            match multi::attach(prog, path, &pairs, which.at_return(), pid) {
                 Ok(link) => {
                     self.multi_links.push(link);
                     return Ok(());
@@ -324,35 +397,29 @@ impl Engine {
                         Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::E2BIG)
                     ) =>
                 {
-                    self.multi_progs = Some(Err(e.to_string()));
+                    self.multi_off = Some(e.to_string());
                 }
                 // Otherwise site by site too, which names the failing site.
                 Err(_) => {}
             }
         }
-        for (offset, cookie, name) in sites {
-            self.attach(which, path, *offset, *cookie, pid, name)?;
-        }
+        let prog = self.program(which, false)?;
+        let links = attach_each(prog, path, sites, which.at_return(), pid)?;
+        self.uprobe_links.extend(links);
         Ok(())
     }
 
-    /// The multi-uprobe copy of `which`, loaded with the others at the first
-    /// call; `None` when the kernel cannot have them.
-    fn multi_program(&mut self, which: Program) -> Option<std::os::fd::BorrowedFd<'_>> {
-        if self.multi_progs.is_none() && std::env::var_os(NO_MULTI_ENV).is_some() {
-            self.multi_progs = Some(Err(format!("off ({NO_MULTI_ENV} set)")));
+    /// The multi-uprobe copy of `which`, loaded at its first call; `None`
+    /// when the kernel cannot have them.
+    fn multi_program(&mut self, which: Program) -> Option<BorrowedFd<'_>> {
+        if self.multi_off.is_some() {
+            return None;
         }
-        if self.multi_progs.is_none() {
-            let names: Vec<&str> = PROGRAMS.iter().map(|p| p.name()).collect();
-            self.multi_progs = Some(
-                multi::load_programs(crate::EBPF_OBJECT, &self.bpf, &names)
-                    .map_err(|e| e.to_string()),
-            );
+        if let Err(e) = self.program(which, true) {
+            self.multi_off = Some(e.to_string());
+            return None;
         }
-        match &self.multi_progs {
-            Some(Ok(fds)) => fds.get(which.index()).map(|f| f.as_fd()),
-            _ => None,
-        }
+        self.progs.get(&(which, true)).map(|f| f.as_fd())
     }
 
     /// How the sites were attached, for the attach line: multi-uprobe links
@@ -369,7 +436,7 @@ impl Engine {
         }
         if perf > 0 {
             let mut s = format!("{perf} perf event{}", if perf == 1 { "" } else { "s" });
-            if let Some(Err(why)) = &self.multi_progs {
+            if let Some(why) = &self.multi_off {
                 s.push_str(&format!(", multi-uprobe link unavailable: {why}"));
             }
             parts.push(s);
@@ -388,27 +455,16 @@ impl Engine {
         pid: Option<u32>,
         site: &str,
     ) -> Result<(), EngineError> {
-        let prog = self.program(Program::Entry)?;
-        let fd = prog.fd().map_err(|e| EngineError::Load(chain(&e)))?;
-        let link = perf::attach_uprobe(fd.as_fd(), path, offset, semaphore, false, pid, cookie)
-            .map_err(|e| match e {
-                perf::PerfError::Open(ref io) | perf::PerfError::Link(ref io)
-                    if io.raw_os_error() == Some(libc::EPERM) =>
-                {
-                    EngineError::PermissionDenied
-                }
-                e => EngineError::Attach {
-                    site: site.to_string(),
-                    reason: e.to_string(),
-                },
-            })?;
+        let prog = self.program(Program::Entry, false)?;
+        let link = perf::attach_uprobe(prog, path, offset, semaphore, false, pid, cookie)
+            .map_err(|e| perf_error(e, site))?;
         self.usdt_links.push(link);
         Ok(())
     }
 
     /// Takes the event ring buffer (once).
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, EngineError> {
-        let map = self.bpf.take_map("EVENTS").ok_or(EngineError::Map {
+        let map = self.object.take_map("EVENTS").ok_or(EngineError::Map {
             map: "EVENTS",
             reason: "already taken".into(),
         })?;
@@ -420,7 +476,7 @@ impl Engine {
 
     /// A map of the loaded object, by name (aggregations read theirs).
     pub fn map(&self, name: &'static str) -> Result<&aya::maps::Map, EngineError> {
-        self.bpf.map(name).ok_or(EngineError::Map {
+        self.object.map(name).ok_or(EngineError::Map {
             map: name,
             reason: "missing from the object".into(),
         })
@@ -441,7 +497,7 @@ impl Engine {
     fn counter(&self, name: &'static str) -> Result<u64, EngineError> {
         let fail = |reason: String| EngineError::Map { map: name, reason };
         let map = self
-            .bpf
+            .object
             .map(name)
             .ok_or_else(|| fail("missing from the object".into()))?;
         let counts: PerCpuArray<_, u64> =

@@ -37,8 +37,18 @@ fn read_sysfs(p: &str) -> Result<String, PerfError> {
         .map_err(|e| PerfError::Pmu(format!("{p}: {e}")))
 }
 
-/// The uprobe PMU type and the retprobe bit of `config`.
+/// The uprobe PMU type and the retprobe bit of `config`, read once.
 fn pmu() -> Result<(u32, u32), PerfError> {
+    static PMU: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    if let Some(p) = PMU.get() {
+        return Ok(*p);
+    }
+    let p = read_pmu()?;
+    Ok(*PMU.get_or_init(|| p))
+}
+
+/// [`pmu`] from sysfs.
+fn read_pmu() -> Result<(u32, u32), PerfError> {
     let base = "/sys/bus/event_source/devices/uprobe";
     let ty = read_sysfs(&format!("{base}/type"))?
         .parse()

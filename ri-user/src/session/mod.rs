@@ -15,7 +15,7 @@ use crate::{
     Error,
     dwarf::DebugInfo,
     elf::ElfFile,
-    engine::{Engine, Program},
+    engine::{Engine, MapSizes, Program},
     plan::{CompiledPlan, TypeContext, compile, needs_types, wants_types},
     probe::{ProbeKind, ProbeSpec, parse_probe},
     target,
@@ -212,6 +212,54 @@ impl ProbeSet {
         }
     }
 
+    /// The map sizes these plans need: `agg_entries` keys in each
+    /// aggregation map a plan updates, `stacks` stacks, `ring_bytes` of ring
+    /// when a plan sends events; every map no plan touches gets one entry
+    /// (hash maps are allocated in full when created, 5–8 ms apiece at
+    /// 10,240 keys).
+    pub fn map_sizes(&self, ring_bytes: u32, agg_entries: u32, stacks: u32) -> MapSizes {
+        use ri_common::{op, plan_flags as f};
+        let mut sizes = MapSizes {
+            ring_bytes: 4096,
+            agg: 1,
+            agg_small: 1,
+            inflight: 1,
+            fast: self.fast_slots(),
+            stacks,
+            kept: 1,
+            saved_args: 1,
+        };
+        for p in &self.probes {
+            let plan = &p.plan.plan;
+            if plan.flags & f::AGGREGATE == 0 {
+                sizes.ring_bytes = ring_bytes;
+            }
+            if plan.flags & f::ENTRY_ARGS != 0 {
+                sizes.saved_args = ri_common::FRAME_ENTRIES;
+            }
+            if plan.flags & (f::COUNT_FAST | f::HIST_FAST) != 0 {
+                continue;
+            }
+            let n = (plan.n_insns as usize).min(plan.insns.len());
+            for insn in &plan.insns[..n] {
+                match insn.op {
+                    op::COUNT | op::HIST if plan.flags & f::SMALL_KEY != 0 => {
+                        sizes.agg_small = agg_entries
+                    }
+                    op::COUNT | op::HIST => sizes.agg = agg_entries,
+                    op::SPAN => {
+                        (sizes.agg, sizes.agg_small, sizes.inflight) =
+                            (agg_entries, agg_entries, agg_entries)
+                    }
+                    op::BEGIN | op::END_FLIGHT | op::UPDATE => sizes.inflight = agg_entries,
+                    op::KEEP | op::TAKE => sizes.kept = ri_common::FRAME_ENTRIES,
+                    _ => {}
+                }
+            }
+        }
+        sizes
+    }
+
     /// Writes the plans and attaches every site, once per pid (or once for
     /// all processes when `pids` is empty). `program` overrides the
     /// interpreter (benchmarks attach the bare program).
@@ -251,24 +299,30 @@ impl ProbeSet {
                 }
                 continue;
             }
-            let which = program.unwrap_or(match self.probes[site.probe].spec.kind {
-                ProbeKind::Uprobe => Program::Entry,
-                ProbeKind::Uretprobe => Program::Return,
-                ProbeKind::Usdt => Program::Entry,
+            // Plans without interpreter work get the small programs, which
+            // the verifier checks in a fraction of the time.
+            let fast = Program::runs_fast(&self.probes[site.probe].plan.plan);
+            let which = program.unwrap_or(match (self.probes[site.probe].spec.kind, fast) {
+                (ProbeKind::Uretprobe, false) => Program::Return,
+                (ProbeKind::Uretprobe, true) => Program::FastReturn,
+                (_, false) => Program::Entry,
+                (_, true) => Program::FastEntry,
             });
             let cookie = ri_common::cookie(site.probe as u32, sid as u32);
             let flags = self.probes[site.probe].plan.plan.flags;
             let save_args = program.is_none() && flags & ri_common::plan_flags::ENTRY_ARGS != 0;
             for pid in &scopes {
                 if save_args {
+                    // Saving arguments is no interpreter work: the fast
+                    // program does it (beside fast entry plans, in one link).
                     let save =
                         ri_common::cookie(site.probe as u32 | ri_common::SAVE_ARGS, sid as u32);
                     groups
-                        .entry((0, Program::Entry, &site.path, *pid))
+                        .entry((0, Program::FastEntry, &site.path, *pid))
                         .or_default()
                         .push((site.file_offset, save, &site.name));
                 }
-                let side = u8::from(which == Program::Return);
+                let side = u8::from(which.at_return());
                 groups
                     .entry((side, which, &site.path, *pid))
                     .or_default()

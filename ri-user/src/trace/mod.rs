@@ -365,7 +365,8 @@ pub(crate) fn launch(
             (true, 0) => ri_common::STACK_ENTRIES,
             (true, n) => n,
         };
-        let mut engine = Engine::load_agg(opts.ring_bytes, agg_entries, set.fast_slots(), stacks)?;
+        let sizes = set.map_sizes(opts.ring_bytes, agg_entries, stacks);
+        let mut engine = Engine::load_sized(&sizes)?;
         let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
         Ok::<_, Error>((engine, n))
     })();

@@ -1,0 +1,232 @@
+//! The raw `bpf(2)` commands ri issues itself: loading BTF and programs
+//! (with the attach type each attachment needs), and writing a global
+//! data map's initial value.
+
+use std::{
+    ffi::CString,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+};
+
+/// Errors from a raw `bpf(2)` command.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    /// `BPF_BTF_LOAD` failed.
+    #[error("loading BTF: {0}")]
+    Btf(std::io::Error),
+    /// `BPF_PROG_LOAD` failed (the verifier log's last line attached).
+    #[error("loading program {name}: {reason}")]
+    Prog {
+        /// Program name.
+        name: String,
+        /// Why, from the error and the verifier log.
+        reason: String,
+        /// The error number, to tell a privilege problem apart.
+        errno: Option<i32>,
+    },
+    /// Writing or freezing a map failed.
+    #[error("{call}: {err}")]
+    Map {
+        /// The command.
+        call: &'static str,
+        /// The error.
+        err: std::io::Error,
+    },
+}
+
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_BTF_LOAD: libc::c_long = 18;
+const BPF_MAP_FREEZE: libc::c_long = 22;
+const BPF_PROG_TYPE_KPROBE: u32 = 2;
+
+/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `line_info_cnt`.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    _rest: [u32; 7],
+}
+
+/// `union bpf_attr` for `BPF_BTF_LOAD`.
+#[repr(C)]
+#[derive(Default)]
+struct BtfLoadAttr {
+    btf: u64,
+    log_buf: u64,
+    size: u32,
+    log_size: u32,
+    log_level: u32,
+    _pad: u32,
+}
+
+/// `union bpf_attr` for `BPF_MAP_UPDATE_ELEM` and `BPF_MAP_FREEZE`.
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// The `bpf(2)` command `cmd` with `attr`, for the fd it returns.
+pub fn bpf_fd<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<OwnedFd> {
+    let ret = bpf(cmd, attr)?;
+    // SAFETY: the kernel just returned this fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+}
+
+/// The `bpf(2)` command `cmd` with `attr`, for its return value.
+fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
+    // SAFETY: callers pass a zero-padded bpf_attr prefix whose pointers
+    // outlive the call; the size is the struct's own.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *const T,
+            std::mem::size_of::<T>() as u32,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ret)
+}
+
+/// `BPF_BTF_LOAD` of an object's (sanitized) BTF.
+pub fn load_btf(bytes: &[u8]) -> Result<OwnedFd, SysError> {
+    let attr = BtfLoadAttr {
+        btf: bytes.as_ptr() as u64,
+        size: bytes.len() as u32,
+        ..Default::default()
+    };
+    bpf_fd(BPF_BTF_LOAD, &attr).map_err(SysError::Btf)
+}
+
+/// Writes `data` as the one value of global data map `map`, then freezes it
+/// when `freeze` (`.rodata`).
+pub fn set_global_data(map: BorrowedFd<'_>, data: &[u8], freeze: bool) -> Result<(), SysError> {
+    let key = 0u32;
+    let attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: data.as_ptr() as u64,
+        ..Default::default()
+    };
+    if !data.is_empty() {
+        bpf(BPF_MAP_UPDATE_ELEM, &attr).map_err(|err| SysError::Map {
+            call: "bpf_map_update_elem",
+            err,
+        })?;
+    }
+    if freeze {
+        let attr = MapElemAttr {
+            map_fd: map.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        bpf(BPF_MAP_FREEZE, &attr).map_err(|err| SysError::Map {
+            call: "bpf_map_freeze",
+            err,
+        })?;
+    }
+    Ok(())
+}
+
+/// `BPF_PROG_LOAD` of one kprobe-type program (uprobes are kprobe-type)
+/// with `attach_type` (0 for perf events, `BPF_TRACE_UPROBE_MULTI` for
+/// multi-uprobe links); on failure, loads again with a verifier log to say
+/// why.
+pub fn load_program(
+    name: &str,
+    func: &aya_obj::Function,
+    license: &CString,
+    btf: BorrowedFd<'_>,
+    attach_type: u32,
+) -> Result<OwnedFd, SysError> {
+    let insns = &func.instructions;
+    let func_info = func.func_info.func_info_bytes();
+    let line_info = func.line_info.line_info_bytes();
+    let mut attr = ProgLoadAttr {
+        prog_btf_fd: btf.as_raw_fd() as u32,
+        func_info_rec_size: func.func_info_rec_size as u32,
+        func_info: func_info.as_ptr() as u64,
+        func_info_cnt: func.func_info.len() as u32,
+        line_info_rec_size: func.line_info_rec_size as u32,
+        line_info: line_info.as_ptr() as u64,
+        line_info_cnt: func.line_info.len() as u32,
+        prog_type: BPF_PROG_TYPE_KPROBE,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        expected_attach_type: attach_type,
+        ..Default::default()
+    };
+    for (d, s) in attr.prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *d = s;
+    }
+    let err = match bpf_fd(BPF_PROG_LOAD, &attr) {
+        Ok(fd) => return Ok(fd),
+        Err(e) => e,
+    };
+    let mut log = vec![0u8; 1 << 20];
+    attr.log_level = 1;
+    attr.log_size = log.len() as u32;
+    attr.log_buf = log.as_mut_ptr() as u64;
+    if let Ok(fd) = bpf_fd(BPF_PROG_LOAD, &attr) {
+        return Ok(fd);
+    }
+    let text = String::from_utf8_lossy(&log[..log.iter().position(|b| *b == 0).unwrap_or(0)])
+        .trim()
+        .lines()
+        .rfind(|l| !l.starts_with("processed ") && !l.starts_with("verification time"))
+        .unwrap_or_default()
+        .to_string();
+    Err(SysError::Prog {
+        name: name.to_string(),
+        reason: if text.is_empty() {
+            err.to_string()
+        } else {
+            format!("{err}: {text}")
+        },
+        errno: err.raw_os_error(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use super::{MapElemAttr, ProgLoadAttr};
+
+    #[test]
+    fn attrs_match_the_kernels_bpf_attr() {
+        assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
+        assert_eq!(offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        assert_eq!(offset_of!(ProgLoadAttr, prog_btf_fd), 72);
+        assert_eq!(offset_of!(ProgLoadAttr, func_info), 80);
+        assert_eq!(offset_of!(ProgLoadAttr, line_info), 96);
+        assert_eq!(offset_of!(ProgLoadAttr, line_info_cnt), 104);
+        assert_eq!(offset_of!(MapElemAttr, key), 8);
+        assert_eq!(offset_of!(MapElemAttr, flags), 24);
+    }
+}
