@@ -193,7 +193,7 @@ pub fn section(fx: &Path, reps: usize, wild: Option<&Wild>) -> Result<String> {
     }
     let _ = writeln!(s);
     for r in &rows {
-        let _ = writeln!(s, "- {}: {}", r.what, r.attach);
+        let _ = writeln!(s, "- {}, one more run without `-q`: {}", r.what, r.attach);
     }
     let _ = writeln!(
         s,

@@ -138,8 +138,13 @@ fn fast(engine: &Engine, set: &ProbeSet, snap: &mut Snapshot) -> Result<(), crat
     if !uses(plan_flags::COUNT_FAST) && !uses(plan_flags::HIST_FAST) {
         return Ok(());
     }
-    let map: PerCpuArray<_, AggValue> = PerCpuArray::try_from(engine.map("FAST")?).map_err(err)?;
-    let slot = |i: u32| -> Result<AggValue, AggError> { Ok(merged(&map.get(&i, 0).map_err(err)?)) };
+    let values = engine.fast_values(set.fast_slots())?;
+    let slot = |i: u32| -> Result<AggValue, AggError> {
+        values
+            .get(i as usize)
+            .copied()
+            .ok_or_else(|| AggError::Read(format!("FAST slot {i} past its end")))
+    };
     for (id, site) in set.sites.iter().enumerate() {
         let flags = set.probes[site.probe].plan.plan.flags;
         let id = id as u32;

@@ -14,7 +14,7 @@ use std::{
 };
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use ri_common::{MAX_PLANS, Plan};
+use ri_common::{AggValue, MAX_PLANS, Plan};
 
 /// Errors from loading, configuring or attaching eBPF programs.
 #[derive(Debug, thiserror::Error)]
@@ -329,6 +329,43 @@ impl Engine {
         })
     }
 
+    /// Loads the programs `which` (for multi-uprobe links where they are
+    /// on) side by side, one thread each: the verifier takes ~11 ms over the
+    /// interpreter, and a probe pair needs both its entry and its return
+    /// program. A program that fails here is loaded again, and its error
+    /// reported, at its attach.
+    pub fn preload(&mut self, which: &[Program]) {
+        let multi = self.multi_off.is_none();
+        let todo: Vec<Program> = which
+            .iter()
+            .copied()
+            .filter(|p| !self.progs.contains_key(&(*p, multi)))
+            .collect();
+        if todo.len() < 2 {
+            return;
+        }
+        let attach_type = if multi {
+            multi::BPF_TRACE_UPROBE_MULTI
+        } else {
+            0
+        };
+        let object = &self.object;
+        let loaded: Vec<(Program, OwnedFd)> = std::thread::scope(|s| {
+            let handles: Vec<_> = todo
+                .iter()
+                .map(|p| s.spawn(move || (*p, object.load_program(p.name(), attach_type))))
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok())
+                .filter_map(|(p, r)| r.ok().map(|fd| (p, fd)))
+                .collect()
+        });
+        for (p, fd) in loaded {
+            self.progs.insert((p, multi), fd);
+        }
+    }
+
     /// Program `which`, loaded at the first call for perf events or (when
     /// `multi`) for multi-uprobe links.
     fn program(&mut self, which: Program, multi: bool) -> Result<BorrowedFd<'_>, EngineError> {
@@ -482,6 +519,51 @@ impl Engine {
         })
     }
 
+    /// Slots `0..n` of the `FAST` array, each merged over CPUs, read in a
+    /// few batched syscalls (one lookup per slot where batches fail).
+    pub fn fast_values(&self, n: u32) -> Result<Vec<AggValue>, EngineError> {
+        let fail = |reason: String| EngineError::Map {
+            map: "FAST",
+            reason,
+        };
+        let map = self
+            .object
+            .map("FAST")
+            .ok_or_else(|| fail("missing from the object".into()))?;
+        let fd = object::map_fd(map).ok_or_else(|| fail("not an array".into()))?;
+        let cpus = aya::util::nr_cpus().map_err(|(p, e)| fail(format!("{p}: {e}")))?;
+        let size = std::mem::size_of::<AggValue>();
+        let merge = |bytes: &[u8]| {
+            bytes
+                .chunks_exact(size.div_ceil(8) * 8)
+                .fold(AggValue::default(), |mut a, c| {
+                    // SAFETY: AggValue is plain u64 words; `c` holds one.
+                    a.merge(&unsafe { std::ptr::read_unaligned(c.as_ptr() as *const AggValue) });
+                    a
+                })
+        };
+        match sys::lookup_per_cpu_batch(fd, n as usize, size, cpus) {
+            Ok(bytes) if n > 0 => Ok(bytes
+                .chunks_exact(bytes.len() / n as usize)
+                .map(merge)
+                .collect()),
+            Ok(_) => Ok(Vec::new()),
+            Err(_) => {
+                let arr: PerCpuArray<_, AggValue> =
+                    PerCpuArray::try_from(map).map_err(|e| fail(chain(&e)))?;
+                (0..n)
+                    .map(|i| {
+                        let v = arr.get(&i, 0).map_err(|e| fail(chain(&e)))?;
+                        Ok(v.iter().fold(AggValue::default(), |mut a, x| {
+                            a.merge(x);
+                            a
+                        }))
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// Events lost to a full ring buffer so far, summed over CPUs.
     pub fn lost(&self) -> Result<u64, EngineError> {
         self.counter("LOST")
@@ -504,5 +586,33 @@ impl Engine {
             PerCpuArray::try_from(map).map_err(|e| fail(chain(&e)))?;
         let v = counts.get(&0, 0).map_err(|e| fail(chain(&e)))?;
         Ok(v.iter().sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ri_common::{Plan, plan_flags as f};
+
+    use super::Program;
+
+    #[test]
+    fn only_plans_without_interpreter_work_run_fast() {
+        let mut p = Plan::empty();
+        assert!(Program::runs_fast(&p), "a header-only event");
+        p.flags = f::STACK;
+        assert!(!Program::runs_fast(&p), "a stack needs the full program");
+        p.flags = f::AGGREGATE | f::COUNT_FAST;
+        assert!(Program::runs_fast(&p));
+        p.flags = f::AGGREGATE | f::HIST_FAST;
+        assert!(Program::runs_fast(&p));
+        p.flags = f::AGGREGATE;
+        assert!(!Program::runs_fast(&p), "a keyed count");
+        p.n_insns = 2;
+        p.flags = 0;
+        assert!(!Program::runs_fast(&p), "instructions to interpret");
+        p.flags = f::REGS_ONLY;
+        assert!(Program::runs_fast(&p), "registers only");
+        p.flags = f::REGS_ONLY | f::ENTRY_ARGS;
+        assert!(!Program::runs_fast(&p), "arguments restored at a return");
     }
 }

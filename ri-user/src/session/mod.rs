@@ -329,6 +329,10 @@ impl ProbeSet {
                     .push((site.file_offset, cookie, &site.name));
             }
         }
+        let mut programs: Vec<Program> = groups.keys().map(|k| k.1).collect();
+        programs.sort();
+        programs.dedup();
+        engine.preload(&programs);
         for ((_, which, path, pid), sites) in &groups {
             engine.attach_sites(*which, path, sites, *pid)?;
             n += sites.len();
