@@ -5,9 +5,10 @@
 //! everything is there. The other tasks run it first.
 
 mod bench;
+mod bench_ab;
 mod bench_dwarf;
-mod bench_hist;
 mod bench_report;
+mod bench_trace;
 mod bench_wild;
 mod demo;
 mod gen_dwarf;
@@ -63,6 +64,21 @@ enum Task {
         /// Ctrl-C, vs bpftrace); write bench/RESULTS-wild.md.
         #[arg(long)]
         wild: bool,
+        /// Only `hist` against the log2 hist it replaced (commit a23c09c,
+        /// built once), in interleaved rounds; write bench/RESULTS-ab.md.
+        #[arg(long)]
+        ab: bool,
+        /// Only `ri trace` against the bare program and bpftrace (events
+        /// batched and alone), in interleaved rounds; write
+        /// bench/RESULTS-trace.md.
+        #[arg(long)]
+        trace: bool,
+        /// Rounds of the interleaved A/B runs (`--ab`, `--trace`).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Calls of the nop5 site per measurement (`--ab`, `--trace`).
+        #[arg(long, default_value_t = bench_ab::CALLS)]
+        calls: u64,
         /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
         /// then still waits while the kernel releases what it attached).
         #[arg(long, default_value_t = 30)]
@@ -95,6 +111,10 @@ fn main() -> Result<()> {
             agg,
             dwarf,
             wild,
+            ab,
+            trace,
+            rounds,
+            calls,
             bpftrace_timeout,
         } => {
             setup()?;
@@ -104,6 +124,10 @@ fn main() -> Result<()> {
                 bench::run_agg()
             } else if dwarf {
                 bench_dwarf::run_alone()
+            } else if trace {
+                bench_trace::run_alone(rounds, calls)
+            } else if ab {
+                bench_ab::run_alone(rounds, calls)
             } else if wild {
                 bench_wild::run(timeout)
             } else {
