@@ -2,6 +2,7 @@
 //! plans into the `PLANS` map, attaching the generic programs with cookies,
 //! and handing out the event ring buffer and the lost-event counter.
 
+pub mod flush;
 pub mod multi;
 pub mod perf;
 
@@ -14,7 +15,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{
-        UProbe,
+        RawTracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
     },
 };
@@ -96,6 +97,8 @@ pub struct Engine {
     multi_progs: Option<Result<Vec<OwnedFd>, String>>,
     /// Multi-uprobe links, each covering many sites.
     multi_links: Vec<OwnedFd>,
+    /// `ri_flush`, loaded when events are batched.
+    flusher: Option<flush::Flusher>,
 }
 
 impl Drop for Engine {
@@ -181,19 +184,21 @@ impl Engine {
     /// Loads the object with an event ring buffer of `ring_bytes` (a power of
     /// two, multiple of the page size).
     pub fn load(ring_bytes: u32) -> Result<Self, EngineError> {
-        Self::load_agg(ring_bytes, ri_common::AGG_ENTRIES, 1, 1)
+        Self::load_agg(ring_bytes, ri_common::AGG_ENTRIES, 1, 1, 1)
     }
 
     /// [`Engine::load`] with room for `agg_entries` keys in the aggregation
     /// map, `fast_slots` counters in the `FAST` array and `stack_entries`
     /// stacks in `STACKS` (a quarter as many in `STACK_MORE`, for stacks
     /// whose bucket was taken; 1 when no plan takes stacks: both maps are
-    /// allocated in full at load).
+    /// allocated in full at load), sending events in batches of up to
+    /// `batch_events` (1: each alone; more needs [`Engine::start_batches`]).
     pub fn load_agg(
         ring_bytes: u32,
         agg_entries: u32,
         fast_slots: u32,
         stack_entries: u32,
+        batch_events: u32,
     ) -> Result<Self, EngineError> {
         if !have_bpf_privileges() {
             return Err(EngineError::PermissionDenied);
@@ -201,6 +206,7 @@ impl Engine {
         let ring = u64::from(ring_bytes);
         let bpf = EbpfLoader::new()
             .override_global("RING_BYTES", &ring, true)
+            .override_global("BATCH_EVENTS", &batch_events.max(1), true)
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("AGG", agg_entries)
             .map_max_entries("AGG_SMALL", agg_entries)
@@ -223,7 +229,64 @@ impl Engine {
             uprobe_links: Vec::new(),
             multi_progs: None,
             multi_links: Vec::new(),
+            flusher: None,
         })
+    }
+
+    /// Loads `ri_flush`, which the reader runs on a CPU whose batch of
+    /// events has waited ([`Engine::flush_waiting`]).
+    pub fn start_batches(&mut self) -> Result<(), EngineError> {
+        let load = |e: &(dyn std::error::Error + 'static)| {
+            if is_permission(e) {
+                EngineError::PermissionDenied
+            } else {
+                EngineError::Load(format!("ri_flush: {}", chain(e)))
+            }
+        };
+        let prog: &mut RawTracePoint = self
+            .bpf
+            .program_mut("ri_flush")
+            .ok_or_else(|| EngineError::Load("program ri_flush missing".into()))?
+            .try_into()
+            .map_err(|e| load(&e))?;
+        prog.load().map_err(|e| load(&e))?;
+        let fd = prog.fd().map_err(|e| load(&e))?;
+        let owned = fd
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| EngineError::Load(format!("ri_flush: {e}")))?;
+        self.flusher = Some(flush::Flusher::new(owned));
+        Ok(())
+    }
+
+    /// Whether events are sent in batches ([`Engine::start_batches`]).
+    pub fn batched(&self) -> bool {
+        self.flusher.is_some()
+    }
+
+    /// Sends the batch of events waiting on each CPU, if any, to the ring.
+    pub fn flush_waiting(&self) -> Result<(), EngineError> {
+        let Some(f) = &self.flusher else {
+            return Ok(());
+        };
+        let fail = |reason: String| EngineError::Map {
+            map: "PENDING",
+            reason,
+        };
+        let map = self
+            .bpf
+            .map("PENDING")
+            .ok_or_else(|| fail("missing from the object".into()))?;
+        let pending: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|e| fail(chain(&e)))?;
+        let since = pending.get(&0, 0).map_err(|e| fail(chain(&e)))?;
+        for (cpu, &first) in since.iter().enumerate() {
+            if first != 0 {
+                // A CPU gone offline has nothing left to send.
+                let _ = f.flush(cpu as u32);
+            }
+        }
+        Ok(())
     }
 
     /// Writes plan `id`.
