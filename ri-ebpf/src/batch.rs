@@ -3,7 +3,10 @@
 //! asks (`ri_flush`, run on that CPU); an event after a quiet spell goes
 //! alone, at once.
 
-use core::ffi::c_void;
+use core::{
+    ffi::c_void,
+    ptr::{read_volatile, write_volatile},
+};
 
 use aya_ebpf::{
     helpers::generated::{bpf_ktime_get_ns, bpf_probe_read_kernel},
@@ -38,20 +41,23 @@ pub fn send(s: &Scratch, len: usize, now: u64) {
         Some(b) if max > 1 => unsafe { &mut *b },
         _ => return alone(s, len, now),
     };
-    if b.busy != 0 {
+    if !enter(b) {
         return alone(s, len, now);
     }
-    let idle = now.wrapping_sub(b.last_ns) >= BATCH_AGE_NS;
-    b.last_ns = now;
-    if idle && b.n == 0 {
+    // Volatile from here on: the compiler keeps every access to the batch
+    // after `enter` and before `leave` (a flush the reader runs on this CPU
+    // may interrupt a program up to `enter`).
+    let last = get(&b.last_ns);
+    put(&mut b.last_ns, now);
+    if now.wrapping_sub(last) >= BATCH_AGE_NS && get(&b.n) == 0 {
         // Sparse events go at once.
+        leave(b);
         return alone(s, len, now);
     }
-    b.busy = 1;
-    if b.len as usize + len > BATCH_BYTES {
+    if get(&b.len) as usize + len > BATCH_BYTES {
         flush(b, now);
     }
-    let off = b.len as usize & (BATCH_BYTES - 1);
+    let off = get(&b.len) as usize & (BATCH_BYTES - 1);
     let n = if len > EVENT_MAX { EVENT_MAX } else { len };
     // SAFETY: off < BATCH_BYTES and n <= EVENT_MAX stay inside `data`; the
     // source is this CPU's scratch event, at least EVENT_MAX long.
@@ -62,16 +68,49 @@ pub fn send(s: &Scratch, len: usize, now: u64) {
             s.event.as_ptr() as *const c_void,
         );
     }
-    b.len = (off + n) as u32;
-    b.n += 1;
-    if b.n == 1 {
-        b.first_ns = now;
+    put(&mut b.len, (off + n) as u32);
+    let count = get(&b.n) + 1;
+    put(&mut b.n, count);
+    if count == 1 {
+        put(&mut b.first_ns, now);
         set_pending(now);
     }
-    if b.n >= max || b.len as usize >= BATCH_BYTES || now.wrapping_sub(b.first_ns) >= BATCH_AGE_NS {
+    if count >= max || off + n >= BATCH_BYTES || now.wrapping_sub(get(&b.first_ns)) >= BATCH_AGE_NS
+    {
         flush(b, now);
     }
-    b.busy = 0;
+    leave(b);
+}
+
+/// Marks the batch busy; false when another program on this CPU, which
+/// this one interrupted, has it.
+#[inline(always)]
+fn enter(b: &mut Batch) -> bool {
+    if get(&b.busy) != 0 {
+        return false;
+    }
+    put(&mut b.busy, 1);
+    true
+}
+
+/// Lets the batch go.
+#[inline(always)]
+fn leave(b: &mut Batch) {
+    put(&mut b.busy, 0);
+}
+
+/// A volatile read of a batch field.
+#[inline(always)]
+fn get<T: Copy>(f: &T) -> T {
+    // SAFETY: a field of this CPU's batch.
+    unsafe { read_volatile(f) }
+}
+
+/// A volatile write of a batch field.
+#[inline(always)]
+fn put<T: Copy>(f: &mut T, v: T) {
+    // SAFETY: a field of this CPU's batch.
+    unsafe { write_volatile(f, v) }
 }
 
 /// `ri_flush`: sends this CPU's batch, unless a program it interrupted is
@@ -83,22 +122,21 @@ pub fn flush_here() {
     };
     // SAFETY: this CPU's batch.
     let b = unsafe { &mut *b };
-    if b.busy != 0 {
-        return;
+    if enter(b) {
+        flush(b, unsafe { bpf_ktime_get_ns() });
+        leave(b);
     }
-    b.busy = 1;
-    flush(b, unsafe { bpf_ktime_get_ns() });
-    b.busy = 0;
 }
 
 /// Sends the batch's events as one record; when the ring is full they are
 /// counted lost, every one.
 #[inline(always)]
 fn flush(b: &mut Batch, now: u64) {
-    if b.n == 0 {
+    let n = get(&b.n);
+    if n == 0 {
         return;
     }
-    let len = b.len as usize;
+    let len = get(&b.len) as usize;
     let len = if len > BATCH_BYTES + EVENT_MAX {
         BATCH_BYTES + EVENT_MAX
     } else {
@@ -106,10 +144,10 @@ fn flush(b: &mut Batch, now: u64) {
     };
     let data = &b.data[..len];
     if EVENTS.output::<[u8]>(data, wakeup_flags(now)).is_err() {
-        lost(u64::from(b.n));
+        lost(u64::from(n));
     }
-    b.len = 0;
-    b.n = 0;
+    put(&mut b.len, 0);
+    put(&mut b.n, 0);
     set_pending(0);
 }
 
