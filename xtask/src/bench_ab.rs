@@ -110,12 +110,7 @@ pub type Rounds = (Vec<Vec<f64>>, Vec<Vec<String>>);
 /// Runs each variant once per round (in reverse order every other round,
 /// so neither side always goes first) and returns each variant's ns per
 /// call, round by round, and the summary lines of its runs.
-pub fn interleaved(
-    calls: &Path,
-    variants: &[Variant],
-    rounds: usize,
-    n: u64,
-) -> Result<Rounds> {
+pub fn interleaved(calls: &Path, variants: &[Variant], rounds: usize, n: u64) -> Result<Rounds> {
     let mut all = vec![Vec::new(); variants.len()];
     let mut said = vec![Vec::new(); variants.len()];
     for r in 0..rounds {
@@ -186,6 +181,7 @@ pub fn hist_section(fx: &Path, rounds: usize, n: u64) -> Result<String> {
         variants.push(Variant::new(&now, args, true));
     }
     variants.push(Variant::new(&now, &cases[1].1, false));
+    variants.push(Variant::new(&now, &["trace", "--bare"], false));
     eprintln!("bench: hist A/B against {HIST_BASELINE}, {rounds} interleaved rounds of {n} calls");
     let (t, _) = interleaved(&calls, &variants, rounds, n)?;
     let mut s = format!(
@@ -221,13 +217,15 @@ pub fn hist_section(fx: &Path, rounds: usize, n: u64) -> Result<String> {
             );
         }
     }
-    let multi = t.last().expect("variants");
+    let (multi, bare_multi) = (&t[t.len() - 2], &t[t.len() - 1]);
     let _ = writeln!(
         s,
         "\nTargets:\n\n{lines}- `hist --by` through the multi-uprobe link (the default): {:.1} ns, \
-         {:.3} × per-site perf events\n",
+         {:.3} × per-site perf events; the bare program: {:.1} ns, {:.3} × per-site\n",
         median(multi.clone()),
         paired(multi, &t[4]),
+        median(bare_multi.clone()),
+        paired(bare_multi, &t[0]),
     );
     s.push_str(&prog_section(&calls, &base, &now, &cases, rounds)?);
     Ok(s)
