@@ -42,6 +42,44 @@ pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 pub const WAKEUP_INTERVAL_NS: u64 = 2_000_000;
 /// The reader's drain tick in ms, for events that arrived without a wakeup.
 pub const READER_TICK_MS: u64 = 10;
+/// Bytes of events a [`Batch`] gathers before it goes to the ring as one
+/// record (a power of two); a larger event goes alone.
+pub const BATCH_BYTES: usize = 4096;
+/// Events a [`Batch`] gathers at most by default (the loader's
+/// `BATCH_EVENTS`; 1 sends every event as its own record).
+pub const BATCH_EVENTS: u32 = 32;
+/// A batch this old is sent at the next event on its CPU; the reader asks
+/// every CPU with a batch waiting for it every [`FLUSH_TICK_MS`]. An event
+/// on a CPU that had none for this long goes alone, at once (sparse
+/// events wait for no batch).
+pub const BATCH_AGE_NS: u64 = 1_000_000;
+/// The reader's tick for batches left waiting on a CPU with no more events.
+pub const FLUSH_TICK_MS: u64 = 2;
+/// The largest event: a header and a payload of `2 * PAYLOAD_CAP - 8` bytes.
+pub const EVENT_MAX: usize = HEADER_LEN + 2 * PAYLOAD_CAP;
+
+/// Events of one CPU waiting to go to the ring buffer as one record:
+/// amortises the ring's reserve and commit (and the reader's per-record
+/// work) over several events. A record is events back to back, each an
+/// [`EventHeader`] and its payload (8-byte multiples).
+#[repr(C)]
+pub struct Batch {
+    /// Bytes of `data` in use.
+    pub len: u32,
+    /// Events in `data`.
+    pub n: u32,
+    /// 1 while a program on this CPU changes the batch (a program that
+    /// finds it set sends its event alone).
+    pub busy: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+    /// `bpf_ktime_get_ns()` of the first event in `data`.
+    pub first_ns: u64,
+    /// `bpf_ktime_get_ns()` of this CPU's last event.
+    pub last_ns: u64,
+    /// The events; room for one maximal event past [`BATCH_BYTES`].
+    pub data: [u8; BATCH_BYTES + EVENT_MAX],
+}
 
 /// One plan instruction: an opcode from [`op`] and its operands.
 #[repr(C)]

@@ -13,9 +13,9 @@ use aya_ebpf::{
         bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_loop,
         bpf_probe_read_user, bpf_probe_read_user_str,
     },
-    macros::{map, uprobe, uretprobe},
+    macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, tracing::StackIdContext},
 };
 use ri_common::{
     AGG_KEY_BYTES, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES, FrameKey, HEADER_LEN,
@@ -24,6 +24,7 @@ use ri_common::{
 };
 
 mod agg;
+mod batch;
 mod flight;
 mod stack;
 
@@ -99,6 +100,14 @@ pub fn ri_fast_entry(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn ri_fast_return(ctx: RetProbeContext) -> u32 {
     run::<_, false>(&ctx)
+}
+
+/// Sends this CPU's batch of events: user space runs it on a CPU whose
+/// batch has waited (`BPF_PROG_TEST_RUN` on that CPU), never attached.
+#[raw_tracepoint]
+pub fn ri_flush(_ctx: RawTracePointContext) -> i32 {
+    batch::flush_here();
+    0
 }
 
 /// A program that does nothing: the baseline for benchmarks.
@@ -276,17 +285,7 @@ fn run<C: StackIdContext, const FULL: bool>(probe: &C) -> u32 {
     };
     // SAFETY: the event buffer starts 8-aligned and is longer than a header.
     unsafe { *(s.event.as_mut_ptr() as *mut EventHeader) = hdr };
-    let len = HEADER_LEN + out;
-    // SAFETY: `len` is at most the size of `s.event` (see Scratch).
-    let data = unsafe { core::slice::from_raw_parts(s.event.as_ptr(), len) };
-    if EVENTS
-        .output::<[u8]>(data, wakeup_flags(hdr.ts_ns))
-        .is_err()
-        && let Some(lost) = LOST.get_ptr_mut(0)
-    {
-        // SAFETY: per-CPU counter.
-        unsafe { *lost += 1 };
-    }
+    batch::send(s, HEADER_LEN + out, hdr.ts_ns);
     0
 }
 

@@ -22,9 +22,9 @@ const REPS: usize = 5;
 
 /// What one run of the fixture under a tracer reported.
 #[derive(Clone, Copy, Default)]
-struct Sample {
+pub(crate) struct Sample {
     int3_ns: f64,
-    nop5_ns: f64,
+    pub(crate) nop5_ns: f64,
     max_rss_kb: i64,
 }
 
@@ -40,7 +40,7 @@ fn now_ns() -> i64 {
 
 /// Runs `cmd` to completion, returning its stderr and peak RSS (KiB, the
 /// largest of it and its waited-for descendants).
-fn run_measured(cmd: &mut Command) -> Result<(String, i64)> {
+pub(crate) fn run_measured(cmd: &mut Command) -> Result<(String, i64)> {
     let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -68,7 +68,7 @@ fn run_measured(cmd: &mut Command) -> Result<(String, i64)> {
     Ok((err, ru.ru_maxrss))
 }
 
-fn parse_sample(err: &str, rss: i64) -> Result<Sample> {
+pub(crate) fn parse_sample(err: &str, rss: i64) -> Result<Sample> {
     let get = |k: &str| -> Result<f64> {
         err.lines()
             .find_map(|l| l.strip_prefix(k))
@@ -84,7 +84,7 @@ fn parse_sample(err: &str, rss: i64) -> Result<Sample> {
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     v[v.len() / 2]
 }
@@ -249,6 +249,8 @@ pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     let wild_section = crate::bench_wild::section(&wild);
     eprintln!("bench: whole runs, exec to exit (one probe; the 5,000-site count)");
     let whole_section = crate::bench_run::section(&fx, crate::bench_run::REPS, Some(&wild))?;
+    let ab_section = crate::bench_ab::hist_section(&fx, 2 * REPS + 1, N_NOP5)?;
+    let trace_section = crate::bench_trace::section(&fx, 2 * REPS + 1, N_NOP5)?;
 
     let mut report = render(&Report {
         none,
@@ -264,6 +266,9 @@ pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     report.push_str(&typed_section);
     report.push('\n');
     report.push_str(&agg_section);
+    report.push('\n');
+    report.push_str(&ab_section);
+    report.push_str(&trace_section);
     report.push('\n');
     report.push_str(&report_section);
     report.push('\n');
@@ -420,7 +425,6 @@ fn aggregations(fx: &std::path::Path, with_bpftrace: bool) -> Result<String> {
         }
         let _ = writeln!(s);
     }
-    s.push_str(&crate::bench_hist::targets(bare, count, hist, hist_by));
     s.push_str(&progs);
     let per_hit = if cpu.hits > 0 {
         cpu.window_ms * 1e6 / cpu.hits_in_window.max(1) as f64
@@ -530,7 +534,7 @@ fn prog_times(calls: &std::path::Path, ri: &str, with_bpftrace: bool) -> Result<
 
 /// Starts `calls spin`, runs the tool `cmd(spinner pid)` against it for 2 s
 /// and returns its busiest program's run time per run in ns.
-fn prog_ns(calls: &std::path::Path, cmd: impl Fn(u32) -> Command) -> Result<f64> {
+pub(crate) fn prog_ns(calls: &std::path::Path, cmd: impl Fn(u32) -> Command) -> Result<f64> {
     let mut spin = Command::new(calls)
         .args(["spin", "4"])
         .stdout(Stdio::null())

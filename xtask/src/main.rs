@@ -5,10 +5,11 @@
 //! everything is there. The other tasks run it first.
 
 mod bench;
+mod bench_ab;
 mod bench_dwarf;
-mod bench_hist;
 mod bench_report;
 mod bench_run;
+mod bench_trace;
 mod bench_wild;
 mod demo;
 mod gen_dwarf;
@@ -74,6 +75,21 @@ enum Task {
         /// `--whole` without the 5,000-site row (a quick check).
         #[arg(long)]
         no_wild: bool,
+        /// Only `hist` against the log2 hist it replaced (commit a23c09c,
+        /// built once), in interleaved rounds; write bench/RESULTS-ab.md.
+        #[arg(long)]
+        ab: bool,
+        /// Only `ri trace` against the bare program and bpftrace (events
+        /// batched and alone), in interleaved rounds; write
+        /// bench/RESULTS-trace.md.
+        #[arg(long)]
+        trace: bool,
+        /// Rounds of the interleaved A/B runs (`--ab`, `--trace`).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Calls of the nop5 site per measurement (`--ab`, `--trace`).
+        #[arg(long, default_value_t = bench_ab::CALLS)]
+        calls: u64,
         /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
         /// then still waits while the kernel releases what it attached).
         #[arg(long, default_value_t = 30)]
@@ -109,6 +125,10 @@ fn main() -> Result<()> {
             whole,
             whole_reps,
             no_wild,
+            ab,
+            trace,
+            rounds,
+            calls,
             bpftrace_timeout,
         } => {
             setup()?;
@@ -118,6 +138,10 @@ fn main() -> Result<()> {
                 bench::run_agg()
             } else if dwarf {
                 bench_dwarf::run_alone()
+            } else if trace {
+                bench_trace::run_alone(rounds, calls)
+            } else if ab {
+                bench_ab::run_alone(rounds, calls)
             } else if wild {
                 bench_wild::run(timeout)
             } else if whole {

@@ -627,7 +627,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
         .enable_all()
         .build()?;
     let signals = trace::Signals::new(&rt)?;
-    let Launched { engine, child_pid } = trace::launch(&opts.trace, &set, opts.max_keys)?;
+    let Launched { engine, child_pid } = trace::launch(&opts.trace, &set, opts.max_keys, 1)?;
     let stacks = RefCell::new(Stacks::new());
     let names = RefCell::new(labels::Names::new(
         opts.trace.pids.iter().chain(&child_pid).copied().collect(),

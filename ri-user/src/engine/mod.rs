@@ -2,6 +2,7 @@
 //! plans into the `PLANS` map, attaching the generic programs with cookies,
 //! and handing out the event ring buffer and the lost-event counter.
 
+pub mod flush;
 pub mod multi;
 mod object;
 pub mod perf;
@@ -116,6 +117,9 @@ pub struct MapSizes {
     pub kept: u32,
     /// Calls in `SAVED_ARGS`.
     pub saved_args: u32,
+    /// Events per ring record (1: each alone; more needs
+    /// [`Engine::start_batches`]).
+    pub batch_events: u32,
 }
 
 impl MapSizes {
@@ -130,6 +134,7 @@ impl MapSizes {
             stacks: 1,
             kept: ri_common::FRAME_ENTRIES,
             saved_args: ri_common::FRAME_ENTRIES,
+            batch_events: 1,
         }
     }
 }
@@ -147,6 +152,8 @@ pub struct Engine {
     multi_off: Option<String>,
     /// Multi-uprobe links, each covering many sites.
     multi_links: Vec<OwnedFd>,
+    /// `ri_flush`, loaded when events are batched.
+    flusher: Option<flush::Flusher>,
 }
 
 impl Drop for Engine {
@@ -255,12 +262,14 @@ impl Engine {
     /// maps, `fast_slots` counters in the `FAST` array and `stack_entries`
     /// stacks in `STACKS` (a quarter as many in `STACK_MORE`, for stacks
     /// whose bucket was taken; 1 when no plan takes stacks: both maps are
-    /// allocated in full at load).
+    /// allocated in full at load), sending events in batches of up to
+    /// `batch_events` (1: each alone; more needs [`Engine::start_batches`]).
     pub fn load_agg(
         ring_bytes: u32,
         agg_entries: u32,
         fast_slots: u32,
         stack_entries: u32,
+        batch_events: u32,
     ) -> Result<Self, EngineError> {
         Self::load_sized(&MapSizes {
             agg: agg_entries,
@@ -268,6 +277,7 @@ impl Engine {
             inflight: agg_entries,
             fast: fast_slots,
             stacks: stack_entries,
+            batch_events,
             ..MapSizes::full(ring_bytes)
         })
     }
@@ -279,6 +289,7 @@ impl Engine {
             return Err(EngineError::PermissionDenied);
         }
         let ring = u64::from(sizes.ring_bytes).to_ne_bytes();
+        let batch = sizes.batch_events.max(1).to_ne_bytes();
         let entries = [
             ("EVENTS", sizes.ring_bytes),
             ("AGG", sizes.agg),
@@ -291,8 +302,12 @@ impl Engine {
             ("SAVED_ARGS", sizes.saved_args),
         ]
         .map(|(n, v)| (n, v.max(1)));
-        let object = object::Object::load(crate::EBPF_OBJECT, &[("RING_BYTES", &ring)], &entries)
-            .map_err(|e| match e {
+        let object = object::Object::load(
+            crate::EBPF_OBJECT,
+            &[("RING_BYTES", &ring), ("BATCH_EVENTS", &batch)],
+            &entries,
+        )
+        .map_err(|e| match e {
             object::ObjectError::Map {
                 errno: Some(libc::EPERM),
                 ..
@@ -307,7 +322,52 @@ impl Engine {
             uprobe_links: Vec::new(),
             multi_off,
             multi_links: Vec::new(),
+            flusher: None,
         })
+    }
+
+    /// Loads `ri_flush`, which the reader runs on a CPU whose batch of
+    /// events has waited ([`Engine::flush_waiting`]).
+    pub fn start_batches(&mut self) -> Result<(), EngineError> {
+        let fd = self
+            .object
+            .load_typed("ri_flush", sys::BPF_PROG_TYPE_RAW_TRACEPOINT, 0)
+            .map_err(|e| match e {
+                object::ObjectError::Sys(sys::SysError::Prog {
+                    errno: Some(libc::EPERM),
+                    ..
+                }) => EngineError::PermissionDenied,
+                e => EngineError::Load(format!("ri_flush: {}", chain(&e))),
+            })?;
+        self.flusher = Some(flush::Flusher::new(fd));
+        Ok(())
+    }
+
+    /// Whether events are sent in batches ([`Engine::start_batches`]).
+    pub fn batched(&self) -> bool {
+        self.flusher.is_some()
+    }
+
+    /// Sends the batch of events waiting on each CPU, if any, to the ring.
+    pub fn flush_waiting(&self) -> Result<(), EngineError> {
+        let Some(f) = &self.flusher else {
+            return Ok(());
+        };
+        let fail = |reason: String| EngineError::Map {
+            map: "PENDING",
+            reason,
+        };
+        let map = self.map("PENDING")?;
+        let pending: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|e| fail(chain(&e)))?;
+        let since = pending.get(&0, 0).map_err(|e| fail(chain(&e)))?;
+        for (cpu, &first) in since.iter().enumerate() {
+            if first != 0 {
+                // A CPU gone offline has nothing left to send.
+                let _ = f.flush(cpu as u32);
+            }
+        }
+        Ok(())
     }
 
     /// Writes plan `id`.

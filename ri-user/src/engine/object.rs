@@ -136,8 +136,18 @@ impl Object {
         })
     }
 
-    /// Loads program `name` for `attach_type` (0: perf events).
+    /// Loads uprobe program `name` for `attach_type` (0: perf events).
     pub fn load_program(&self, name: &str, attach_type: u32) -> Result<OwnedFd, ObjectError> {
+        self.load_typed(name, sys::BPF_PROG_TYPE_KPROBE, attach_type)
+    }
+
+    /// Loads program `name` as `prog_type` for `attach_type`.
+    pub fn load_typed(
+        &self,
+        name: &str,
+        prog_type: u32,
+        attach_type: u32,
+    ) -> Result<OwnedFd, ObjectError> {
         let prog = self
             .obj
             .programs
@@ -153,6 +163,7 @@ impl Object {
             func,
             &self.license,
             self.btf.as_fd(),
+            prog_type,
             attach_type,
         )?)
     }

@@ -38,7 +38,10 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_BTF_LOAD: libc::c_long = 18;
 const BPF_MAP_FREEZE: libc::c_long = 22;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_PROG_TYPE_KPROBE: u32 = 2;
+/// `BPF_PROG_TYPE_KPROBE` (uprobes are kprobe-type).
+pub const BPF_PROG_TYPE_KPROBE: u32 = 2;
+/// `BPF_PROG_TYPE_RAW_TRACEPOINT`.
+pub const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 
 /// `union bpf_attr` for `BPF_PROG_LOAD`, up to `line_info_cnt`.
 #[repr(C)]
@@ -231,8 +234,7 @@ pub fn set_global_data(map: BorrowedFd<'_>, data: &[u8], freeze: bool) -> Result
     Ok(())
 }
 
-/// `BPF_PROG_LOAD` of one kprobe-type program (uprobes are kprobe-type)
-/// with `attach_type` (0 for perf events, `BPF_TRACE_UPROBE_MULTI` for
+/// `BPF_PROG_LOAD` of one program of `prog_type` with `attach_type` (0 for perf events, `BPF_TRACE_UPROBE_MULTI` for
 /// multi-uprobe links); on failure, loads again with a verifier log to say
 /// why.
 pub fn load_program(
@@ -240,6 +242,7 @@ pub fn load_program(
     func: &aya_obj::Function,
     license: &CString,
     btf: BorrowedFd<'_>,
+    prog_type: u32,
     attach_type: u32,
 ) -> Result<OwnedFd, SysError> {
     let insns = &func.instructions;
@@ -253,7 +256,7 @@ pub fn load_program(
         line_info_rec_size: func.line_info_rec_size as u32,
         line_info: line_info.as_ptr() as u64,
         line_info_cnt: func.line_info.len() as u32,
-        prog_type: BPF_PROG_TYPE_KPROBE,
+        prog_type,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,

@@ -228,6 +228,7 @@ impl ProbeSet {
             stacks,
             kept: 1,
             saved_args: 1,
+            batch_events: 1,
         };
         for p in &self.probes {
             let plan = &p.plan.plan;

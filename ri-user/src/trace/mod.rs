@@ -295,7 +295,7 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     let Launched {
         mut engine,
         child_pid,
-    } = launch(opts, &set, ri_common::AGG_ENTRIES)?;
+    } = launch(opts, &set, ri_common::AGG_ENTRIES, batch_events(opts))?;
     let ring = engine.take_ring()?;
     let mut summary = rt.block_on(event_loop(
         &set, &engine, ring, opts, child_pid, within, signals,
@@ -320,6 +320,25 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     Ok(summary)
 }
 
+/// Set in the environment: events per ring record (1: each alone), to
+/// compare batching with none.
+pub const BATCH_ENV: &str = "RI_BATCH_EVENTS";
+
+/// Events per ring record: batches spread the ring's cost over several
+/// events. `--within` follows each thread's calls in the order its events
+/// happened, across CPUs, so it sends each event alone; so does `--bare`,
+/// which sends none.
+fn batch_events(opts: &TraceOptions) -> u32 {
+    if opts.within.is_some() || opts.bare {
+        return 1;
+    }
+    std::env::var(BATCH_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ri_common::BATCH_EVENTS)
+        .clamp(1, 1024)
+}
+
 /// Checks `-c`/`-p` before anything is built.
 pub(crate) fn check(opts: &TraceOptions) -> Result<(), Error> {
     if opts.command.is_some() && !opts.pids.is_empty() {
@@ -340,12 +359,13 @@ pub(crate) struct Launched {
 }
 
 /// Forks the `-c` command (held), loads the object with `agg_entries` keys
-/// of aggregation map, attaches every site, prints the attach line, then
-/// lets the command run.
+/// of aggregation map and events sent in batches of `batch_events`,
+/// attaches every site, prints the attach line, then lets the command run.
 pub(crate) fn launch(
     opts: &TraceOptions,
     set: &ProbeSet,
     agg_entries: u32,
+    batch_events: u32,
 ) -> Result<Launched, Error> {
     let started = Instant::now();
     let mut child = match &opts.command {
@@ -365,8 +385,12 @@ pub(crate) fn launch(
             (true, 0) => ri_common::STACK_ENTRIES,
             (true, n) => n,
         };
-        let sizes = set.map_sizes(opts.ring_bytes, agg_entries, stacks);
+        let mut sizes = set.map_sizes(opts.ring_bytes, agg_entries, stacks);
+        sizes.batch_events = batch_events;
         let mut engine = Engine::load_sized(&sizes)?;
+        if batch_events > 1 {
+            engine.start_batches()?;
+        }
         let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
         Ok::<_, Error>((engine, n))
     })();
@@ -422,88 +446,102 @@ struct Drain<'a> {
 }
 
 impl Drain<'_> {
-    /// Decodes and writes every record waiting in the ring buffer.
+    /// Decodes and writes every record waiting in the ring buffer (a
+    /// record is one event or a batch of them, back to back).
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
-            let Ok(h) = header(&item) else {
-                self.undecodable += 1;
-                continue;
-            };
-            let (Some(site), Some(probe)) = (
-                self.set.sites.get(h.site as usize),
-                self.set.probes.get(h.plan as usize),
-            ) else {
-                self.undecodable += 1;
-                continue;
-            };
-            match self.within.as_mut().map(|w| w.admit(&h, &item)) {
-                Some(Err(())) => {
+            let mut rest: &[u8] = &item;
+            while !rest.is_empty() {
+                let Some((h, end)) = header(rest)
+                    .ok()
+                    .map(|h| (h, ri_common::HEADER_LEN + h.payload_len as usize))
+                    .filter(|(_, end)| *end <= rest.len())
+                else {
                     self.undecodable += 1;
-                    continue;
-                }
-                Some(Ok(false)) => continue,
-                _ => {}
-            }
-            let (fields, context) = match &self.within {
-                Some(w) => (w.fields[h.plan as usize].as_slice(), w.innermost(h.tid)),
-                None => (probe.plan.fields.as_slice(), None),
-            };
-            self.counts[h.site as usize] += 1;
-            if self.closed {
-                continue;
-            }
-            let decoded = decode(&item, &probe.plan.fields).and_then(|mut ev| {
-                if self.late_reads {
-                    // A return probe's ip is its caller's, not its site.
-                    let at_site = probe.spec.kind != ProbeKind::Uretprobe;
-                    let file = at_site.then_some(SiteFile {
-                        path: &site.path,
-                        file_offset: site.file_offset,
-                    });
-                    let (pid, fields) = (ev.header.pid, &probe.plan.fields);
-                    self.stacks
-                        .read_late_values(pid, file, fields, &mut ev.values);
-                }
-                for spec in self.printf {
-                    if let Some(text) = spec.render(&probe.plan.fields, &ev.values, ev.header.pid) {
-                        ev.extra.push((spec.name.clone(), text));
-                    }
-                }
-                if let (Some(rec), Some(w)) = (context, &self.within) {
-                    // The context's fields go first.
-                    let mut c = decode(rec, &self.set.probes[w.entry].plan.fields)?;
-                    c.values.pop();
-                    c.values.append(&mut ev.values);
-                    ev.values = c.values;
-                }
-                Ok(ev)
-            });
-            match decoded {
-                Ok(ev) => {
-                    let mut resolved = Vec::new();
-                    for v in &ev.values {
-                        if let Value::Stack(s, c) = v {
-                            match self.stacks.resolve(self.engine, *s, *c) {
-                                Ok(r) => resolved.push(r),
-                                Err(_) => self.undecodable += 1,
-                            }
-                        }
-                    }
-                    let info = SiteInfo {
-                        probe: &site.name,
-                        short: &site.short,
-                        fields,
-                        stacks: &resolved,
-                    };
-                    if self.sink.event(&info, &ev).is_err() {
-                        self.closed = true;
-                    }
-                }
-                Err(_) => self.undecodable += 1,
+                    break;
+                };
+                self.event(&rest[..end], h);
+                rest = &rest[end..];
             }
         }
         if !self.closed && self.sink.flush().is_err() {
             self.closed = true;
+        }
+    }
+
+    /// Decodes and writes one event.
+    fn event(&mut self, item: &[u8], h: ri_common::EventHeader) {
+        let (Some(site), Some(probe)) = (
+            self.set.sites.get(h.site as usize),
+            self.set.probes.get(h.plan as usize),
+        ) else {
+            self.undecodable += 1;
+            return;
+        };
+        match self.within.as_mut().map(|w| w.admit(&h, item)) {
+            Some(Err(())) => {
+                self.undecodable += 1;
+                return;
+            }
+            Some(Ok(false)) => return,
+            _ => {}
+        }
+        let (fields, context) = match &self.within {
+            Some(w) => (w.fields[h.plan as usize].as_slice(), w.innermost(h.tid)),
+            None => (probe.plan.fields.as_slice(), None),
+        };
+        self.counts[h.site as usize] += 1;
+        if self.closed {
+            return;
+        }
+        let decoded = decode(item, &probe.plan.fields).and_then(|mut ev| {
+            if self.late_reads {
+                // A return probe's ip is its caller's, not its site.
+                let at_site = probe.spec.kind != ProbeKind::Uretprobe;
+                let file = at_site.then_some(SiteFile {
+                    path: &site.path,
+                    file_offset: site.file_offset,
+                });
+                let (pid, fields) = (ev.header.pid, &probe.plan.fields);
+                self.stacks
+                    .read_late_values(pid, file, fields, &mut ev.values);
+            }
+            for spec in self.printf {
+                if let Some(text) = spec.render(&probe.plan.fields, &ev.values, ev.header.pid) {
+                    ev.extra.push((spec.name.clone(), text));
+                }
+            }
+            if let (Some(rec), Some(w)) = (context, &self.within) {
+                // The context's fields go first.
+                let mut c = decode(rec, &self.set.probes[w.entry].plan.fields)?;
+                c.values.pop();
+                c.values.append(&mut ev.values);
+                ev.values = c.values;
+            }
+            Ok(ev)
+        });
+        match decoded {
+            Ok(ev) => {
+                let mut resolved = Vec::new();
+                for v in &ev.values {
+                    if let Value::Stack(s, c) = v {
+                        match self.stacks.resolve(self.engine, *s, *c) {
+                            Ok(r) => resolved.push(r),
+                            Err(_) => self.undecodable += 1,
+                        }
+                    }
+                }
+                let info = SiteInfo {
+                    probe: &site.name,
+                    short: &site.short,
+                    fields,
+                    stacks: &resolved,
+                };
+                if self.sink.event(&info, &ev).is_err() {
+                    self.closed = true;
+                }
+            }
+            Err(_) => self.undecodable += 1,
         }
     }
 }
@@ -556,6 +594,10 @@ async fn event_loop(
     // up on this tick.
     let mut tick = tokio::time::interval(Duration::from_millis(ri_common::READER_TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Batches left waiting on a CPU that saw no more events are asked for.
+    let mut flush_tick = tokio::time::interval(Duration::from_millis(ri_common::FLUSH_TICK_MS));
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let batched = engine.batched();
     // Processes' mappings, re-read while they live: their stacks must still
     // resolve once they have exited.
     let mut maps_tick = tokio::time::interval(crate::stack::MAPS_REFRESH);
@@ -563,6 +605,10 @@ async fn event_loop(
     loop {
         tokio::select! {
             _ = tick.tick() => d.drain(ring.get_mut()),
+            _ = flush_tick.tick(), if batched => {
+                engine.flush_waiting()?;
+                d.drain(ring.get_mut());
+            }
             _ = maps_tick.tick(), if with_maps => d.stacks.refresh(),
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
@@ -576,6 +622,7 @@ async fn event_loop(
         }
     }
     let child_status = stop.finish();
+    engine.flush_waiting()?;
     d.drain(ring.get_mut());
     Ok(Summary {
         // The --within probes are not the user's.

@@ -1,0 +1,178 @@
+//! Per-CPU batches of events: several events go to the ring buffer as one
+//! record, sent when full, when old at the next event, or when the reader
+//! asks (`ri_flush`, run on that CPU); an event after a quiet spell goes
+//! alone, at once.
+
+use core::{
+    ffi::c_void,
+    ptr::{read_volatile, write_volatile},
+};
+
+use aya_ebpf::{
+    helpers::generated::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::map,
+    maps::PerCpuArray,
+};
+use ri_common::{BATCH_AGE_NS, BATCH_BYTES, Batch, EVENT_MAX, Scratch};
+
+use crate::{EVENTS, LOST, wakeup_flags};
+
+/// This CPU's batch of events not yet in the ring.
+#[map]
+static BATCH: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU: the time of the oldest event waiting in its batch, 0 when none
+/// (the reader reads this to know which CPUs to ask).
+#[map]
+static PENDING: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Events per batch, set by the loader (1: every event alone).
+#[unsafe(no_mangle)]
+static BATCH_EVENTS: u32 = ri_common::BATCH_EVENTS;
+
+/// Sends the event of `len` bytes built in `s.event` at time `now`: into
+/// this CPU's batch, or alone when batching is off or the batch is busy.
+#[inline(always)]
+pub fn send(s: &Scratch, len: usize, now: u64) {
+    // SAFETY: a read-only global the loader sets.
+    let max = unsafe { core::ptr::read_volatile(&BATCH_EVENTS) };
+    let b = match BATCH.get_ptr_mut(0) {
+        // SAFETY: this CPU's batch; `busy` keeps a nested program out.
+        Some(b) if max > 1 => unsafe { &mut *b },
+        _ => return alone(s, len, now),
+    };
+    if !enter(b) {
+        return alone(s, len, now);
+    }
+    // Volatile from here on: the compiler keeps every access to the batch
+    // after `enter` and before `leave` (a flush the reader runs on this CPU
+    // may interrupt a program up to `enter`).
+    let last = get(&b.last_ns);
+    put(&mut b.last_ns, now);
+    if now.wrapping_sub(last) >= BATCH_AGE_NS && get(&b.n) == 0 {
+        // Sparse events go at once.
+        leave(b);
+        return alone(s, len, now);
+    }
+    if get(&b.len) as usize + len > BATCH_BYTES {
+        flush(b, now);
+    }
+    let off = get(&b.len) as usize & (BATCH_BYTES - 1);
+    let n = if len > EVENT_MAX { EVENT_MAX } else { len };
+    // SAFETY: off < BATCH_BYTES and n <= EVENT_MAX stay inside `data`; the
+    // source is this CPU's scratch event, at least EVENT_MAX long.
+    unsafe {
+        bpf_probe_read_kernel(
+            b.data.as_mut_ptr().add(off) as *mut c_void,
+            n as u32,
+            s.event.as_ptr() as *const c_void,
+        );
+    }
+    put(&mut b.len, (off + n) as u32);
+    let count = get(&b.n) + 1;
+    put(&mut b.n, count);
+    if count == 1 {
+        put(&mut b.first_ns, now);
+        set_pending(now);
+    }
+    if count >= max || off + n >= BATCH_BYTES || now.wrapping_sub(get(&b.first_ns)) >= BATCH_AGE_NS
+    {
+        flush(b, now);
+    }
+    leave(b);
+}
+
+/// Marks the batch busy; false when another program on this CPU, which
+/// this one interrupted, has it.
+#[inline(always)]
+fn enter(b: &mut Batch) -> bool {
+    if get(&b.busy) != 0 {
+        return false;
+    }
+    put(&mut b.busy, 1);
+    true
+}
+
+/// Lets the batch go.
+#[inline(always)]
+fn leave(b: &mut Batch) {
+    put(&mut b.busy, 0);
+}
+
+/// A volatile read of a batch field.
+#[inline(always)]
+fn get<T: Copy>(f: &T) -> T {
+    // SAFETY: a field of this CPU's batch.
+    unsafe { read_volatile(f) }
+}
+
+/// A volatile write of a batch field.
+#[inline(always)]
+fn put<T: Copy>(f: &mut T, v: T) {
+    // SAFETY: a field of this CPU's batch.
+    unsafe { write_volatile(f, v) }
+}
+
+/// `ri_flush`: sends this CPU's batch, unless a program it interrupted is
+/// changing it (that one sends it, or the reader asks again).
+#[inline(always)]
+pub fn flush_here() {
+    let Some(b) = BATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's batch.
+    let b = unsafe { &mut *b };
+    if enter(b) {
+        flush(b, unsafe { bpf_ktime_get_ns() });
+        leave(b);
+    }
+}
+
+/// Sends the batch's events as one record; when the ring is full they are
+/// counted lost, every one.
+#[inline(always)]
+fn flush(b: &mut Batch, now: u64) {
+    let n = get(&b.n);
+    if n == 0 {
+        return;
+    }
+    let len = get(&b.len) as usize;
+    let len = if len > BATCH_BYTES + EVENT_MAX {
+        BATCH_BYTES + EVENT_MAX
+    } else {
+        len
+    };
+    let data = &b.data[..len];
+    if EVENTS.output::<[u8]>(data, wakeup_flags(now)).is_err() {
+        lost(u64::from(n));
+    }
+    put(&mut b.len, 0);
+    put(&mut b.n, 0);
+    set_pending(0);
+}
+
+/// The event alone, as one record.
+#[inline(always)]
+fn alone(s: &Scratch, len: usize, now: u64) {
+    // SAFETY: `len` is at most the size of `s.event` (see Scratch).
+    let data = unsafe { core::slice::from_raw_parts(s.event.as_ptr(), len) };
+    if EVENTS.output::<[u8]>(data, wakeup_flags(now)).is_err() {
+        lost(1);
+    }
+}
+
+#[inline(always)]
+fn set_pending(v: u64) {
+    if let Some(p) = PENDING.get_ptr_mut(0) {
+        // SAFETY: per-CPU value.
+        unsafe { *p = v };
+    }
+}
+
+#[inline(always)]
+fn lost(n: u64) {
+    if let Some(l) = LOST.get_ptr_mut(0) {
+        // SAFETY: per-CPU counter.
+        unsafe { *l += n };
+    }
+}
