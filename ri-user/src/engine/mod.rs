@@ -2,12 +2,18 @@
 //! plans into the `PLANS` map, attaching the generic programs with cookies,
 //! and handing out the event ring buffer and the lost-event counter.
 
+mod links;
 pub mod multi;
 pub mod perf;
+pub mod sites;
+mod watch;
+
+pub use watch::{BudgetConfig, SiteKind};
 
 use std::{
     os::fd::{AsFd, OwnedFd},
     path::Path,
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use aya::{
@@ -15,7 +21,7 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{
         UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
     },
 };
 use ri_common::{MAX_PLANS, Plan};
@@ -80,6 +86,9 @@ impl Program {
 /// multi-uprobe links work (to compare and test the fallback).
 pub const NO_MULTI_ENV: &str = "RI_NO_MULTI_UPROBE";
 
+/// Sites per multi-uprobe link when the overhead budget is on.
+const BUDGET_CHUNK: usize = 128;
+
 /// Every program, in [`Program::index`] order.
 const PROGRAMS: [Program; 3] = [Program::Entry, Program::Return, Program::Bare];
 
@@ -87,15 +96,16 @@ const PROGRAMS: [Program; 3] = [Program::Entry, Program::Return, Program::Bare];
 pub struct Engine {
     bpf: Ebpf,
     loaded: Vec<Program>,
-    /// USDT attachments, detached when the engine drops.
-    usdt_links: Vec<perf::PerfLink>,
-    /// Per-site uprobe perf events (the fallback), detached on drop.
-    uprobe_links: Vec<UProbeLink>,
+    /// Every attachment, detached when the engine drops (shared with the
+    /// budget's watcher, which detaches sites).
+    links: Arc<Mutex<links::Links>>,
     /// The multi-uprobe copies of the programs (by [`Program::index`]),
     /// or why they are unavailable; loaded at the first attach.
     multi_progs: Option<Result<Vec<OwnedFd>, String>>,
-    /// Multi-uprobe links, each covering many sites.
-    multi_links: Vec<OwnedFd>,
+    /// The kernel's per-site counters, when the budget is on.
+    sites: Option<Arc<sites::SiteTable>>,
+    /// The budget's watcher, once started.
+    watch: Option<watch::Watch>,
 }
 
 impl Drop for Engine {
@@ -104,9 +114,19 @@ impl Drop for Engine {
     /// for one (Linux 6.18 holds `event_mutex` across it, so even released
     /// concurrently they go one after the other there).
     fn drop(&mut self) {
-        release_concurrently(std::mem::take(&mut self.multi_links));
-        release_concurrently(std::mem::take(&mut self.uprobe_links));
-        release_concurrently(std::mem::take(&mut self.usdt_links));
+        if let Some(w) = self.watch.as_mut() {
+            w.stop();
+        }
+        let mut links = self.links();
+        let (multi, perf, usdt) = links.take_all();
+        let releasing = std::mem::take(&mut links.releasing);
+        drop(links);
+        release_concurrently(multi);
+        release_concurrently(perf);
+        release_concurrently(usdt);
+        for t in releasing {
+            let _ = t.join();
+        }
     }
 }
 
@@ -195,6 +215,19 @@ impl Engine {
         fast_slots: u32,
         stack_entries: u32,
     ) -> Result<Self, EngineError> {
+        Self::load_budgeted(ring_bytes, agg_entries, fast_slots, stack_entries, 0)
+    }
+
+    /// [`Engine::load_agg`] with the overhead budget's per-site counters
+    /// for `budget_sites` sites (0: the budget is off, and the kernel
+    /// neither counts nor checks per site).
+    pub fn load_budgeted(
+        ring_bytes: u32,
+        agg_entries: u32,
+        fast_slots: u32,
+        stack_entries: u32,
+        budget_sites: u32,
+    ) -> Result<Self, EngineError> {
         if !have_bpf_privileges() {
             return Err(EngineError::PermissionDenied);
         }
@@ -208,6 +241,8 @@ impl Engine {
             .map_max_entries("FAST", fast_slots.max(1))
             .map_max_entries("STACKS", stack_entries.max(1))
             .map_max_entries("STACK_MORE", (stack_entries / 4).max(1))
+            .override_global("BUDGET", &u32::from(budget_sites > 0), true)
+            .map_max_entries("SITES", budget_sites.max(1))
             .load(crate::EBPF_OBJECT)
             .map_err(|e| {
                 if is_permission(&e) {
@@ -216,14 +251,37 @@ impl Engine {
                     EngineError::Load(chain(&e))
                 }
             })?;
+        let sites = if budget_sites > 0 {
+            let map = bpf
+                .map("SITES")
+                .and_then(multi::map_fd)
+                .ok_or(EngineError::Map {
+                    map: "SITES",
+                    reason: "missing from the object".into(),
+                })?;
+            let table = sites::SiteTable::map(map, budget_sites as usize).map_err(|e| {
+                EngineError::Map {
+                    map: "SITES",
+                    reason: e.to_string(),
+                }
+            })?;
+            Some(Arc::new(table))
+        } else {
+            None
+        };
         Ok(Engine {
             bpf,
             loaded: Vec::new(),
-            usdt_links: Vec::new(),
-            uprobe_links: Vec::new(),
+            links: Arc::default(),
             multi_progs: None,
-            multi_links: Vec::new(),
+            sites,
+            watch: None,
         })
+    }
+
+    /// The attachments, locked.
+    fn links(&self) -> MutexGuard<'_, links::Links> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes plan `id`.
@@ -294,7 +352,7 @@ impl Engine {
             .attach(point, path, scope)
             .map_err(|e| attach_err(&e))?;
         let link = prog.take_link(id).map_err(|e| attach_err(&e))?;
-        self.uprobe_links.push(link);
+        self.links().perf.push(((cookie >> 32) as u32, link));
         Ok(())
     }
 
@@ -308,17 +366,57 @@ impl Engine {
         sites: &[(u64, u64, &str)],
         pid: Option<u32>,
     ) -> Result<(), EngineError> {
+        // Under the budget, links of at most BUDGET_CHUNK sites: detaching
+        // a site replaces its link, which takes time per site.
+        let chunk = if self.sites.is_some() {
+            BUDGET_CHUNK
+        } else {
+            sites.len().max(1)
+        };
         if !sites.is_empty()
             && let Some(prog) = self.multi_program(which)
         {
-            let pairs: Vec<(u64, u64)> = sites.iter().map(|s| (s.0, s.1)).collect();
-            match multi::attach(prog, path, &pairs, which == Program::Return, pid) {
-                Ok(link) => {
-                    self.multi_links.push(link);
+            let ret = which == Program::Return;
+            let prog = prog.try_clone_to_owned().map_err(|e| EngineError::Attach {
+                site: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let mut made = Vec::new();
+            let mut failed = None;
+            for part in sites.chunks(chunk) {
+                let pairs: Vec<(u64, u64)> = part.iter().map(|s| (s.0, s.1)).collect();
+                match multi::attach(prog.as_fd(), path, &pairs, ret, pid) {
+                    Ok(fd) => made.push((fd, pairs)),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            let failed = match failed {
+                None => {
+                    for (fd, pairs) in made {
+                        let prog = prog.try_clone().map_err(|e| EngineError::Attach {
+                            site: path.display().to_string(),
+                            reason: e.to_string(),
+                        })?;
+                        self.links().multi.push(links::MultiLink {
+                            fd,
+                            prog,
+                            path: path.to_path_buf(),
+                            ret,
+                            pid,
+                            sites: pairs,
+                        });
+                    }
                     return Ok(());
                 }
+                // Links made before the failure close here: all go site by site.
+                Some(e) => e,
+            };
+            match failed {
                 // Unsupported here: remember, and go site by site.
-                Err(multi::MultiError::Link(e))
+                multi::MultiError::Link(e)
                     if matches!(
                         e.raw_os_error(),
                         Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::E2BIG)
@@ -327,7 +425,7 @@ impl Engine {
                     self.multi_progs = Some(Err(e.to_string()));
                 }
                 // Otherwise site by site too, which names the failing site.
-                Err(_) => {}
+                _ => {}
             }
         }
         for (offset, cookie, name) in sites {
@@ -358,10 +456,9 @@ impl Engine {
     /// How the sites were attached, for the attach line: multi-uprobe links
     /// and/or per-site perf events (with why links were not used).
     pub fn attach_note(&self) -> String {
-        let perf = self.uprobe_links.len() + self.usdt_links.len();
+        let (n, perf) = self.links().counts();
         let mut parts = Vec::new();
-        if !self.multi_links.is_empty() {
-            let n = self.multi_links.len();
+        if n > 0 {
             parts.push(format!(
                 "{n} multi-uprobe link{}",
                 if n == 1 { "" } else { "s" }
@@ -402,8 +499,87 @@ impl Engine {
                     reason: e.to_string(),
                 },
             })?;
-        self.usdt_links.push(link);
+        self.links().usdt.push(((cookie >> 32) as u32, link));
         Ok(())
+    }
+
+    /// Starts the overhead budget (the engine must have been loaded with
+    /// [`Engine::load_budgeted`]): calibrates the trap cost on ri's own
+    /// code, turns on BPF run-time statistics, and starts the watcher.
+    /// Returns the calibrated costs, for the note on stderr.
+    pub fn start_budget(&mut self, cfg: BudgetConfig) -> Result<sites::TrapCosts, EngineError> {
+        let Some(table) = self.sites.clone() else {
+            return Err(EngineError::Map {
+                map: "SITES",
+                reason: "the budget needs the per-site counters loaded".into(),
+            });
+        };
+        let traps = self.calibrate(cfg.kinds.contains(&SiteKind::Nop5))?;
+        let mut progs = Vec::new();
+        for which in self.loaded.clone() {
+            if let Ok(fd) = self.program(which)?.fd()
+                && let Ok(fd) = fd.as_fd().try_clone_to_owned()
+            {
+                progs.push(fd);
+            }
+        }
+        if let Some(Ok(fds)) = &self.multi_progs {
+            progs.extend(fds.iter().filter_map(|f| f.try_clone().ok()));
+        }
+        let stats = sites::ProgStats::enable(progs);
+        self.watch = Some(watch::Watch::start(
+            cfg,
+            traps,
+            table,
+            self.links.clone(),
+            stats,
+        ));
+        Ok(traps)
+    }
+
+    /// The trap costs, measured by attaching the empty program to ri's own
+    /// calibration functions (this process only) and timing calls of them;
+    /// the nop5 one only when `nop5` sites are probed. The calibration
+    /// probes are released on another thread.
+    fn calibrate(&mut self, nop5: bool) -> Result<sites::TrapCosts, EngineError> {
+        let fd = self
+            .program(Program::Bare)?
+            .fd()
+            .map_err(|e| EngineError::Load(chain(&e)))?
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| EngineError::Load(e.to_string()))?;
+        let pid = std::process::id();
+        let mut attach = |path: &Path, offset: u64| {
+            perf::attach_uprobe(fd.as_fd(), path, offset, None, false, Some(pid), 0)
+                .map_err(|e| e.to_string())
+        };
+        let [(int3_fn, int3_at), (nop5_fn, nop5_at)] = sites::calibration_functions();
+        let fail = |e: sites::SitesError| EngineError::Attach {
+            site: "ri's calibration function".into(),
+            reason: e.to_string(),
+        };
+        let (int3, l1) = sites::trap_cost(&int3_fn, int3_at, &mut attach).map_err(fail)?;
+        let mut done = vec![l1];
+        let nop5 = if nop5 {
+            let (c, l2) = sites::trap_cost(&nop5_fn, nop5_at, &mut attach).map_err(fail)?;
+            done.push(l2);
+            c
+        } else {
+            int3
+        };
+        self.links()
+            .releasing
+            .push(std::thread::spawn(move || release_concurrently(done)));
+        Ok(sites::TrapCosts { int3, nop5 })
+    }
+
+    /// The sites the budget detached so far.
+    pub fn dropped(&self) -> Vec<crate::budget::Dropped> {
+        self.watch
+            .as_ref()
+            .and_then(|w| w.dropped.lock().ok().map(|d| d.clone()))
+            .unwrap_or_default()
     }
 
     /// Takes the event ring buffer (once).

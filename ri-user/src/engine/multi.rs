@@ -95,7 +95,7 @@ struct LinkCreateAttr {
 }
 
 /// The descriptor of a map ri's object uses (the kinds it declares).
-fn map_fd(map: &Map) -> Option<BorrowedFd<'_>> {
+pub(super) fn map_fd(map: &Map) -> Option<BorrowedFd<'_>> {
     match map {
         Map::Array(d)
         | Map::PerCpuArray(d)

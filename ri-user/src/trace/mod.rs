@@ -57,6 +57,8 @@ pub struct TraceOptions {
     /// Show only events during a call of this entry probe's function on
     /// the same thread, with its captures added (see [`Within`]).
     pub within: Option<String>,
+    /// `--max-overhead`: the overhead budget.
+    pub max_overhead: crate::budget::MaxOverhead,
 }
 
 /// `--within`: the calls of one function as a per-thread context. Its entry
@@ -365,8 +367,38 @@ pub(crate) fn launch(
             (true, 0) => ri_common::STACK_ENTRIES,
             (true, n) => n,
         };
-        let mut engine = Engine::load_agg(opts.ring_bytes, agg_entries, set.fast_slots(), stacks)?;
+        let budget = (!opts.bare)
+            .then(|| opts.max_overhead.resolve(set.has_wildcard()))
+            .flatten();
+        let budget_sites = if budget.is_some() {
+            set.sites.len() as u32
+        } else {
+            0
+        };
+        let mut engine = Engine::load_budgeted(
+            opts.ring_bytes,
+            agg_entries,
+            set.fast_slots(),
+            stacks,
+            budget_sites,
+        )?;
         let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
+        if let Some(pct) = budget {
+            let cfg = set.budget_config(pct);
+            let nop5 = cfg.kinds.contains(&crate::engine::SiteKind::Nop5);
+            let traps = engine.start_budget(cfg)?;
+            if !opts.quiet {
+                eprintln!(
+                    "ri: overhead budget {pct}% of a CPU (a hit costs ~{:.1} µs of trap{} plus the program's run time; --max-overhead off disables it)",
+                    traps.int3 / 1000.0,
+                    if nop5 {
+                        format!(", ~{:.1} µs at nop5 sites", traps.nop5 / 1000.0)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
         Ok::<_, Error>((engine, n))
     })();
     let (engine, n) = match attached {
