@@ -51,6 +51,16 @@ impl MaxOverhead {
         }
     }
 
+    /// The value of a `--max-overhead` flag meaning this (none for the
+    /// default).
+    pub fn flag(self) -> Option<String> {
+        match self {
+            MaxOverhead::Auto => None,
+            MaxOverhead::Off => Some("off".into()),
+            MaxOverhead::Pct(p) => Some(p.to_string()),
+        }
+    }
+
     /// The budget in percent, or `None` when off; `wildcard`: some probe
     /// string matched more than one site.
     pub fn resolve(self, wildcard: bool) -> Option<f64> {

@@ -215,6 +215,8 @@ pub struct Summary {
     pub outside: u64,
     /// Exit status of the `-c` command.
     pub child_status: Option<i32>,
+    /// Sites the overhead budget detached (their events stop there).
+    pub dropped: Vec<String>,
 }
 
 impl Summary {
@@ -223,7 +225,12 @@ impl Summary {
         let total: u64 = self.per_site.iter().map(|s| s.1).sum();
         writeln!(w, "ri: {total} events, {} lost", self.lost)?;
         for (name, n) in &self.per_site {
-            writeln!(w, "  {n:>10}  {name}")?;
+            let partial = if self.dropped.contains(name) {
+                "  (partial: detached by the overhead budget)"
+            } else {
+                ""
+            };
+            writeln!(w, "  {n:>10}  {name}{partial}")?;
         }
         if self.lost > 0 {
             writeln!(
@@ -304,6 +311,17 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     ))?;
     summary.lost = engine.lost()?;
     summary.no_entry = engine.no_entry()?;
+    summary.dropped = (engine.dropped().iter())
+        .filter_map(|d| set.sites.get(d.site as usize))
+        .map(|s| s.name.clone())
+        .collect();
+    if opts.json && !summary.dropped.is_empty() {
+        // The stream's last line names them, for readers of the JSON.
+        let line = serde_json::json!({ "dropped": summary.dropped });
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+    }
     if !opts.quiet {
         summary.write_to(&mut std::io::stderr())?;
         if opts.within.is_some() && summary.lost > 0 {
@@ -622,6 +640,7 @@ async fn event_loop(
         outside: d.within.as_ref().map_or(0, |w| w.outside),
         undecodable: d.undecodable,
         child_status,
+        dropped: Vec::new(),
     })
 }
 
