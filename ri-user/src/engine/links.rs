@@ -143,6 +143,11 @@ impl Links {
             }
             let fd = match multi::attach(l.prog.as_fd(), &l.path, &sites, l.ret, l.pid) {
                 Ok(fd) => fd,
+                // The process has exited: nothing left to replace.
+                Err(multi::MultiError::Link(e)) if e.raw_os_error() == Some(libc::ESRCH) => {
+                    replacements.push((i, None));
+                    continue;
+                }
                 // The old links stay: the dropped sites are off, their
                 // traps remain.
                 Err(e) => return Err(format!("replacing a multi-uprobe link: {e}")),

@@ -266,8 +266,11 @@ pub fn trap_cost<T>(
     Ok(((probed - bare).max(0.0), link))
 }
 
+/// A calibration function and the address to probe.
+pub type Calibrated = (fn(u64) -> u64, usize);
+
 /// The int3 and nop5 calibration functions, as `(function, address)`.
-pub fn calibration_functions() -> [(fn(u64) -> u64, usize); 2] {
+pub fn calibration_functions() -> [Calibrated; 2] {
     fn int3(x: u64) -> u64 {
         ri_calibrate_int3(x)
     }

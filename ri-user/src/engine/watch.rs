@@ -119,8 +119,11 @@ fn watch(
             Ok(mut l) => l.drop_sites(&set, table),
             Err(_) => Err("the attachments are poisoned".into()),
         };
-        let names: Vec<String> = d
+        // The hottest few by name, then how many more.
+        const NAMED: usize = 5;
+        let mut names: Vec<String> = d
             .iter()
+            .take(NAMED)
             .map(|x| {
                 let name = cfg.names.get(x.site as usize).map_or("?", String::as_str);
                 format!(
@@ -131,6 +134,9 @@ fn watch(
                 )
             })
             .collect();
+        if d.len() > NAMED {
+            names.push(format!("and {} more sites", d.len() - NAMED));
+        }
         match r {
             Ok(()) => eprintln!(
                 "ri: over the {}% overhead budget: detached {} in {} ms; counts up to here kept, marked partial (--max-overhead off keeps every site)",

@@ -401,12 +401,12 @@ pub(crate) fn launch(
             budget_sites,
         )?;
         let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
-        if let Some(pct) = budget {
-            let cfg = set.budget_config(pct);
-            let nop5 = cfg.kinds.contains(&crate::engine::SiteKind::Nop5);
-            let traps = engine.start_budget(cfg)?;
-            if !opts.quiet {
-                eprintln!(
+        let note = match budget {
+            Some(pct) => {
+                let cfg = set.budget_config(pct);
+                let nop5 = cfg.kinds.contains(&crate::engine::SiteKind::Nop5);
+                let traps = engine.start_budget(cfg)?;
+                Some(format!(
                     "ri: overhead budget {pct}% of a CPU (a hit costs ~{:.1} µs of trap{} plus the program's run time; --max-overhead off disables it)",
                     traps.int3 / 1000.0,
                     if nop5 {
@@ -414,12 +414,13 @@ pub(crate) fn launch(
                     } else {
                         String::new()
                     }
-                );
+                ))
             }
-        }
-        Ok::<_, Error>((engine, n))
+            None => None,
+        };
+        Ok::<_, Error>((engine, n, note))
     })();
-    let (engine, n) = match attached {
+    let (engine, n, budget_note) = match attached {
         Ok(v) => v,
         Err(e) => {
             if let Some(c) = child.take() {
@@ -437,6 +438,9 @@ pub(crate) fn launch(
             engine.attach_note(),
             started.elapsed().as_millis()
         );
+        if let Some(note) = budget_note {
+            eprintln!("{note}");
+        }
     }
     let child_pid = child.as_ref().map(|c| c.pid);
     if let Some(c) = child.as_mut() {
