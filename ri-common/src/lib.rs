@@ -280,6 +280,31 @@ pub const fn cookie(plan: u32, site: u32) -> u64 {
 /// registers for the return plan of that id ([`plan_flags::ENTRY_ARGS`]).
 pub const SAVE_ARGS: u32 = 1 << 31;
 
+/// Bits of a cookie's low half holding the site's attach generation (the
+/// overhead budget's link swaps): a hit runs only when it matches the
+/// site's [`SiteState::generation`]; the kernel clears them before use.
+pub const GEN_MASK: u32 = 0x7fff << GEN_SHIFT;
+
+/// Shift of [`GEN_MASK`].
+pub const GEN_SHIFT: u32 = 16;
+
+/// [`SiteState::generation`] of a site the budget dropped: no cookie has it.
+pub const SITE_OFF: u32 = u32::MAX;
+
+/// One site's state under the overhead budget, in the kernel's `SITES`
+/// array (mmapped by user space): hits counted by the kernel, and the
+/// generation of cookies that may run (user space sets it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SiteState {
+    /// Program runs at this site (atomic adds).
+    pub hits: u64,
+    /// Cookies of this generation run; others return at once.
+    pub generation: u32,
+    /// Padding.
+    pub pad: u32,
+}
+
 /// Calls in flight at once whose entry keeps a value (`KEEP`) or the
 /// arguments (`ENTRY_ARGS`) for their return.
 pub const FRAME_ENTRIES: u32 = 16384;
@@ -395,4 +420,5 @@ mod pod {
     unsafe impl aya::Pod for super::FlightKey {}
     unsafe impl aya::Pod for super::AggValue {}
     unsafe impl aya::Pod for super::StackFrames {}
+    unsafe impl aya::Pod for super::SiteState {}
 }

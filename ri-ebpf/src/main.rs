@@ -25,6 +25,7 @@ use ri_common::{
 
 mod agg;
 mod batch;
+mod budget;
 mod flight;
 mod stack;
 
@@ -151,7 +152,9 @@ fn arg_reg(regs: *const pt_regs, i: u32) -> u64 {
 #[inline(always)]
 fn run<C: StackIdContext, const FULL: bool>(probe: &C) -> u32 {
     let ctx = probe.as_ptr();
-    let cookie = unsafe { bpf_get_attach_cookie(ctx) };
+    let Some(cookie) = budget::admit(unsafe { bpf_get_attach_cookie(ctx) }) else {
+        return 0;
+    };
     let regs = ctx as *const pt_regs;
     if cookie as u32 & SAVE_ARGS != 0 {
         save_args(regs, (cookie >> 32) as u32);

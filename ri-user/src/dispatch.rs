@@ -40,7 +40,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             Ok(opts) => crate::trace::run(&opts).map(|_| ()),
             Err(msg) => Err(Error::Usage(msg)),
         },
-        Command::Count(a) => agg(a.common.options(AggKind::Count, a.probes)),
+        Command::Count(a) => agg(a.options()),
         Command::Hist(a) => agg(a.common.options(AggKind::Hist(a.value), a.probes)),
         Command::Latency(a) => agg(a.options()),
         Command::Leaks(a) => agg(a.options()),

@@ -65,8 +65,11 @@ fn ri_run(many: &Path, pattern: &str, fallback: bool, reps: usize) -> Result<(f6
     let (mut secs, mut ms, mut note) = (Vec::new(), Vec::new(), String::new());
     for _ in 0..reps {
         let mut cmd = Command::new(ri_bin());
+        // Like bpftrace, no overhead budget: every hit of the burst counts.
         cmd.args([
             "count",
+            "--max-overhead",
+            "off",
             "-c",
             &format!("{m} 1"),
             &format!("u:{m}:{pattern}"),
@@ -88,7 +91,7 @@ fn ri_run(many: &Path, pattern: &str, fallback: bool, reps: usize) -> Result<(f6
 fn ctrl_c(many: &Path) -> Result<f64> {
     let m = many.display().to_string();
     let mut ri = Command::new(ri_bin())
-        .args(["count", &format!("u:{m}:fn_*")])
+        .args(["count", "--max-overhead", "off", &format!("u:{m}:fn_*")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

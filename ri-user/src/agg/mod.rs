@@ -155,6 +155,8 @@ pub struct AggOptions {
     pub flamegraph: Option<String>,
     /// Probes, processes, duration, JSON, quiet (as for `ri trace`).
     pub trace: TraceOptions,
+    /// `ri count --top N`: only the N hottest rows.
+    pub top: Option<usize>,
 }
 
 /// Where a probe string's captures would start: after `KIND:TARGET:FUNC`.

@@ -363,7 +363,16 @@ impl View<'_> {
             .filter(|((p, _, _), _)| self.plans.get(*p as usize).is_some_and(|a| a.shown))
             .collect();
         rows.sort_by_key(|(k, c)| (c.count, (*k).clone()));
+        if let Some(n) = self.opts.top {
+            // The hottest are last.
+            rows.drain(..rows.len().saturating_sub(n));
+        }
         rows
+    }
+
+    /// Site ids the overhead budget detached: their counts are partial.
+    fn dropped(&self) -> std::collections::HashSet<u32> {
+        self.engine.dropped().iter().map(|d| d.site).collect()
     }
 
     /// Folded stacks of a snapshot: `process;outer;...;inner COUNT`, one
@@ -391,12 +400,18 @@ impl View<'_> {
         if !last {
             writeln!(w, "--- interval")?;
         }
+        let dropped = self.dropped();
         for ((plan, site, bytes), cell) in rows {
             let a = &self.plans[*plan as usize];
             let key = self.key(*plan as usize, bytes);
             let short = self.set.sites.get(*site as usize).map_or("?", |s| &s.short);
             if !a.hist {
-                key_line(w, short, &key, &format!(": {}", cell.count))?;
+                let partial = if dropped.contains(site) {
+                    " (partial: detached by the overhead budget)"
+                } else {
+                    ""
+                };
+                key_line(w, short, &key, &format!(": {}{partial}", cell.count))?;
                 continue;
             }
             key_line(w, short, &key, ":")?;
@@ -436,6 +451,7 @@ impl View<'_> {
         last: bool,
     ) -> std::io::Result<()> {
         let mut entries = Vec::new();
+        let dropped = self.dropped();
         for ((plan, site, bytes), cell) in rows {
             let a = &self.plans[*plan as usize];
             let by = key_json(&self.key(*plan as usize, bytes));
@@ -444,6 +460,9 @@ impl View<'_> {
             e.insert("probe".into(), json!(s.map_or("?", |s| s.name.as_str())));
             e.insert("by".into(), Json::Object(by));
             e.insert("count".into(), json!(cell.count));
+            if dropped.contains(site) {
+                e.insert("partial".into(), json!(true));
+            }
             if a.hist {
                 let buckets: Vec<Json> = cell
                     .buckets
@@ -472,11 +491,21 @@ impl View<'_> {
             AggKind::Inflight(..) => "inflight",
             AggKind::Leaks(_) => "leaks",
         };
-        let doc = json!({
+        let mut doc = json!({
             "type": if last { "final" } else { "interval" },
             "kind": kind,
             "entries": entries,
         });
+        let names: Vec<&str> = self
+            .engine
+            .dropped()
+            .iter()
+            .filter_map(|d| self.set.sites.get(d.site as usize))
+            .map(|s| s.name.as_str())
+            .collect();
+        if !names.is_empty() {
+            doc["dropped"] = json!(names);
+        }
         writeln!(w, "{doc}")?;
         w.flush()
     }

@@ -55,9 +55,22 @@ pub struct CountArgs {
     /// Probe strings (no captures; use --by).
     #[arg(required = true, value_name = "PROBE")]
     pub probes: Vec<String>,
+    /// Print only the N hottest (with a wildcard: `ri count --top 20
+    /// 'u:libmotr.so:m0_*'` shows what is hot).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub top: Option<u64>,
     /// Options shared with hist and latency.
     #[command(flatten)]
     pub common: AggCommon,
+}
+
+impl CountArgs {
+    /// The library options these flags stand for.
+    pub fn options(self) -> Result<AggOptions, String> {
+        let mut o = self.common.options(AggKind::Count, self.probes)?;
+        o.top = self.top.map(|n| n as usize);
+        Ok(o)
+    }
 }
 
 /// Options of `ri hist`.
@@ -148,7 +161,9 @@ impl AggCommon {
                 printf: Vec::new(),
                 text: None,
                 within: None,
+                max_overhead: self.scope.max_overhead,
             },
+            top: None,
         })
     }
 }

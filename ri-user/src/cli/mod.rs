@@ -194,6 +194,15 @@ pub struct ScopeArgs {
     #[arg(long, default_value_t = ri_common::STACK_ENTRIES, value_name = "N",
           value_parser = clap::value_parser!(u32).range(256..=262144))]
     pub stack_map: u32,
+    /// Bound the CPU time ri adds to the probed processes to PCT percent
+    /// of one CPU (estimated every 10 ms from per-site hits and the
+    /// measured cost of a hit): over it, the hottest sites are detached and
+    /// named, their counts kept up to then and marked partial. On at 5%
+    /// when a probe string matches several sites (wildcards), otherwise
+    /// off unless given; `off` never detaches.
+    #[arg(long, value_name = "PCT|off", default_value = "auto", hide_default_value = true,
+          value_parser = crate::budget::MaxOverhead::parse)]
+    pub max_overhead: crate::budget::MaxOverhead,
 }
 
 impl ScopeArgs {
@@ -294,6 +303,7 @@ impl TraceArgs {
                 .map(crate::sink::Template::parse)
                 .transpose()?,
             within: self.within.clone(),
+            max_overhead: self.scope.max_overhead,
         })
     }
 }

@@ -51,6 +51,7 @@ impl RunArgs {
             target: self.target.clone(),
             packs: self.packs.clone(),
             show: self.show,
+            max_overhead: self.scope.max_overhead,
         }
     }
 

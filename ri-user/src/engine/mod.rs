@@ -2,16 +2,23 @@
 //! plans into the `PLANS` map, attaching the generic programs with cookies,
 //! and handing out the event ring buffer and the lost-event counter.
 
+mod budget;
 pub mod flush;
+mod links;
 pub mod multi;
 mod object;
 pub mod perf;
+pub mod sites;
 mod sys;
+mod watch;
+
+pub use watch::{BudgetConfig, SiteKind};
 
 use std::{
     collections::HashMap,
     os::fd::{AsFd, BorrowedFd, OwnedFd},
     path::Path,
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
@@ -97,6 +104,9 @@ impl Program {
 /// multi-uprobe links work (to compare and test the fallback).
 pub const NO_MULTI_ENV: &str = "RI_NO_MULTI_UPROBE";
 
+/// Sites per multi-uprobe link when the overhead budget is on.
+const BUDGET_CHUNK: usize = 128;
+
 /// How many entries each map gets: the sizes a command needs, so a `count`
 /// does not allocate an 8 MiB ring nor a trace a 10,240-key hash.
 #[derive(Clone, Debug)]
@@ -120,6 +130,9 @@ pub struct MapSizes {
     /// Events per ring record (1: each alone; more needs
     /// [`Engine::start_batches`]).
     pub batch_events: u32,
+    /// Sites in `SITES`, the overhead budget's per-site counters (0: the
+    /// budget is off, and the kernel neither counts nor checks per site).
+    pub sites: u32,
 }
 
 impl MapSizes {
@@ -135,6 +148,7 @@ impl MapSizes {
             kept: ri_common::FRAME_ENTRIES,
             saved_args: ri_common::FRAME_ENTRIES,
             batch_events: 1,
+            sites: 0,
         }
     }
 }
@@ -144,16 +158,17 @@ pub struct Engine {
     object: object::Object,
     /// Programs loaded so far, by (program, for multi-uprobe links).
     progs: HashMap<(Program, bool), OwnedFd>,
-    /// USDT attachments, detached when the engine drops.
-    usdt_links: Vec<perf::PerfLink>,
-    /// Per-site uprobe perf events (the fallback), detached on drop.
-    uprobe_links: Vec<perf::PerfLink>,
+    /// Every attachment, detached when the engine drops (shared with the
+    /// budget's watcher, which detaches sites).
+    links: Arc<Mutex<links::Links>>,
     /// Why multi-uprobe links are not used, once known.
     multi_off: Option<String>,
-    /// Multi-uprobe links, each covering many sites.
-    multi_links: Vec<OwnedFd>,
     /// `ri_flush`, loaded when events are batched.
     flusher: Option<flush::Flusher>,
+    /// The kernel's per-site counters, when the budget is on.
+    sites: Option<Arc<sites::SiteTable>>,
+    /// The budget's watcher, once started.
+    watch: Option<watch::Watch>,
 }
 
 impl Drop for Engine {
@@ -162,9 +177,18 @@ impl Drop for Engine {
     /// for one (Linux 6.18 holds `event_mutex` across it, so even released
     /// concurrently they go one after the other there).
     fn drop(&mut self) {
-        release_concurrently(std::mem::take(&mut self.multi_links));
-        release_concurrently(std::mem::take(&mut self.uprobe_links));
-        release_concurrently(std::mem::take(&mut self.usdt_links));
+        if let Some(w) = self.watch.as_mut() {
+            w.stop();
+        }
+        let mut links = self.links();
+        let (multi, perf) = links.take_all();
+        let releasing = std::mem::take(&mut links.releasing);
+        drop(links);
+        release_concurrently(multi);
+        release_concurrently(perf);
+        for t in releasing {
+            let _ = t.join();
+        }
     }
 }
 
@@ -215,9 +239,10 @@ fn attach_each(
     sites: &[(u64, u64, &str)],
     ret: bool,
     pid: Option<u32>,
-) -> Result<Vec<perf::PerfLink>, EngineError> {
+) -> Result<Vec<(u32, perf::PerfLink)>, EngineError> {
     let one = |(offset, cookie, name): &(u64, u64, &str)| {
         perf::attach_uprobe(prog, path, *offset, None, ret, pid, *cookie)
+            .map(|l| (links::site_of(*cookie), l))
             .map_err(|e| perf_error(e, name))
     };
     sites.iter().map(one).collect()
@@ -300,29 +325,37 @@ impl Engine {
             ("STACK_MORE", sizes.stacks / 4),
             ("KEPT", sizes.kept),
             ("SAVED_ARGS", sizes.saved_args),
+            ("SITES", sizes.sites),
         ]
         .map(|(n, v)| (n, v.max(1)));
-        let object = object::Object::load(
-            crate::EBPF_OBJECT,
-            &[("RING_BYTES", &ring), ("BATCH_EVENTS", &batch)],
-            &entries,
-        )
-        .map_err(|e| match e {
-            object::ObjectError::Map {
-                errno: Some(libc::EPERM),
-                ..
-            } => EngineError::PermissionDenied,
-            e => EngineError::Load(chain(&e)),
-        })?;
+        let budget = u32::from(sizes.sites > 0).to_ne_bytes();
+        let globals: [(&str, &[u8]); 3] = [
+            ("RING_BYTES", &ring),
+            ("BATCH_EVENTS", &batch),
+            ("BUDGET", &budget),
+        ];
+        let object =
+            object::Object::load(crate::EBPF_OBJECT, &globals, &entries).map_err(|e| match e {
+                object::ObjectError::Map {
+                    errno: Some(libc::EPERM),
+                    ..
+                } => EngineError::PermissionDenied,
+                e => EngineError::Load(chain(&e)),
+            })?;
+        let sites = if sizes.sites > 0 {
+            Some(Arc::new(budget::site_table(&object, sizes.sites)?))
+        } else {
+            None
+        };
         let multi_off = std::env::var_os(NO_MULTI_ENV).map(|_| format!("off ({NO_MULTI_ENV} set)"));
         Ok(Engine {
             object,
             progs: HashMap::new(),
-            usdt_links: Vec::new(),
-            uprobe_links: Vec::new(),
+            links: Arc::default(),
             multi_off,
-            multi_links: Vec::new(),
             flusher: None,
+            sites,
+            watch: None,
         })
     }
 
@@ -368,6 +401,11 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The attachments, locked.
+    fn links(&self) -> MutexGuard<'_, links::Links> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes plan `id`.
@@ -464,7 +502,7 @@ impl Engine {
         let prog = self.program(which, false)?;
         let link = perf::attach_uprobe(prog, path, offset, None, which.at_return(), pid, cookie)
             .map_err(|e| perf_error(e, site))?;
-        self.uprobe_links.push(link);
+        self.links().perf.push((links::site_of(cookie), link));
         Ok(())
     }
 
@@ -478,17 +516,52 @@ impl Engine {
         sites: &[(u64, u64, &str)],
         pid: Option<u32>,
     ) -> Result<(), EngineError> {
+        // Under the budget, links of at most BUDGET_CHUNK sites: detaching
+        // a site replaces its link, which takes time per site.
+        let chunk = if self.sites.is_some() {
+            BUDGET_CHUNK
+        } else {
+            sites.len().max(1)
+        };
         if !sites.is_empty()
             && let Some(prog) = self.multi_program(which)
         {
-            let pairs: Vec<(u64, u64)> = sites.iter().map(|s| (s.0, s.1)).collect();
-            match multi::attach(prog, path, &pairs, which.at_return(), pid) {
-                Ok(link) => {
-                    self.multi_links.push(link);
+            let ret = which.at_return();
+            let dup = |e: std::io::Error| EngineError::Attach {
+                site: path.display().to_string(),
+                reason: e.to_string(),
+            };
+            let prog = prog.try_clone_to_owned().map_err(dup)?;
+            let mut made = Vec::new();
+            let mut failed = None;
+            for part in sites.chunks(chunk) {
+                let pairs: Vec<(u64, u64)> = part.iter().map(|s| (s.0, s.1)).collect();
+                match multi::attach(prog.as_fd(), path, &pairs, ret, pid) {
+                    Ok(fd) => made.push((fd, pairs)),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => {
+                    for (fd, pairs) in made {
+                        let prog = prog.try_clone().map_err(dup)?;
+                        self.links().multi.push(links::MultiLink {
+                            fd,
+                            prog,
+                            path: path.to_path_buf(),
+                            ret,
+                            pid,
+                            sites: pairs,
+                        });
+                    }
                     return Ok(());
                 }
-                // Unsupported here: remember, and go site by site.
-                Err(multi::MultiError::Link(e))
+                // Links made before the failure close here: all go site by
+                // site. Unsupported here: remember.
+                Some(multi::MultiError::Link(e))
                     if matches!(
                         e.raw_os_error(),
                         Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::E2BIG)
@@ -497,12 +570,12 @@ impl Engine {
                     self.multi_off = Some(e.to_string());
                 }
                 // Otherwise site by site too, which names the failing site.
-                Err(_) => {}
+                Some(_) => {}
             }
         }
         let prog = self.program(which, false)?;
         let links = attach_each(prog, path, sites, which.at_return(), pid)?;
-        self.uprobe_links.extend(links);
+        self.links().perf.extend(links);
         Ok(())
     }
 
@@ -522,10 +595,9 @@ impl Engine {
     /// How the sites were attached, for the attach line: multi-uprobe links
     /// and/or per-site perf events (with why links were not used).
     pub fn attach_note(&self) -> String {
-        let perf = self.uprobe_links.len() + self.usdt_links.len();
+        let (n, perf) = self.links().counts();
         let mut parts = Vec::new();
-        if !self.multi_links.is_empty() {
-            let n = self.multi_links.len();
+        if n > 0 {
             parts.push(format!(
                 "{n} multi-uprobe link{}",
                 if n == 1 { "" } else { "s" }
@@ -555,7 +627,7 @@ impl Engine {
         let prog = self.program(Program::Entry, false)?;
         let link = perf::attach_uprobe(prog, path, offset, semaphore, false, pid, cookie)
             .map_err(|e| perf_error(e, site))?;
-        self.usdt_links.push(link);
+        self.links().perf.push((links::site_of(cookie), link));
         Ok(())
     }
 

@@ -200,6 +200,8 @@ pub struct RunOptions {
     pub packs: Vec<PathBuf>,
     /// Print the expanded command line.
     pub show: bool,
+    /// `--max-overhead`, passed through.
+    pub max_overhead: crate::budget::MaxOverhead,
 }
 
 /// What `ri run` stands for.
@@ -248,6 +250,9 @@ pub fn command_line(opts: &RunOptions) -> Result<Prepared, crate::Error> {
     }
     if opts.json {
         argv.push("--json".into());
+    }
+    if let Some(m) = opts.max_overhead.flag() {
+        argv.extend(["--max-overhead".into(), m]);
     }
     let aggregates = inst.kind != "trace";
     match opts.interval.or(inst.interval) {

@@ -180,6 +180,48 @@ impl ProbeSet {
         Ok(ProbeSet { probes, sites })
     }
 
+    /// True when some probe string matched more than one site (the overhead
+    /// budget is on by default then).
+    pub fn has_wildcard(&self) -> bool {
+        let mut per_probe = vec![0usize; self.probes.len()];
+        for s in &self.sites {
+            per_probe[s.probe] += 1;
+        }
+        per_probe.iter().any(|&n| n > 1)
+    }
+
+    /// What the overhead budget of `pct` percent watches: each site's name
+    /// and the kind of trap it costs (a return probe, a 5-byte nop, or
+    /// int3).
+    pub fn budget_config(&self, pct: f64) -> crate::engine::BudgetConfig {
+        use crate::engine::SiteKind;
+        let mut files: HashMap<&Path, Option<std::fs::File>> = HashMap::new();
+        let kinds = self
+            .sites
+            .iter()
+            .map(|s| {
+                let file = files
+                    .entry(&s.path)
+                    .or_insert_with(|| std::fs::File::open(&s.path).ok());
+                match self.probes[s.probe].spec.kind {
+                    ProbeKind::Uretprobe => SiteKind::Return,
+                    _ if file
+                        .as_ref()
+                        .is_some_and(|f| crate::engine::sites::is_nop5(f, s.file_offset)) =>
+                    {
+                        SiteKind::Nop5
+                    }
+                    _ => SiteKind::Int3,
+                }
+            })
+            .collect();
+        crate::engine::BudgetConfig {
+            pct,
+            names: self.sites.iter().map(|s| s.short.clone()).collect(),
+            kinds,
+        }
+    }
+
     /// Flags the plans that are only `REG r, EMIT` pairs (events of raw
     /// registers), which the kernel runs without its interpreter.
     pub fn mark_regs_only(&mut self) {
@@ -229,6 +271,7 @@ impl ProbeSet {
             kept: 1,
             saved_args: 1,
             batch_events: 1,
+            sites: 0,
         };
         for p in &self.probes {
             let plan = &p.plan.plan;

@@ -57,6 +57,8 @@ pub struct TraceOptions {
     /// Show only events during a call of this entry probe's function on
     /// the same thread, with its captures added (see [`Within`]).
     pub within: Option<String>,
+    /// `--max-overhead`: the overhead budget.
+    pub max_overhead: crate::budget::MaxOverhead,
 }
 
 /// `--within`: the calls of one function as a per-thread context. Its entry
@@ -213,6 +215,8 @@ pub struct Summary {
     pub outside: u64,
     /// Exit status of the `-c` command.
     pub child_status: Option<i32>,
+    /// Sites the overhead budget detached (their events stop there).
+    pub dropped: Vec<String>,
 }
 
 impl Summary {
@@ -221,7 +225,12 @@ impl Summary {
         let total: u64 = self.per_site.iter().map(|s| s.1).sum();
         writeln!(w, "ri: {total} events, {} lost", self.lost)?;
         for (name, n) in &self.per_site {
-            writeln!(w, "  {n:>10}  {name}")?;
+            let partial = if self.dropped.contains(name) {
+                "  (partial: detached by the overhead budget)"
+            } else {
+                ""
+            };
+            writeln!(w, "  {n:>10}  {name}{partial}")?;
         }
         if self.lost > 0 {
             writeln!(
@@ -302,6 +311,17 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     ))?;
     summary.lost = engine.lost()?;
     summary.no_entry = engine.no_entry()?;
+    summary.dropped = (engine.dropped().iter())
+        .filter_map(|d| set.sites.get(d.site as usize))
+        .map(|s| s.name.clone())
+        .collect();
+    if opts.json && !summary.dropped.is_empty() {
+        // The stream's last line names them, for readers of the JSON.
+        let line = serde_json::json!({ "dropped": summary.dropped });
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+    }
     if !opts.quiet {
         summary.write_to(&mut std::io::stderr())?;
         if opts.within.is_some() && summary.lost > 0 {
@@ -385,16 +405,39 @@ pub(crate) fn launch(
             (true, 0) => ri_common::STACK_ENTRIES,
             (true, n) => n,
         };
+        let budget = (!opts.bare)
+            .then(|| opts.max_overhead.resolve(set.has_wildcard()))
+            .flatten();
         let mut sizes = set.map_sizes(opts.ring_bytes, agg_entries, stacks);
         sizes.batch_events = batch_events;
+        if budget.is_some() {
+            sizes.sites = set.sites.len() as u32;
+        }
         let mut engine = Engine::load_sized(&sizes)?;
         if batch_events > 1 {
             engine.start_batches()?;
         }
         let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
-        Ok::<_, Error>((engine, n))
+        let note = match budget {
+            Some(pct) => {
+                let cfg = set.budget_config(pct);
+                let nop5 = cfg.kinds.contains(&crate::engine::SiteKind::Nop5);
+                let traps = engine.start_budget(cfg)?;
+                Some(format!(
+                    "ri: overhead budget {pct}% of a CPU (a hit costs ~{:.1} µs of trap{} plus the program's run time; --max-overhead off disables it)",
+                    traps.int3 / 1000.0,
+                    if nop5 {
+                        format!(", ~{:.1} µs at nop5 sites", traps.nop5 / 1000.0)
+                    } else {
+                        String::new()
+                    }
+                ))
+            }
+            None => None,
+        };
+        Ok::<_, Error>((engine, n, note))
     })();
-    let (engine, n) = match attached {
+    let (engine, n, budget_note) = match attached {
         Ok(v) => v,
         Err(e) => {
             if let Some(c) = child.take() {
@@ -412,6 +455,9 @@ pub(crate) fn launch(
             engine.attach_note(),
             started.elapsed().as_millis()
         );
+        if let Some(note) = budget_note {
+            eprintln!("{note}");
+        }
     }
     let child_pid = child.as_ref().map(|c| c.pid);
     if let Some(c) = child.as_mut() {
@@ -638,6 +684,7 @@ async fn event_loop(
         outside: d.within.as_ref().map_or(0, |w| w.outside),
         undecodable: d.undecodable,
         child_status,
+        dropped: Vec::new(),
     })
 }
 
