@@ -31,6 +31,7 @@ pub mod text;
 pub mod trace;
 pub mod types;
 pub mod usdt;
+pub mod view;
 
 pub use error::Error;
 

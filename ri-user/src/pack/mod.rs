@@ -140,13 +140,9 @@ pub fn load_all(files: &[PathBuf]) -> Result<Vec<Loaded>, PackError> {
     Ok(out)
 }
 
-/// Finds `PACK.INSTRUMENT`.
-pub fn find<'a>(packs: &'a [Loaded], full: &str) -> Result<(&'a Loaded, &'a str), PackError> {
-    let (p, i) = full
-        .split_once('.')
-        .filter(|(p, i)| !p.is_empty() && !i.is_empty())
-        .ok_or_else(|| PackError::BadName(full.to_string()))?;
-    let pack = packs
+/// The pack named `p`.
+pub fn find_pack<'a>(packs: &'a [Loaded], p: &str) -> Result<&'a Loaded, PackError> {
+    packs
         .iter()
         .find(|l| l.file.pack.name == p)
         .ok_or_else(|| PackError::UnknownPack {
@@ -156,7 +152,16 @@ pub fn find<'a>(packs: &'a [Loaded], full: &str) -> Result<(&'a Loaded, &'a str)
                 .map(|l| l.file.pack.name.clone())
                 .collect::<Vec<_>>()
                 .join(", "),
-        })?;
+        })
+}
+
+/// Finds `PACK.INSTRUMENT`.
+pub fn find<'a>(packs: &'a [Loaded], full: &str) -> Result<(&'a Loaded, &'a str), PackError> {
+    let (p, i) = full
+        .split_once('.')
+        .filter(|(p, i)| !p.is_empty() && !i.is_empty())
+        .ok_or_else(|| PackError::BadName(full.to_string()))?;
+    let pack = find_pack(packs, p)?;
     let (name, _) =
         pack.file
             .instruments

@@ -12,6 +12,7 @@ use serde_json::json;
 
 pub use objects::{is_named, mapped_files, short};
 pub use process::ProcessMemory;
+pub use symbols::Symbols;
 
 use crate::{
     Error,
@@ -198,6 +199,18 @@ fn request(what: &[String]) -> Result<Request, Error> {
         [first, ..] => Err(Error::Usage(format!(
             "'{first}' is not an address: ri peek takes a SYMBOL, or an ADDRESS and a TYPE"
         ))),
+    }
+}
+
+/// Whether `what` is a plain `SYMBOL` path or `ADDRESS TYPE` (else it is
+/// an expression for `view::peek`).
+pub fn is_plain(what: &[String]) -> bool {
+    match what {
+        [one] => {
+            let (_, path) = split_lib(one);
+            parse_path(path).is_ok() || parse_address(one).is_some()
+        }
+        _ => request(what).is_ok(),
     }
 }
 
