@@ -355,6 +355,7 @@ pub fn list(opts: &ListOptions, out: &mut impl Write) -> Result<(), crate::Error
         let width = f
             .instruments
             .keys()
+            .chain(f.views.keys())
             .map(|k| k.len() + f.pack.name.len() + 1)
             .max()
             .unwrap_or(0);
@@ -362,6 +363,15 @@ pub fn list(opts: &ListOptions, out: &mut impl Write) -> Result<(), crate::Error
             let full = format!("{}.{name}", f.pack.name);
             let params: String = inst.params.keys().map(|k| format!(" [{k}=...]")).collect();
             writeln!(out, "  {full:<width$}  {}{params}", inst.help)?;
+        }
+        for (name, v) in &f.views {
+            let full = format!("{}.{name}", f.pack.name);
+            let args: String = v
+                .args
+                .iter()
+                .map(|a| format!(" {}", a.to_uppercase()))
+                .collect();
+            writeln!(out, "  {full:<width$}  view{args}: {}", v.help)?;
         }
         if opts.pack.is_some() {
             writeln!(out, "  probes:")?;
@@ -387,6 +397,11 @@ fn to_json(l: &Loaded) -> Value {
             "kind": i.kind,
             "help": i.help,
             "params": i.params.keys().collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "views": f.views.iter().map(|(n, v)| json!({
+            "name": format!("{}.{n}", f.pack.name),
+            "help": v.help,
+            "args": v.args,
         })).collect::<Vec<_>>(),
         "probes": f.probes.iter().map(|(n, p)| json!({
             "name": n, "at": p.at, "optional": p.optional,

@@ -206,10 +206,10 @@ fn request(what: &[String]) -> Result<Request, Error> {
 /// an expression for `view::peek`).
 pub fn is_plain(what: &[String]) -> bool {
     match what {
-        [one] => {
-            let (_, path) = split_lib(one);
-            parse_path(path).is_ok() || parse_address(one).is_some()
-        }
+        // A path's characters only (its own errors are the clearer ones).
+        [one] => one
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.[]->:".contains(c)),
         _ => request(what).is_ok(),
     }
 }

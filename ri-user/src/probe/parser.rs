@@ -726,6 +726,31 @@ mod tests {
     }
 
     #[test]
+    fn walker_expressions() {
+        let e = parse_expr("list(m0sim_reqh.rh_fom_dom.fd_localities[1]->fl_runq, struct m0_fom, fo_linkage, &runq_tl)->fo_fop").unwrap();
+        let ExprKind::Member(inner, m, true) = &e.kind else {
+            panic!("{e:?}")
+        };
+        assert_eq!(m, "fo_fop");
+        let ExprKind::Walk(name, args) = &inner.kind else {
+            panic!("{inner:?}")
+        };
+        assert_eq!(name, "list");
+        assert_eq!(args.len(), 4);
+        assert!(matches!(&args[1], WalkArg::Type(t) if t.name == "struct m0_fom" && t.ptr == 0));
+        assert!(matches!(&args[3], WalkArg::Expr(x) if matches!(x.kind, ExprKind::AddrOf(_))));
+        assert!(parse_expr("array(p, 4)[2]").is_ok());
+        assert!(parse_expr("(struct node *)0x1000").is_ok());
+        let err = parse_expr("a b").unwrap_err().to_string();
+        assert!(err.contains("expected the end of the expression"), "{err}");
+        // A parameter named like a walker is still a parameter.
+        assert!(matches!(
+            ok("u:/b:f(x=list)").captures[0].expr.kind,
+            ExprKind::Ident(_)
+        ));
+    }
+
+    #[test]
     fn usdt_probes() {
         let p = ok("usdt:/usr/bin/postgres:postgresql:query__start(q=str(arg0))");
         assert_eq!(p.kind, ProbeKind::Usdt);

@@ -19,6 +19,9 @@ use crate::{
 
 /// Reads of an unfrozen walk before it is called torn.
 const ATTEMPTS: usize = 4;
+/// Test hook: milliseconds to wait between two reads of a walk, so that a
+/// test can make the process change it under ri.
+pub const TEST_DELAY_ENV: &str = "RI_VIEW_TEST_DELAY_MS";
 
 /// What `ri view` was asked.
 #[derive(Clone, Debug, Default)]
@@ -311,7 +314,14 @@ pub fn run_view(opts: &ViewOptions, out: &mut impl Write) -> Result<(), Error> {
     let mut rows = read(&mut ev, &steps, &fields, &mut errors)?;
     let mut torn = false;
     if frozen.is_none() && opts.source.pid.is_some() {
+        let delay = std::env::var(TEST_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis);
         loop {
+            if let Some(d) = delay {
+                std::thread::sleep(d);
+            }
             let again = read(&mut ev, &steps, &fields, &mut errors)?;
             attempts += 1;
             let same = keys(&again) == keys(&rows);
