@@ -50,6 +50,16 @@ fn view_json(args: &[&str]) -> (Value, String) {
     (v, text(&out.stderr))
 }
 
+/// Dumps process `pid` into `dir` with gdb's gcore; the core's path.
+fn gcore(dir: &std::path::Path, pid: &str) -> std::path::PathBuf {
+    let g = Command::new("gcore")
+        .args(["-o", dir.join("core").to_str().unwrap(), pid])
+        .output()
+        .expect("gcore (gdb; cargo xtask setup installs it)");
+    assert!(g.status.success(), "gcore: {}", text(&g.stderr));
+    dir.join(format!("core.{pid}"))
+}
+
 /// (session, xid) pairs of a view's rows or of m0d's own queue.
 fn pairs(rows: &Value, session: &str) -> BTreeSet<(u64, u64)> {
     rows.as_array()
@@ -139,13 +149,7 @@ fn runq_frozen_and_from_a_core_is_what_m0d_reports() {
 
     // The same on a gcore of the process.
     let dir = tempfile::tempdir().unwrap();
-    let core = dir.path().join("m0d.core");
-    let g = Command::new("gcore")
-        .args(["-o", core.to_str().unwrap(), &pid])
-        .output()
-        .expect("gcore (gdb; cargo xtask setup installs it)");
-    assert!(g.status.success(), "gcore: {}", text(&g.stderr));
-    let core = dir.path().join(format!("m0d.core.{pid}"));
+    let core = gcore(dir.path(), &pid);
     let (c, _) = view_json(&[
         "view",
         "motr.runq",
@@ -293,4 +297,63 @@ fn broken_lists_end_with_a_marker() {
     drop(child.stdin.take().map(|mut s| s.write_all(b"")));
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The value `ri peek ARGS` prints (after the last `= `).
+fn peek_value(args: &[&str]) -> String {
+    let out = ri_within(args, Duration::from_secs(30));
+    assert!(out.status.success(), "ri {args:?}: {}", text(&out.stderr));
+    let s = text(&out.stdout);
+    s.trim().rsplit("= ").next().unwrap().to_string()
+}
+
+#[test]
+fn a_core_of_a_moved_tree_is_read_through_exe_or_sysroot() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    std::fs::create_dir(&a).unwrap();
+    std::fs::copy(fixture("m0d"), a.join("m0d")).unwrap();
+    let m0d = M0d::start_with(ri_tests::m0sim::M0dConfig {
+        bin: Some(a.join("m0d")),
+        args: vec!["--localities".into(), "3".into()],
+        ..Default::default()
+    });
+    let pid = m0d.pid.to_string();
+    let expr = "m0sim_reqh.rh_fom_dom.fd_localities[2]->fl_idx + 40";
+    let live = peek_value(&["peek", "-p", &pid, expr]);
+    assert_eq!(live, "42");
+    let core = gcore(dir.path(), &pid);
+    let core = core.to_str().unwrap();
+    m0d.stop();
+    // The tree moves: its executable is found by --exe (checked by
+    // build-id) or under --sysroot.
+    let b = dir.path().join("b");
+    std::fs::rename(&a, &b).unwrap();
+    let moved = b.join("m0d");
+    assert_eq!(
+        peek_value(&[
+            "peek",
+            "--core",
+            core,
+            "--exe",
+            moved.to_str().unwrap(),
+            expr
+        ]),
+        "42"
+    );
+    let root = dir.path().join("root");
+    let inside = root.join(a.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+    std::fs::rename(&b, &inside).unwrap();
+    assert_eq!(
+        peek_value(&[
+            "peek",
+            "--core",
+            core,
+            "--sysroot",
+            root.to_str().unwrap(),
+            expr
+        ]),
+        "42"
+    );
 }

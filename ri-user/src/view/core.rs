@@ -60,6 +60,8 @@ pub struct Core {
     pub comm: String,
     /// Root for the files.
     sysroot: Option<PathBuf>,
+    /// The executable's path in the core and the file given for it.
+    exe: Option<(PathBuf, PathBuf)>,
     symbols: peek::Symbols,
 }
 
@@ -86,6 +88,7 @@ impl Core {
             threads: Vec::new(),
             comm: String::new(),
             sysroot: sysroot.map(Path::to_path_buf),
+            exe: None,
             symbols: peek::Symbols::default(),
             // SAFETY: as above; this map is the one kept.
             map: unsafe { Mmap::map(&f) }.map_err(|e| bad(path, e))?,
@@ -154,16 +157,77 @@ impl Core {
         }
     }
 
-    /// Where the file of mapping `m` is found now.
+    /// Where the file at `p` is found now: under the sysroot, else where
+    /// it was.
     pub fn local(&self, p: &Path) -> PathBuf {
-        under(self.sysroot.as_deref(), p)
+        if let Some((core_path, given)) = &self.exe
+            && core_path == p
+        {
+            return given.clone();
+        }
+        let moved = under(self.sysroot.as_deref(), p);
+        if moved.exists() {
+            moved
+        } else {
+            p.to_path_buf()
+        }
     }
 
-    /// The distinct mapped files, in address order, each with its bias.
-    fn biases(&self) -> Vec<(PathBuf, PathBuf, u64)> {
-        let mut out: Vec<(PathBuf, PathBuf, u64)> = Vec::new();
+    /// The build-id of the ELF file mapped at `start` from offset 0, from
+    /// the core's own copy of its first page (headers and notes).
+    fn build_id_at(&self, start: u64) -> Option<Vec<u8>> {
+        let mut eh = [0u8; 64];
+        if !self.read(start, &mut eh) || &eh[..4] != b"\x7fELF" {
+            return None;
+        }
+        let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+        let u32_at =
+            |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]));
+        let u64_at =
+            |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+        let (phoff, phent, phnum) = (u64_at(&eh, 0x20), u16_at(&eh, 0x36), u16_at(&eh, 0x38));
+        let mut ph = vec![0u8; (phent * phnum.min(64)) as usize];
+        if phent < 56 || !self.read(start + phoff, &mut ph) {
+            return None;
+        }
+        let phs: Vec<&[u8]> = ph.chunks(phent as usize).collect();
+        let base = phs
+            .iter()
+            .find(|p| u32_at(p, 0) == PT_LOAD && u64_at(p, 8) == 0)
+            .map(|p| u64_at(p, 16) & !0xfff)?;
+        for p in phs.iter().filter(|p| u32_at(p, 0) == PT_NOTE) {
+            let mut notes = vec![0u8; u64_at(p, 32).min(4096) as usize];
+            if !self.read(start + u64_at(p, 16) - base, &mut notes) {
+                continue;
+            }
+            let mut o = 0;
+            while o + 12 <= notes.len() {
+                let (nsz, dsz, ty) = (
+                    u32_at(&notes, o) as usize,
+                    u32_at(&notes, o + 4) as usize,
+                    u32_at(&notes, o + 8),
+                );
+                let name_end = o + 12 + nsz.div_ceil(4) * 4;
+                let desc_end = name_end + dsz.div_ceil(4) * 4;
+                if desc_end > notes.len() {
+                    break;
+                }
+                if ty == 3 && notes.get(o + 12..o + 15) == Some(b"GNU") {
+                    return Some(notes[name_end..name_end + dsz].to_vec());
+                }
+                o = desc_end;
+            }
+        }
+        None
+    }
+
+    /// The distinct mapped files, in address order: (path in the core,
+    /// local file, bias, build-id from the core). A local file whose
+    /// build-id differs from the core's is left out, with a note.
+    fn biases(&self) -> Vec<(PathBuf, PathBuf, u64, Option<Vec<u8>>)> {
+        let mut out: Vec<(PathBuf, PathBuf, u64, Option<Vec<u8>>)> = Vec::new();
         for m in &self.files {
-            if out.iter().any(|(p, _, _)| *p == m.path) {
+            if out.iter().any(|(p, ..)| *p == m.path) {
                 continue;
             }
             let first = self
@@ -172,9 +236,22 @@ impl Core {
                 .filter(|x| x.path == m.path)
                 .min_by_key(|x| x.offset)
                 .unwrap_or(m);
+            let id = (first.offset == 0)
+                .then(|| self.build_id_at(first.start))
+                .flatten();
             let local = self.local(&m.path);
+            if id.is_some() && local.exists() && build_id(&local) != id {
+                eprintln!(
+                    "ri: note: {} is not the file the core mapped (its build-id differs); not used (see --sysroot, --exe)",
+                    local.display()
+                );
+                continue;
+            }
             if let Some(b) = bias_of(&local, first.start, first.offset) {
-                out.push((m.path.clone(), local, b));
+                out.push((m.path.clone(), local, b, id));
+            } else if id.is_some() {
+                // Missing here: kept so that --exe can stand in for it.
+                out.push((m.path.clone(), local, first.start, id));
             }
         }
         out
@@ -269,9 +346,9 @@ pub fn open(core: &Path, exe: Option<&Path>, sysroot: Option<&Path>) -> Result<S
     let exe_idx = match exe {
         Some(e) => {
             let want = build_id(e);
-            let idx = files
-                .iter()
-                .position(|(_, local, _)| want.is_some() && build_id(local) == want);
+            let idx = files.iter().position(|f| {
+                want.is_some() && (f.3 == want || (f.3.is_none() && build_id(&f.1) == want))
+            });
             let Some(i) = idx else {
                 let comm = if c.comm.is_empty() {
                     "?".into()
@@ -286,17 +363,31 @@ pub fn open(core: &Path, exe: Option<&Path>, sysroot: Option<&Path>) -> Result<S
                     ),
                 ));
             };
+            let first = c
+                .files
+                .iter()
+                .filter(|m| m.path == files[i].0)
+                .min_by_key(|m| m.offset);
+            let bias = first
+                .and_then(|m| bias_of(e, m.start, m.offset))
+                .unwrap_or(files[i].2);
             files[i].1 = e.to_path_buf();
+            files[i].2 = bias;
+            c.exe = Some((files[i].0.clone(), e.to_path_buf()));
             i
         }
         None => files
             .iter()
-            .position(|(p, _, _)| !c.comm.is_empty() && peek::short(p).starts_with(&c.comm))
+            .position(|(p, ..)| !c.comm.is_empty() && peek::short(p).starts_with(&c.comm))
             .unwrap_or(0),
     };
     let exe_entry = files.remove(exe_idx);
     files.insert(0, exe_entry);
-    let list: Vec<(PathBuf, u64)> = files.iter().map(|(_, l, b)| (l.clone(), *b)).collect();
+    let list: Vec<(PathBuf, u64)> = files
+        .iter()
+        .filter(|f| f.1.exists())
+        .map(|f| (f.1.clone(), f.2))
+        .collect();
     for (p, b) in &list {
         c.symbols.add(p, *b);
     }
