@@ -579,7 +579,11 @@ pub struct ReportArgs {
     #[arg(long)]
     pub no_stacks: bool,
     /// The threads and stacks of an ELF core file instead of a process.
-    #[arg(long, value_name = "CORE", conflicts_with_all = ["pid", "pid_flag"])]
+    #[arg(
+        long,
+        value_name = "CORE",
+        conflicts_with_all = ["pid", "pid_flag", "json", "output", "sections", "no_stacks"]
+    )]
     pub core: Option<std::path::PathBuf>,
     /// Find the core's files under this root.
     #[arg(long, value_name = "DIR", requires = "core")]
