@@ -158,6 +158,21 @@ fn runq_frozen_and_from_a_core_is_what_m0d_reports() {
         "--json",
     ]);
     assert_eq!(pairs(&c["rows"], "session"), want, "{c}");
+    // An address and a type, as on a live process.
+    let fom = c["rows"][0]["fom"].as_str().unwrap();
+    let out = ri_within(
+        &[
+            "peek",
+            "--core",
+            core.to_str().unwrap(),
+            fom,
+            "struct m0_fom",
+        ],
+        Duration::from_secs(30),
+    );
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(shown.contains("fo_magic = 3745501641254759681"), "{shown}");
     // A core that is not of the executable given: one clear line.
     let out = ri_within(
         &[

@@ -505,7 +505,7 @@ impl PeekArgs {
         let plain = crate::peek::is_plain(&self.what);
         (self.core.core.is_some() || self.freeze || !plain).then(|| crate::view::PeekExpr {
             source: self.core.source(self.pid),
-            expr: self.what.join(" "),
+            expr: crate::peek::as_expression(&self.what),
             depth: self.depth,
             max: self.max,
             json: self.json,

@@ -214,6 +214,16 @@ pub fn is_plain(what: &[String]) -> bool {
     }
 }
 
+/// `what` as one expression: `ADDRESS TYPE` becomes `*(TYPE *)ADDRESS`.
+pub fn as_expression(what: &[String]) -> String {
+    match what {
+        [first, rest @ ..] if !rest.is_empty() && parse_address(first).is_some() => {
+            format!("*({} *){first}", rest.join(" "))
+        }
+        _ => what.join(" "),
+    }
+}
+
 /// Where a path leads: the address and type of the object, and for a
 /// bitfield its bit position and width.
 struct Place {
