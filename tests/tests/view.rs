@@ -112,6 +112,26 @@ fn runq_frozen_and_from_a_core_is_what_m0d_reports() {
     let want = pairs(&queue["foms"], "session_id");
     let (v, err) = view_json(&["view", "motr.runq", "-p", &pid, "--freeze", "--json"]);
     assert_eq!(pairs(&v["rows"], "session"), want, "{v}\nm0d: {queue}");
+    // Field for field where both say: locality, list, op, opcode, phase, state.
+    for q in queue["foms"].as_array().unwrap() {
+        let r = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["session"] == q["session_id"] && r["xid"] == q["xid"])
+            .unwrap();
+        for (mine, theirs) in [
+            ("loc", "loc"),
+            ("list", "list"),
+            ("op", "op"),
+            ("opcode", "opcode"),
+            ("phase", "phase"),
+            ("state", "state"),
+            ("sender", "sender_id"),
+        ] {
+            assert_eq!(r[mine], q[theirs], "{mine}: {r} vs {q}");
+        }
+    }
     assert!(v["frozen"]["threads"].as_u64().unwrap() >= 3, "{v}");
     assert!(err.contains("ri: froze "), "{err}");
     assert_eq!(v["torn"], false);
