@@ -67,7 +67,7 @@ impl Frozen {
                     if errno() == libc::EPERM {
                         f.release();
                         return Err(ViewError::Freeze(format!(
-                            "not permitted to stop pid {pid} (ptrace)"
+                            "cannot stop pid {pid}: ptrace not permitted (another debugger attached, or not root?)"
                         )));
                     }
                     continue;

@@ -181,10 +181,11 @@ fn walk(
                         Val::Text(_) | Val::Json(_) => 0,
                     });
                     ev.vars.insert(step.name.clone(), v);
-                    if let Some(l) = label {
-                        ev.vars
-                            .insert(format!("${}", step.name), Val::Text(l.clone()));
-                    }
+                    let var = format!("${}", step.name);
+                    match label {
+                        Some(l) => ev.vars.insert(var, Val::Text(l.clone())),
+                        None => ev.vars.remove(&var),
+                    };
                     walk(ev, rest, fields, key, rows, errors)?;
                     key.pop();
                 }
@@ -451,4 +452,40 @@ fn write_table(out: &mut impl Write, columns: &[&str], rows: &[Row]) -> std::io:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_field, parse_step, split_top};
+
+    #[test]
+    fn steps_and_fields() {
+        assert_eq!(
+            split_top("a(b, c), d[1, 2], e"),
+            ["a(b, c)", " d[1, 2]", " e"]
+        );
+        let s = parse_step(
+            "fom = runq: list(l->a, struct m0_fom, x), wail: list(l->b, struct m0_fom, x)",
+        )
+        .unwrap();
+        assert_eq!(s.name, "fom");
+        let labels: Vec<_> = s.alts.iter().map(|a| a.0.as_deref()).collect();
+        assert_eq!(labels, [Some("runq"), Some("wail")]);
+        let s = parse_step("loc = array(p, n)").unwrap();
+        assert_eq!(s.alts.len(), 1);
+        assert!(s.alts[0].0.is_none());
+        assert!(
+            parse_step("no equals")
+                .err()
+                .unwrap()
+                .contains("expected NAME = EXPR")
+        );
+        assert!(
+            parse_field("x y = 1")
+                .err()
+                .unwrap()
+                .contains("is not a name")
+        );
+        assert!(parse_field("x = a +").is_err());
+    }
 }

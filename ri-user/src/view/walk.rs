@@ -490,10 +490,17 @@ fn hash(ev: &Eval, args: &[WalkArg]) -> Result<Out, ViewError> {
             }));
             break;
         }
-        one_list(ev, &spec, at + head_off, img, head_id, &mut out)?;
         if out.len() >= ev.max {
+            out.push(Item::Mark(Marker {
+                walk: "hash".into(),
+                index: out.len(),
+                addr: at,
+                reason: format!("stopped at bucket {i} of {n} (--max)"),
+                torn: false,
+            }));
             break;
         }
+        one_list(ev, &spec, at + head_off, img, head_id, &mut out)?;
     }
     Ok(Out::Many(out))
 }
