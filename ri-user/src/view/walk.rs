@@ -400,6 +400,17 @@ fn one_list(
     Ok(())
 }
 
+/// A marker that is no sign of a concurrent change.
+fn stop(walk: &str, index: usize, addr: u64, reason: String) -> Item {
+    Item::Mark(Marker {
+        walk: walk.into(),
+        index,
+        addr,
+        reason,
+        torn: false,
+    })
+}
+
 fn array(ev: &Eval, args: &[WalkArg]) -> Result<Out, ViewError> {
     let usage = "array(PTR, N)";
     if args.len() != 2 {
@@ -415,24 +426,22 @@ fn array(ev: &Eval, args: &[WalkArg]) -> Result<Out, ViewError> {
     let mut out = Vec::new();
     for i in 0..n {
         if i as usize >= ev.max {
-            out.push(Item::Mark(Marker {
-                walk: "array".into(),
-                index: i as usize,
-                addr: addr + i * size,
-                reason: format!("stopped after {i} of {n} elements (--max)"),
-                torn: false,
-            }));
+            out.push(stop(
+                "array",
+                i as usize,
+                addr + i * size,
+                format!("stopped after {i} of {n} elements (--max)"),
+            ));
             break;
         }
         let at = addr.wrapping_add(i.wrapping_mul(size));
         if !ev.space.readable(at) {
-            out.push(Item::Mark(Marker {
-                walk: "array".into(),
-                index: i as usize,
-                addr: at,
-                reason: format!("element {i} at {at:#x} is not mapped"),
-                torn: false,
-            }));
+            out.push(stop(
+                "array",
+                i as usize,
+                at,
+                format!("element {i} at {at:#x} is not mapped"),
+            ));
             break;
         }
         out.push(Item::Val(Val::Loc {
@@ -481,23 +490,21 @@ fn hash(ev: &Eval, args: &[WalkArg]) -> Result<Out, ViewError> {
     for i in 0..n.min(1 << 24) {
         let at = addr.wrapping_add(i * size);
         if !ev.space.readable(at) {
-            out.push(Item::Mark(Marker {
-                walk: "hash".into(),
-                index: out.len(),
-                addr: at,
-                reason: format!("bucket {i} at {at:#x} is not mapped"),
-                torn: false,
-            }));
+            out.push(stop(
+                "hash",
+                out.len(),
+                at,
+                format!("bucket {i} at {at:#x} is not mapped"),
+            ));
             break;
         }
         if out.len() >= ev.max {
-            out.push(Item::Mark(Marker {
-                walk: "hash".into(),
-                index: out.len(),
-                addr: at,
-                reason: format!("stopped at bucket {i} of {n} (--max)"),
-                torn: false,
-            }));
+            out.push(stop(
+                "hash",
+                out.len(),
+                at,
+                format!("stopped at bucket {i} of {n} (--max)"),
+            ));
             break;
         }
         one_list(ev, &spec, at + head_off, img, head_id, &mut out)?;
