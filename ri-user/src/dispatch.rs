@@ -56,11 +56,24 @@ pub fn run(command: Command) -> Result<(), Error> {
             Ok(opts) => crate::ctl::run(&opts),
             Err(msg) => Err(Error::Usage(msg)),
         },
-        Command::Peek(args) => crate::peek::run(&args.options(), &mut std::io::stdout().lock()),
+        Command::Peek(args) => match args.expr_options() {
+            Some(o) => crate::view::peek(&o, &mut std::io::stdout().lock()),
+            None => crate::peek::run(&args.options(), &mut std::io::stdout().lock()),
+        },
+        Command::View(args) => {
+            crate::view::run_view(&args.options(), &mut std::io::stdout().lock())
+        }
         Command::Types(args) => {
             crate::types::run(&args.options(), &mut std::io::stdout().lock()).map(|_| ())
         }
-        Command::Report(args) => args.options().and_then(|opts| crate::report::run(&opts)),
+        Command::Report(args) => match &args.core {
+            Some(core) => crate::view::core_report::run(
+                core,
+                args.sysroot.as_deref(),
+                &mut std::io::stdout().lock(),
+            ),
+            None => args.options().and_then(|opts| crate::report::run(&opts)),
+        },
         Command::Fid { action, json } => fid(action, json),
         Command::Run(args) => {
             args.check().map_err(Error::Usage)?;

@@ -77,6 +77,9 @@ pub enum Error {
     /// A probe pack that cannot be read, found or expanded.
     #[error("{0}")]
     Pack(#[from] crate::pack::PackError),
+    /// `ri view`, `ri peek EXPR`: walks, views, cores.
+    #[error("{0}")]
+    View(#[from] crate::view::ViewError),
     /// Output or system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -3,7 +3,9 @@
 //! `session` and `engine` put it into the kernel, `decode` reads events back
 //! and `sink` writes them. `dwarf` reads a binary's types from its debug
 //! info. `trace`, `agg` (count, hist, latency), `list`, `peek`, `types` and
-//! `report` are the commands, `pack` names instruments built from them;
+//! `report` are the commands, `view` walks a process's state (live or a
+//! core) for `ri view` and `ri peek EXPR`, `pack` names instruments and
+//! views built from them;
 //! `stack` symbolizes user stacks; `cli` holds every flag and `dispatch`
 //! runs a parsed command.
 
@@ -32,6 +34,7 @@ pub mod text;
 pub mod trace;
 pub mod types;
 pub mod usdt;
+pub mod view;
 
 pub use error::Error;
 

@@ -245,6 +245,14 @@ fn setup() -> Result<()> {
             .args(["install", "-y", "-qq", "bpftrace"])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    // gdb's gcore makes the core dumps of the `ri view --core` tests.
+    if !have("gcore") && have("apt-get") {
+        eprintln!("setup: installing gdb");
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "gdb"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
     // <sys/sdt.h> builds the USDT note-parsing fixture.
     let sdt = [
         "/usr/include/sys/sdt.h",

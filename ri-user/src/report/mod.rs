@@ -17,7 +17,7 @@ mod net;
 mod package;
 mod procfs;
 mod render;
-mod stop;
+pub(crate) mod stop;
 pub(crate) mod symbolize;
 mod threads;
 pub(crate) mod unwind;
