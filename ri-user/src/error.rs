@@ -77,6 +77,9 @@ pub enum Error {
     /// A probe pack that cannot be read, found or expanded.
     #[error("{0}")]
     Pack(#[from] crate::pack::PackError),
+    /// `-H`: hosts, inventories, the fleet protocol.
+    #[error("{0}")]
+    Remote(#[from] crate::remote::RemoteError),
     /// Output or system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -217,6 +217,21 @@ fn setup() -> Result<()> {
             .args(["install", "-y", "-qq", "systemtap-sdt-dev"])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    // The fleet tests run their own OpenSSH servers (tests/src/fleet.rs).
+    if !Path::new("/usr/sbin/sshd").exists() && have("apt-get") {
+        eprintln!("setup: installing openssh-server (the fleet tests start their own sshd)");
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "openssh-server",
+                "openssh-client",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
     // Clippy on nightly lints the eBPF crate for its own target.
     let nightly_parts = output(Command::new("rustup").args([
         "component",

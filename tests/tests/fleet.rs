@@ -1,0 +1,308 @@
+//! `ri -H`: one command on several "nodes" (namespaces with their own sshd
+//! and m0d, tests/src/fleet.rs) through real OpenSSH: exact merges, failed
+//! hosts named, no remote ri left after the local one is killed, changed
+//! host keys refused.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use ri_tests::{
+    fleet::{Fleet, probes_on},
+    m0sim::OPS,
+};
+use serde_json::Value;
+
+/// How the remote ri picks each node's m0d: its own copy, found on the
+/// node's PATH, probed file-wide. (With process selection by name this
+/// becomes `["--comm", "m0d"]`.)
+const SELECT: [&str; 2] = ["--target", "m0d"];
+
+/// Starts a fleet command and waits until every host printed `attached`.
+fn start_attached(
+    fleet: &Fleet,
+    args: &[&str],
+) -> (
+    Child,
+    std::thread::JoinHandle<String>,
+    std::thread::JoinHandle<String>,
+) {
+    let mut child = fleet
+        .ri(&fleet.hosts(), args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ri");
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut attached = std::collections::BTreeSet::new();
+    let mut seen = String::new();
+    while attached.len() < fleet.nodes.len() {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "ri exited before every host attached:\n{seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("attached") {
+            attached.insert(line.split(':').next().unwrap_or("").to_string());
+        }
+    }
+    let mut out = child.stdout.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = seen;
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    (child, o, e)
+}
+
+/// Ctrl-C, then the output.
+fn stop(
+    mut child: Child,
+    out: std::thread::JoinHandle<String>,
+    err: std::thread::JoinHandle<String>,
+) -> (String, String) {
+    // SAFETY: signals our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = child.wait().unwrap();
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(st.success(), "ri failed ({st}):\n{err}");
+    (out, err)
+}
+
+/// The last JSON line of `out` (the merged final print).
+fn final_doc(out: &str) -> Value {
+    out.lines()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v["type"] == "final")
+        })
+        .unwrap_or_else(|| panic!("no final print in:\n{out}"))
+}
+
+#[test]
+fn merged_counts_and_histograms_equal_the_nodes_own() {
+    let mut fleet = Fleet::new(3);
+    for n in &mut fleet.nodes {
+        n.start_m0d();
+    }
+    let mut ops_args = vec!["run", "motr.ops", "--json"];
+    ops_args.extend(SELECT);
+    let mut fops_args = vec!["run", "motr.fops", "--json"];
+    fops_args.extend(SELECT);
+    // A value each request brings (its xid): the same in every session.
+    let xid = [
+        "hist",
+        "u:m0d:m0_fom_fini",
+        "--json",
+        "--value",
+        "fom->fo_fop->f_item.ri_header.osr_xid",
+    ];
+    let mut by_host = xid.to_vec();
+    by_host.extend(["--by", "host"]);
+    let ops = start_attached(&fleet, &ops_args);
+    let fops = start_attached(&fleet, &fops_args);
+    let hist = start_attached(&fleet, &xid);
+    let split = start_attached(&fleet, &by_host);
+    for n in &mut fleet.nodes {
+        n.load(150, 2.0);
+    }
+    for n in &mut fleet.nodes {
+        n.finish_loads();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (ops_out, ops_err) = stop(ops.0, ops.1, ops.2);
+    let (fops_out, _) = stop(fops.0, fops.1, fops.2);
+    let (hist_out, _) = stop(hist.0, hist.1, hist.2);
+    let (split_out, _) = stop(split.0, split.1, split.2);
+
+    // Per opcode: the merged count is the sum of every node's own counter.
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for n in &fleet.nodes {
+        let stats = n.stats();
+        for (name, v) in stats["requests"].as_object().unwrap() {
+            *want.entry(name.clone()).or_default() += v.as_u64().unwrap();
+        }
+    }
+    let doc = final_doc(&ops_out);
+    assert_eq!(doc["hosts"].as_array().unwrap().len(), 3, "{doc}");
+    let mut got: BTreeMap<String, u64> = BTreeMap::new();
+    for e in doc["entries"].as_array().unwrap() {
+        // Names come from the processes with -p/--comm; else the opcode's.
+        let op = e["by"]["opcode"].as_u64().expect("opcode");
+        let name = e["by"]["opcode_name"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| {
+                let (_, n) = OPS
+                    .iter()
+                    .find(|(o, _)| *o == op)
+                    .unwrap_or_else(|| panic!("opcode {op}: {e}\n{ops_err}"));
+                n.to_string()
+            });
+        *got.entry(name).or_default() += e["count"].as_u64().unwrap();
+    }
+    want.retain(|_, v| *v > 0);
+    assert!(!want.is_empty(), "the loads served nothing");
+    assert_eq!(got, want, "ri's merged counts vs the nodes' own\n{ops_err}");
+
+    // Latency per opcode: every request the nodes served, merged.
+    let mut latency: BTreeMap<String, u64> = BTreeMap::new();
+    for e in final_doc(&fops_out)["entries"].as_array().unwrap() {
+        let op = e["by"]["opcode"].as_u64().expect("opcode");
+        let (_, name) = OPS.iter().find(|(o, _)| *o == op).expect("known opcode");
+        *latency.entry(name.to_string()).or_default() += e["count"].as_u64().unwrap();
+    }
+    assert_eq!(latency, want, "merged latency counts vs the nodes' own");
+
+    // Histogram buckets: merged = the three hosts' added, bucket by bucket,
+    // and the merged percentiles are those of the merged buckets.
+    let merged = final_doc(&hist_out);
+    let apart = final_doc(&split_out);
+    let mut sum: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut hosts = std::collections::BTreeSet::new();
+    let (mut min, mut max) = (u64::MAX, 0);
+    for e in apart["entries"].as_array().unwrap() {
+        let host = e["by"]["host"]
+            .as_str()
+            .expect("every entry names its host");
+        hosts.insert(host.to_string());
+        min = min.min(e["min"].as_u64().unwrap());
+        max = max.max(e["max"].as_u64().unwrap());
+        for b in e["buckets"].as_array().unwrap() {
+            *sum.entry(b["lo"].as_u64().unwrap()).or_default() += b["count"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(hosts.len(), 3, "{apart}");
+    let entries = merged["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{merged}");
+    let whole: BTreeMap<u64, u64> = entries[0]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["lo"].as_u64().unwrap(), b["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(whole, sum, "merged buckets vs per-host buckets added");
+    assert_eq!(
+        (entries[0]["min"].as_u64(), entries[0]["max"].as_u64()),
+        (Some(min), Some(max))
+    );
+    let total: u64 = sum.values().sum();
+    assert_eq!(entries[0]["count"].as_u64(), Some(total));
+    let rank = total.div_ceil(2);
+    let mut before = 0;
+    let p50_bucket = whole
+        .iter()
+        .find(|(_, c)| {
+            before += **c;
+            before >= rank
+        })
+        .map(|(lo, _)| *lo)
+        .unwrap();
+    let p50 = entries[0]["p50"].as_u64().unwrap();
+    assert!(p50 >= p50_bucket, "p50 {p50} below its bucket {p50_bucket}");
+}
+
+#[test]
+fn a_host_without_sshd_is_named_and_the_others_report() {
+    let mut fleet = Fleet::new(3);
+    for n in &mut fleet.nodes {
+        n.start_m0d();
+    }
+    fleet.nodes[1].stop_sshd();
+    let out = fleet
+        .ri(&fleet.hosts(), &["ctl", "--json", "--discover"])
+        .output()
+        .expect("run ri");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let failed: Vec<&str> = stderr.lines().filter(|l| l.contains("failed:")).collect();
+    assert_eq!(failed.len(), 1, "{stderr}");
+    assert!(
+        failed[0].starts_with("ri: n2: failed: unreachable"),
+        "{stderr}"
+    );
+    let hosts: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["host"].as_str().map(String::from))
+        .collect();
+    assert_eq!(hosts, ["n1", "n3"], "{stdout}");
+}
+
+#[test]
+fn sigkill_of_the_local_ri_leaves_no_remote_ri_and_no_probe() {
+    let mut fleet = Fleet::new(3);
+    for n in &mut fleet.nodes {
+        n.start_m0d();
+    }
+    let (mut child, _o, _e) = start_attached(&fleet, &["trace", "u:m0d:m0_fom_fini"]);
+    for n in &fleet.nodes {
+        assert!(!n.ri_processes().is_empty(), "no ri on {}", n.name);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    loop {
+        let left: Vec<String> = fleet
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                let mut v: Vec<String> = n
+                    .ri_processes()
+                    .iter()
+                    .map(|p| format!("{}: ri pid {p}", n.name))
+                    .collect();
+                v.extend(
+                    probes_on(&n.dir.join("bin/m0d"))
+                        .into_iter()
+                        .map(|p| format!("{}: probe {p}", n.name)),
+                );
+                v
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "left after 2 s: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_changed_host_key_is_refused_in_one_line() {
+    let mut fleet = Fleet::new(1);
+    fleet.nodes[0].change_host_key();
+    let out = fleet
+        .ri("n1", &["ctl", "--discover"])
+        .output()
+        .expect("run ri");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line for the host, one total:\n{stderr}"
+    );
+    assert_eq!(
+        lines[0],
+        "ri: n1: failed: host key changed (refused; check the host, then fix known_hosts)"
+    );
+}
