@@ -373,6 +373,18 @@ impl Node {
         self.m0d = Some(child);
     }
 
+    /// m0d's pid inside the node's pid namespace.
+    pub fn m0d_nspid(&self) -> i32 {
+        let nsenter = self.m0d.as_ref().expect("m0d started").id();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child_of(nsenter))).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("NSpid:"))
+            .expect("NSpid");
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    }
+
     /// Starts `m0client load` inside the node: `rate`/s for `secs` s.
     pub fn load(&mut self, rate: u32, secs: f64) {
         let ep = self.endpoint.clone().expect("m0d started");

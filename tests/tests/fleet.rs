@@ -306,3 +306,70 @@ fn a_changed_host_key_is_refused_in_one_line() {
         "ri: n1: failed: host key changed (refused; check the host, then fix known_hosts)"
     );
 }
+
+#[test]
+fn a_mutation_across_hosts_lists_them_needs_yes_and_is_audited_with_the_ssh_client() {
+    let mut fleet = Fleet::new(2);
+    for n in &mut fleet.nodes {
+        n.start_m0d();
+    }
+    // The same pid in every node (until processes are selected by name).
+    let pid = fleet.nodes[0].m0d_nspid().to_string();
+    assert!(fleet.nodes.iter().all(|n| n.m0d_nspid().to_string() == pid));
+    let out = fleet
+        .ri(&fleet.hosts(), &["ctl", "-p", &pid, "reqh.pause"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("changes the target on 2 hosts")
+            && err.contains("n1: ri ctl")
+            && err.contains("n2: ri ctl"),
+        "{err}"
+    );
+    assert!(err.contains("add --yes"), "{err}");
+    let audit = |fleet: &Fleet| -> Vec<Value> {
+        let out = fleet
+            .ri(&fleet.hosts(), &["ctl", "-p", &pid, "--json", "audit"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let sections: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(sections.len(), 2, "{text}");
+        sections
+    };
+    for s in audit(&fleet) {
+        assert_eq!(
+            s["entries"].as_array().map(Vec::len),
+            Some(0),
+            "ran without --yes: {s}"
+        );
+    }
+    let out = fleet
+        .ri(&fleet.hosts(), &["ctl", "-p", &pid, "--yes", "reqh.pause"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (s, n) in audit(&fleet).iter().zip(&fleet.nodes) {
+        assert_eq!(s["host"], n.name.as_str());
+        let e = s["entries"]
+            .as_array()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("an audit entry");
+        assert_eq!(e["cmd"], "reqh.pause", "{e}");
+        assert_eq!(e["peer"]["ssh"]["user"], "root", "{e}");
+        let client = e["peer"]["ssh"]["client"].as_str().unwrap_or_default();
+        let local = format!("{}.1:", n.addr.rsplit_once('.').unwrap().0);
+        assert!(client.starts_with(&local), "{e}");
+    }
+}
