@@ -373,3 +373,67 @@ fn a_mutation_across_hosts_lists_them_needs_yes_and_is_audited_with_the_ssh_clie
         assert!(client.starts_with(&local), "{e}");
     }
 }
+
+#[test]
+fn push_copies_ri_once_by_hash_and_other_versions_are_named() {
+    let mut fleet = Fleet::new(2);
+    for n in &fleet.nodes {
+        std::fs::remove_file(n.dir.join("bin/ri")).unwrap();
+    }
+    // n2 has an older ri on its PATH, one that does not know the protocol.
+    let old = fleet.nodes[1].dir.join("bin/ri");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\necho \"error: unexpected argument '--remote-child' found\" >&2\nexit 2\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&old)
+        .status()
+        .unwrap();
+    let out = fleet
+        .ri(&fleet.hosts(), &["ctl", "--discover"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ri: n1: failed: ri missing on the host (install it or use --push)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ri: n2: failed: ri of another version"),
+        "{err}"
+    );
+
+    let cached = |n: &ri_tests::fleet::Node| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(n.dir.join("home/.cache/ri/bin"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let pushed = fleet
+        .ri(&fleet.hosts(), &["--push", "ctl", "--discover"])
+        .output()
+        .unwrap();
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let first: Vec<_> = fleet.nodes.iter().map(cached).collect();
+    for (c, n) in first.iter().zip(&fleet.nodes) {
+        assert_eq!(c.len(), 1, "{}: {c:?}", n.name);
+        let name = c[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("ri-") && name.len() == 67, "{name}");
+    }
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before: Vec<_> = first.iter().map(|c| mtime(&c[0])).collect();
+    let again = fleet
+        .ri(&fleet.hosts(), &["--push", "ctl", "--discover"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let after: Vec<_> = first.iter().map(|c| mtime(&c[0])).collect();
+    assert_eq!(before, after, "the cached copy was pushed again");
+}
