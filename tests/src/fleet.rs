@@ -151,6 +151,42 @@ impl Fleet {
         c
     }
 
+    /// `count` more host names, spread over the nodes round-robin, each at
+    /// an address of its own (so each gets its own ssh connection, as a
+    /// distinct machine would); returns an inventory file listing them.
+    pub fn aliases(&self, count: usize) -> PathBuf {
+        let mut config = std::fs::read_to_string(&self.ssh_config).unwrap();
+        let mut inventory = String::from("[sim]\n");
+        let key = self.dir.path().join("id_ed25519");
+        for i in 0..count {
+            let node = &self.nodes[i % self.nodes.len()];
+            let addr = format!("198.19.{}.{}", i / 250, i % 250 + 2);
+            let name = format!("s{i:04}");
+            run(&mut node.enter(&["ip", "addr", "add", &format!("{addr}/32"), "dev", "eth0"]));
+            run(Command::new("ip").args([
+                "route",
+                "replace",
+                &format!("{addr}/32"),
+                "dev",
+                &node.veth,
+            ]));
+            config.push_str(&format!(
+                "Host {name}\n  HostName {addr}\n  HostKeyAlias {}\n  User root\n  IdentityFile {}\n  \
+                 IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  \
+                 StrictHostKeyChecking yes\n  LogLevel ERROR\n\n",
+                node.addr,
+                key.display(),
+                self.known_hosts.display()
+            ));
+            inventory.push_str(&name);
+            inventory.push('\n');
+        }
+        std::fs::write(&self.ssh_config, config).unwrap();
+        let path = self.dir.path().join("inventory");
+        std::fs::write(&path, inventory).unwrap();
+        path
+    }
+
     /// Where ri keeps its ssh master sockets in these tests.
     pub fn control_dir(&self) -> PathBuf {
         self.dir.path().join("mux")
@@ -162,19 +198,32 @@ impl Fleet {
     }
 }
 
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        // Masters first (their sshd sessions end with the namespaces anyway).
-        for n in &self.nodes {
+impl Fleet {
+    /// Ends every ssh master whose socket is in `dir`.
+    pub fn close_masters(&self, dir: &Path) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let _ = Command::new("ssh")
-                .arg("-F")
-                .arg(&self.ssh_config)
                 .arg("-o")
-                .arg(format!("ControlPath={}/%C", self.control_dir().display()))
-                .args(["-O", "exit", &n.name])
+                .arg(format!("ControlPath={}", e.path().display()))
+                .args(["-O", "exit", "master"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // Masters first (their sshd sessions end with the namespaces anyway).
+        for e in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with("mux") {
+                self.close_masters(&e.path());
+            }
         }
         self.nodes.clear();
     }

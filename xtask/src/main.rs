@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_dwarf;
+mod bench_fleet;
 mod bench_hist;
 mod bench_report;
 mod bench_wild;
@@ -63,6 +64,11 @@ enum Task {
         /// Ctrl-C, vs bpftrace); write bench/RESULTS-wild.md.
         #[arg(long)]
         wild: bool,
+        /// Only `ri -H`: fan-out to 3 local nodes (namespaces with their own
+        /// sshd) against one and against a local run, and many simulated
+        /// hosts; write bench/RESULTS-fleet.md.
+        #[arg(long)]
+        fleet: bool,
         /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
         /// then still waits while the kernel releases what it attached).
         #[arg(long, default_value_t = 30)]
@@ -95,6 +101,7 @@ fn main() -> Result<()> {
             agg,
             dwarf,
             wild,
+            fleet,
             bpftrace_timeout,
         } => {
             setup()?;
@@ -104,6 +111,8 @@ fn main() -> Result<()> {
                 bench::run_agg()
             } else if dwarf {
                 bench_dwarf::run_alone()
+            } else if fleet {
+                bench_fleet::run()
             } else if wild {
                 bench_wild::run(timeout)
             } else {

@@ -191,4 +191,33 @@ mod tests {
         h.add("n2", &b);
         assert_eq!(h.json(&[])["entries"].as_array().unwrap().len(), 2);
     }
+
+    /// The merge cost at scale: 1,000 hosts, 5 keys of 60 buckets each
+    /// (`cargo test --release -p ri-user --lib merge_cost -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn merge_cost() {
+        let entry = |op: u64| {
+            let buckets: Vec<Json> = (0..60u64)
+                .map(|b| json!({"b": 300 + b, "count": 7, "sum": 7_000_000 + b, "min": 1_000_000 + b, "max": 1_000_100 + b}))
+                .collect();
+            json!({"probe": "u:/x/m0d:m0_fom_queue", "site": "u:m0_fom_queue", "by": {"opcode": op}, "count": 420, "signed": false, "buckets": buckets})
+        };
+        let doc = json!({"type": "final", "kind": "latency", "entries": (41..46).map(entry).collect::<Vec<_>>()});
+        let line = doc.to_string();
+        let t = std::time::Instant::now();
+        let mut m = Merged::new(false);
+        for h in 0..1000 {
+            let d: Json = serde_json::from_str(&line).unwrap();
+            m.add(&format!("h{h}"), &d);
+        }
+        let out = m.json(&[]).to_string();
+        println!(
+            "MERGE 1000 hosts x {} bytes: {:.1} ms (parse + add + print {} bytes)",
+            line.len(),
+            t.elapsed().as_secs_f64() * 1000.0,
+            out.len()
+        );
+        assert_eq!(m.json(&[])["entries"][0]["count"], 420_000);
+    }
 }
