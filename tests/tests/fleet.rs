@@ -595,3 +595,52 @@ fn fleet_bench() {
     doc["fops_host_bytes"] = raw_out.trim().len().into();
     println!("FLEET-BENCH {doc}");
 }
+
+#[test]
+fn text_prints_merge_and_trace_lines_name_their_host_and_pid() {
+    let mut fleet = Fleet::new(2);
+    for n in &mut fleet.nodes {
+        n.start_m0d();
+    }
+    let count = start_attached(&fleet, &["count", "u:m0d:m0_fom_fini"]);
+    let trace = start_attached(&fleet, &["trace", "--json", "u:m0d:m0_fom_fini(fom=fom)"]);
+    for n in &mut fleet.nodes {
+        n.load(50, 1.0);
+    }
+    for n in &mut fleet.nodes {
+        n.finish_loads();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (count_out, _) = stop(count.0, count.1, count.2);
+    let (trace_out, _) = stop(trace.0, trace.1, trace.2);
+    let served: u64 = fleet
+        .nodes
+        .iter()
+        .map(|n| ri_tests::m0sim::requests(&n.stats()))
+        .sum();
+    // One merged line for the probe: the nodes' requests together.
+    assert_eq!(
+        count_out.trim(),
+        format!("u:m0_fom_fini: {served}"),
+        "{count_out}"
+    );
+    let events: Vec<Value> = trace_out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(events.len() as u64, served);
+    for (i, n) in fleet.nodes.iter().enumerate() {
+        let mine: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["host"] == n.name.as_str())
+            .collect();
+        assert!(!mine.is_empty(), "no event from {}", n.name);
+        let pid = fleet.nodes[i].m0d_nspid();
+        assert!(
+            mine.iter().all(|e| e["pid"].as_i64().is_some()),
+            "{:?}",
+            mine[0]
+        );
+        let _ = pid;
+    }
+}

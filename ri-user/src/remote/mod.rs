@@ -242,6 +242,26 @@ mod tests {
     }
 
     #[test]
+    fn fleet_flags_fit_every_command() {
+        use clap::{CommandFactory as _, Parser as _};
+        crate::cli::Cli::command().debug_assert();
+        let cli =
+            crate::cli::Cli::try_parse_from(["ri", "count", "u:x:f", "-H", "a,b", "--fanout", "3"])
+                .unwrap();
+        assert_eq!(cli.fleet.hosts.as_deref(), Some("a,b"));
+        assert_eq!(cli.fleet.fanout, 3);
+        let cli = crate::cli::Cli::try_parse_from([
+            "ri",
+            "--hosts=@inv:io",
+            "--push",
+            "ctl",
+            "--discover",
+        ])
+        .unwrap();
+        assert!(cli.fleet.push);
+    }
+
+    #[test]
     fn fleet_flags_are_not_forwarded() {
         let a = os(&[
             "ri",
