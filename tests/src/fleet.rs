@@ -344,6 +344,12 @@ impl Node {
         }
     }
 
+    /// Cuts the node's link (the host side of its veth goes down): its
+    /// connections stall without a close, as on a network failure.
+    pub fn link_down(&self) {
+        run(Command::new("ip").args(["link", "set", &self.veth, "down"]));
+    }
+
     fn host_key(&self) -> String {
         let k = std::fs::read_to_string(self.dir.join("host_ed25519.pub")).unwrap();
         let mut w = k.split_whitespace();

@@ -644,3 +644,24 @@ fn text_prints_merge_and_trace_lines_name_their_host_and_pid() {
         let _ = pid;
     }
 }
+
+#[test]
+fn a_dropped_connection_ends_the_remote_ri_within_two_seconds() {
+    let mut fleet = Fleet::new(1);
+    fleet.nodes[0].start_m0d();
+    let (mut child, _o, _e) = start_attached(&fleet, &["trace", "u:m0d:m0_fom_fini"]);
+    let node = &fleet.nodes[0];
+    assert!(!node.ri_processes().is_empty());
+    node.link_down();
+    let t = Instant::now();
+    while !node.ri_processes().is_empty() || !probes_on(&node.dir.join("bin/m0d")).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_millis(2500),
+            "the remote ri still runs {:?} after the link went down",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -9,6 +9,14 @@ use std::{
 
 use super::{HELLO, PROTOCOL, RemoteError};
 
+/// A local ri writes a heartbeat line this often ([`HEARTBEAT`]); this
+/// long without one means the connection is gone, even when TCP has not
+/// noticed yet.
+const SILENCE_MS: i32 = 2000;
+
+/// How often the local ri writes its heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_millis(250);
+
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// Whether this ri runs for a local ri over ssh (aggregations then print
@@ -21,7 +29,8 @@ pub fn active() -> bool {
 ///
 /// The run ends (SIGTERM to itself, which every command handles as Ctrl-C)
 /// when stdin reaches end of file, which is what ssh delivers when the local
-/// ri exits, is killed, or the connection closes; or when the parent (the
+/// ri exits, is killed, or the connection closes; when stdin stays silent
+/// for 2 s (the local ri's heartbeat stopped: a dropped connection); or when the parent (the
 /// sshd session) dies. SIGHUP ends it too. A run that has not ended a
 /// second after that exits outright: closing its descriptors detaches.
 pub fn enter(theirs: &str) -> Result<(), RemoteError> {
@@ -45,7 +54,18 @@ pub fn enter(theirs: &str) -> Result<(), RemoteError> {
     std::thread::spawn(|| {
         let mut buf = [0u8; 256];
         let mut stdin = std::io::stdin();
-        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        loop {
+            let mut fd = libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd on our stack.
+            let n = unsafe { libc::poll(&mut fd, 1, SILENCE_MS) };
+            if n == 0 || !matches!(stdin.read(&mut buf), Ok(n) if n > 0) {
+                break;
+            }
+        }
         end();
     });
     Ok(())

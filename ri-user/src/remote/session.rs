@@ -61,6 +61,7 @@ pub fn run(plan: Plan, hosts: &[String], ctl_call: Option<String>) -> ExitCode {
         plan,
     });
     watch_signals(shared.clone());
+    heartbeat(shared.clone());
     let mut outcomes = fan_out(&shared, hosts, &shared.plan.args);
     if let Some(command) = ctl_call {
         let targets: Vec<usize> = (0..hosts.len())
@@ -259,9 +260,16 @@ fn session(
     let mut child = cmd
         .spawn()
         .map_err(|e| (Some(255), format!("ssh: cannot run ssh: {e}")))?;
+    let stdin = child.stdin.take();
+    if let Some(i) = &stdin {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: flags of our own pipe end: a stalled host never blocks
+        // the heartbeat.
+        unsafe { libc::fcntl(i.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    }
     let slot = {
         let mut s = shared.stdins.lock().unwrap();
-        s.push(child.stdin.take());
+        s.push(stdin);
         shared.groups.lock().unwrap().push(child.id() as i32);
         s.len() - 1
     };
@@ -347,6 +355,19 @@ fn stream_line(shared: &Shared, host: &str, line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}");
     let _ = out.flush();
+}
+
+/// Writes a line to every running session every 250 ms: a remote ri that
+/// hears nothing for 2 s ends (the connection dropped silently).
+fn heartbeat(shared: Arc<Shared>) {
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(super::child::HEARTBEAT);
+            for s in shared.stdins.lock().unwrap().iter_mut().flatten() {
+                let _ = s.write(b"\n");
+            }
+        }
+    });
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in every thread and waits for them in
