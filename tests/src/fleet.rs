@@ -19,6 +19,9 @@ use crate::{fixture, ri_bin};
 /// One fleet at a time in a test binary (the addresses are fixed per run).
 static ONE: Mutex<()> = Mutex::new(());
 
+/// Loads started: each works on objects of its own.
+static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// The machine's sshd.
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -455,7 +458,16 @@ impl Node {
             ])
             .args(["--rate", &rate.to_string(), "--concurrency", "4"])
             .args(["--duration", &secs.to_string(), "--objects", "16"])
-            .args(["--size", "4096", "--prefix", &self.name])
+            .args([
+                "--size",
+                "4096",
+                "--prefix",
+                &format!(
+                    "{}-{}",
+                    self.name,
+                    LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -563,6 +563,9 @@ fn fleet_bench() {
         "--remote-child=1/{}",
         version.split_whitespace().nth(1).unwrap()
     );
+    for n in &mut fleet.nodes {
+        n.finish_loads();
+    }
     // The remote side alone, as ssh would run it (stdin kept open).
     fleet.nodes[0].load(150, 1.5);
     let mut raw = fleet.nodes[0]
