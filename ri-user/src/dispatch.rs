@@ -24,8 +24,20 @@ fn fid(action: FidAction, json: bool) -> Result<(), Error> {
 }
 
 /// `ri count|hist|latency|inflight`.
+/// Run for a local ri over ssh, counts and histograms print JSON with raw
+/// buckets, which the local ri merges.
 fn agg(opts: Result<crate::agg::AggOptions, String>) -> Result<(), Error> {
-    crate::agg::run(&opts.map_err(Error::Usage)?)
+    use crate::agg::AggKind;
+    let mut opts = opts.map_err(Error::Usage)?;
+    if crate::remote::child_active()
+        && matches!(
+            opts.kind,
+            AggKind::Count | AggKind::Hist(_) | AggKind::Latency | AggKind::Span(_)
+        )
+    {
+        opts.trace.json = true;
+    }
+    crate::agg::run(&opts)
 }
 
 /// Runs one command to completion.

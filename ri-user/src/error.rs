@@ -80,6 +80,9 @@ pub enum Error {
     /// `ri view`, `ri peek EXPR`: walks, views, cores.
     #[error("{0}")]
     View(#[from] crate::view::ViewError),
+    /// `-H`: hosts, inventories, the fleet protocol.
+    #[error("{0}")]
+    Remote(#[from] crate::remote::RemoteError),
     /// Output or system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

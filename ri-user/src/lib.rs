@@ -25,6 +25,7 @@ pub mod pack;
 pub mod peek;
 pub mod plan;
 pub mod probe;
+pub mod remote;
 pub mod report;
 pub mod session;
 pub mod sink;

@@ -7,6 +7,7 @@
 mod bench;
 mod bench_ab;
 mod bench_dwarf;
+mod bench_fleet;
 mod bench_report;
 mod bench_run;
 mod bench_trace;
@@ -90,6 +91,11 @@ enum Task {
         /// Calls of the nop5 site per measurement (`--ab`, `--trace`).
         #[arg(long, default_value_t = bench_ab::CALLS)]
         calls: u64,
+        /// Only `ri -H`: fan-out to 3 local nodes (namespaces with their own
+        /// sshd) against one and against a local run, and many simulated
+        /// hosts; write bench/RESULTS-fleet.md.
+        #[arg(long)]
+        fleet: bool,
         /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
         /// then still waits while the kernel releases what it attached).
         #[arg(long, default_value_t = 30)]
@@ -129,6 +135,7 @@ fn main() -> Result<()> {
             trace,
             rounds,
             calls,
+            fleet,
             bpftrace_timeout,
         } => {
             setup()?;
@@ -142,6 +149,8 @@ fn main() -> Result<()> {
                 bench_trace::run_alone(rounds, calls)
             } else if ab {
                 bench_ab::run_alone(rounds, calls)
+            } else if fleet {
+                bench_fleet::run()
             } else if wild {
                 bench_wild::run(timeout)
             } else if whole {
@@ -263,6 +272,21 @@ fn setup() -> Result<()> {
         run(Command::new("apt-get").args(["update", "-qq"]))?;
         run(Command::new("apt-get")
             .args(["install", "-y", "-qq", "systemtap-sdt-dev"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    // The fleet tests run their own OpenSSH servers (tests/src/fleet.rs).
+    if !Path::new("/usr/sbin/sshd").exists() && have("apt-get") {
+        eprintln!("setup: installing openssh-server (the fleet tests start their own sshd)");
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "openssh-server",
+                "openssh-client",
+            ])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
     // Clippy on nightly lints the eBPF crate for its own target.

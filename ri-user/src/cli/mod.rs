@@ -19,6 +19,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Where to run it: other hosts through ssh.
+    #[command(flatten)]
+    pub fleet: crate::remote::FleetArgs,
 }
 
 /// Subcommands.
