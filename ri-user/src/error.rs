@@ -77,6 +77,9 @@ pub enum Error {
     /// A probe pack that cannot be read, found or expanded.
     #[error("{0}")]
     Pack(#[from] crate::pack::PackError),
+    /// A capture session: its file, targets, instruments or bundle.
+    #[error("{0}")]
+    Capture(#[from] crate::capture::CaptureError),
     /// Output or system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -8,6 +8,7 @@
 //! runs a parsed command.
 
 pub mod agg;
+pub mod capture;
 pub mod cli;
 pub mod ctl;
 pub mod decode;

@@ -11,6 +11,7 @@
 //! User space only reads the map, at each interval and at exit.
 
 mod inflight;
+pub use inflight::monotonic_ns;
 mod labels;
 mod leaks;
 mod printer;
