@@ -8,6 +8,7 @@ mod bench;
 mod bench_dwarf;
 mod bench_hist;
 mod bench_report;
+mod bench_session;
 mod bench_wild;
 mod demo;
 mod gen_dwarf;
@@ -63,6 +64,10 @@ enum Task {
         /// Ctrl-C, vs bpftrace); write bench/RESULTS-wild.md.
         #[arg(long)]
         wild: bool,
+        /// Only capture sessions: the flight recorder's CPU per event
+        /// against plain `ri trace`; write bench/RESULTS-session.md.
+        #[arg(long)]
+        session: bool,
         /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
         /// then still waits while the kernel releases what it attached).
         #[arg(long, default_value_t = 30)]
@@ -95,12 +100,15 @@ fn main() -> Result<()> {
             agg,
             dwarf,
             wild,
+            session,
             bpftrace_timeout,
         } => {
             setup()?;
             build()?;
             let timeout = std::time::Duration::from_secs(bpftrace_timeout);
-            if agg {
+            if session {
+                bench_session::run()
+            } else if agg {
                 bench::run_agg()
             } else if dwarf {
                 bench_dwarf::run_alone()
