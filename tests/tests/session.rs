@@ -312,14 +312,55 @@ interval = "1s"
 run = "motr.fops"
 [instruments.foms]
 cmd = "trace 'u:m0d:m0_fom_queue(key=fom, opcode=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode, xid=fom->fo_fop->f_item.ri_header.osr_xid)' 'u:m0d:m0_fom_fini(key=fom)' u:m0d:fom_exec ur:m0d:fom_exec u:m0d:fom_tick ur:m0d:fom_tick"
+[instruments.allocs]
+cmd = "count u:m0d:m0_alloc --by comm"
+start = false
+[[triggers]]
+name = "first-foms"
+when = "fired foms"
+actions = ["start allocs for 2s"]
+[[triggers]]
+name = "usr1"
+when = "signal USR1"
+actions = ["snapshot"]
 "#,
         &[],
     );
     let pid = live.m0d.pid.to_string();
     let load = live.m0d.load(15, 4.0, "pf").finish(Duration::from_secs(60));
     assert_eq!(load["total_errors"], 0, "{load}");
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(live.session.id() as i32, libc::SIGUSR1) };
     std::thread::sleep(Duration::from_millis(1500));
-    let (dir, bundle, _) = live.finish();
+    let (dir, bundle, err) = live.finish();
+
+    // The other kinds of trigger: a trace instrument firing (sustained:
+    // once) started an instrument for 2 s; a signal took a snapshot.
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let fired: Vec<&str> = m["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["trigger"].as_str().unwrap())
+        .collect();
+    assert_eq!(fired, ["first-foms", "usr1"], "{}\n{err}", m["fired"]);
+    let snap = m["fired"][1]["actions"][0]["files"][0].as_str().unwrap();
+    let snap: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join(snap)).unwrap()).unwrap();
+    assert!(snap["allocs"]["entries"].is_array(), "{snap}");
+    let allocs = m["instruments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "allocs")
+        .unwrap();
+    let runs = allocs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{allocs}");
+    let ran = runs[0][1].as_f64().unwrap() - runs[0][0].as_f64().unwrap();
+    assert!((1.9..3.5).contains(&ran), "allocs ran {ran:.2}s: {allocs}");
+    assert_eq!(allocs["exits"][0], 0, "{allocs}");
 
     let trace_file = dir.path().join("t.pftrace");
     let out = ri(&[
@@ -446,5 +487,55 @@ cmd = "trace 'u:m0d:m0_fom_queue(key=fom, opcode=fom->fo_fop->f_type->ft_rpc_ite
                 .as_deref()
                 .is_some_and(|n| n.starts_with("fops p99 [opcode="))),
         "no p99 counter track"
+    );
+}
+
+#[test]
+fn the_shipped_motr_slow_requests_session_reports_and_dumps_the_queue() {
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sessions/motr-slow-requests.toml");
+    let live = start(
+        &std::fs::read_to_string(shipped).unwrap(),
+        &["--duration", "8"],
+    );
+    let load = live.m0d.load(15, 6.0, "ship");
+    let load = load.finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    let (_dir, bundle, err) = live.finish();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let fired = m["fired"].as_array().unwrap();
+    assert_eq!(fired.len(), 1, "{}\n{err}", m["fired"]);
+    let actions: Vec<(&str, &str)> = fired[0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("report", "ok"), ("dump queue", "ok"), ("snapshot", "ok")]
+    );
+    // The queue's prints of the window (one per interval since the session
+    // began, at most 10 s back, each listing the requests then in flight).
+    let queue: Vec<Value> = exported(&bundle)
+        .into_iter()
+        .filter(|l| l["instrument"] == "queue")
+        .collect();
+    let t = fired[0]["t"].as_f64().unwrap();
+    assert!(!queue.is_empty());
+    for q in &queue {
+        let at = q["line"]["t"].as_f64().unwrap();
+        assert!(at <= t && at >= t - 10.0, "print at {at}s, fired at {t}s");
+    }
+    assert!(
+        queue
+            .iter()
+            .all(|l| l["file"].as_str().unwrap().starts_with("flight/")
+                && l["line"]["print"]["kind"] == "inflight"),
+        "{queue:?}"
     );
 }
