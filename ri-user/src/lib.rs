@@ -3,7 +3,8 @@
 //! `session` and `engine` put it into the kernel, `decode` reads events back
 //! and `sink` writes them. `dwarf` reads a binary's types from its debug
 //! info. `trace`, `agg` (count, hist, latency), `list`, `peek`, `types` and
-//! `report` are the commands, `pack` names instruments built from them;
+//! `report` are the commands, `pack` names instruments built from them,
+//! `capture` runs session files of them into bundles;
 //! `stack` symbolizes user stacks; `cli` holds every flag and `dispatch`
 //! runs a parsed command.
 

@@ -46,6 +46,8 @@ pub(super) struct Live {
     pub spec: InstrumentSpec,
     pub runner: Option<Runner>,
     pub attached: bool,
+    /// Asked to stop (its end is expected).
+    pub stopping: bool,
     pub stop_at: Option<Instant>,
     pub recorder: Option<Recorder>,
     pub last_print: Option<Value>,
@@ -237,6 +239,7 @@ impl Live {
             spec: spec.clone(),
             runner: None,
             attached: false,
+            stopping: false,
             stop_at: None,
             recorder,
             last_print: None,
@@ -275,6 +278,7 @@ impl Session {
         let l = &mut self.lives[i];
         l.runner = Some(r);
         l.attached = false;
+        l.stopping = false;
         l.info.runs.push((t, None));
         Ok(())
     }
@@ -284,6 +288,7 @@ impl Session {
         if let Some(r) = &self.lives[i].runner {
             r.interrupt();
         }
+        self.lives[i].stopping = true;
         self.lives[i].stop_at = None;
     }
 
@@ -358,7 +363,16 @@ impl Session {
                 let t = self.t(Instant::now());
                 let l = &mut self.lives[i];
                 if let Some(r) = l.runner.take() {
-                    l.info.exits.push(r.finish(Duration::from_secs(5)));
+                    let status = r.finish(Duration::from_secs(5));
+                    l.info.exits.push(status);
+                    if !l.stopping && l.attached {
+                        let last = l.log.lines().last().unwrap_or_default();
+                        crate::text::say(&format!(
+                            "ri: instrument {} ended by itself (exit status {}): {last}",
+                            l.inst.name,
+                            status.map_or("none".into(), |s| s.to_string())
+                        ));
+                    }
                 }
                 if let Some(run) = l.info.runs.last_mut() {
                     run.1 = Some(t);
@@ -505,6 +519,12 @@ impl Session {
             if now >= next_tick {
                 next_tick += interval;
                 ticks += 1;
+                if !self.pids.is_empty()
+                    && self.pids.iter().all(|&p| !ri_control::pid_alive(p as i32))
+                {
+                    crate::text::say("ri: session: every target process has exited");
+                    break;
+                }
                 self.check_interval()?;
                 if !quiet && (tty || ticks.is_multiple_of(10)) {
                     self.progress(end, tty);
