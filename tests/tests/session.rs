@@ -214,6 +214,8 @@ fn a_session_fires_once_and_its_bundle_holds_the_window_and_the_services_counts(
         assert!(text.contains("slow-requests (fops.p99 > 20ms"), "{text}");
         assert!(text.contains("losses: none"), "{text}");
         assert!(text.contains("ops (last print):"), "{text}");
+        assert!(text.contains("queued (events in the bundle):"), "{text}");
+        assert!(text.contains("m0_fom_queue"), "{text}");
     }
     let out = ri(&["session", "show", bundle.to_str().unwrap(), "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).expect("show --json");

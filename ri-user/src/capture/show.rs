@@ -41,11 +41,40 @@ pub fn show(b: &Bundle, json: bool, w: &mut impl Write) -> Result<(), CaptureErr
         return Ok(());
     }
     summary(&b.manifest, w)?;
+    for i in &b.manifest.instruments {
+        if i.kind == Kind::Trace {
+            writeln!(w, "\n{} (events in the bundle):", i.name)?;
+            trace_summary(b, i)?.write_to(w)?;
+        }
+    }
     for (name, p) in &prints {
         writeln!(w, "\n{name} (last print):")?;
         print_text(p, w)?;
     }
     Ok(())
+}
+
+/// A trace instrument's events per probe in the bundle (its own file and
+/// flight-recorder dumps), as the live `ri trace` summary prints them.
+fn trace_summary(
+    b: &Bundle,
+    i: &super::bundle::InstrumentInfo,
+) -> Result<crate::trace::Summary, CaptureError> {
+    let mut per: Vec<(String, u64)> = Vec::new();
+    for f in i.files.iter().filter(|f| f.ends_with(".jsonl.zst")) {
+        for ev in b.lines(f)? {
+            let probe = ev["probe"].as_str().unwrap_or("?");
+            match per.iter_mut().find(|(p, _)| p == probe) {
+                Some((_, n)) => *n += 1,
+                None => per.push((probe.to_string(), 1)),
+            }
+        }
+    }
+    Ok(crate::trace::Summary {
+        per_site: per,
+        lost: i.counts.lost,
+        ..Default::default()
+    })
 }
 
 /// The manifest as text.
