@@ -40,6 +40,19 @@ fn agg(opts: Result<crate::agg::AggOptions, String>) -> Result<(), Error> {
     crate::agg::run(&opts)
 }
 
+/// `ri session run|show|export`.
+fn session(action: crate::cli::SessionAction) -> Result<(), Error> {
+    use crate::cli::SessionAction;
+    match action {
+        SessionAction::Run(a) => {
+            crate::capture::run(&a.options().map_err(Error::Usage)?).map(|_| ())?;
+        }
+        SessionAction::Show { bundle, json } => crate::capture::show(&bundle, json)?,
+        SessionAction::Export(a) => crate::capture::export(&a.options())?,
+    }
+    Ok(())
+}
+
 /// Runs one command to completion.
 pub fn run(command: Command) -> Result<(), Error> {
     use crate::agg::AggKind;
@@ -91,6 +104,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             args.check().map_err(Error::Usage)?;
             crate::pack::run(&args.options())
         }
+        Command::Session { action } => session(action),
         Command::Packs(args) => crate::pack::list(&args.options(), &mut std::io::stdout().lock()),
     }
 }

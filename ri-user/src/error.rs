@@ -83,6 +83,9 @@ pub enum Error {
     /// `-H`: hosts, inventories, the fleet protocol.
     #[error("{0}")]
     Remote(#[from] crate::remote::RemoteError),
+    /// A capture session: its file, targets, instruments or bundle.
+    #[error("{0}")]
+    Capture(#[from] crate::capture::CaptureError),
     /// Output or system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -5,12 +5,14 @@
 //! info. `trace`, `agg` (count, hist, latency), `list`, `peek`, `types` and
 //! `report` are the commands, `view` walks a process's state (live or a
 //! core) for `ri view` and `ri peek EXPR`, `pack` names instruments and
-//! views built from them;
+//! views built from them,
+//! `capture` runs session files of them into bundles;
 //! `stack` symbolizes user stacks; `cli` holds every flag and `dispatch`
 //! runs a parsed command.
 
 pub mod agg;
 pub mod budget;
+pub mod capture;
 pub mod cli;
 pub mod ctl;
 pub mod decode;

@@ -11,6 +11,7 @@ mod bench_fleet;
 mod bench_report;
 mod bench_run;
 mod bench_trace;
+mod bench_session;
 mod bench_wild;
 mod demo;
 mod gen_dwarf;
@@ -96,6 +97,10 @@ enum Task {
         /// hosts; write bench/RESULTS-fleet.md.
         #[arg(long)]
         fleet: bool,
+        /// Only capture sessions: the flight recorder's CPU per event
+        /// against plain `ri trace`; write bench/RESULTS-session.md.
+        #[arg(long)]
+        session: bool,
         /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
         /// then still waits while the kernel releases what it attached).
         #[arg(long, default_value_t = 30)]
@@ -136,12 +141,15 @@ fn main() -> Result<()> {
             rounds,
             calls,
             fleet,
+            session,
             bpftrace_timeout,
         } => {
             setup()?;
             build()?;
             let timeout = std::time::Duration::from_secs(bpftrace_timeout);
-            if agg {
+            if session {
+                bench_session::run()
+            } else if agg {
                 bench::run_agg()
             } else if dwarf {
                 bench_dwarf::run_alone()

@@ -9,8 +9,10 @@ use crate::{list::ListOptions, trace::TraceOptions};
 
 mod agg;
 mod pack;
+mod session;
 pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs, LeaksArgs};
 pub use pack::{PacksArgs, RunArgs};
+pub use session::{SessionAction, SessionExportArgs, SessionRunArgs};
 
 /// ri: run-time instruments for live services.
 #[derive(Debug, Parser)]
@@ -145,6 +147,13 @@ pub enum Command {
     /// and --pack FILE; a later pack of the same name replaces an earlier
     /// one. `ri packs PACK` also lists its probe points.
     Packs(PacksArgs),
+    /// Capture sessions: run a session file into a bundle, show or export
+    /// a bundle (docs/SESSIONS.md).
+    Session {
+        /// What to do.
+        #[command(subcommand)]
+        action: SessionAction,
+    },
     /// Motr fids: decode one, or map an object name to its fids.
     Fid {
         /// What to do.
