@@ -28,6 +28,15 @@ fn agg(opts: Result<crate::agg::AggOptions, String>) -> Result<(), Error> {
     crate::agg::run(&opts.map_err(Error::Usage)?)
 }
 
+/// `ri manpages DIR`: `ri.1` and one page per subcommand (`ri-list.1`...),
+/// from the same definitions the parser uses.
+fn man_pages(dir: &std::path::Path) -> Result<(), Error> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(crate::cli::Cli::command(), dir)?;
+    Ok(())
+}
+
 /// Runs one command to completion.
 pub fn run(command: Command) -> Result<(), Error> {
     use crate::agg::AggKind;
@@ -67,5 +76,20 @@ pub fn run(command: Command) -> Result<(), Error> {
             crate::pack::run(&args.options())
         }
         Command::Packs(args) => crate::pack::list(&args.options(), &mut std::io::stdout().lock()),
+        Command::Completions(args) => {
+            use clap::CommandFactory as _;
+            use std::io::Write as _;
+            // Generated into memory: clap_complete panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(
+                args.shell,
+                &mut crate::cli::Cli::command(),
+                "ri",
+                &mut script,
+            );
+            std::io::stdout().lock().write_all(&script)?;
+            Ok(())
+        }
+        Command::Manpages(args) => man_pages(&args.dir),
     }
 }

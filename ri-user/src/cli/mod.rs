@@ -8,8 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::{list::ListOptions, trace::TraceOptions};
 
 mod agg;
+mod interactive;
 mod pack;
 pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs, LeaksArgs};
+pub use interactive::{CompletionsArgs, ManpagesArgs, ShellArgs, TopArgs};
 pub use pack::{PacksArgs, RunArgs};
 
 /// ri: run-time instruments for live services.
@@ -146,6 +148,11 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Print a completion script: `ri completions bash > /etc/bash_completion.d/ri`.
+    Completions(CompletionsArgs),
+    /// Write man pages for ri and every subcommand into DIR.
+    #[command(hide = true)]
+    Manpages(ManpagesArgs),
 }
 
 /// `ri fid` actions.
