@@ -23,9 +23,27 @@ fn fid(action: FidAction, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// `ri count|hist|latency|inflight`.
-fn agg(opts: Result<crate::agg::AggOptions, String>) -> Result<(), Error> {
-    crate::agg::run(&opts.map_err(Error::Usage)?)
+/// The aggregation a `count|hist|latency|inflight|leaks` command stands
+/// for, or the command back when it is another one.
+pub fn aggregation(
+    command: Command,
+) -> Result<Result<crate::agg::AggOptions, String>, Box<Command>> {
+    use crate::agg::AggKind;
+    Ok(match command {
+        Command::Count(a) => a.common.options(AggKind::Count, a.probes),
+        Command::Hist(a) => a.common.options(AggKind::Hist(a.value), a.probes),
+        Command::Latency(a) => a.options(),
+        Command::Leaks(a) => a.options(),
+        Command::Inflight(a) => a.common.options(
+            AggKind::Inflight(crate::agg::Inflight {
+                end: a.end,
+                updates: a.update,
+                seen: a.seen,
+            }),
+            vec![a.begin],
+        ),
+        other => return Err(Box::new(other)),
+    })
 }
 
 /// `ri manpages DIR`: `ri.1` and one page per subcommand (`ri-list.1`...),
@@ -39,7 +57,10 @@ fn man_pages(dir: &std::path::Path) -> Result<(), Error> {
 
 /// Runs one command to completion.
 pub fn run(command: Command) -> Result<(), Error> {
-    use crate::agg::AggKind;
+    let command = match aggregation(command) {
+        Ok(opts) => return crate::agg::run(&opts.map_err(Error::Usage)?),
+        Err(other) => *other,
+    };
     match command {
         Command::List { pid, args, json } => {
             let opts = list_options(pid, &args, json);
@@ -49,18 +70,6 @@ pub fn run(command: Command) -> Result<(), Error> {
             Ok(opts) => crate::trace::run(&opts).map(|_| ()),
             Err(msg) => Err(Error::Usage(msg)),
         },
-        Command::Count(a) => agg(a.common.options(AggKind::Count, a.probes)),
-        Command::Hist(a) => agg(a.common.options(AggKind::Hist(a.value), a.probes)),
-        Command::Latency(a) => agg(a.options()),
-        Command::Leaks(a) => agg(a.options()),
-        Command::Inflight(a) => agg(a.common.options(
-            AggKind::Inflight(crate::agg::Inflight {
-                end: a.end,
-                updates: a.update,
-                seen: a.seen,
-            }),
-            vec![a.begin],
-        )),
         Command::Ctl(args) => match args.options() {
             Ok(opts) => crate::ctl::run(&opts),
             Err(msg) => Err(Error::Usage(msg)),
@@ -91,5 +100,12 @@ pub fn run(command: Command) -> Result<(), Error> {
             Ok(())
         }
         Command::Manpages(args) => man_pages(&args.dir),
+        Command::Top(args) => crate::top::run(&args),
+        Command::Shell(args) => crate::shell::run(&args),
+        Command::Count(_)
+        | Command::Hist(_)
+        | Command::Latency(_)
+        | Command::Leaks(_)
+        | Command::Inflight(_) => unreachable!("aggregations are run above"),
     }
 }

@@ -77,6 +77,12 @@ pub enum Error {
     /// A probe pack that cannot be read, found or expanded.
     #[error("{0}")]
     Pack(#[from] crate::pack::PackError),
+    /// `ri top`: nothing to show, or the terminal.
+    #[error("{0}")]
+    Top(#[from] crate::top::TopError),
+    /// `ri shell`: the line editor, a job name, a malformed shell command.
+    #[error("{0}")]
+    Shell(#[from] crate::shell::ShellError),
     /// Output or system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

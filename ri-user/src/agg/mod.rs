@@ -13,6 +13,7 @@
 mod inflight;
 mod labels;
 mod leaks;
+mod live;
 mod printer;
 mod read;
 mod render;
@@ -31,6 +32,7 @@ use crate::{
 };
 
 pub use labels::{LabelSpec, split_name};
+pub use live::Live;
 pub use read::{Snapshot, Stats};
 
 /// Errors turning probes into aggregations.

@@ -16,7 +16,12 @@ pub use pack::{PacksArgs, RunArgs};
 
 /// ri: run-time instruments for live services.
 #[derive(Debug, Parser)]
-#[command(name = "ri", version, about, propagate_version = true)]
+#[command(
+    name = "ri",
+    version,
+    about = "Run-time instruments for live services: trace, count and time their functions (eBPF), read their memory, drive their control sockets",
+    propagate_version = true
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -135,9 +140,9 @@ pub enum Command {
     Run(RunArgs),
     /// List probe packs, their instruments and where each pack came from.
     ///
-    /// Packs are built in and read from /etc/ri/probes, ~/.config/ri/probes
-    /// and --pack FILE; a later pack of the same name replaces an earlier
-    /// one. `ri packs PACK` also lists its probe points.
+    /// Packs are built in and read from /usr/share/ri/probes, /etc/ri/probes,
+    /// ~/.config/ri/probes and --pack FILE; a later pack of the same name
+    /// replaces an earlier one. `ri packs PACK` also lists its probe points.
     Packs(PacksArgs),
     /// Motr fids: decode one, or map an object name to its fids.
     Fid {
@@ -148,6 +153,24 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// A full-screen live view of a pack's instruments, refreshed each second.
+    ///
+    /// `ri top motr -p PID`: requests per second and p50/p99 per opcode,
+    /// requests in flight (oldest first), sessions, allocation rate and
+    /// outstanding bytes. Other packs show each aggregating instrument.
+    /// Everything comes from in-kernel aggregations. Keys: Tab or 1-9 switch
+    /// panes, s changes the sort, q quits (and detaches). --once prints one
+    /// frame as text.
+    Top(TopArgs),
+    /// An interactive session: every ri command without `ri`, with history,
+    /// Ctrl-R, tab completion, and instruments kept attached in the background.
+    ///
+    /// `start PACK.INSTRUMENT [ARGS] as NAME` starts one in the background,
+    /// `jobs` lists them, `show NAME` prints its current totals, `stop NAME`
+    /// detaches it, `save FILE` writes the shell's commands as a session
+    /// file, `exit` (or Ctrl-D) detaches everything. Ctrl-C stops the
+    /// foreground command.
+    Shell(ShellArgs),
     /// Print a completion script: `ri completions bash > /etc/bash_completion.d/ri`.
     Completions(CompletionsArgs),
     /// Write man pages for ri and every subcommand into DIR.
