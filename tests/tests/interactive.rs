@@ -11,19 +11,30 @@ use std::{
 use ri_tests::{m0sim::M0d, require_bpf, ri_bin};
 use serde_json::Value;
 
-/// A tmux server of its own with one 80×24 session; killed when dropped
-/// (on failure too).
+/// A tmux server of its own (its socket in a temporary folder) with one
+/// 80×24 session; killed and the folder removed when dropped (on failure
+/// too).
 struct Tmux {
     socket: String,
+    /// Holds the socket and the shell's history; removed when dropped.
+    dir: tempfile::TempDir,
 }
 
 impl Tmux {
-    /// Runs `cmd` (a shell command line) in a new 80×24 session; the line
-    /// `EXIT=<status>` follows when it ends, and the pane stays.
+    /// Runs `cmd` (a shell command line; `{dir}` is a temporary folder of
+    /// its own) in a new 80×24 session; the line `EXIT=<status>` follows
+    /// when it ends, and the pane stays.
     fn start(tag: &str, cmd: &str) -> Tmux {
-        let socket = format!("ri-test-{tag}-{}", std::process::id());
-        let t = Tmux { socket };
-        let line = format!("{cmd}; echo EXIT=$?; sleep 600");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("ri-test-{tag}."))
+            .tempdir()
+            .unwrap();
+        let socket = dir.path().join("tmux").display().to_string();
+        let cmd = cmd.replace("{dir}", &dir.path().display().to_string());
+        let t = Tmux { socket, dir };
+        // `sh` itself gets the terminal's Ctrl-C too: a no-op trap keeps it
+        // (its child starts with the default action).
+        let line = format!("trap : INT; {cmd}; echo EXIT=$?; sleep 600");
         let out = t.tmux(&[
             "new-session",
             "-d",
@@ -41,7 +52,7 @@ impl Tmux {
 
     fn tmux(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(["-S", &self.socket, "-f", "/dev/null"])
             .args(args)
             .output()
             .expect("tmux is needed (cargo xtask setup installs it)")
@@ -177,16 +188,12 @@ fn bpf_links(pid: i32) -> usize {
 }
 
 fn shell(m0d: &M0d, tag: &str) -> Tmux {
-    let history =
-        std::env::temp_dir().join(format!("ri-shell-history-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_file(&history);
     let t = Tmux::start(
         tag,
         &format!(
-            "{} shell -p {} --history {}",
+            "{} shell -p {} --history {{dir}}/history",
             ri_bin().display(),
-            m0d.pid,
-            history.display()
+            m0d.pid
         ),
     );
     t.wait_for(&format!("ri {}> ", m0d.pid), 20);
@@ -371,4 +378,64 @@ fn top_once_prints_p50_and_p99_per_opcode() {
         assert!(row.split_whitespace().count() >= 7, "{row}");
     }
     drop(load);
+}
+
+#[test]
+fn shell_ctrl_c_ctl_completion_multi_line_and_save() {
+    require_bpf();
+    let m0d = M0d::start();
+    let t = shell(&m0d, "save");
+    let prompt = format!("ri {}> ", m0d.pid);
+    // Ctrl-C ends the foreground command (its totals print), not the shell.
+    t.text("count u:m0d:m0_fom_fini");
+    t.keys(&["Enter"]);
+    t.wait_for("ri: attached", 30);
+    let before = t.screen().matches(&prompt).count();
+    t.keys(&["C-c"]);
+    let end = Instant::now() + Duration::from_secs(20);
+    while t.screen().matches(&prompt).count() <= before {
+        assert!(
+            Instant::now() < end,
+            "no prompt after Ctrl-C:\n{}",
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The target's own control commands and their argument names.
+    t.text("ctl reqh.pa");
+    t.keys(&["Tab"]);
+    t.wait_for("ctl reqh.pause", 20);
+    t.keys(&["C-u"]);
+    t.text("ctl service.state st");
+    t.keys(&["Tab"]);
+    t.wait_for("ctl service.state state=", 20);
+    t.keys(&["C-u"]);
+    // A line ending in a backslash continues.
+    t.text("fid decode \\");
+    t.keys(&["Enter"]);
+    let s = t.command(&prompt, "'<1:2>'", 10);
+    assert!(s.contains("key: 0x2"), "{s}");
+    t.command(&prompt, "start motr.queue as q", 30);
+    let file = t.dir.path().join("saved.toml");
+    t.command(&prompt, &format!("save {}", file.display()), 10);
+    let saved = std::fs::read_to_string(&file).unwrap();
+    let doc: toml::Table = toml::from_str(&saved).unwrap_or_else(|e| panic!("{e}:\n{saved}"));
+    assert_eq!(
+        doc["pids"].as_array().unwrap()[0].as_integer(),
+        Some(m0d.pid as i64)
+    );
+    let inst = &doc["instrument"].as_array().unwrap()[0];
+    assert_eq!(inst["name"].as_str(), Some("q"), "{saved}");
+    assert_eq!(inst["run"].as_str(), Some("motr.queue"), "{saved}");
+    let cmds: Vec<&str> = doc["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cmd"].as_str().unwrap())
+        .collect();
+    assert_eq!(cmds[0], "count u:m0d:m0_fom_fini", "{saved}");
+    assert!(cmds[1].starts_with("fid decode"), "{saved}");
+    t.keys(&["C-d"]);
+    t.wait_for("EXIT=0", 30);
+    assert_unprobed(m0d.pid);
 }
