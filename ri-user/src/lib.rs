@@ -25,6 +25,7 @@ pub mod probe;
 pub mod report;
 pub mod session;
 pub mod shell;
+pub mod signals;
 pub mod sink;
 pub mod stack;
 pub mod target;

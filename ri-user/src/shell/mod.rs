@@ -198,49 +198,6 @@ fn toml_string(s: &str) -> String {
     out
 }
 
-/// Catches Ctrl-C for the whole process from now on (a foreground command
-/// stops on it; at the prompt the editor reads it as a key), and ends the
-/// process on SIGTERM and SIGHUP: the kernel then closes every probe's
-/// descriptor, which detaches them all.
-fn signals() -> Result<(), Error> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use tokio::signal::unix::{SignalKind, signal};
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => return ready_tx.send(Err(e)).unwrap_or(()),
-        };
-        rt.block_on(async {
-            let sigs = (|| {
-                Ok::<_, std::io::Error>((
-                    signal(SignalKind::interrupt())?,
-                    signal(SignalKind::terminate())?,
-                    signal(SignalKind::hangup())?,
-                ))
-            })();
-            let (mut int, mut term, mut hup) = match sigs {
-                Ok(s) => s,
-                Err(e) => return ready_tx.send(Err(e)).unwrap_or(()),
-            };
-            let _ = ready_tx.send(Ok(()));
-            loop {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => std::process::exit(143),
-                    _ = hup.recv() => std::process::exit(129),
-                }
-            }
-        });
-    });
-    ready_rx
-        .recv()
-        .map_err(|_| Error::Usage("signal thread did not start".into()))?
-        .map_err(Error::Io)
-}
-
 /// The default history file.
 fn history_file(args: &ShellArgs) -> Option<PathBuf> {
     args.history
@@ -253,7 +210,7 @@ pub fn run(args: &ShellArgs) -> Result<(), Error> {
     for &pid in &args.pids {
         crate::target::check_pid(pid)?;
     }
-    signals()?;
+    crate::signals::catch(|| {})?;
     let names = Rc::new(RefCell::new(Vec::new()));
     let config = Config::builder()
         .completion_type(CompletionType::List)

@@ -151,6 +151,8 @@ pub fn run(
     every: Duration,
     notes: &[String],
 ) -> Result<(), Error> {
+    // Killed, it gives the terminal back first (ratatui::restore).
+    crate::signals::catch(ratatui::restore)?;
     let mut term = ratatui::try_init().map_err(TopError::Terminal)?;
     let _restore = Restore;
     let head = title(pack, pids);
