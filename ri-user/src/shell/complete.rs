@@ -109,7 +109,9 @@ impl Completion {
             return self.probe(before, word_at + i);
         }
         if word.starts_with('-') {
-            let sub = root.find_subcommand(cmd).cloned().unwrap_or_default();
+            // `start` takes `ri run`'s flags.
+            let name = if cmd == "start" { "run" } else { cmd.as_str() };
+            let sub = root.find_subcommand(name).cloned().unwrap_or_default();
             let flags = sub.get_arguments().flat_map(|a| {
                 a.get_long()
                     .map(|l| format!("--{l}"))
@@ -324,6 +326,11 @@ mod tests {
             c.candidates("start motr.q")
                 .1
                 .contains(&"motr.queue".to_string())
+        );
+        assert!(
+            c.candidates("start motr.queue --inter")
+                .1
+                .contains(&"--interval".to_string())
         );
         assert_eq!(word_start("trace 'u:x:f(a) if"), 6);
     }
