@@ -5,7 +5,8 @@
 //! info. `trace`, `agg` (count, hist, latency), `list`, `peek`, `types` and
 //! `report` are the commands, `pack` names instruments built from them;
 //! `stack` symbolizes user stacks; `cli` holds every flag and `dispatch`
-//! runs a parsed command.
+//! runs a parsed command. `shell` and `top` are the interactive commands
+//! (over `agg::Live`), `signals` their process-wide signal handling.
 
 pub mod agg;
 pub mod cli;
