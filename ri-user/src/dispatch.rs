@@ -53,9 +53,44 @@ fn session(action: crate::cli::SessionAction) -> Result<(), Error> {
     Ok(())
 }
 
+/// The aggregation a `count|hist|latency|inflight|leaks` command stands
+/// for, or the command back when it is another one.
+pub fn aggregation(
+    command: Command,
+) -> Result<Result<crate::agg::AggOptions, String>, Box<Command>> {
+    use crate::agg::AggKind;
+    Ok(match command {
+        Command::Count(a) => a.options(),
+        Command::Hist(a) => a.common.options(AggKind::Hist(a.value), a.probes),
+        Command::Latency(a) => a.options(),
+        Command::Leaks(a) => a.options(),
+        Command::Inflight(a) => a.common.options(
+            AggKind::Inflight(crate::agg::Inflight {
+                end: a.end,
+                updates: a.update,
+                seen: a.seen,
+            }),
+            vec![a.begin],
+        ),
+        other => return Err(Box::new(other)),
+    })
+}
+
+/// `ri manpages DIR`: `ri.1` and one page per subcommand (`ri-list.1`...),
+/// from the same definitions the parser uses.
+fn man_pages(dir: &std::path::Path) -> Result<(), Error> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(crate::cli::Cli::command(), dir)?;
+    Ok(())
+}
+
 /// Runs one command to completion.
 pub fn run(command: Command) -> Result<(), Error> {
-    use crate::agg::AggKind;
+    let command = match aggregation(command) {
+        Ok(opts) => return agg(opts),
+        Err(other) => *other,
+    };
     match command {
         Command::List { pid, args, json } => {
             let opts = list_options(pid, &args, json);
@@ -65,18 +100,6 @@ pub fn run(command: Command) -> Result<(), Error> {
             Ok(opts) => crate::trace::run(&opts).map(|_| ()),
             Err(msg) => Err(Error::Usage(msg)),
         },
-        Command::Count(a) => agg(a.options()),
-        Command::Hist(a) => agg(a.common.options(AggKind::Hist(a.value), a.probes)),
-        Command::Latency(a) => agg(a.options()),
-        Command::Leaks(a) => agg(a.options()),
-        Command::Inflight(a) => agg(a.common.options(
-            AggKind::Inflight(crate::agg::Inflight {
-                end: a.end,
-                updates: a.update,
-                seen: a.seen,
-            }),
-            vec![a.begin],
-        )),
         Command::Ctl(args) => match args.options() {
             Ok(opts) => crate::ctl::run(&opts),
             Err(msg) => Err(Error::Usage(msg)),
@@ -106,5 +129,27 @@ pub fn run(command: Command) -> Result<(), Error> {
         }
         Command::Session { action } => session(action),
         Command::Packs(args) => crate::pack::list(&args.options(), &mut std::io::stdout().lock()),
+        Command::Completions(args) => {
+            use clap::CommandFactory as _;
+            use std::io::Write as _;
+            // Generated into memory: clap_complete panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(
+                args.shell,
+                &mut crate::cli::Cli::command(),
+                "ri",
+                &mut script,
+            );
+            std::io::stdout().lock().write_all(&script)?;
+            Ok(())
+        }
+        Command::Manpages(args) => man_pages(&args.dir),
+        Command::Top(args) => crate::top::run(&args),
+        Command::Shell(args) => crate::shell::run(&args),
+        Command::Count(_)
+        | Command::Hist(_)
+        | Command::Latency(_)
+        | Command::Leaks(_)
+        | Command::Inflight(_) => unreachable!("aggregations are run above"),
     }
 }

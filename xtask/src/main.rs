@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup|build|test|demo|bench`.
+//! Project tasks: `cargo xtask setup|build|test|demo|dist|bench`.
 //!
 //! `setup` installs what a fresh machine lacks (nightly `rust-src`,
 //! `bpf-linker`, bpftrace for the comparison tests) and returns quickly when
@@ -10,10 +10,11 @@ mod bench_dwarf;
 mod bench_fleet;
 mod bench_report;
 mod bench_run;
-mod bench_trace;
 mod bench_session;
+mod bench_trace;
 mod bench_wild;
 mod demo;
+mod dist;
 mod gen_dwarf;
 
 use std::{
@@ -52,6 +53,8 @@ enum Task {
     },
     /// Build, start the bundled sample service, trace it, print what was seen.
     Demo,
+    /// Build a Debian package of ri in target/dist (dpkg-deb).
+    Dist,
     /// Measure probe overhead, startup and memory against bpftrace and a bare
     /// program; write bench/RESULTS.md.
     Bench {
@@ -128,6 +131,11 @@ fn main() -> Result<()> {
             setup()?;
             build()?;
             demo::run()
+        }
+        Task::Dist => {
+            setup()?;
+            build()?;
+            dist::run_dist().map(|_| ())
         }
         Task::Bench {
             agg,
@@ -309,6 +317,17 @@ fn setup() -> Result<()> {
     if !nightly_parts.lines().any(|l| l.starts_with("clippy")) {
         eprintln!("setup: adding clippy to nightly");
         run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))?;
+    }
+    // dpkg-deb packs `cargo xtask dist`; man-db and tmux serve the
+    // package and interactive tests (`man ri`, a real terminal).
+    for (program, package) in [("dpkg-deb", "dpkg"), ("man", "man-db"), ("tmux", "tmux")] {
+        if !have(program) && have("apt-get") {
+            eprintln!("setup: installing {package}");
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-qq", package])
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        }
     }
     if !have("gcc") {
         bail!("gcc is needed to build the C fixtures and is not installed");

@@ -14,6 +14,7 @@ mod inflight;
 pub use inflight::monotonic_ns;
 mod labels;
 mod leaks;
+mod live;
 mod printer;
 mod read;
 mod render;
@@ -32,6 +33,7 @@ use crate::{
 };
 
 pub use labels::{LabelSpec, split_name};
+pub use live::Live;
 pub(crate) use read::Cell;
 pub use read::{Snapshot, Stats};
 pub(crate) use render::{hist_json, hist_summary};

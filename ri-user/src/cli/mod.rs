@@ -8,15 +8,22 @@ use clap::{Args, Parser, Subcommand};
 use crate::{list::ListOptions, trace::TraceOptions};
 
 mod agg;
+mod interactive;
 mod pack;
 mod session;
 pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs, LeaksArgs};
+pub use interactive::{CompletionsArgs, ManpagesArgs, ShellArgs, TopArgs};
 pub use pack::{PacksArgs, RunArgs};
 pub use session::{SessionAction, SessionExportArgs, SessionRunArgs};
 
 /// ri: run-time instruments for live services.
 #[derive(Debug, Parser)]
-#[command(name = "ri", version, about, propagate_version = true)]
+#[command(
+    name = "ri",
+    version,
+    about = "Run-time instruments for live services: trace, count and time their functions (eBPF), read their memory, drive their control sockets",
+    propagate_version = true
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -143,9 +150,9 @@ pub enum Command {
     Run(RunArgs),
     /// List probe packs, their instruments and where each pack came from.
     ///
-    /// Packs are built in and read from /etc/ri/probes, ~/.config/ri/probes
-    /// and --pack FILE; a later pack of the same name replaces an earlier
-    /// one. `ri packs PACK` also lists its probe points.
+    /// Packs are built in and read from /usr/share/ri/probes, /etc/ri/probes,
+    /// ~/.config/ri/probes and --pack FILE; a later pack of the same name
+    /// replaces an earlier one. `ri packs PACK` also lists its probe points.
     Packs(PacksArgs),
     /// Capture sessions: run a session file into a bundle, show or export
     /// a bundle (docs/SESSIONS.md).
@@ -163,6 +170,29 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// A full-screen live view of a pack's instruments, refreshed each second.
+    ///
+    /// `ri top motr -p PID`: requests per second and p50/p99 per opcode,
+    /// requests in flight (oldest first), sessions, allocation rate and
+    /// outstanding bytes. Other packs show each aggregating instrument.
+    /// Everything comes from in-kernel aggregations. Keys: Tab or 1-9 switch
+    /// panes, s changes the sort, q quits (and detaches). --once prints one
+    /// frame as text.
+    Top(TopArgs),
+    /// An interactive session: every ri command without `ri`, with history,
+    /// Ctrl-R, tab completion, and instruments kept attached in the background.
+    ///
+    /// `start PACK.INSTRUMENT [ARGS] as NAME` starts one in the background,
+    /// `jobs` lists them, `show NAME` prints its current totals, `stop NAME`
+    /// detaches it, `save FILE` writes the shell's commands as a session
+    /// file, `exit` (or Ctrl-D) detaches everything. Ctrl-C stops the
+    /// foreground command.
+    Shell(ShellArgs),
+    /// Print a completion script: `ri completions bash > /etc/bash_completion.d/ri`.
+    Completions(CompletionsArgs),
+    /// Write man pages for ri and every subcommand into DIR.
+    #[command(hide = true)]
+    Manpages(ManpagesArgs),
 }
 
 /// `ri fid` actions.
