@@ -122,6 +122,8 @@ fn main() -> Result<()> {
         Task::Test { no_lint, rest } => {
             setup()?;
             build()?;
+            // The package test installs what `cargo xtask dist` builds.
+            dist::run_dist()?;
             if !no_lint {
                 lint()?;
             }
