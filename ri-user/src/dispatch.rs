@@ -23,14 +23,33 @@ fn fid(action: FidAction, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// `ri count|hist|latency|inflight`.
-fn agg(opts: Result<crate::agg::AggOptions, String>) -> Result<(), Error> {
-    crate::agg::run(&opts.map_err(Error::Usage)?)
+/// The options of an aggregating command (`ri count|hist|latency|inflight|
+/// leaks`), or the command back when it is another one.
+pub fn agg_options(command: Command) -> Result<Result<crate::agg::AggOptions, String>, Command> {
+    use crate::agg::AggKind;
+    Ok(match command {
+        Command::Count(a) => a.common.options(AggKind::Count, a.probes),
+        Command::Hist(a) => a.common.options(AggKind::Hist(a.value), a.probes),
+        Command::Latency(a) => a.options(),
+        Command::Leaks(a) => a.options(),
+        Command::Inflight(a) => a.common.options(
+            AggKind::Inflight(crate::agg::Inflight {
+                end: a.end,
+                updates: a.update,
+                seen: a.seen,
+            }),
+            vec![a.begin],
+        ),
+        other => return Err(other),
+    })
 }
 
 /// Runs one command to completion.
 pub fn run(command: Command) -> Result<(), Error> {
-    use crate::agg::AggKind;
+    let command = match agg_options(command) {
+        Ok(opts) => return crate::agg::run(&opts.map_err(Error::Usage)?),
+        Err(other) => other,
+    };
     match command {
         Command::List { pid, args, json } => {
             let opts = list_options(pid, &args, json);
@@ -40,18 +59,12 @@ pub fn run(command: Command) -> Result<(), Error> {
             Ok(opts) => crate::trace::run(&opts).map(|_| ()),
             Err(msg) => Err(Error::Usage(msg)),
         },
-        Command::Count(a) => agg(a.common.options(AggKind::Count, a.probes)),
-        Command::Hist(a) => agg(a.common.options(AggKind::Hist(a.value), a.probes)),
-        Command::Latency(a) => agg(a.options()),
-        Command::Leaks(a) => agg(a.options()),
-        Command::Inflight(a) => agg(a.common.options(
-            AggKind::Inflight(crate::agg::Inflight {
-                end: a.end,
-                updates: a.update,
-                seen: a.seen,
-            }),
-            vec![a.begin],
-        )),
+        Command::Count(_)
+        | Command::Hist(_)
+        | Command::Latency(_)
+        | Command::Leaks(_)
+        | Command::Inflight(_) => unreachable!("aggregations are run above"),
+        Command::Serve(args) => crate::serve::run(args.options()?),
         Command::Ctl(args) => match args.options() {
             Ok(opts) => crate::ctl::run(&opts),
             Err(msg) => Err(Error::Usage(msg)),

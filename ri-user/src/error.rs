@@ -77,6 +77,9 @@ pub enum Error {
     /// A probe pack that cannot be read, found or expanded.
     #[error("{0}")]
     Pack(#[from] crate::pack::PackError),
+    /// `ri serve`: its config, its listener.
+    #[error("{0}")]
+    Serve(#[from] crate::serve::ServeError),
     /// Output or system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

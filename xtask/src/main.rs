@@ -233,6 +233,26 @@ fn setup() -> Result<()> {
             .args(["install", "-y", "-qq", "systemtap-sdt-dev"])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    // Prometheus scrapes `ri serve` in its tests; the tests run the binary
+    // themselves, so the package's own service is stopped and disabled.
+    if !have("prometheus") && have("apt-get") {
+        eprintln!("setup: installing prometheus");
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "prometheus",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        if have("systemctl") {
+            let _ = Command::new("systemctl")
+                .args(["disable", "--now", "prometheus.service"])
+                .status();
+        }
+    }
     // Clippy on nightly lints the eBPF crate for its own target.
     let nightly_parts = output(Command::new("rustup").args([
         "component",

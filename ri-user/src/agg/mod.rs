@@ -30,8 +30,11 @@ use crate::{
     trace::{self, Launched, Stop, TraceOptions},
 };
 
-pub use labels::{LabelSpec, split_name};
-pub use read::{Snapshot, Stats};
+pub use inflight::{Flight, monotonic_ns, read as read_flights};
+pub use labels::{LabelSpec, Names, split_name};
+pub use leaks::group as leak_groups;
+pub use read::{Cell, Snapshot, Stats, snapshot as read_snapshot, stats as read_stats};
+pub use render::{View, key_pairs};
 
 /// Errors turning probes into aggregations.
 #[derive(Debug, thiserror::Error)]

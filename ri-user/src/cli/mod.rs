@@ -9,8 +9,10 @@ use crate::{list::ListOptions, trace::TraceOptions};
 
 mod agg;
 mod pack;
+mod serve;
 pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs, LeaksArgs};
 pub use pack::{PacksArgs, RunArgs};
+pub use serve::ServeArgs;
 
 /// ri: run-time instruments for live services.
 #[derive(Debug, Parser)]
@@ -137,6 +139,15 @@ pub enum Command {
     /// and --pack FILE; a later pack of the same name replaces an earlier
     /// one. `ri packs PACK` also lists its probe points.
     Packs(PacksArgs),
+    /// Keep instruments attached and serve them as Prometheus metrics.
+    ///
+    /// `ri serve motr.ops motr.fops -p PID` keeps the pack instruments (or
+    /// the ri commands of --config FILE) attached and serves `/metrics`
+    /// (counts as counters, histograms and latencies as histograms,
+    /// in-flight operations and leaks as gauges), read from the kernel's
+    /// maps at each scrape. SIGHUP reloads --config; instruments left
+    /// unchanged keep their counters.
+    Serve(ServeArgs),
     /// Motr fids: decode one, or map an object name to its fids.
     Fid {
         /// What to do.
