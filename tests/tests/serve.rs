@@ -73,10 +73,10 @@ fn try_get(port: u16, path: &str) -> std::io::Result<(String, String)> {
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
+    Ok((
         head.lines().next().unwrap_or("").to_string(),
         body.to_string(),
-    )
+    ))
 }
 
 fn encode(q: &str) -> String {
@@ -249,10 +249,10 @@ fn prometheus_scrapes_counts_and_latency_that_match_m0d() {
     let op = "op=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode";
     let mut cmd = Command::new(ri_bin());
     cmd.args(["trace", "-p", &pid, "--json"]).args([
-        format!("u:{}:fom_queue(fom=fom, {op})", m0d_bin.display()),
-        format!("u:{}:fom_fini(fom=fom)", m0d_bin.display()),
+        format!("u:{}:m0_fom_queue(fom=fom, {op})", m0d_bin.display()),
+        format!("u:{}:m0_fom_fini(fom=fom)", m0d_bin.display()),
     ]);
-    let (tchild, tout, _terr) = start_waiting(cmd, "attached", true);
+    let (tchild, tout, terr) = start_waiting(cmd, "attached", true);
     let trace = Guard(tchild, Some(tout));
 
     // A first load makes the series; the window is the second one, between
@@ -269,9 +269,11 @@ fn prometheus_scrapes_counts_and_latency_that_match_m0d() {
     std::thread::sleep(Duration::from_millis(2500));
     let (tb, own_b) = (now(), requests(&m0d));
     let events = events(trace.stop().as_bytes());
+    let trace_err = String::from_utf8_lossy(&terr.join().unwrap()).into_owned();
 
+    let at = |t: f64| format!("sum by (opcode_name) (ri_motr_ops_total @ {t:.3})");
+    let q = format!("{} - ({} or {} * 0)", at(tb), at(ta), at(tb));
     let ops = "sum by (opcode_name) (ri_motr_ops_total)";
-    let q = format!("{ops} @ {tb:.3} - ({ops} @ {ta:.3} or {ops} @ {tb:.3} * 0)");
     let increase = prom.by(&q, "opcode_name", tb);
     let at_m = prom.by(ops, "opcode_name", tm);
     assert!(increase.len() >= 5, "{increase:?}");
@@ -293,8 +295,11 @@ fn prometheus_scrapes_counts_and_latency_that_match_m0d() {
     // p99 of writes (opcode 42) by histogram_quantile, against the exact one.
     let mut begun = std::collections::HashMap::new();
     let mut lat = Vec::new();
+    // The ring holds events of all CPUs: pair them in time order.
+    let mut events = events;
+    events.sort_by_key(|e| e["ts_ns"].as_u64());
     for e in &events {
-        let fom = e["fom"].as_u64().unwrap_or_default();
+        let fom = e["fom"].to_string();
         let ts = e["ts_ns"].as_u64().unwrap();
         if e["probe"].as_str().unwrap_or("").contains("fom_queue") {
             begun.insert(fom, (ts, e["op"].as_u64()));
@@ -311,8 +316,15 @@ fn prometheus_scrapes_counts_and_latency_that_match_m0d() {
     let got = p99.first().map(|(_, v)| *v).expect("a p99");
     assert!(
         (got - exact).abs() <= exact * 0.05,
-        "p99 {got} s from Prometheus, {exact} s exact ({} writes)",
-        lat.len()
+        "p99 {got} s from Prometheus, {exact} s exact ({} writes traced, {:?} served; slowest {:?})\n{trace_err}\n{:?}",
+        lat.len(),
+        prom.by("ri_motr_fops_seconds_count{opcode_name=\"write\"}", "", tb),
+        &lat[lat.len().saturating_sub(8)..],
+        prom.by(
+            "ri_motr_fops_seconds_bucket{opcode_name=\"write\"}",
+            "le",
+            tb
+        ),
     );
     drop(prom);
     serve.stop();

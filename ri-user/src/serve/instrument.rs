@@ -114,6 +114,35 @@ fn argv(spec: &Resolved, pids: &[u32], packs: &[PathBuf]) -> Result<Vec<String>,
     Ok(argv)
 }
 
+/// Checks, before anything is attached, that `spec` names an aggregating
+/// pack instrument or command.
+pub fn validate(spec: &Resolved, packs: &[PathBuf]) -> Result<(), Error> {
+    let trace = match &spec.run {
+        Some(run) => {
+            let loaded = crate::pack::load_all(packs)?;
+            let (pack, name) = crate::pack::find(&loaded, run)?;
+            pack.file.instruments[name].kind == "trace"
+        }
+        None => {
+            let argv = std::iter::once("ri").chain(spec.command.iter().map(String::as_str));
+            let cli = crate::cli::Cli::try_parse_from(argv).map_err(|e| {
+                ServeError::Instrument(format!("{}: {}", spec.name, crate::cli::fault(&e)))
+            })?;
+            crate::dispatch::agg_options(cli.command).is_err()
+        }
+    };
+    if trace {
+        return Err(not_aggregating(&spec.name).into());
+    }
+    Ok(())
+}
+
+fn not_aggregating(name: &str) -> ServeError {
+    ServeError::Instrument(format!(
+        "{name}: ri serve keeps aggregations (count, hist, latency, inflight, leaks), not traces"
+    ))
+}
+
 impl Instrument {
     /// An instrument not attached yet.
     pub fn new(spec: Resolved) -> Self {
@@ -222,12 +251,7 @@ impl Instrument {
                 ServeError::Instrument(format!("{}: {}", self.spec.name, crate::cli::fault(&e)))
             })?;
         let mut opts = crate::dispatch::agg_options(cli.command)
-            .map_err(|_| {
-                ServeError::Instrument(format!(
-                    "{}: ri serve keeps aggregations (count, hist, latency, inflight, leaks), not traces",
-                    self.spec.name
-                ))
-            })?
+            .map_err(|_| not_aggregating(&self.spec.name))?
             .map_err(Error::Usage)?;
         if opts.trace.command.is_some() {
             return Err(ServeError::Instrument(format!(

@@ -71,7 +71,11 @@ fn specs(opts: &ServeOptions) -> Result<Vec<Resolved>, Error> {
         Some(p) => config::read(p)?,
         None => Config::default(),
     };
-    Ok(cfg.resolve(&opts.instruments, &opts.pids)?)
+    let specs = cfg.resolve(&opts.instruments, &opts.pids)?;
+    for s in &specs {
+        instrument::validate(s, &opts.packs)?;
+    }
+    Ok(specs)
 }
 
 /// The served state.
