@@ -25,7 +25,9 @@ fn fid(action: FidAction, json: bool) -> Result<(), Error> {
 
 /// The options of an aggregating command (`ri count|hist|latency|inflight|
 /// leaks`), or the command back when it is another one.
-pub fn agg_options(command: Command) -> Result<Result<crate::agg::AggOptions, String>, Command> {
+pub fn agg_options(
+    command: Command,
+) -> Result<Result<crate::agg::AggOptions, String>, Box<Command>> {
     use crate::agg::AggKind;
     Ok(match command {
         Command::Count(a) => a.common.options(AggKind::Count, a.probes),
@@ -40,7 +42,7 @@ pub fn agg_options(command: Command) -> Result<Result<crate::agg::AggOptions, St
             }),
             vec![a.begin],
         ),
-        other => return Err(other),
+        other => return Err(Box::new(other)),
     })
 }
 
@@ -48,7 +50,7 @@ pub fn agg_options(command: Command) -> Result<Result<crate::agg::AggOptions, St
 pub fn run(command: Command) -> Result<(), Error> {
     let command = match agg_options(command) {
         Ok(opts) => return crate::agg::run(&opts.map_err(Error::Usage)?),
-        Err(other) => other,
+        Err(other) => *other,
     };
     match command {
         Command::List { pid, args, json } => {

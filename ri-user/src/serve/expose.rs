@@ -149,14 +149,14 @@ mod tests {
             Family::new("ri_n", "n").with(Vec::new(), Value::Counter(4.0)),
         ]);
         assert!(
-            text.contains("ri_x_bucket{op=\"w\",le=\"2.0\"} 3"),
+            text.contains("ri_x_bucket{le=\"2.0\",op=\"w\"} 3"),
             "{text}"
         );
         assert!(
-            text.contains("ri_x_bucket{op=\"w\",le=\"+Inf\"} 3"),
+            text.contains("ri_x_bucket{le=\"+Inf\",op=\"w\"} 3"),
             "{text}"
         );
-        assert!(text.contains("ri_n_total 4"), "{text}");
+        assert!(text.contains("ri_n_total 4.0"), "{text}");
         let old = classic(&text);
         assert!(old.contains("# TYPE ri_n_total counter\n"), "{old}");
         assert!(old.contains("# HELP ri_n_total n\n"), "{old}");
