@@ -367,6 +367,25 @@ fn serve_follows_a_restarted_m0d_by_name() {
     let after = total(sport);
     let served = ri_tests::m0sim::requests(&again.stats()) as f64;
     assert_eq!(after, before + served, "after restart ({:?})", t.elapsed());
+
+    // SIGHUP with one more instrument: the unchanged one keeps its counts.
+    std::fs::write(
+        &cfg,
+        format!("comm = \"{name}\"\n\n[[instrument]]\nrun = \"motr.ops\"\n\n[[instrument]]\nrun = \"motr.fops\"\n"),
+    )
+    .unwrap();
+    // SAFETY: plain syscall on our child.
+    unsafe { libc::kill(serve.0.id() as i32, libc::SIGHUP) };
+    let t = Instant::now();
+    while !get(sport, "/metrics").1.contains("ri_targets_attached 2") {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{}",
+            get(sport, "/metrics").1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(total(sport), after, "counts after SIGHUP");
     serve.stop();
 }
 
