@@ -9,6 +9,7 @@ mod bench_dwarf;
 mod bench_hist;
 mod bench_report;
 mod bench_run;
+mod bench_serve;
 mod bench_wild;
 mod demo;
 mod gen_dwarf;
@@ -74,6 +75,16 @@ enum Task {
         /// `--whole` without the 5,000-site row (a quick check).
         #[arg(long)]
         no_wild: bool,
+        /// Only `ri serve`: scrape time of --serve-series series and CPU
+        /// while idle; write bench/RESULTS-serve.md.
+        #[arg(long, conflicts_with_all = ["agg", "dwarf", "wild", "whole"])]
+        serve: bool,
+        /// Series of the `--serve` scrape.
+        #[arg(long, default_value_t = 10_000)]
+        serve_series: u32,
+        /// Seconds `--serve` measures idle CPU over.
+        #[arg(long, default_value_t = 10)]
+        serve_idle: u64,
         /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
         /// then still waits while the kernel releases what it attached).
         #[arg(long, default_value_t = 30)]
@@ -110,9 +121,15 @@ fn main() -> Result<()> {
             whole_reps,
             no_wild,
             bpftrace_timeout,
+            serve,
+            serve_series,
+            serve_idle,
         } => {
             setup()?;
             build()?;
+            if serve {
+                return bench_serve::run(serve_series, 20, serve_idle);
+            }
             let timeout = std::time::Duration::from_secs(bpftrace_timeout);
             if agg {
                 bench::run_agg()

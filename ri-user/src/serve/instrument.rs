@@ -38,6 +38,9 @@ struct Live {
     stacks: RefCell<Stacks>,
     /// The processes attached (empty: file-wide).
     pids: Vec<u32>,
+    /// Labels of each (plan, key) seen: a key's labels never change, and
+    /// decoding them is most of a scrape of many series.
+    labels: RefCell<std::collections::HashMap<(u32, Vec<u8>), Labels>>,
 }
 
 /// An instrument kept attached.
@@ -278,6 +281,7 @@ impl Instrument {
             names: RefCell::new(agg::Names::new(pids.to_vec())),
             stacks: RefCell::new(stacks),
             pids: pids.to_vec(),
+            labels: RefCell::default(),
         })
     }
 
@@ -301,19 +305,19 @@ impl Instrument {
             let Some(p) = live.plans.get(*plan as usize).filter(|p| p.shown) else {
                 continue;
             };
-            let mut labels = agg::key_pairs(&view, p, key);
-            for (k, _) in &mut labels {
-                *k = super::config::metric_name(k);
-            }
-            if shown > 1 {
-                labels.insert(
-                    0,
-                    (
-                        "probe".into(),
-                        live.set.probes[*plan as usize].spec.func.clone(),
-                    ),
-                );
-            }
+            let mut cache = live.labels.borrow_mut();
+            let labels = cache.entry((*plan, key.clone())).or_insert_with(|| {
+                let mut labels = agg::key_pairs(&view, p, key);
+                for (k, _) in &mut labels {
+                    *k = super::config::metric_name(k);
+                }
+                if shown > 1 {
+                    let func = live.set.probes[*plan as usize].spec.func.clone();
+                    labels.insert(0, ("probe".into(), func));
+                }
+                labels
+            });
+            let labels = labels.clone();
             merge(acc.entry(labels).or_default(), cell);
         }
         Ok(acc)
