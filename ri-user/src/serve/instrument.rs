@@ -3,7 +3,7 @@
 
 use std::{
     cell::RefCell,
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, HashSet},
     path::PathBuf,
 };
 
@@ -60,8 +60,8 @@ pub struct Instrument {
     /// The pid set that last failed (not retried until it changes).
     failed: Option<Vec<u32>>,
     /// Series admitted under the cap, and those refused.
-    admitted: BTreeSet<Labels>,
-    refused: BTreeSet<Labels>,
+    admitted: HashSet<Labels>,
+    refused: HashSet<Labels>,
     /// Bucket range of its histograms, only ever widened.
     range: Option<(u32, u32)>,
 }
@@ -158,8 +158,8 @@ impl Instrument {
             base_full: 0,
             attach_failures: 0,
             failed: None,
-            admitted: BTreeSet::new(),
-            refused: BTreeSet::new(),
+            admitted: HashSet::new(),
+            refused: HashSet::new(),
             range: None,
         }
     }
