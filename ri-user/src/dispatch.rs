@@ -53,29 +53,6 @@ fn session(action: crate::cli::SessionAction) -> Result<(), Error> {
     Ok(())
 }
 
-/// The aggregation a `count|hist|latency|inflight|leaks` command stands
-/// for, or the command back when it is another one.
-pub fn aggregation(
-    command: Command,
-) -> Result<Result<crate::agg::AggOptions, String>, Box<Command>> {
-    use crate::agg::AggKind;
-    Ok(match command {
-        Command::Count(a) => a.options(),
-        Command::Hist(a) => a.common.options(AggKind::Hist(a.value), a.probes),
-        Command::Latency(a) => a.options(),
-        Command::Leaks(a) => a.options(),
-        Command::Inflight(a) => a.common.options(
-            AggKind::Inflight(crate::agg::Inflight {
-                end: a.end,
-                updates: a.update,
-                seen: a.seen,
-            }),
-            vec![a.begin],
-        ),
-        other => return Err(Box::new(other)),
-    })
-}
-
 /// `ri manpages DIR`: `ri.1` and one page per subcommand (`ri-list.1`...),
 /// from the same definitions the parser uses.
 fn man_pages(dir: &std::path::Path) -> Result<(), Error> {
@@ -87,7 +64,7 @@ fn man_pages(dir: &std::path::Path) -> Result<(), Error> {
 
 /// Runs one command to completion.
 pub fn run(command: Command) -> Result<(), Error> {
-    let command = match aggregation(command) {
+    let command = match command.aggregation() {
         Ok(opts) => return agg(opts),
         Err(other) => *other,
     };
@@ -100,6 +77,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             Ok(opts) => crate::trace::run(&opts).map(|_| ()),
             Err(msg) => Err(Error::Usage(msg)),
         },
+        Command::Serve(args) => crate::serve::run(args.options()?),
         Command::Ctl(args) => match args.options() {
             Ok(opts) => crate::ctl::run(&opts),
             Err(msg) => Err(Error::Usage(msg)),
@@ -125,7 +103,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Fid { action, json } => fid(action, json),
         Command::Run(args) => {
             args.check().map_err(Error::Usage)?;
-            crate::pack::run(&args.options())
+            run(crate::pack::command(&args.options())?)
         }
         Command::Session { action } => session(action),
         Command::Packs(args) => crate::pack::list(&args.options(), &mut std::io::stdout().lock()),
@@ -145,7 +123,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         }
         Command::Manpages(args) => man_pages(&args.dir),
         Command::Top(args) => crate::top::run(&args),
-        Command::Shell(args) => crate::shell::run(&args),
+        Command::Shell(args) => crate::shell::run(&args, run),
         Command::Count(_)
         | Command::Hist(_)
         | Command::Latency(_)

@@ -92,6 +92,9 @@ pub enum Error {
     /// `ri shell`: the line editor, a job name, a malformed shell command.
     #[error("{0}")]
     Shell(#[from] crate::shell::ShellError),
+    /// `ri serve`: its config, its listener.
+    #[error("{0}")]
+    Serve(#[from] crate::serve::ServeError),
     /// Output or system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -12,6 +12,7 @@ mod bench_report;
 mod bench_run;
 mod bench_session;
 mod bench_trace;
+mod bench_serve;
 mod bench_wild;
 mod demo;
 mod dist;
@@ -104,6 +105,16 @@ enum Task {
         /// against plain `ri trace`; write bench/RESULTS-session.md.
         #[arg(long)]
         session: bool,
+        /// Only `ri serve`: scrape time of --serve-series series and CPU
+        /// while idle; write bench/RESULTS-serve.md.
+        #[arg(long, conflicts_with_all = ["agg", "dwarf", "wild", "whole"])]
+        serve: bool,
+        /// Series of the `--serve` scrape.
+        #[arg(long, default_value_t = 10_000)]
+        serve_series: u32,
+        /// Seconds `--serve` measures idle CPU over.
+        #[arg(long, default_value_t = 10)]
+        serve_idle: u64,
         /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
         /// then still waits while the kernel releases what it attached).
         #[arg(long, default_value_t = 30)]
@@ -153,9 +164,15 @@ fn main() -> Result<()> {
             fleet,
             session,
             bpftrace_timeout,
+            serve,
+            serve_series,
+            serve_idle,
         } => {
             setup()?;
             build()?;
+            if serve {
+                return bench_serve::run(serve_series, 20, serve_idle);
+            }
             let timeout = std::time::Duration::from_secs(bpftrace_timeout);
             if session {
                 bench_session::run()
@@ -306,6 +323,26 @@ fn setup() -> Result<()> {
                 "openssh-client",
             ])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    // Prometheus scrapes `ri serve` in its tests; the tests run the binary
+    // themselves, so the package's own service is stopped and disabled.
+    if !have("prometheus") && have("apt-get") {
+        eprintln!("setup: installing prometheus");
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "prometheus",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        if have("systemctl") {
+            let _ = Command::new("systemctl")
+                .args(["disable", "--now", "prometheus.service"])
+                .status();
+        }
     }
     // Clippy on nightly lints the eBPF crate for its own target.
     let nightly_parts = output(Command::new("rustup").args([

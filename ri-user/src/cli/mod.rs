@@ -11,10 +11,12 @@ mod agg;
 mod interactive;
 mod pack;
 mod session;
+mod serve;
 pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs, LeaksArgs};
 pub use interactive::{CompletionsArgs, ManpagesArgs, ShellArgs, TopArgs};
 pub use pack::{PacksArgs, RunArgs};
 pub use session::{SessionAction, SessionExportArgs, SessionRunArgs};
+pub use serve::ServeArgs;
 
 /// ri: run-time instruments for live services.
 #[derive(Debug, Parser)]
@@ -161,6 +163,15 @@ pub enum Command {
         #[command(subcommand)]
         action: SessionAction,
     },
+    /// Keep instruments attached and serve them as Prometheus metrics.
+    ///
+    /// `ri serve motr.ops motr.fops -p PID` keeps the pack instruments (or
+    /// the ri commands of --config FILE) attached and serves `/metrics`
+    /// (counts as counters, histograms and latencies as histograms,
+    /// in-flight operations and leaks as gauges), read from the kernel's
+    /// maps at each scrape. SIGHUP reloads --config; instruments left
+    /// unchanged keep their counters.
+    Serve(ServeArgs),
     /// Motr fids: decode one, or map an object name to its fids.
     Fid {
         /// What to do.
@@ -325,7 +336,7 @@ impl TraceArgs {
         let probes = if self.stack {
             self.probes
                 .iter()
-                .map(|p| crate::agg::add_capture(p, "stack=stack"))
+                .map(|p| crate::probe::add_capture(p, "stack=stack"))
                 .collect()
         } else {
             self.probes.clone()
@@ -651,6 +662,31 @@ impl ReportArgs {
             json: self.json,
             output: self.output.clone(),
             no_stacks: self.no_stacks,
+        })
+    }
+}
+
+impl Command {
+    /// The aggregation a `count|hist|latency|inflight|leaks` command stands
+    /// for, or the command back when it is another one.
+    pub fn aggregation(
+            self,
+        ) -> Result<Result<crate::agg::AggOptions, String>, Box<Command>> {
+        use crate::agg::AggKind;
+        Ok(match self {
+            Command::Count(a) => a.options(),
+            Command::Hist(a) => a.common.options(AggKind::Hist(a.value), a.probes),
+            Command::Latency(a) => a.options(),
+            Command::Leaks(a) => a.options(),
+            Command::Inflight(a) => a.common.options(
+                AggKind::Inflight(crate::agg::Inflight {
+                    end: a.end,
+                    updates: a.update,
+                    seen: a.seen,
+                }),
+                vec![a.begin],
+            ),
+            other => return Err(Box::new(other)),
         })
     }
 }

@@ -281,9 +281,9 @@ pub fn command_line(opts: &RunOptions) -> Result<Prepared, crate::Error> {
     Ok(Prepared { argv, notes })
 }
 
-/// `ri run`: expands the instrument and runs it as ri would run the
-/// expanded command line.
-pub fn run(opts: &RunOptions) -> Result<(), crate::Error> {
+/// `ri run`: expands the instrument into the ri command it stands for,
+/// which the caller runs.
+pub fn command(opts: &RunOptions) -> Result<crate::cli::Command, crate::Error> {
     let Prepared { argv, notes } = command_line(opts)?;
     for n in &notes {
         eprintln!("ri: {n}");
@@ -291,7 +291,7 @@ pub fn run(opts: &RunOptions) -> Result<(), crate::Error> {
     if opts.show {
         eprintln!("ri: runs: ri {}", shell_words(&argv));
     }
-    crate::dispatch::run(parsed(&opts.instrument, argv)?)
+    parsed(&opts.instrument, argv)
 }
 
 /// The expanded command line of `instrument` parsed as ri's own.
@@ -307,7 +307,7 @@ pub fn aggregation(
     opts: &RunOptions,
 ) -> Result<(crate::agg::AggOptions, Vec<String>), crate::Error> {
     let Prepared { argv, notes } = command_line(opts)?;
-    match crate::dispatch::aggregation(parsed(&opts.instrument, argv)?) {
+    match parsed(&opts.instrument, argv)?.aggregation() {
         Ok(agg) => Ok((agg.map_err(crate::Error::Usage)?, notes)),
         Err(_) => Err(crate::Error::Usage(format!(
             "{} traces events; only aggregating instruments run in the background",

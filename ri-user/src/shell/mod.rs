@@ -39,6 +39,9 @@ struct Job {
     live: Live,
 }
 
+/// How the shell runs a parsed ri command.
+pub type Runner = fn(crate::cli::Command) -> Result<(), Error>;
+
 /// What the shell did, for `save`.
 #[derive(Default)]
 struct Log {
@@ -50,6 +53,8 @@ struct Log {
 
 /// The shell's state between lines.
 struct Shell {
+    /// Runs a parsed ri command (`dispatch::run`, handed in by the caller).
+    runner: Runner,
     pids: Vec<u32>,
     jobs: Vec<Job>,
     names: Rc<RefCell<Vec<String>>>,
@@ -99,7 +104,7 @@ impl Shell {
             Action::Save { file } => self.save(&file)?,
             Action::Ri(command) => {
                 self.log.lines.push(text.trim().to_string());
-                crate::dispatch::run(command)?;
+                (self.runner)(command)?;
             }
         }
         Ok(true)
@@ -206,7 +211,7 @@ fn history_file(args: &ShellArgs) -> Option<PathBuf> {
 }
 
 /// `ri shell`.
-pub fn run(args: &ShellArgs) -> Result<(), Error> {
+pub fn run(args: &ShellArgs, runner: Runner) -> Result<(), Error> {
     for &pid in &args.pids {
         crate::target::check_pid(pid)?;
     }
@@ -227,6 +232,7 @@ pub fn run(args: &ShellArgs) -> Result<(), Error> {
         let _ = ed.load_history(h);
     }
     let mut shell = Shell {
+        runner,
         pids: args.pids.clone(),
         jobs: Vec::new(),
         names,

@@ -103,7 +103,7 @@ impl Within {
         }
         let sp = format!("{WITHIN_SP}=sp");
         Ok([
-            crate::agg::add_capture(text, &sp),
+            crate::probe::add_capture(text, &sp),
             format!("ur:{}:{}({sp})", spec.target, spec.func),
         ])
     }
