@@ -281,64 +281,47 @@ fn setup() -> Result<()> {
             "--locked",
         ]))?;
     }
-    // bpftrace is the reference the tests and benchmarks compare with.
-    if !have("bpftrace") && have("apt-get") {
-        eprintln!("setup: installing bpftrace");
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "bpftrace"])
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
-    // gdb's gcore makes the core dumps of the `ri view --core` tests.
-    if !have("gcore") && have("apt-get") {
-        eprintln!("setup: installing gdb");
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "gdb"])
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
-    // <sys/sdt.h> builds the USDT note-parsing fixture.
+    // What the tests and benchmarks need from Debian, each installed when
+    // what it provides is missing: bpftrace (the reference they compare
+    // with), gdb (gcore makes the `ri view --core` tests' cores),
+    // <sys/sdt.h> (the USDT note fixture), OpenSSH (the fleet tests start
+    // their own sshd), Prometheus (it scrapes `ri serve` in its tests),
+    // dpkg-deb, man-db and tmux (`cargo xtask dist`, `man ri`, a real
+    // terminal for the interactive tests).
     let sdt = [
         "/usr/include/sys/sdt.h",
         "/usr/include/x86_64-linux-gnu/sys/sdt.h",
     ];
-    if !sdt.iter().any(|p| std::path::Path::new(p).exists()) && have("apt-get") {
-        eprintln!("setup: installing systemtap-sdt-dev");
+    let needs: [(bool, &[&str]); 8] = [
+        (have("bpftrace"), &["bpftrace"]),
+        (have("gcore"), &["gdb"]),
+        (
+            sdt.iter().any(|p| Path::new(p).exists()),
+            &["systemtap-sdt-dev"],
+        ),
+        (
+            Path::new("/usr/sbin/sshd").exists(),
+            &["openssh-server", "openssh-client"],
+        ),
+        (have("prometheus"), &["prometheus"]),
+        (have("dpkg-deb"), &["dpkg"]),
+        (have("man"), &["man-db"]),
+        (have("tmux"), &["tmux"]),
+    ];
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|(there, _)| !there)
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
+    if !missing.is_empty() && have("apt-get") {
+        eprintln!("setup: installing {}", missing.join(" "));
         run(Command::new("apt-get").args(["update", "-qq"]))?;
         run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "systemtap-sdt-dev"])
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
-    // The fleet tests run their own OpenSSH servers (tests/src/fleet.rs).
-    if !Path::new("/usr/sbin/sshd").exists() && have("apt-get") {
-        eprintln!("setup: installing openssh-server (the fleet tests start their own sshd)");
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "openssh-server",
-                "openssh-client",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
-    // Prometheus scrapes `ri serve` in its tests; the tests run the binary
-    // themselves, so the package's own service is stopped and disabled.
-    if !have("prometheus") && have("apt-get") {
-        eprintln!("setup: installing prometheus");
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "prometheus",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-        if have("systemctl") {
+        // The tests run Prometheus themselves: not the package's service.
+        if missing.contains(&"prometheus") && have("systemctl") {
             let _ = Command::new("systemctl")
                 .args(["disable", "--now", "prometheus.service"])
                 .status();
@@ -356,17 +339,6 @@ fn setup() -> Result<()> {
     if !nightly_parts.lines().any(|l| l.starts_with("clippy")) {
         eprintln!("setup: adding clippy to nightly");
         run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))?;
-    }
-    // dpkg-deb packs `cargo xtask dist`; man-db and tmux serve the
-    // package and interactive tests (`man ri`, a real terminal).
-    for (program, package) in [("dpkg-deb", "dpkg"), ("man", "man-db"), ("tmux", "tmux")] {
-        if !have(program) && have("apt-get") {
-            eprintln!("setup: installing {package}");
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
-            run(Command::new("apt-get")
-                .args(["install", "-y", "-qq", package])
-                .env("DEBIAN_FRONTEND", "noninteractive"))?;
-        }
     }
     if !have("gcc") {
         bail!("gcc is needed to build the C fixtures and is not installed");
