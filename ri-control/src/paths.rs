@@ -242,10 +242,13 @@ pub fn discover_in(dirs: &[PathBuf]) -> Vec<SocketInfo> {
     out
 }
 
-/// Removes sockets in `dir` left by dead processes of this uid.
+/// Removes sockets in `dir` left by dead processes of this uid. A socket
+/// someone still listens on is kept whatever its pid says: a process in
+/// another pid namespace sees the socket's pid as dead (or as another
+/// process) when the directory is shared.
 pub(crate) fn remove_stale(dir: &Path) {
     for info in discover_in(&[dir.to_owned()]) {
-        if info.alive {
+        if info.alive || std::os::unix::net::UnixStream::connect(&info.path).is_ok() {
             continue;
         }
         if let Ok(meta) = fs::symlink_metadata(&info.path)

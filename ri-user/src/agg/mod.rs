@@ -23,9 +23,9 @@ use std::{cell::RefCell, time::Duration};
 use ri_common::{AGG_KEY_BYTES, HIST_BUCKETS, Insn, MAX_INSNS, op, plan_flags, regs};
 
 use crate::{
-    probe::{add_capture, head_end},
     Error,
     plan::{Field, FieldKind},
+    probe::{add_capture, head_end},
     session::ProbeSet,
     stack::Stacks,
     target,
@@ -37,8 +37,8 @@ pub use labels::{LabelSpec, Names, split_name};
 pub use leaks::group as leak_groups;
 pub use live::Live;
 pub use read::{Cell, Snapshot, Stats, snapshot as read_snapshot, stats as read_stats};
-pub(crate) use render::{hist_json, hist_summary};
 pub use render::{View, key_pairs};
+pub(crate) use render::{hist_json, hist_summary};
 
 /// Errors turning probes into aggregations.
 #[derive(Debug, thiserror::Error)]

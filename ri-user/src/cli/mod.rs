@@ -10,13 +10,13 @@ use crate::{list::ListOptions, trace::TraceOptions};
 mod agg;
 mod interactive;
 mod pack;
-mod session;
 mod serve;
+mod session;
 pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs, LeaksArgs};
 pub use interactive::{CompletionsArgs, ManpagesArgs, ShellArgs, TopArgs};
 pub use pack::{PacksArgs, RunArgs};
-pub use session::{SessionAction, SessionExportArgs, SessionRunArgs};
 pub use serve::ServeArgs;
+pub use session::{SessionAction, SessionExportArgs, SessionRunArgs};
 
 /// ri: run-time instruments for live services.
 #[derive(Debug, Parser)]
@@ -669,9 +669,7 @@ impl ReportArgs {
 impl Command {
     /// The aggregation a `count|hist|latency|inflight|leaks` command stands
     /// for, or the command back when it is another one.
-    pub fn aggregation(
-            self,
-        ) -> Result<Result<crate::agg::AggOptions, String>, Box<Command>> {
+    pub fn aggregation(self) -> Result<Result<crate::agg::AggOptions, String>, Box<Command>> {
         use crate::agg::AggKind;
         Ok(match self {
             Command::Count(a) => a.options(),

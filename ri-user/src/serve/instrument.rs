@@ -253,7 +253,9 @@ impl Instrument {
             .map_err(|e| {
                 ServeError::Instrument(format!("{}: {}", self.spec.name, crate::cli::fault(&e)))
             })?;
-        let mut opts = cli.command.aggregation()
+        let mut opts = cli
+            .command
+            .aggregation()
             .map_err(|_| not_aggregating(&self.spec.name))?
             .map_err(Error::Usage)?;
         if opts.trace.command.is_some() {
