@@ -4,6 +4,9 @@
 
 pub mod multi;
 pub mod perf;
+mod select;
+
+pub use select::{Selecting, pid_namespace};
 
 use std::{
     os::fd::{AsFd, OwnedFd},
@@ -181,26 +184,41 @@ impl Engine {
     /// Loads the object with an event ring buffer of `ring_bytes` (a power of
     /// two, multiple of the page size).
     pub fn load(ring_bytes: u32) -> Result<Self, EngineError> {
-        Self::load_agg(ring_bytes, ri_common::AGG_ENTRIES, 1, 1)
+        Self::load_agg(
+            ring_bytes,
+            ri_common::AGG_ENTRIES,
+            1,
+            1,
+            Selecting::default(),
+        )
     }
 
     /// [`Engine::load`] with room for `agg_entries` keys in the aggregation
     /// map, `fast_slots` counters in the `FAST` array and `stack_entries`
     /// stacks in `STACKS` (a quarter as many in `STACK_MORE`, for stacks
     /// whose bucket was taken; 1 when no plan takes stacks: both maps are
-    /// allocated in full at load).
+    /// allocated in full at load); `select` says which processes the probes
+    /// serve. In a pid namespace other than the initial one, the kernel side
+    /// reports and filters that namespace's ids.
     pub fn load_agg(
         ring_bytes: u32,
         agg_entries: u32,
         fast_slots: u32,
         stack_entries: u32,
+        select: Selecting,
     ) -> Result<Self, EngineError> {
         if !have_bpf_privileges() {
             return Err(EngineError::PermissionDenied);
         }
         let ring = u64::from(ring_bytes);
+        let (ns_dev, ns_ino) = pid_namespace().unwrap_or((0, 0));
+        let (on, all) = (u32::from(select.on), u32::from(select.all_execs));
         let bpf = EbpfLoader::new()
             .override_global("RING_BYTES", &ring, true)
+            .override_global("NS_DEV", &ns_dev, true)
+            .override_global("NS_INO", &ns_ino, true)
+            .override_global("SELECTING", &on, true)
+            .override_global("ALL_EXECS", &all, true)
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("AGG", agg_entries)
             .map_max_entries("AGG_SMALL", agg_entries)

@@ -184,6 +184,8 @@ pub struct RunOptions {
     pub params: Vec<String>,
     /// `-p`.
     pub pids: Vec<u32>,
+    /// `--comm`, `--exe`.
+    pub select: crate::select::Selection,
     /// `-c`.
     pub command: Option<String>,
     /// `--duration`.
@@ -226,8 +228,14 @@ pub fn command_line(opts: &RunOptions) -> Result<Prepared, crate::Error> {
         })?;
         params.insert(k.to_string(), v.to_string());
     }
+    // Processes chosen by name resolve the pack's targets like -p, when
+    // one runs already.
+    let mut resolving = opts.pids.clone();
+    if !opts.select.is_empty() {
+        resolving.extend(opts.select.matcher()?.running().first().map(|f| f.pid));
+    }
     let scope = Scope {
-        names: crate::target::Scope::new(&opts.pids, opts.command.as_deref()),
+        names: crate::target::Scope::new(&resolving, opts.command.as_deref()),
         target: opts.target.as_deref(),
     };
     for &pid in &opts.pids {
@@ -236,6 +244,12 @@ pub fn command_line(opts: &RunOptions) -> Result<Prepared, crate::Error> {
     let Expanded { mut argv, notes } = expand(&loaded.file, iname, inst, &params, &scope)?;
     for pid in &opts.pids {
         argv.extend(["-p".into(), pid.to_string()]);
+    }
+    for c in &opts.select.comms {
+        argv.extend(["--comm".into(), c.clone()]);
+    }
+    for e in &opts.select.exes {
+        argv.extend(["--exe".into(), e.display().to_string()]);
     }
     if let Some(c) = &opts.command {
         argv.extend(["-c".into(), c.clone()]);

@@ -14,8 +14,9 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     Error,
     decode::{Value, decode, header},
-    engine::{Engine, Program},
+    engine::{Engine, Program, Selecting},
     probe::ProbeKind,
+    select::{self, Watcher},
     session::{self, ProbeSet, child::HeldChild},
     sink::{JsonSink, Sink, SiteInfo, TextSink},
     stack::{Stacks, late::SiteFile},
@@ -32,8 +33,10 @@ pub use printf::{PrintfSpec, format_c};
 pub struct TraceOptions {
     /// Probe strings.
     pub probes: Vec<String>,
-    /// Only these processes (empty: all, unless `command`).
+    /// Only these processes (empty: all, unless `command` or `select`).
     pub pids: Vec<u32>,
+    /// Also every process chosen by name, now and later.
+    pub select: crate::select::Selection,
     /// Run this command with the probes attached; stop when it exits.
     pub command: Option<String>,
     /// Stop after this long.
@@ -267,7 +270,7 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     if let Some(w) = &opts.within {
         texts.extend(Within::probes(w)?);
     }
-    let scope = target::Scope::new(&opts.pids, opts.command.as_deref());
+    let scope = target::Scope::new(&opts.resolving_pids(), opts.command.as_deref());
     let mut set = ProbeSet::build(&texts, &scope)?;
     set.mark_regs_only();
     let within = match opts.within {
@@ -295,11 +298,20 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     let Launched {
         mut engine,
         child_pid,
-    } = launch(opts, &set, ri_common::AGG_ENTRIES)?;
+        watcher,
+    } = launch(&rt, opts, &set, ri_common::AGG_ENTRIES)?;
     let ring = engine.take_ring()?;
-    let mut summary = rt.block_on(event_loop(
-        &set, &engine, ring, opts, child_pid, within, signals,
-    ))?;
+    let stop = {
+        let _in = rt.enter();
+        Stop::new(
+            signals,
+            opts.duration,
+            child_pid,
+            opts.ending_pids(),
+            opts.quiet,
+        )?
+    };
+    let mut summary = rt.block_on(event_loop(&set, &engine, ring, opts, within, stop, watcher))?;
     summary.lost = engine.lost()?;
     summary.no_entry = engine.no_entry()?;
     if !opts.quiet {
@@ -325,6 +337,14 @@ pub(crate) fn check(opts: &TraceOptions) -> Result<(), Error> {
     if opts.command.is_some() && !opts.pids.is_empty() {
         return Err(Error::Usage("-c and -p cannot be combined".into()));
     }
+    if !opts.select.is_empty() {
+        if opts.command.is_some() {
+            return Err(Error::Usage(
+                "-c cannot be combined with --comm or --exe".into(),
+            ));
+        }
+        opts.select.matcher()?;
+    }
     for &pid in &opts.pids {
         target::check_pid(pid)?;
     }
@@ -337,16 +357,47 @@ pub(crate) struct Launched {
     pub engine: Engine,
     /// The `-c` command, released after attaching.
     pub child_pid: Option<u32>,
+    /// With `--comm`/`--exe`: the processes chosen by name, kept up to
+    /// date, and those selected at the start.
+    pub watcher: Option<(Watcher, Vec<u32>)>,
+}
+
+impl TraceOptions {
+    /// The processes whose mappings resolve library names: `-p`, and the
+    /// first process `--comm`/`--exe` matches now.
+    pub(crate) fn resolving_pids(&self) -> Vec<u32> {
+        let mut pids = self.pids.clone();
+        if let Ok(m) = self.select.matcher() {
+            pids.extend(m.running().first().map(|f| f.pid));
+        }
+        pids
+    }
+
+    /// The processes whose exit ends the run: `-p`, unless processes are
+    /// chosen by name too (then the run waits for more).
+    pub(crate) fn ending_pids(&self) -> &[u32] {
+        if self.select.is_empty() {
+            &self.pids
+        } else {
+            &[]
+        }
+    }
 }
 
 /// Forks the `-c` command (held), loads the object with `agg_entries` keys
 /// of aggregation map, attaches every site, prints the attach line, then
 /// lets the command run.
 pub(crate) fn launch(
+    rt: &tokio::runtime::Runtime,
     opts: &TraceOptions,
     set: &ProbeSet,
     agg_entries: u32,
 ) -> Result<Launched, Error> {
+    let selecting = Selecting {
+        on: !opts.select.is_empty(),
+        all_execs: !opts.select.exes.is_empty(),
+    };
+    let mut watcher = None;
     let started = Instant::now();
     let mut child = match &opts.command {
         Some(cmd) => Some(match session::early::take() {
@@ -357,6 +408,8 @@ pub(crate) fn launch(
     };
     let pids: Vec<u32> = match &child {
         Some(c) => vec![c.pid],
+        // Chosen by name: attached for every process, the kernel filters.
+        None if selecting.on => Vec::new(),
         None => opts.pids.clone(),
     };
     let attached = (|| {
@@ -365,7 +418,18 @@ pub(crate) fn launch(
             (true, 0) => ri_common::STACK_ENTRIES,
             (true, n) => n,
         };
-        let mut engine = Engine::load_agg(opts.ring_bytes, agg_entries, set.fast_slots(), stacks)?;
+        let mut engine = Engine::load_agg(
+            opts.ring_bytes,
+            agg_entries,
+            set.fast_slots(),
+            stacks,
+            selecting,
+        )?;
+        if selecting.on {
+            let _in = rt.enter();
+            let m = opts.select.matcher()?;
+            watcher = Some(Watcher::start(&mut engine, &m, &opts.pids, opts.quiet)?);
+        }
         let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
         Ok::<_, Error>((engine, n))
     })();
@@ -392,7 +456,11 @@ pub(crate) fn launch(
     if let Some(c) = child.as_mut() {
         c.release()?;
     }
-    Ok(Launched { engine, child_pid })
+    Ok(Launched {
+        engine,
+        child_pid,
+        watcher,
+    })
 }
 
 /// Opens a pidfd that becomes readable when `pid` exits.
@@ -512,11 +580,12 @@ async fn event_loop(
     engine: &Engine,
     ring: RingBuf<MapData>,
     opts: &TraceOptions,
-    child: Option<u32>,
     within: Option<Within>,
-    signals: Signals,
+    mut stop: Stop,
+    watcher: Option<(Watcher, Vec<u32>)>,
 ) -> Result<Summary, Error> {
-    let mut stop = Stop::new(signals, opts.duration, child, &opts.pids, opts.quiet)?;
+    let child = stop.child;
+    let (mut watcher, selected) = watcher.unzip();
     let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
     let sink: Box<dyn Sink> = if opts.json {
         Box::new(JsonSink::new(out, opts.formatters.clone()))
@@ -532,7 +601,12 @@ async fn event_loop(
     let late_reads = set.has_reads();
     let with_maps = set.has_stacks() || late_reads;
     if with_maps {
-        for &pid in opts.pids.iter().chain(&child) {
+        for &pid in opts
+            .pids
+            .iter()
+            .chain(&child)
+            .chain(selected.iter().flatten())
+        {
             stacks.watch(pid);
         }
     }
@@ -563,6 +637,13 @@ async fn event_loop(
         tokio::select! {
             _ = tick.tick() => d.drain(ring.get_mut()),
             _ = maps_tick.tick(), if with_maps => d.stacks.refresh(),
+            c = select::changed(&mut watcher) => {
+                for pid in c? {
+                    if with_maps {
+                        d.stacks.watch(pid);
+                    }
+                }
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 d.drain(guard.get_inner_mut());

@@ -1,0 +1,107 @@
+//! The engine's side of choosing processes by name: ri's own pid namespace
+//! for the loader, and the exec/exit tracepoints that keep `SELECTED`.
+
+use std::os::unix::fs::MetadataExt;
+
+use aya::{
+    maps::{HashMap, MapData, RingBuf},
+    programs::RawTracePoint,
+};
+
+use super::{Engine, EngineError, chain};
+
+/// The initial pid namespace's inode number (the kernel's `PROC_PID_INIT_INO`).
+const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
+
+/// How the loaded object chooses the processes its probes serve.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Selecting {
+    /// Only the processes in `SELECTED` (`--comm`/`--exe`).
+    pub on: bool,
+    /// Tell user space of every exec (`--exe` is checked there).
+    pub all_execs: bool,
+}
+
+/// ri's pid namespace as `bpf_get_ns_current_pid_tgid` wants it (the
+/// kernel's device number and the inode of `/proc/self/ns/pid`), or `None`
+/// in the initial namespace, whose ids the kernel side reads directly.
+pub fn pid_namespace() -> Option<(u64, u64)> {
+    let m = std::fs::metadata("/proc/self/ns/pid").ok()?;
+    if m.ino() == INIT_PID_NS_INO {
+        return None;
+    }
+    let dev = m.dev();
+    // User space encodes device numbers differently from the kernel's
+    // internal `MKDEV` (major << 20 | minor), which the helper compares.
+    let kernel_dev = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+    Some((kernel_dev, m.ino()))
+}
+
+impl Engine {
+    /// Writes the `--comm` names (NUL-padded to 16 bytes) and attaches the
+    /// exec and exit tracepoints that keep the selected set.
+    pub fn watch_execs(&mut self, comms: &[[u8; 16]]) -> Result<(), EngineError> {
+        let fail = |map: &'static str, e: &(dyn std::error::Error + 'static)| EngineError::Map {
+            map,
+            reason: chain(e),
+        };
+        {
+            let map = self.bpf.map_mut("COMMS").ok_or(EngineError::Map {
+                map: "COMMS",
+                reason: "missing from the object".into(),
+            })?;
+            let mut names: HashMap<_, [u8; 16], u8> =
+                HashMap::try_from(map).map_err(|e| fail("COMMS", &e))?;
+            for c in comms {
+                names.insert(c, 1, 0).map_err(|e| fail("COMMS", &e))?;
+            }
+        }
+        // Raw tracepoints: attached by name, with no tracefs mounted.
+        for (prog, event) in [
+            ("ri_exec", "sched_process_exec"),
+            ("ri_exit", "sched_process_exit"),
+        ] {
+            let load = |e: &(dyn std::error::Error + 'static)| {
+                EngineError::Load(format!("{prog}: {}", chain(e)))
+            };
+            let tp: &mut RawTracePoint = self
+                .bpf
+                .program_mut(prog)
+                .ok_or_else(|| EngineError::Load(format!("program {prog} missing")))?
+                .try_into()
+                .map_err(|e| load(&e))?;
+            tp.load().map_err(|e| load(&e))?;
+            tp.attach(event).map_err(|e| EngineError::Attach {
+                site: format!("raw tracepoint {event}"),
+                reason: chain(&e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Takes the selected set and the notice ring (once), for the watcher.
+    #[allow(clippy::type_complexity)]
+    pub fn take_selection(
+        &mut self,
+    ) -> Result<(HashMap<MapData, u32, u8>, RingBuf<MapData>), EngineError> {
+        // The multi-uprobe copies are relocated against every map: load
+        // them while the maps are all here.
+        let _ = self.multi_program(super::Program::Entry);
+        let mut take = |name: &'static str| {
+            self.bpf.take_map(name).ok_or(EngineError::Map {
+                map: name,
+                reason: "already taken".into(),
+            })
+        };
+        let (set, ring) = (take("SELECTED")?, take("NOTICES")?);
+        let set = HashMap::try_from(set).map_err(|e| EngineError::Map {
+            map: "SELECTED",
+            reason: chain(&e),
+        })?;
+        let ring = RingBuf::try_from(ring).map_err(|e| EngineError::Map {
+            map: "NOTICES",
+            reason: chain(&e),
+        })?;
+        Ok((set, ring))
+    }
+}
