@@ -413,7 +413,7 @@ impl CtlArgs {
             (None, None) if matches!(action, Action::Discover) => None,
             (None, None) if !self.select.selection().is_empty() => None,
             (None, None) => {
-                return Err("ri ctl needs -p PID, --socket PATH, --comm or --exe".into());
+                return Err("ri ctl needs -p PID or --socket PATH (or --comm, --exe)".into());
             }
         };
         Ok(CtlOptions {

@@ -21,7 +21,10 @@ use aya::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
     },
 };
-use ri_common::{MAX_PLANS, Plan};
+use ri_common::{
+    MAX_PLANS, Plan,
+    select::{MAX_COMMS, MAX_SELECTED},
+};
 
 /// Errors from loading, configuring or attaching eBPF programs.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +222,9 @@ impl Engine {
             .override_global("NS_INO", &ns_ino, true)
             .override_global("SELECTING", &on, true)
             .override_global("ALL_EXECS", &all, true)
+            // The selection maps take room only when selecting.
+            .map_max_entries("SELECTED", if select.on { MAX_SELECTED } else { 1 })
+            .map_max_entries("COMMS", if select.on { MAX_COMMS } else { 1 })
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("AGG", agg_entries)
             .map_max_entries("AGG_SMALL", agg_entries)
