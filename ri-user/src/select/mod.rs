@@ -349,3 +349,56 @@ pub async fn changed(watcher: &mut Option<Watcher>) -> Result<Vec<u32>, Error> {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_padded_as_the_kernel_keeps_them() {
+        let sel = |c: &str| Selection {
+            comms: vec![c.into()],
+            exes: Vec::new(),
+        };
+        assert!(matches!(sel("").matcher(), Err(SelectError::BadComm(_))));
+        assert!(matches!(
+            sel("sixteen-bytes-xx").matcher(),
+            Err(SelectError::BadComm(_))
+        ));
+        let m = sel("fifteen-bytes-x").matcher().unwrap();
+        let keys = m.comm_keys();
+        assert_eq!(&keys[0][..15], b"fifteen-bytes-x");
+        assert_eq!(keys[0][15], 0);
+        assert_eq!(m.what(), "--comm fifteen-bytes-x");
+    }
+
+    #[test]
+    fn a_process_matches_by_its_name_or_its_file() {
+        let me = std::process::id();
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let by_comm = Selection {
+            comms: vec![comm.trim_end().into()],
+            exes: Vec::new(),
+        };
+        assert_eq!(
+            by_comm.matcher().unwrap().matches(me),
+            Some(comm.trim_end().into())
+        );
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let by_exe = Selection {
+            comms: Vec::new(),
+            exes: vec![exe],
+        };
+        assert!(by_exe.matcher().unwrap().matches(me).is_some());
+        let other = Selection {
+            comms: Vec::new(),
+            exes: vec!["/etc/hostname".into()],
+        };
+        assert_eq!(other.matcher().unwrap().matches(me), None);
+        let dir = Selection {
+            comms: Vec::new(),
+            exes: vec!["/".into()],
+        };
+        assert!(matches!(dir.matcher(), Err(SelectError::Exe { .. })));
+    }
+}
