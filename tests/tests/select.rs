@@ -3,7 +3,7 @@
 //! ri inside a pid namespace reports that namespace's pids.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
@@ -251,7 +251,7 @@ fn ri_in_a_pid_namespace_shows_that_namespaces_pids() {
     let script = format!(
         "{m0d} --port 0 --no-sync --data {d}/data >{d}/m0d.out 2>{d}/m0d.err & \
          echo $! >{d}/m0d.pid; \
-         exec {ri} trace --json --comm m0d -d 4 u:{m0d}:m0_fom_init",
+         exec {ri} trace --json --comm m0d -d 8 u:{m0d}:m0_fom_init",
         ri = ri_bin().display()
     );
     let ri = Ri::spawn(Command::new("unshare").args([
@@ -336,4 +336,74 @@ fn report_ctl_and_peek_go_through_every_matching_process() {
             .collect();
         assert!(at[0] < at[1], "{args:?}: sections out of order:\n{text}");
     }
+}
+
+#[test]
+fn exe_traces_a_process_started_later_and_detaches_at_its_exit() {
+    require_bpf();
+    let calls = fixture("calls").display().to_string();
+    let probe = format!("u:{calls}:work_nop5(a=arg0)");
+    let mut ri = Ri::start(&["trace", "--json", "--exe", &calls, &probe]);
+    let mut child = Command::new(&calls)
+        .args(["wait", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start calls");
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    ri.wait_for(
+        &format!("pid {pid} (calls) started: attached"),
+        Duration::from_secs(1),
+    );
+    // A line lets it make its calls, a second one exit.
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"\n\n").unwrap();
+    drop(input);
+    assert!(child.wait().expect("wait for calls").success());
+    ri.wait_for(
+        &format!("pid {pid} (calls) exited: detached"),
+        Duration::from_secs(2),
+    );
+    let (stdout, err) = ri.stop(true);
+    let evs = events(stdout.as_bytes());
+    let ours: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["pid"].as_u64() == Some(u64::from(pid)))
+        .collect();
+    assert_eq!(ours.len(), 4, "{stdout}\n{err}");
+}
+
+#[test]
+fn a_process_that_execs_another_program_is_detached() {
+    require_bpf();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let script = dir.path().join("ri-sel-script");
+    let done = dir.path().join("done");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nwhile [ ! -e {} ]; do sleep 0.05; done\nexec sleep 0.2\n",
+            done.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let probe = format!("u:{}:work_nop5", fixture("calls").display());
+    let mut ri = Ri::start(&["count", "--comm", "ri-sel-script", &probe]);
+    let mut child = Command::new(&script).spawn().expect("start the script");
+    let pid = child.id();
+    ri.wait_for(
+        &format!("pid {pid} (ri-sel-script) started: attached"),
+        Duration::from_secs(1),
+    );
+    std::fs::write(&done, "").unwrap();
+    ri.wait_for(
+        &format!("pid {pid} (sleep) runs another program: detached"),
+        Duration::from_secs(2),
+    );
+    assert!(child.wait().unwrap().success());
+    drop(ri.stop(true));
 }
