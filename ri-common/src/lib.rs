@@ -352,6 +352,8 @@ pub mod select {
     pub const MAX_SELECTED: u32 = 16384;
     /// `--comm` names the kernel matches at exec, at most.
     pub const MAX_COMMS: u32 = 64;
+    /// `--exe` files the kernel matches at exec, at most.
+    pub const MAX_EXES: u32 = 64;
     /// Bytes of the `NOTICES` ring.
     pub const NOTICE_RING_BYTES: u32 = 64 << 10;
     /// `SELECTED` value: named with `-p` (kept across its execs).
@@ -367,6 +369,17 @@ pub mod select {
     /// [`Notice::kind`]: a process chosen by name exec'd a program whose
     /// comm does not match (no longer selected; `comm` is the new one).
     pub const AWAY: u32 = 4;
+}
+
+/// An `--exe` file as the exec tracepoint sees it: the superblock's device
+/// (the kernel's `MKDEV` encoding) and the inode number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExeKey {
+    /// `s_dev` of the file's superblock.
+    pub dev: u64,
+    /// `i_ino` of the file.
+    pub ino: u64,
 }
 
 /// One notice of the `NOTICES` ring (see [`select`]).
@@ -385,6 +398,7 @@ pub struct Notice {
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::Notice {}
+    unsafe impl aya::Pod for super::ExeKey {}
     // SAFETY: plain `#[repr(C)]` integers and arrays, no padding holes that
     // matter, valid for any bit pattern.
     unsafe impl aya::Pod for super::Plan {}

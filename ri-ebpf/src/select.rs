@@ -3,14 +3,15 @@
 
 use aya_ebpf::{
     bindings::bpf_pidns_info,
-    helpers::generated::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_ns_current_pid_tgid,
+    helpers::{
+        bpf_probe_read_kernel,
+        generated::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_ns_current_pid_tgid},
     },
     macros::{map, raw_tracepoint},
     maps::{HashMap, RingBuf},
     programs::RawTracePointContext,
 };
-use ri_common::{Notice, select};
+use ri_common::{ExeKey, Notice, select};
 
 /// Device and inode of ri's pid namespace (from `/proc/self/ns/pid`), set
 /// by the loader when ri does not run in the initial one; 0 otherwise.
@@ -25,6 +26,16 @@ static SELECTING: u32 = 0;
 /// Set by the loader: every exec is told to user space (for `--exe`).
 #[unsafe(no_mangle)]
 static ALL_EXECS: u32 = 0;
+
+/// Offsets of `linux_binprm.file`, `file.f_inode`, `inode.i_ino`,
+/// `inode.i_sb` and `super_block.s_dev`, from the kernel's BTF, set by the
+/// loader for `--exe`; `u64::MAX` when unknown (user space checks then).
+#[unsafe(no_mangle)]
+static EXEC_FILE_OFFSETS: [u64; 5] = [u64::MAX; 5];
+
+/// `--exe` files by device and inode.
+#[map]
+static EXES: HashMap<ExeKey, u8> = HashMap::with_max_entries(select::MAX_EXES, 0);
 
 /// The selected processes by tgid, with how they were chosen
 /// (`select::BY_PID` or `BY_NAME`).
@@ -101,10 +112,34 @@ fn notice(kind: u32, pid: u32, comm: [u8; 16]) {
     let _ = NOTICES.output::<Notice>(&Notice { kind, pid, comm }, 0);
 }
 
-/// At every exec: a process whose new comm is a `--comm` name joins the
-/// set; one chosen by name that runs another program leaves it.
+/// The file an exec runs (`bprm`, the tracepoint's third argument), by
+/// device and inode; `None` without the offsets or on a failed read.
+#[inline(always)]
+fn exec_file(bprm: u64) -> Option<ExeKey> {
+    // SAFETY: a read-only global the loader sets.
+    let o = unsafe { core::ptr::read_volatile(&EXEC_FILE_OFFSETS) };
+    if o[0] == u64::MAX {
+        return None;
+    }
+    // SAFETY: kernel reads through the helper, which checks the address.
+    unsafe {
+        let file: u64 = bpf_probe_read_kernel((bprm + o[0]) as *const u64).ok()?;
+        let inode: u64 = bpf_probe_read_kernel((file + o[1]) as *const u64).ok()?;
+        let ino: u64 = bpf_probe_read_kernel((inode + o[2]) as *const u64).ok()?;
+        let sb: u64 = bpf_probe_read_kernel((inode + o[3]) as *const u64).ok()?;
+        let dev: u32 = bpf_probe_read_kernel((sb + o[4]) as *const u32).ok()?;
+        Some(ExeKey {
+            dev: u64::from(dev),
+            ino,
+        })
+    }
+}
+
+/// At every exec: a process whose new comm is a `--comm` name, or whose
+/// file is an `--exe` file, joins the set; one chosen by name that runs
+/// another program leaves it.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub fn ri_exec(_ctx: RawTracePointContext) -> i32 {
+pub fn ri_exec(ctx: RawTracePointContext) -> i32 {
     // SAFETY: read-only globals the loader sets.
     if unsafe { core::ptr::read_volatile(&SELECTING) } == 0 {
         return 0;
@@ -116,8 +151,11 @@ pub fn ri_exec(_ctx: RawTracePointContext) -> i32 {
     let mut comm = [0u8; 16];
     // SAFETY: a 16-byte buffer, as the helper writes.
     unsafe { bpf_get_current_comm(comm.as_mut_ptr() as *mut _, 16) };
-    // SAFETY: presence and a copied byte only.
-    if unsafe { COMMS.get(comm) }.is_some() {
+    let file = exec_file(ctx.arg::<u64>(2));
+    // SAFETY: presence only.
+    let by_file = file.is_some_and(|k| unsafe { EXES.get(k) }.is_some());
+    // SAFETY: presence only.
+    if by_file || unsafe { COMMS.get(comm) }.is_some() {
         if SELECTED.insert(tgid, select::BY_NAME, 0).is_ok() {
             notice(select::MATCHED, tgid, comm);
         }

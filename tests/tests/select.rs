@@ -3,7 +3,7 @@
 //! ri inside a pid namespace reports that namespace's pids.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
@@ -339,30 +339,29 @@ fn report_ctl_and_peek_go_through_every_matching_process() {
 }
 
 #[test]
-fn exe_traces_a_process_started_later_and_detaches_at_its_exit() {
+fn exe_traces_a_process_started_later_from_its_first_call() {
     require_bpf();
     let calls = fixture("calls").display().to_string();
     let probe = format!("u:{calls}:work_nop5(a=arg0)");
     let mut ri = Ri::start(&["trace", "--json", "--exe", &calls, &probe]);
-    let mut child = Command::new(&calls)
-        .args(["wait", "4"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+    // It makes its calls at once: the kernel selects it at its exec.
+    let run = Command::new(&calls)
+        .args(["calls", "4"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
         .spawn()
         .expect("start calls");
-    let pid = child.id();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+    let pid = run.id();
+    assert!(
+        run.wait_with_output()
+            .expect("wait for calls")
+            .status
+            .success()
+    );
     ri.wait_for(
         &format!("pid {pid} (calls) started: attached"),
         Duration::from_secs(1),
     );
-    // A line lets it make its calls, a second one exit.
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(b"\n\n").unwrap();
-    drop(input);
-    assert!(child.wait().expect("wait for calls").success());
     ri.wait_for(
         &format!("pid {pid} (calls) exited: detached"),
         Duration::from_secs(2),

@@ -2,11 +2,13 @@
 //! plans into the `PLANS` map, attaching the generic programs with cookies,
 //! and handing out the event ring buffer and the lost-event counter.
 
+mod btf;
 pub mod multi;
 pub mod perf;
 mod select;
 
-pub use select::{Selecting, pid_namespace};
+pub use btf::exec_file_offsets;
+pub use select::{Selecting, kernel_dev, pid_namespace};
 
 use std::{
     os::fd::{AsFd, OwnedFd},
@@ -23,7 +25,7 @@ use aya::{
 };
 use ri_common::{
     MAX_PLANS, Plan,
-    select::{MAX_COMMS, MAX_SELECTED},
+    select::{MAX_COMMS, MAX_EXES, MAX_SELECTED},
 };
 
 /// Errors from loading, configuring or attaching eBPF programs.
@@ -216,15 +218,18 @@ impl Engine {
         let ring = u64::from(ring_bytes);
         let (ns_dev, ns_ino) = pid_namespace().unwrap_or((0, 0));
         let (on, all) = (u32::from(select.on), u32::from(select.all_execs));
+        let offsets = select.exec_file.unwrap_or([u64::MAX; 5]);
         let bpf = EbpfLoader::new()
             .override_global("RING_BYTES", &ring, true)
             .override_global("NS_DEV", &ns_dev, true)
             .override_global("NS_INO", &ns_ino, true)
             .override_global("SELECTING", &on, true)
             .override_global("ALL_EXECS", &all, true)
+            .override_global("EXEC_FILE_OFFSETS", &offsets, true)
             // The selection maps take room only when selecting.
             .map_max_entries("SELECTED", if select.on { MAX_SELECTED } else { 1 })
             .map_max_entries("COMMS", if select.on { MAX_COMMS } else { 1 })
+            .map_max_entries("EXES", if select.on { MAX_EXES } else { 1 })
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("AGG", agg_entries)
             .map_max_entries("AGG_SMALL", agg_entries)

@@ -20,6 +20,9 @@ pub struct Selecting {
     pub on: bool,
     /// Tell user space of every exec (`--exe` is checked there).
     pub all_execs: bool,
+    /// Where an exec's file is in the kernel's structs (see
+    /// [`super::btf::exec_file_offsets`]), for `--exe` in the kernel.
+    pub exec_file: Option<[u64; 5]>,
 }
 
 /// ri's pid namespace as `bpf_get_ns_current_pid_tgid` wants it (the
@@ -30,17 +33,24 @@ pub fn pid_namespace() -> Option<(u64, u64)> {
     if m.ino() == INIT_PID_NS_INO {
         return None;
     }
-    let dev = m.dev();
-    // User space encodes device numbers differently from the kernel's
-    // internal `MKDEV` (major << 20 | minor), which the helper compares.
-    let kernel_dev = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
-    Some((kernel_dev, m.ino()))
+    Some((kernel_dev(m.dev()), m.ino()))
+}
+
+/// A device number as the kernel keeps it (`MKDEV`: major << 20 | minor),
+/// from user space's encoding (`stat`'s `st_dev`).
+pub fn kernel_dev(dev: u64) -> u64 {
+    (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev))
 }
 
 impl Engine {
-    /// Writes the `--comm` names (NUL-padded to 16 bytes) and attaches the
-    /// exec and exit tracepoints that keep the selected set.
-    pub fn watch_execs(&mut self, comms: &[[u8; 16]]) -> Result<(), EngineError> {
+    /// Writes the `--comm` names (NUL-padded to 16 bytes) and `--exe`
+    /// files, and attaches the exec and exit tracepoints that keep the
+    /// selected set.
+    pub fn watch_execs(
+        &mut self,
+        comms: &[[u8; 16]],
+        exes: &[ri_common::ExeKey],
+    ) -> Result<(), EngineError> {
         let fail = |map: &'static str, e: &(dyn std::error::Error + 'static)| EngineError::Map {
             map,
             reason: chain(e),
@@ -54,6 +64,17 @@ impl Engine {
                 HashMap::try_from(map).map_err(|e| fail("COMMS", &e))?;
             for c in comms {
                 names.insert(c, 1, 0).map_err(|e| fail("COMMS", &e))?;
+            }
+        }
+        {
+            let map = self.bpf.map_mut("EXES").ok_or(EngineError::Map {
+                map: "EXES",
+                reason: "missing from the object".into(),
+            })?;
+            let mut files: HashMap<_, ri_common::ExeKey, u8> =
+                HashMap::try_from(map).map_err(|e| fail("EXES", &e))?;
+            for k in exes {
+                files.insert(k, 1, 0).map_err(|e| fail("EXES", &e))?;
             }
         }
         // Raw tracepoints: attached by name, with no tracefs mounted.

@@ -8,10 +8,13 @@ use std::{
 };
 
 use aya::maps::{HashMap, MapData, RingBuf};
-use ri_common::{Notice, select};
+use ri_common::{ExeKey, Notice, select};
 use tokio::io::unix::AsyncFd;
 
-use crate::{Error, engine::Engine};
+use crate::{
+    Error,
+    engine::{Engine, Selecting},
+};
 
 /// Bad `--comm`/`--exe` values, or nothing matching where something must.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +152,30 @@ impl Matcher {
         found
     }
 
+    /// How the kernel side is to select: `--exe` in the kernel where its
+    /// BTF tells where an exec's file is, else at each exec's notice.
+    pub fn selecting(&self) -> Selecting {
+        let exec_file = (!self.exes.is_empty())
+            .then(crate::engine::exec_file_offsets)
+            .flatten();
+        Selecting {
+            on: true,
+            all_execs: !self.exes.is_empty() && exec_file.is_none(),
+            exec_file,
+        }
+    }
+
+    /// The kernel's form of the `--exe` files.
+    fn exe_keys(&self) -> Vec<ExeKey> {
+        self.exes
+            .iter()
+            .map(|&(dev, ino)| ExeKey {
+                dev: crate::engine::kernel_dev(dev),
+                ino,
+            })
+            .collect()
+    }
+
     /// The kernel's form of the `--comm` names: NUL-padded to 16 bytes.
     fn comm_keys(&self) -> Vec<[u8; 16]> {
         self.comms
@@ -198,7 +225,7 @@ impl Watcher {
         pids: &[u32],
         quiet: bool,
     ) -> Result<(Self, Vec<u32>), Error> {
-        engine.watch_execs(&matcher.comm_keys())?;
+        engine.watch_execs(&matcher.comm_keys(), &matcher.exe_keys())?;
         let (mut set, ring) = engine.take_selection()?;
         let map_err = |e: aya::maps::MapError| crate::engine::EngineError::Map {
             map: "SELECTED",

@@ -14,7 +14,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     Error,
     decode::{Value, decode, header},
-    engine::{Engine, Program, Selecting},
+    engine::{Engine, Program},
     probe::ProbeKind,
     select::{self, Watcher},
     session::{self, ProbeSet, child::HeldChild},
@@ -393,10 +393,11 @@ pub(crate) fn launch(
     set: &ProbeSet,
     agg_entries: u32,
 ) -> Result<Launched, Error> {
-    let selecting = Selecting {
-        on: !opts.select.is_empty(),
-        all_execs: !opts.select.exes.is_empty(),
+    let matcher = match opts.select.is_empty() {
+        true => None,
+        false => Some(opts.select.matcher()?),
     };
+    let selecting = matcher.as_ref().map(|m| m.selecting()).unwrap_or_default();
     let mut watcher = None;
     let started = Instant::now();
     let mut child = match &opts.command {
@@ -409,7 +410,7 @@ pub(crate) fn launch(
     let pids: Vec<u32> = match &child {
         Some(c) => vec![c.pid],
         // Chosen by name: attached for every process, the kernel filters.
-        None if selecting.on => Vec::new(),
+        None if matcher.is_some() => Vec::new(),
         None => opts.pids.clone(),
     };
     let attached = (|| {
@@ -425,10 +426,9 @@ pub(crate) fn launch(
             stacks,
             selecting,
         )?;
-        if selecting.on {
+        if let Some(m) = &matcher {
             let _in = rt.enter();
-            let m = opts.select.matcher()?;
-            watcher = Some(Watcher::start(&mut engine, &m, &opts.pids, opts.quiet)?);
+            watcher = Some(Watcher::start(&mut engine, m, &opts.pids, opts.quiet)?);
         }
         let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
         Ok::<_, Error>((engine, n))
