@@ -33,6 +33,11 @@ static ALL_EXECS: u32 = 0;
 #[unsafe(no_mangle)]
 static EXEC_FILE_OFFSETS: [u64; 5] = [u64::MAX; 5];
 
+/// Offset of `task_struct.tgid`, from the kernel's BTF, set by the loader;
+/// `u64::MAX` when unknown (forked children are then not followed).
+#[unsafe(no_mangle)]
+static TASK_TGID_OFFSET: u64 = u64::MAX;
+
 /// `--exe` files by device and inode.
 #[map]
 static EXES: HashMap<ExeKey, u8> = HashMap::with_max_entries(select::MAX_EXES, 0);
@@ -194,5 +199,41 @@ pub fn ri_exit(_ctx: RawTracePointContext) -> i32 {
     // SAFETY: a 16-byte buffer, as the helper writes.
     unsafe { bpf_get_current_comm(comm.as_mut_ptr() as *mut _, 16) };
     notice(select::LEFT, tgid, comm);
+    0
+}
+
+/// At a fork: the new process of one chosen by name is chosen too (it
+/// runs the same program under the same name until it execs). Followed in
+/// ri's initial pid namespace only, where the child's tgid is the task's.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn ri_fork(ctx: RawTracePointContext) -> i32 {
+    // SAFETY: read-only globals the loader sets.
+    let (selecting, ino, off) = unsafe {
+        (
+            core::ptr::read_volatile(&SELECTING),
+            core::ptr::read_volatile(&NS_INO),
+            core::ptr::read_volatile(&TASK_TGID_OFFSET),
+        )
+    };
+    if selecting == 0 || ino != 0 || off == u64::MAX {
+        return 0;
+    }
+    let parent = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
+    // SAFETY: a copied byte.
+    if unsafe { SELECTED.get(parent) }.copied() != Some(select::BY_NAME) {
+        return 0;
+    }
+    let child = ctx.arg::<u64>(1);
+    // SAFETY: a kernel read through the helper, which checks the address.
+    let Ok(tgid) = (unsafe { bpf_probe_read_kernel((child + off) as *const u32) }) else {
+        return 0;
+    };
+    // A new thread of the same process is no new process.
+    if tgid != parent && SELECTED.insert(tgid, select::BY_NAME, 0).is_ok() {
+        let mut comm = [0u8; 16];
+        // SAFETY: a 16-byte buffer, as the helper writes.
+        unsafe { bpf_get_current_comm(comm.as_mut_ptr() as *mut _, 16) };
+        notice(select::MATCHED, tgid, comm);
+    }
     0
 }

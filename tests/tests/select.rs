@@ -145,6 +145,15 @@ fn m0d_copy(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// A shell script `name` in `dir` running `body` (its comm is `name`).
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write the script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
 #[test]
 fn a_restarted_m0d_is_picked_up_at_once_under_comm() {
     require_bpf();
@@ -379,17 +388,15 @@ fn exe_traces_a_process_started_later_from_its_first_call() {
 fn a_process_that_execs_another_program_is_detached() {
     require_bpf();
     let dir = tempfile::tempdir().expect("temporary directory");
-    let script = dir.path().join("ri-sel-script");
     let done = dir.path().join("done");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nwhile [ ! -e {} ]; do sleep 0.05; done\nexec sleep 0.2\n",
+    let script = script(
+        dir.path(),
+        "ri-sel-script",
+        &format!(
+            "while [ ! -e {} ]; do sleep 0.05; done\nexec sleep 0.2",
             done.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     let probe = format!("u:{}:work_nop5", fixture("calls").display());
     let mut ri = Ri::start(&["count", "--comm", "ri-sel-script", &probe]);
     let mut child = Command::new(&script).spawn().expect("start the script");
@@ -404,5 +411,44 @@ fn a_process_that_execs_another_program_is_detached() {
         Duration::from_secs(2),
     );
     assert!(child.wait().unwrap().success());
+    drop(ri.stop(true));
+}
+
+#[test]
+fn a_child_forked_by_a_selected_process_is_selected_until_it_execs() {
+    require_bpf();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let go = dir.path().join("go");
+    // The shell forks a child for `sleep`, which then execs it.
+    let script = script(
+        dir.path(),
+        "ri-sel-fork",
+        &format!("while [ ! -e {} ]; do :; done\nsleep 0.1", go.display()),
+    );
+    let mut child = Command::new(&script).spawn().expect("start the script");
+    let pid = child.id();
+    let probe = format!("u:{}:work_nop5", fixture("calls").display());
+    let mut ri = Ri::start(&["count", "--comm", "ri-sel-fork", &probe]);
+    ri.wait_for(
+        &format!("--comm ri-sel-fork matches pid {pid} (ri-sel-fork)"),
+        Duration::from_secs(1),
+    );
+    std::fs::write(&go, "").unwrap();
+    let forked = ri.wait_for("(ri-sel-fork) started: attached", Duration::from_secs(2));
+    let forked_pid = forked
+        .strip_prefix("ri: pid ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(forked_pid, pid.to_string(), "{forked}");
+    ri.wait_for(
+        &format!("pid {forked_pid} (sleep) runs another program: detached"),
+        Duration::from_secs(2),
+    );
+    assert!(child.wait().unwrap().success());
+    ri.wait_for(
+        &format!("pid {pid} (ri-sel-fork) exited: detached"),
+        Duration::from_secs(2),
+    );
     drop(ri.stop(true));
 }

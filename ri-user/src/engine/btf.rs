@@ -1,7 +1,7 @@
 //! Member offsets of kernel structs, read from the running kernel's BTF
 //! (`/sys/kernel/btf/vmlinux`), for the exec tracepoint's `--exe` match
 //! (an exec's file: `linux_binprm.file->f_inode`, its `i_ino` and its
-//! superblock's `s_dev`).
+//! superblock's `s_dev`), and for the fork tracepoint (`task_struct.tgid`).
 
 use std::collections::HashMap;
 
@@ -101,26 +101,47 @@ impl Btf {
     }
 }
 
-/// Offsets of `linux_binprm.file`, `file.f_inode`, `inode.i_ino`,
-/// `inode.i_sb` and `super_block.s_dev` in the running kernel, or `None`
-/// when its BTF does not tell them.
-pub fn exec_file_offsets() -> Option<[u64; 5]> {
-    let data = std::fs::read("/sys/kernel/btf/vmlinux").ok()?;
-    let btf = Btf::parse(&data)?;
-    Some([
-        btf.offset("linux_binprm", "file")?,
-        btf.offset("file", "f_inode")?,
-        btf.offset("inode", "i_ino")?,
-        btf.offset("inode", "i_sb")?,
-        btf.offset("super_block", "s_dev")?,
-    ])
+/// Where the selection's tracepoints find things in the running kernel's
+/// structs, from its BTF (`None` where it does not tell).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    /// `linux_binprm.file`, `file.f_inode`, `inode.i_ino`, `inode.i_sb`
+    /// and `super_block.s_dev`: an exec's file.
+    pub exec_file: Option<[u64; 5]>,
+    /// `task_struct.tgid`: a forked task's process.
+    pub task_tgid: Option<u64>,
+}
+
+/// Reads the offsets from `/sys/kernel/btf/vmlinux`.
+pub fn kernel_offsets() -> KernelOffsets {
+    let Some(btf) = std::fs::read("/sys/kernel/btf/vmlinux")
+        .ok()
+        .and_then(|d| Btf::parse(&d))
+    else {
+        return KernelOffsets::default();
+    };
+    let exec_file = (|| {
+        Some([
+            btf.offset("linux_binprm", "file")?,
+            btf.offset("file", "f_inode")?,
+            btf.offset("inode", "i_ino")?,
+            btf.offset("inode", "i_sb")?,
+            btf.offset("super_block", "s_dev")?,
+        ])
+    })();
+    KernelOffsets {
+        exec_file,
+        task_tgid: btf.offset("task_struct", "tgid"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_running_kernel_tells_where_an_execs_file_is() {
-        let o = super::exec_file_offsets().expect("offsets from /sys/kernel/btf/vmlinux");
+        let k = super::kernel_offsets();
+        let o = k.exec_file.expect("offsets from /sys/kernel/btf/vmlinux");
+        assert!(k.task_tgid.is_some_and(|t| t % 4 == 0), "{k:?}");
         // Pointers and the inode number are 8-byte aligned; none is the
         // first member but `file` of linux_binprm may be anywhere.
         assert!(o.iter().all(|&x| x < 4096), "{o:?}");

@@ -7,7 +7,7 @@ pub mod multi;
 pub mod perf;
 mod select;
 
-pub use btf::exec_file_offsets;
+pub use btf::{KernelOffsets, kernel_offsets};
 pub use select::{Selecting, kernel_dev, pid_namespace};
 
 use std::{
@@ -219,6 +219,7 @@ impl Engine {
         let (ns_dev, ns_ino) = pid_namespace().unwrap_or((0, 0));
         let (on, all) = (u32::from(select.on), u32::from(select.all_execs));
         let offsets = select.exec_file.unwrap_or([u64::MAX; 5]);
+        let tgid_offset = select.task_tgid.unwrap_or(u64::MAX);
         let bpf = EbpfLoader::new()
             .override_global("RING_BYTES", &ring, true)
             .override_global("NS_DEV", &ns_dev, true)
@@ -226,6 +227,7 @@ impl Engine {
             .override_global("SELECTING", &on, true)
             .override_global("ALL_EXECS", &all, true)
             .override_global("EXEC_FILE_OFFSETS", &offsets, true)
+            .override_global("TASK_TGID_OFFSET", &tgid_offset, true)
             // The selection maps take room only when selecting.
             .map_max_entries("SELECTED", if select.on { MAX_SELECTED } else { 1 })
             .map_max_entries("COMMS", if select.on { MAX_COMMS } else { 1 })

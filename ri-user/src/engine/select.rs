@@ -21,8 +21,11 @@ pub struct Selecting {
     /// Tell user space of every exec (`--exe` is checked there).
     pub all_execs: bool,
     /// Where an exec's file is in the kernel's structs (see
-    /// [`super::btf::exec_file_offsets`]), for `--exe` in the kernel.
+    /// [`super::btf::KernelOffsets`]), for `--exe` in the kernel.
     pub exec_file: Option<[u64; 5]>,
+    /// Where a task's tgid is (see [`super::btf::KernelOffsets`]), to
+    /// follow forks.
+    pub task_tgid: Option<u64>,
 }
 
 /// ri's pid namespace as `bpf_get_ns_current_pid_tgid` wants it (the
@@ -81,6 +84,7 @@ impl Engine {
         for (prog, event) in [
             ("ri_exec", "sched_process_exec"),
             ("ri_exit", "sched_process_exit"),
+            ("ri_fork", "sched_process_fork"),
         ] {
             let load = |e: &(dyn std::error::Error + 'static)| {
                 EngineError::Load(format!("{prog}: {}", chain(e)))

@@ -153,15 +153,15 @@ impl Matcher {
     }
 
     /// How the kernel side is to select: `--exe` in the kernel where its
-    /// BTF tells where an exec's file is, else at each exec's notice.
+    /// BTF tells where an exec's file is, else at each exec's notice; forks
+    /// followed where it tells where a task's tgid is.
     pub fn selecting(&self) -> Selecting {
-        let exec_file = (!self.exes.is_empty())
-            .then(crate::engine::exec_file_offsets)
-            .flatten();
+        let k = crate::engine::kernel_offsets();
         Selecting {
             on: true,
-            all_execs: !self.exes.is_empty() && exec_file.is_none(),
-            exec_file,
+            all_execs: !self.exes.is_empty() && k.exec_file.is_none(),
+            exec_file: k.exec_file,
+            task_tgid: k.task_tgid,
         }
     }
 
