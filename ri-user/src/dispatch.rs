@@ -52,15 +52,50 @@ pub fn run(command: Command) -> Result<(), Error> {
             }),
             vec![a.begin],
         )),
-        Command::Ctl(args) => match args.options() {
-            Ok(opts) => crate::ctl::run(&opts),
-            Err(msg) => Err(Error::Usage(msg)),
-        },
-        Command::Peek(args) => crate::peek::run(&args.options(), &mut std::io::stdout().lock()),
+        Command::Ctl(args) => {
+            let mut opts = args.options().map_err(Error::Usage)?;
+            let sel = args.select.selection();
+            if sel.is_empty() || opts.endpoint.is_none() && args.discover {
+                return crate::ctl::run(&opts);
+            }
+            if args.socket.is_some() {
+                return Err(Error::Usage(
+                    "--socket cannot be combined with --comm or --exe".into(),
+                ));
+            }
+            let pid = args.pid.map(|p| p as u32);
+            crate::select::each(pid, &sel, args.json, |pid| {
+                opts.endpoint = Some(crate::ctl::Endpoint::Pid {
+                    pid: pid as i32,
+                    name: args.name.clone(),
+                });
+                crate::ctl::run(&opts)
+            })
+        }
+        Command::Peek(args) => {
+            let mut opts = args.options();
+            crate::select::each(args.pid, &args.select.selection(), args.json, |pid| {
+                opts.pid = pid;
+                crate::peek::run(&opts, &mut std::io::stdout().lock())
+            })
+        }
         Command::Types(args) => {
             crate::types::run(&args.options(), &mut std::io::stdout().lock()).map(|_| ())
         }
-        Command::Report(args) => args.options().and_then(|opts| crate::report::run(&opts)),
+        Command::Report(args) => {
+            let mut opts = args.options()?;
+            let sel = args.select.selection();
+            if !sel.is_empty() && opts.output.is_some() {
+                return Err(Error::Usage(
+                    "--output writes one report: use -p PID, not --comm or --exe".into(),
+                ));
+            }
+            let pid = args.pid.or(args.pid_flag);
+            crate::select::each(pid, &sel, args.json, |pid| {
+                opts.pid = pid;
+                crate::report::run(&opts)
+            })
+        }
         Command::Fid { action, json } => fid(action, json),
         Command::Run(args) => {
             args.check().map_err(Error::Usage)?;

@@ -24,6 +24,7 @@ pub mod peek;
 pub mod plan;
 pub mod probe;
 pub mod report;
+pub mod select;
 pub mod session;
 pub mod sink;
 pub mod stack;

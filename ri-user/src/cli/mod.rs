@@ -166,14 +166,43 @@ pub enum FidAction {
     },
 }
 
+/// Processes chosen by name, on top of `-p`: for the probing commands
+/// those running now and those that start while ri runs; for `report`,
+/// `ctl` and `peek` every one running now.
+#[derive(Clone, Debug, Default, Args)]
+pub struct SelectArgs {
+    /// Every process with this name, as /proc/PID/comm has it (repeatable).
+    /// Probing commands also attach to those that start later and detach
+    /// from those that exit; the run then ends on --duration or Ctrl-C.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Every process running this executable file (the same file: device
+    /// and inode), like --comm (repeatable).
+    #[arg(long = "exe", value_name = "PATH")]
+    pub exes: Vec<std::path::PathBuf>,
+}
+
+impl SelectArgs {
+    /// The library's form of these flags.
+    pub fn selection(&self) -> crate::select::Selection {
+        crate::select::Selection {
+            comms: self.comms.clone(),
+            exes: self.exes.clone(),
+        }
+    }
+}
+
 /// Which processes a probing command watches, for how long, and how it
 /// prints typed values; shared by `trace` and the aggregating commands.
 #[derive(Debug, Args)]
 pub struct ScopeArgs {
     /// Trace only this process (repeatable); the run ends when every one
-    /// of them has exited.
+    /// of them has exited (unless --comm or --exe is given too).
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// Processes by name.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Start this command with the probes attached; stop when it exits.
     #[arg(short = 'c', long = "command", value_name = "CMD")]
     pub command: Option<String>,
@@ -286,6 +315,7 @@ impl TraceArgs {
         Ok(TraceOptions {
             probes,
             pids: self.scope.pids.clone(),
+            select: self.scope.select.selection(),
             command: self.scope.command.clone(),
             duration: seconds("--duration", self.scope.duration)?,
             json: self.json,
@@ -342,6 +372,10 @@ pub struct CtlArgs {
     /// The target process.
     #[arg(short, long, value_name = "PID", value_parser = clap::value_parser!(i32).range(1..))]
     pub pid: Option<i32>,
+    /// Every process running now with this name or executable, instead
+    /// of -p: one section per process.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// The control socket, instead of -p.
     #[arg(long, value_name = "PATH", conflicts_with = "pid")]
     pub socket: Option<std::path::PathBuf>,
@@ -387,7 +421,10 @@ impl CtlArgs {
                 name: self.name.clone(),
             }),
             (None, None) if matches!(action, Action::Discover) => None,
-            (None, None) => return Err("ri ctl needs -p PID or --socket PATH".into()),
+            (None, None) if !self.select.selection().is_empty() => None,
+            (None, None) => {
+                return Err("ri ctl needs -p PID or --socket PATH (or --comm, --exe)".into());
+            }
         };
         Ok(CtlOptions {
             endpoint,
@@ -402,8 +439,12 @@ impl CtlArgs {
 #[derive(Debug, Args)]
 pub struct PeekArgs {
     /// The process to read.
-    #[arg(short, long, value_name = "PID")]
-    pub pid: u32,
+    #[arg(short, long, value_name = "PID", required_unless_present_any = ["comms", "exes"])]
+    pub pid: Option<u32>,
+    /// Every process running now with this name or executable, instead
+    /// of -p: one section per process.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// The binary or library whose debug info and variables to use
     /// (default: the executable, then every library in map order).
     #[arg(long, value_name = "PATH|LIB")]
@@ -426,7 +467,7 @@ impl PeekArgs {
     /// The library options these flags stand for.
     pub fn options(&self) -> crate::peek::PeekOptions {
         crate::peek::PeekOptions {
-            pid: self.pid,
+            pid: self.pid.unwrap_or(0),
             target: self.target.clone(),
             what: self.what.clone(),
             depth: self.depth,
@@ -470,11 +511,15 @@ impl TypesArgs {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// The process.
-    #[arg(value_name = "PID", required_unless_present = "pid_flag")]
+    #[arg(value_name = "PID", required_unless_present_any = ["pid_flag", "comms", "exes"])]
     pub pid: Option<u32>,
     /// The process (same as the positional PID).
     #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "pid")]
     pub pid_flag: Option<u32>,
+    /// Every process running now with this name or executable, instead
+    /// of PID: one report per process.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Print JSON with the same content.
     #[arg(long)]
     pub json: bool,
