@@ -48,6 +48,40 @@ pub struct AuditPeer {
     /// Peer address (TCP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
+    /// The ssh login the peer runs under, when it does (e.g. `ri -H`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshOrigin>,
+}
+
+/// Who reached the peer through ssh: from the environment sshd gave its
+/// session (`/proc/PID/environ`, readable for the same uid or by root).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshOrigin {
+    /// The login user (`USER`, else `LOGNAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The client's address and port (from `SSH_CONNECTION`, else `SSH_CLIENT`).
+    pub client: String,
+}
+
+impl SshOrigin {
+    /// The ssh origin of process `pid`, if it runs in an ssh session.
+    pub fn of_pid(pid: i32) -> Option<SshOrigin> {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let var = |name: &str| {
+            env.split(|&b| b == 0).find_map(|kv| {
+                let kv = std::str::from_utf8(kv).ok()?;
+                kv.strip_prefix(name)?.strip_prefix('=').map(String::from)
+            })
+        };
+        let conn = var("SSH_CONNECTION").or_else(|| var("SSH_CLIENT"))?;
+        let mut w = conn.split_whitespace();
+        let client = format!("{}:{}", w.next()?, w.next()?);
+        Some(SshOrigin {
+            user: var("USER").or_else(|| var("LOGNAME")),
+            client,
+        })
+    }
 }
 
 /// One mutation attempt.
@@ -195,6 +229,7 @@ mod tests {
                 uid: Some(0),
                 pid: Some(2),
                 addr: None,
+                ssh: None,
             },
             cmd: "x.set".into(),
             args: serde_json::json!({"n": n}),

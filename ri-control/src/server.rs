@@ -76,12 +76,14 @@ impl Peer {
                 uid: self.uid,
                 pid: self.pid,
                 addr: None,
+                ssh: self.pid.and_then(audit::SshOrigin::of_pid),
             },
             Transport::Tcp(a) => AuditPeer {
                 transport: "tcp".into(),
                 uid: None,
                 pid: None,
                 addr: Some(a.to_string()),
+                ssh: None,
             },
         }
     }

@@ -24,11 +24,62 @@ fn fid(action: FidAction, json: bool) -> Result<(), Error> {
 }
 
 /// `ri count|hist|latency|inflight`.
+/// Run for a local ri over ssh, counts and histograms print JSON with raw
+/// buckets, which the local ri merges.
 fn agg(opts: Result<crate::agg::AggOptions, String>) -> Result<(), Error> {
-    crate::agg::run(&opts.map_err(Error::Usage)?)
+    use crate::agg::AggKind;
+    let mut opts = opts.map_err(Error::Usage)?;
+    if crate::remote::child_active()
+        && matches!(
+            opts.kind,
+            AggKind::Count | AggKind::Hist(_) | AggKind::Latency | AggKind::Span(_)
+        )
+    {
+        opts.trace.json = true;
+    }
+    crate::agg::run(&opts)
+}
+
+/// `ri session run|show|export`.
+fn session(action: crate::cli::SessionAction) -> Result<(), Error> {
+    use crate::cli::SessionAction;
+    match action {
+        SessionAction::Run(a) => {
+            crate::capture::run(&a.options().map_err(Error::Usage)?).map(|_| ())?;
+        }
+        SessionAction::Show { bundle, json } => crate::capture::show(&bundle, json)?,
+        SessionAction::Export(a) => crate::capture::export(&a.options())?,
+    }
+    Ok(())
 }
 
 /// Runs one command to completion.
+/// `ri peek`: a core, or each process `-p`/`--comm`/`--exe` names, read
+/// as an expression or a plain symbol path.
+fn peek(args: &crate::cli::PeekArgs) -> Result<(), Error> {
+    let out = || std::io::stdout().lock();
+    if args.core.is_some() {
+        if args.select.exes.len() > 1 {
+            return Err(Error::Usage("--core reads one --exe".into()));
+        }
+        let o = args.expr_options(None).expect("--core reads expressions");
+        return crate::view::peek(&o, &mut out());
+    }
+    let mut opts = args.options();
+    crate::select::each(
+        args.pid,
+        &args.select.selection(),
+        args.json,
+        |pid| match args.expr_options(Some(pid).filter(|&p| p != 0)) {
+            Some(o) => crate::view::peek(&o, &mut out()),
+            None => {
+                opts.pid = pid;
+                crate::peek::run(&opts, &mut out())
+            }
+        },
+    )
+}
+
 pub fn run(command: Command) -> Result<(), Error> {
     use crate::agg::AggKind;
     match command {
@@ -72,17 +123,26 @@ pub fn run(command: Command) -> Result<(), Error> {
                 crate::ctl::run(&opts)
             })
         }
-        Command::Peek(args) => {
-            let mut opts = args.options();
-            crate::select::each(args.pid, &args.select.selection(), args.json, |pid| {
-                opts.pid = pid;
-                crate::peek::run(&opts, &mut std::io::stdout().lock())
-            })
+        Command::Peek(args) => peek(&args),
+        Command::View(args) => {
+            crate::view::run_view(&args.options(), &mut std::io::stdout().lock())
         }
         Command::Types(args) => {
             crate::types::run(&args.options(), &mut std::io::stdout().lock()).map(|_| ())
         }
         Command::Report(args) => {
+            if let Some(core) = &args.core {
+                if !args.select.selection().is_empty() {
+                    return Err(Error::Usage(
+                        "--core cannot be combined with --comm or --exe".into(),
+                    ));
+                }
+                return crate::view::core_report::run(
+                    core,
+                    args.sysroot.as_deref(),
+                    &mut std::io::stdout().lock(),
+                );
+            }
             let mut opts = args.options()?;
             let sel = args.select.selection();
             if !sel.is_empty() && opts.output.is_some() {
@@ -101,6 +161,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             args.check().map_err(Error::Usage)?;
             crate::pack::run(&args.options())
         }
+        Command::Session { action } => session(action),
         Command::Packs(args) => crate::pack::list(&args.options(), &mut std::io::stdout().lock()),
     }
 }

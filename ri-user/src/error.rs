@@ -80,6 +80,15 @@ pub enum Error {
     /// A probe pack that cannot be read, found or expanded.
     #[error("{0}")]
     Pack(#[from] crate::pack::PackError),
+    /// `ri view`, `ri peek EXPR`: walks, views, cores.
+    #[error("{0}")]
+    View(#[from] crate::view::ViewError),
+    /// `-H`: hosts, inventories, the fleet protocol.
+    #[error("{0}")]
+    Remote(#[from] crate::remote::RemoteError),
+    /// A capture session: its file, targets, instruments or bundle.
+    #[error("{0}")]
+    Capture(#[from] crate::capture::CaptureError),
     /// Output or system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -3,12 +3,16 @@
 //! `session` and `engine` put it into the kernel, `decode` reads events back
 //! and `sink` writes them. `dwarf` reads a binary's types from its debug
 //! info. `trace`, `agg` (count, hist, latency), `list`, `peek`, `types` and
-//! `report` are the commands, `pack` names instruments built from them;
+//! `report` are the commands, `view` walks a process's state (live or a
+//! core) for `ri view` and `ri peek EXPR`, `pack` names instruments and
+//! views built from them,
+//! `capture` runs session files of them into bundles;
 //! `stack` symbolizes user stacks; `cli` holds every flag and `dispatch`
 //! runs a parsed command.
 
 pub mod agg;
 pub mod budget;
+pub mod capture;
 pub mod cli;
 pub mod ctl;
 pub mod decode;
@@ -23,6 +27,7 @@ pub mod pack;
 pub mod peek;
 pub mod plan;
 pub mod probe;
+pub mod remote;
 pub mod report;
 pub mod select;
 pub mod session;
@@ -33,6 +38,7 @@ pub mod text;
 pub mod trace;
 pub mod types;
 pub mod usdt;
+pub mod view;
 
 pub use error::Error;
 

@@ -7,7 +7,8 @@ use clap::Parser as _;
 use ri::cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let (args, by_host) = ri::remote::take_by_host(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
@@ -18,6 +19,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(protocol) = &cli.fleet.remote_child {
+        if let Err(e) = ri::remote::enter_child(protocol) {
+            eprintln!("ri: error: {e}");
+            return ExitCode::from(2);
+        }
+    } else if cli.fleet.hosts.is_some() {
+        return ri::remote::run(&cli, args, by_host);
+    }
     let result = ri::dispatch::run(cli.command);
     // A `-c` command started early whose probes never got attached.
     ri::session::early::abort();

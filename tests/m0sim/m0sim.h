@@ -125,7 +125,19 @@ struct m0_list {
 	struct m0_list_link *l_tail;
 };
 struct m0_tl {
+	uint64_t t_magic;   /* the descriptor's td_head_magic (0: unchecked) */
 	struct m0_list t_head;
+};
+
+/** Motr's tlist descriptor (lib/tlist.h): where the link and the magic
+ * sit in the container, and the magics a walker checks. */
+struct m0_tl_descr {
+	const char *td_name;
+	int td_link_offset;
+	int td_link_magic_offset;
+	uint64_t td_link_magic;
+	uint64_t td_head_magic;
+	size_t td_container_size;
 };
 struct m0_tlink {
 	struct m0_list_link t_link;

@@ -11,6 +11,26 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The run queue and wait list tlist descriptors, as Motr's fom.c defines
+ * them (M0_TL_DESCR_DEFINE(runq, "runq fom", static, struct m0_fom,
+ * fo_linkage, fo_magic, ...)): tools check the magics through them. */
+static const struct m0_tl_descr runq_tl __attribute__((used)) = {
+	.td_name = "runq fom",
+	.td_link_offset = offsetof(struct m0_fom, fo_linkage),
+	.td_link_magic_offset = offsetof(struct m0_fom, fo_magic),
+	.td_link_magic = M0_FOM_MAGIC,
+	.td_head_magic = M0_FOM_RUNQ_MAGIC,
+	.td_container_size = sizeof(struct m0_fom),
+};
+static const struct m0_tl_descr wail_tl __attribute__((used)) = {
+	.td_name = "wail fom",
+	.td_link_offset = offsetof(struct m0_fom, fo_linkage),
+	.td_link_magic_offset = offsetof(struct m0_fom, fo_magic),
+	.td_link_magic = M0_FOM_MAGIC,
+	.td_head_magic = M0_FOM_WAIL_MAGIC,
+	.td_container_size = sizeof(struct m0_fom),
+};
+
 static const struct m0_sm_state_descr fom_phases[M0_FOPH_PHASES_NR] = {
 	[M0_FOPH_INIT] = { "init" },
 	[M0_FOPH_FINISH] = { "finish" },
@@ -126,6 +146,7 @@ M0_PROBE void m0_fom_init(struct m0_fom *fom, const struct m0_fom_type *fom_type
 	fom->fo_rep_fop = reply;
 	fom->fo_reqh = reqh;
 	fom->fo_created = m0_time_now();
+	fom->fo_magic = M0_FOM_MAGIC;
 	fom->fo_sm_phase = (struct m0_sm){ .sm_state = M0_FOPH_INIT,
 					   .sm_conf = &m0_fom_phase_conf,
 					   .sm_state_epoch = fom->fo_created };
@@ -207,6 +228,7 @@ M0_PROBE void m0_fom_fini(struct m0_fom *fom)
 	       fop->f_type->ft_name, fop->f_item.ri_header.osr_xid, m0_fom_rc(fom));
 	m0_fop_put(fom->fo_rep_fop);
 	m0_fop_put(fop);
+	fom->fo_magic = 0;
 	m0_free(fom);
 	__atomic_sub_fetch(&reqh->rh_fom_nr, 1, __ATOMIC_RELAXED);
 }
@@ -567,6 +589,8 @@ int m0sim_reqh_init(struct m0_reqh *reqh, struct m0sim_store *st,
 		loc->fl_idx = i;
 		m0_tl_init(&loc->fl_runq);
 		m0_tl_init(&loc->fl_wail);
+		loc->fl_runq.t_magic = runq_tl.td_head_magic;
+		loc->fl_wail.t_magic = wail_tl.td_head_magic;
 		pthread_mutex_init(&loc->fl_lock, NULL);
 		pthread_cond_init(&loc->fl_cond, NULL);
 		loc->fl_threads = calloc(1, sizeof *loc->fl_threads);

@@ -136,6 +136,7 @@ struct m0_fom {
 	struct m0_sm fo_sm_state;
 	struct m0_loc_thread *fo_thread;
 	struct m0_tlink fo_linkage;
+	uint64_t fo_magic;       /* M0_FOM_MAGIC while alive */
 	uint64_t fo_transitions;
 	m0_time_t fo_created;    /* m0sim */
 	struct m0_reqh *fo_reqh; /* m0sim */
@@ -155,6 +156,11 @@ struct m0_reqh {
 	uint64_t rh_nr_refused[M0SIM_FOPT_NR];  /* not admitted */
 	m0_time_t rh_started;
 };
+
+/* Magics of the run queue and wait list descriptors (runq_tl, wail_tl). */
+#define M0_FOM_MAGIC 0x33fab1e5f0a1ed01ULL
+#define M0_FOM_RUNQ_MAGIC 0x33c0ffeea11e0001ULL
+#define M0_FOM_WAIL_MAGIC 0x33c0ffeea11e0002ULL
 
 extern const struct m0_sm_conf m0_fom_phase_conf;
 extern const struct m0_sm_conf m0_fom_state_conf;

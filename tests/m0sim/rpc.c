@@ -61,6 +61,7 @@ M0_PROBE int m0_rpc_conn_create(struct m0_rpc_conn *conn, struct m0_fid *svc_fid
 	conn->c_state = M0_RPC_CONN_INITIALISED;
 	conn->c_ref.ref_cnt = 1;   /* the reader thread's */
 	conn->c_created = m0_time_now();
+	m0_tl_init(&conn->c_sessions);
 	pthread_mutex_init(&conn->c_send_lock, NULL);
 	pthread_mutex_lock(&m->rm_lock);
 	m0_tl_add_tail(&m->rm_incoming_conns, &conn->c_linkage);
@@ -122,6 +123,7 @@ M0_PROBE int m0_rpc_session_establish(struct m0_rpc_session *session,
 	session->s_state = M0_RPC_SESSION_IDLE;
 	conn->c_nr_sessions++;
 	conn->c_session = session;
+	m0_tl_add_tail(&conn->c_sessions, &session->s_link);
 	pthread_mutex_unlock(&m->rm_lock);
 	M0_LOG(M0_NOTICE, "session %" PRIu64 " established on conn %p sender id %"
 	       PRIu64 " (%s)", session->s_session_id, conn, conn->c_sender_id,

@@ -87,6 +87,7 @@ struct m0_rpc_session {
 	struct m0_rpc_conn *s_conn;
 	uint64_t s_xid;            /* last xid sent (client) or received (server) */
 	enum m0_rpc_session_state s_state;
+	struct m0_tlink s_link;    /* in its connection's c_sessions (server) */
 };
 
 enum m0_rpc_conn_state {
@@ -113,6 +114,7 @@ struct m0_rpc_conn {
 	pthread_mutex_t c_send_lock;
 	struct m0_ref c_ref;
 	struct m0_tlink c_linkage;        /* in rm_incoming_conns */
+	struct m0_tl c_sessions;          /* its sessions (s_link), as Motr's */
 	struct m0_rpc_session *c_session;
 	struct m0_rpc_chan c_chan;
 	struct m0_net_end_point c_ep;

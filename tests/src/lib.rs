@@ -11,6 +11,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod fleet;
 pub mod m0sim;
 pub mod pg;
 

@@ -14,6 +14,15 @@ use serde_json::Value;
 
 use crate::{fixture, ri_bin};
 
+/// Motr opcodes of the m0sim requests and their names in its stats.
+pub const OPS: &[(u64, &str)] = &[
+    (49, "create"),
+    (42, "write"),
+    (41, "read"),
+    (50, "delete"),
+    (45, "getattr"),
+];
+
 /// A running m0d. Killed (SIGKILL) on drop if still running.
 pub struct M0d {
     child: Mutex<Child>,

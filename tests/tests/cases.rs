@@ -18,7 +18,8 @@
 //! env = { LD_LIBRARY_PATH = "{fixtures}/x" }  # ri's own environment, added
 //! ```
 //! `{calls}` and other `{NAME}` are fixture paths; `{fixtures}` is their folder.
-//! With `m0d = true`, `{m0d_pid}`, `{m0d_socket}` and `{m0d_endpoint}` name it.
+//! With `m0d = true`, `{m0d_pid}`, `{m0d_socket}` and `{m0d_endpoint}` name it,
+//! and `{m0d_core}` is a gcore of it.
 //! In `seq`, the string "null" matches a JSON null (a read that faulted).
 
 use std::{collections::BTreeMap, process::Command};
@@ -113,7 +114,7 @@ fn to_json(v: &toml::Value) -> Value {
 
 fn check(case: &Case) -> Result<(), String> {
     let m0d = case.m0d.then(M0d::start);
-    let vars: Vec<(&str, String)> = match &m0d {
+    let mut vars: Vec<(&str, String)> = match &m0d {
         Some(m) => vec![
             ("{m0d_pid}", m.pid.to_string()),
             (
@@ -127,6 +128,24 @@ fn check(case: &Case) -> Result<(), String> {
         ],
         None => Vec::new(),
     };
+    // `{m0d_core}`: a gcore of that m0d, taken before ri runs.
+    let core_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    if let Some(m) = m0d
+        .as_ref()
+        .filter(|_| case.args.iter().any(|a| a.contains("{m0d_core}")))
+    {
+        let prefix = core_dir.path().join("core");
+        let g = Command::new("gcore")
+            .arg("-o")
+            .arg(&prefix)
+            .arg(m.pid.to_string())
+            .output()
+            .map_err(|e| format!("gcore (gdb; cargo xtask setup installs it): {e}"))?;
+        if !g.status.success() {
+            return Err(format!("gcore: {}", String::from_utf8_lossy(&g.stderr)));
+        }
+        vars.push(("{m0d_core}", format!("{}.{}", prefix.display(), m.pid)));
+    }
     let expand = |s: &str| expand(&vars.iter().fold(s.to_string(), |s, (k, v)| s.replace(k, v)));
     let args: Vec<String> = case.args.iter().map(|a| expand(a)).collect();
     let mut cmd = match &case.as_user {

@@ -12,7 +12,7 @@ use std::{
 
 use ri_tests::{
     Reader, events, fixture, fixtures,
-    m0sim::{M0d, M0dConfig},
+    m0sim::{M0d, M0dConfig, OPS},
     pg::{Pg, port, skip},
     require_bpf, ri_bin, ri_ok, sigint, start_waiting,
 };
@@ -63,15 +63,6 @@ const PHASES: [&str; 7] = [
     "queue-reply",
     "",
     "type-specific",
-];
-
-/// Motr opcodes of the m0sim requests and their names in its stats.
-const OPS: &[(u64, &str)] = &[
-    (49, "create"),
-    (42, "write"),
-    (41, "read"),
-    (50, "delete"),
-    (45, "getattr"),
 ];
 
 #[test]

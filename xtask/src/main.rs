@@ -7,8 +7,10 @@
 mod bench;
 mod bench_ab;
 mod bench_dwarf;
+mod bench_fleet;
 mod bench_report;
 mod bench_run;
+mod bench_session;
 mod bench_trace;
 mod bench_wild;
 mod demo;
@@ -90,6 +92,15 @@ enum Task {
         /// Calls of the nop5 site per measurement (`--ab`, `--trace`).
         #[arg(long, default_value_t = bench_ab::CALLS)]
         calls: u64,
+        /// Only `ri -H`: fan-out to 3 local nodes (namespaces with their own
+        /// sshd) against one and against a local run, and many simulated
+        /// hosts; write bench/RESULTS-fleet.md.
+        #[arg(long)]
+        fleet: bool,
+        /// Only capture sessions: the flight recorder's CPU per event
+        /// against plain `ri trace`; write bench/RESULTS-session.md.
+        #[arg(long)]
+        session: bool,
         /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
         /// then still waits while the kernel releases what it attached).
         #[arg(long, default_value_t = 30)]
@@ -129,12 +140,16 @@ fn main() -> Result<()> {
             trace,
             rounds,
             calls,
+            fleet,
+            session,
             bpftrace_timeout,
         } => {
             setup()?;
             build()?;
             let timeout = std::time::Duration::from_secs(bpftrace_timeout);
-            if agg {
+            if session {
+                bench_session::run()
+            } else if agg {
                 bench::run_agg()
             } else if dwarf {
                 bench_dwarf::run_alone()
@@ -142,6 +157,8 @@ fn main() -> Result<()> {
                 bench_trace::run_alone(rounds, calls)
             } else if ab {
                 bench_ab::run_alone(rounds, calls)
+            } else if fleet {
+                bench_fleet::run()
             } else if wild {
                 bench_wild::run(timeout)
             } else if whole {
@@ -245,6 +262,14 @@ fn setup() -> Result<()> {
             .args(["install", "-y", "-qq", "bpftrace"])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    // gdb's gcore makes the core dumps of the `ri view --core` tests.
+    if !have("gcore") && have("apt-get") {
+        eprintln!("setup: installing gdb");
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "gdb"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
     // <sys/sdt.h> builds the USDT note-parsing fixture.
     let sdt = [
         "/usr/include/sys/sdt.h",
@@ -255,6 +280,21 @@ fn setup() -> Result<()> {
         run(Command::new("apt-get").args(["update", "-qq"]))?;
         run(Command::new("apt-get")
             .args(["install", "-y", "-qq", "systemtap-sdt-dev"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    // The fleet tests run their own OpenSSH servers (tests/src/fleet.rs).
+    if !Path::new("/usr/sbin/sshd").exists() && have("apt-get") {
+        eprintln!("setup: installing openssh-server (the fleet tests start their own sshd)");
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "openssh-server",
+                "openssh-client",
+            ])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
     // Clippy on nightly lints the eBPF crate for its own target.

@@ -11,6 +11,7 @@
 //! User space only reads the map, at each interval and at exit.
 
 mod inflight;
+pub use inflight::monotonic_ns;
 mod labels;
 mod leaks;
 mod printer;
@@ -31,7 +32,9 @@ use crate::{
 };
 
 pub use labels::{LabelSpec, split_name};
+pub(crate) use read::Cell;
 pub use read::{Snapshot, Stats};
+pub(crate) use render::{hist_json, hist_summary};
 
 /// Errors turning probes into aggregations.
 #[derive(Debug, thiserror::Error)]

@@ -415,31 +415,8 @@ impl View<'_> {
                 continue;
             }
             key_line(w, short, &key, ":")?;
-            hist_text(w, &log2_counts(cell), a.signed)?;
             let time = matches!(self.opts.kind, AggKind::Latency | AggKind::Span(_));
-            let m = moments(cell, a.signed);
-            let q = |q| quantile(cell, q, a.signed);
-            let text = |v: f64| {
-                if time {
-                    signed_duration(v)
-                } else if v.fract() == 0.0 {
-                    format!("{v}")
-                } else {
-                    format!("{v:.2}")
-                }
-            };
-            writeln!(
-                w,
-                "count {}  mean {}  min {}  p50 ~{}  p90 ~{}  p99 ~{}  max {}",
-                m.count,
-                text(m.mean()),
-                text(m.min as f64),
-                text(q(0.5) as f64),
-                text(q(0.9) as f64),
-                text(q(0.99) as f64),
-                text(m.max as f64),
-            )?;
-            writeln!(w)?;
+            hist_summary(w, cell, a.signed, time)?;
         }
         w.flush()
     }
@@ -464,23 +441,10 @@ impl View<'_> {
                 e.insert("partial".into(), json!(true));
             }
             if a.hist {
-                let buckets: Vec<Json> = cell
-                    .buckets
-                    .iter()
-                    .map(|(b, v)| {
-                        let (lo, hi) = hist_bucket_range(*b);
-                        json!({"lo": lo, "hi": hi, "count": v.count})
-                    })
-                    .collect();
-                e.insert("buckets".into(), Json::Array(buckets));
-                let m = moments(cell, a.signed);
-                e.insert("sum".into(), big_json(m.sum));
-                e.insert("mean".into(), json!(m.mean()));
-                e.insert("min".into(), json!(m.min));
-                e.insert("max".into(), json!(m.max));
-                for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
-                    e.insert(name.into(), json!(quantile(cell, q, a.signed)));
-                }
+                hist_json(&mut e, cell, a.signed, crate::remote::child_active());
+            }
+            if crate::remote::child_active() {
+                e.insert("site".into(), json!(s.map_or("?", |s| s.short.as_str())));
             }
             entries.push(Json::Object(e));
         }
@@ -508,6 +472,70 @@ impl View<'_> {
         }
         writeln!(w, "{doc}")?;
         w.flush()
+    }
+}
+
+/// A histogram's text: log2 bars, then count, mean, min, p50/p90/p99 and
+/// max (as durations when `time`), then a blank line.
+pub(crate) fn hist_summary(
+    w: &mut impl Write,
+    cell: &Cell,
+    signed: bool,
+    time: bool,
+) -> std::io::Result<()> {
+    hist_text(w, &log2_counts(cell), signed)?;
+    let m = moments(cell, signed);
+    let q = |q| quantile(cell, q, signed);
+    let text = |v: f64| {
+        if time {
+            signed_duration(v)
+        } else if v.fract() == 0.0 {
+            format!("{v}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    writeln!(
+        w,
+        "count {}  mean {}  min {}  p50 ~{}  p90 ~{}  p99 ~{}  max {}",
+        m.count,
+        text(m.mean()),
+        text(m.min as f64),
+        text(q(0.5) as f64),
+        text(q(0.9) as f64),
+        text(q(0.99) as f64),
+        text(m.max as f64),
+    )?;
+    writeln!(w)
+}
+
+/// A histogram's JSON fields: buckets (`lo`, `hi`, `count`; with `raw` also
+/// the bucket index `b` and its `sum`, `min`, `max`, so that histograms from
+/// several hosts merge exactly), sum, mean, min, max, p50/p90/p99.
+pub(crate) fn hist_json(e: &mut Map<String, Json>, cell: &Cell, signed: bool, raw: bool) {
+    let buckets: Vec<Json> = cell
+        .buckets
+        .iter()
+        .map(|(b, v)| {
+            let (lo, hi) = hist_bucket_range(*b);
+            if raw {
+                json!({"lo": lo, "hi": hi, "count": v.count, "b": b, "sum": v.sum, "min": v.min, "max": v.max})
+            } else {
+                json!({"lo": lo, "hi": hi, "count": v.count})
+            }
+        })
+        .collect();
+    e.insert("buckets".into(), Json::Array(buckets));
+    let m = moments(cell, signed);
+    e.insert("sum".into(), big_json(m.sum));
+    e.insert("mean".into(), json!(m.mean()));
+    e.insert("min".into(), json!(m.min));
+    e.insert("max".into(), json!(m.max));
+    for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
+        e.insert(name.into(), json!(quantile(cell, q, signed)));
+    }
+    if raw {
+        e.insert("signed".into(), json!(signed));
     }
 }
 

@@ -9,8 +9,10 @@ use crate::{list::ListOptions, trace::TraceOptions};
 
 mod agg;
 mod pack;
+mod session;
 pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs, LeaksArgs};
 pub use pack::{PacksArgs, RunArgs};
+pub use session::{SessionAction, SessionExportArgs, SessionRunArgs};
 
 /// ri: run-time instruments for live services.
 #[derive(Debug, Parser)]
@@ -19,6 +21,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Where to run it: other hosts through ssh.
+    #[command(flatten)]
+    pub fleet: crate::remote::FleetArgs,
 }
 
 /// Subcommands.
@@ -106,6 +111,11 @@ pub enum Command {
     /// file. Pointers are followed --depth hops; function pointers print as
     /// `0x... <function>`; unreadable memory as <unreadable 0x...>.
     Peek(PeekArgs),
+    /// Walk a process's state with a pack's view (see `ri packs`).
+    ///
+    /// `ri view motr.runq -p PID` lists the FOMs queued in every locality,
+    /// read from memory without the process's help (live or --core).
+    View(ViewArgs),
     /// Show a binary's structs, unions, enums and typedefs, like pahole.
     ///
     /// `ri types TARGET [PATTERN]`: member offsets and sizes, bitfields,
@@ -137,6 +147,13 @@ pub enum Command {
     /// and --pack FILE; a later pack of the same name replaces an earlier
     /// one. `ri packs PACK` also lists its probe points.
     Packs(PacksArgs),
+    /// Capture sessions: run a session file into a bundle, show or export
+    /// a bundle (docs/SESSIONS.md).
+    Session {
+        /// What to do.
+        #[command(subcommand)]
+        action: SessionAction,
+    },
     /// Motr fids: decode one, or map an object name to its fids.
     Fid {
         /// What to do.
@@ -439,12 +456,25 @@ impl CtlArgs {
 #[derive(Debug, Args)]
 pub struct PeekArgs {
     /// The process to read.
-    #[arg(short, long, value_name = "PID", required_unless_present_any = ["comms", "exes"])]
+    #[arg(short, long, value_name = "PID", required_unless_present_any = ["core", "comms", "exes"])]
     pub pid: Option<u32>,
     /// Every process running now with this name or executable, instead
-    /// of -p: one section per process.
+    /// of -p: one section per process. With --core, --exe is the core's
+    /// executable (default: the one its file note names).
     #[command(flatten)]
     pub select: SelectArgs,
+    /// Read an ELF core file (e.g. from gdb's gcore) instead of a process.
+    #[arg(long, value_name = "CORE", conflicts_with_all = ["pid", "comms"])]
+    pub core: Option<std::path::PathBuf>,
+    /// Find the core's files under this root (a moved or copied tree).
+    #[arg(long, value_name = "DIR", requires = "core")]
+    pub sysroot: Option<std::path::PathBuf>,
+    /// Walks: most elements per walk before it stops with a marker.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max: usize,
+    /// Stop every thread of the process while reading (the pause is printed).
+    #[arg(long)]
+    pub freeze: bool,
     /// The binary or library whose debug info and variables to use
     /// (default: the executable, then every library in map order).
     #[arg(long, value_name = "PATH|LIB")]
@@ -458,12 +488,103 @@ pub struct PeekArgs {
     /// One JSON object: name, type, addr, value.
     #[arg(long)]
     pub json: bool,
-    /// SYMBOL, or ADDRESS TYPE.
-    #[arg(required = true, num_args = 1.., value_name = "SYMBOL | ADDRESS TYPE")]
+    /// SYMBOL, ADDRESS TYPE, or an EXPRESSION (members, indexes, casts,
+    /// &, arithmetic, list(), array(), hash(), btree_node()).
+    #[arg(required = true, num_args = 1.., value_name = "SYMBOL | ADDRESS TYPE | EXPR")]
     pub what: Vec<String>,
 }
 
+/// `--core CORE [--exe EXE] [--sysroot DIR]`.
+#[derive(Debug, Args)]
+pub struct CoreArgs {
+    /// Read an ELF core file (e.g. from gdb's gcore) instead of a process.
+    #[arg(long, value_name = "CORE", conflicts_with = "pid")]
+    pub core: Option<std::path::PathBuf>,
+    /// The core's executable (default: the one its file note names).
+    #[arg(long, value_name = "EXE", requires = "core")]
+    pub exe: Option<std::path::PathBuf>,
+    /// Find the core's files under this root (a moved or copied tree).
+    #[arg(long, value_name = "DIR", requires = "core")]
+    pub sysroot: Option<std::path::PathBuf>,
+}
+
+impl CoreArgs {
+    /// The memory source with `pid`.
+    pub fn source(&self, pid: Option<u32>) -> crate::view::Source {
+        crate::view::Source {
+            pid,
+            core: self.core.clone(),
+            exe: self.exe.clone(),
+            sysroot: self.sysroot.clone(),
+        }
+    }
+}
+
+/// Options of `ri view`.
+#[derive(Debug, Args)]
+pub struct ViewArgs {
+    /// The view, `PACK.VIEW` (see `ri packs`).
+    #[arg(value_name = "PACK.VIEW")]
+    pub view: String,
+    /// The view's arguments (e.g. the ADDRESS of motr.btree).
+    #[arg(value_name = "ARG")]
+    pub args: Vec<String>,
+    /// The process to read.
+    #[arg(short, long, value_name = "PID", required_unless_present = "core")]
+    pub pid: Option<u32>,
+    /// Where to read when not a live process.
+    #[command(flatten)]
+    pub core: CoreArgs,
+    /// One JSON object: rows, markers, torn, frozen.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop every thread for the walk (the pause is printed); without it a
+    /// walk is read until two reads agree, else flagged possibly torn.
+    #[arg(long)]
+    pub freeze: bool,
+    /// Most elements per walk before it stops with a marker.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max: usize,
+    /// Also read this pack file (repeatable).
+    #[arg(long = "pack", value_name = "FILE")]
+    pub packs: Vec<std::path::PathBuf>,
+}
+
+impl ViewArgs {
+    /// The library options these flags stand for.
+    pub fn options(&self) -> crate::view::ViewOptions {
+        crate::view::ViewOptions {
+            view: self.view.clone(),
+            args: self.args.clone(),
+            source: self.core.source(self.pid),
+            json: self.json,
+            freeze: self.freeze,
+            max: self.max,
+            packs: self.packs.clone(),
+        }
+    }
+}
+
 impl PeekArgs {
+    /// An expression peek (anything but a plain SYMBOL path or ADDRESS
+    /// TYPE, or any read of a core or with --freeze).
+    pub fn expr_options(&self, pid: Option<u32>) -> Option<crate::view::PeekExpr> {
+        let plain = crate::peek::is_plain(&self.what);
+        (self.core.is_some() || self.freeze || !plain).then(|| crate::view::PeekExpr {
+            source: crate::view::Source {
+                pid,
+                core: self.core.clone(),
+                exe: self.core.as_ref().and(self.select.exes.first().cloned()),
+                sysroot: self.sysroot.clone(),
+            },
+            expr: crate::peek::as_expression(&self.what),
+            depth: self.depth,
+            max: self.max,
+            json: self.json,
+            freeze: self.freeze,
+        })
+    }
+
     /// The library options these flags stand for.
     pub fn options(&self) -> crate::peek::PeekOptions {
         crate::peek::PeekOptions {
@@ -511,7 +632,7 @@ impl TypesArgs {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// The process.
-    #[arg(value_name = "PID", required_unless_present_any = ["pid_flag", "comms", "exes"])]
+    #[arg(value_name = "PID", required_unless_present_any = ["pid_flag", "core", "comms", "exes"])]
     pub pid: Option<u32>,
     /// The process (same as the positional PID).
     #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "pid")]
@@ -533,6 +654,16 @@ pub struct ReportArgs {
     /// List threads without stopping them (no stacks).
     #[arg(long)]
     pub no_stacks: bool,
+    /// The threads and stacks of an ELF core file instead of a process.
+    #[arg(
+        long,
+        value_name = "CORE",
+        conflicts_with_all = ["pid", "pid_flag", "json", "output", "sections", "no_stacks"]
+    )]
+    pub core: Option<std::path::PathBuf>,
+    /// Find the core's files under this root.
+    #[arg(long, value_name = "DIR", requires = "core")]
+    pub sysroot: Option<std::path::PathBuf>,
 }
 
 impl ReportArgs {

@@ -24,6 +24,28 @@ pub struct PackFile {
     /// Instruments by name.
     #[serde(default)]
     pub instruments: BTreeMap<String, Instrument>,
+    /// State views by name (`ri view PACK.VIEW`).
+    #[serde(default)]
+    pub views: BTreeMap<String, ViewDef>,
+}
+
+/// One view of `[views]`: walks over memory and the fields of each element.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewDef {
+    /// One line.
+    pub help: String,
+    /// Names of the positional arguments (`ri view motr.btree ADDRESS`),
+    /// usable in the expressions.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Nested steps `NAME = WALK`, or `NAME = LABEL: WALK, LABEL: WALK`
+    /// (`$NAME` is then the label).
+    #[serde(default)]
+    pub walk: Vec<String>,
+    /// Columns, `NAME = EXPR` over the names the steps bind.
+    #[serde(default)]
+    pub fields: Vec<String>,
 }
 
 /// `[pack]`.
@@ -245,6 +267,14 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
                 known.join(", ")
             )));
         }
+    }
+    for (name, v) in &f.views {
+        if !is_name(name) {
+            return Err(bad(format!(
+                "view '{name}': a name is letters, digits, _ or -"
+            )));
+        }
+        crate::view::check_def(v).map_err(|e| bad(format!("view {name}: {e}")))?;
     }
     for (name, p) in &f.probes {
         let Some((kind, rest)) = probe_kind(&p.at) else {

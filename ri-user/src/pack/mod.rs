@@ -140,13 +140,9 @@ pub fn load_all(files: &[PathBuf]) -> Result<Vec<Loaded>, PackError> {
     Ok(out)
 }
 
-/// Finds `PACK.INSTRUMENT`.
-pub fn find<'a>(packs: &'a [Loaded], full: &str) -> Result<(&'a Loaded, &'a str), PackError> {
-    let (p, i) = full
-        .split_once('.')
-        .filter(|(p, i)| !p.is_empty() && !i.is_empty())
-        .ok_or_else(|| PackError::BadName(full.to_string()))?;
-    let pack = packs
+/// The pack named `p`.
+pub fn find_pack<'a>(packs: &'a [Loaded], p: &str) -> Result<&'a Loaded, PackError> {
+    packs
         .iter()
         .find(|l| l.file.pack.name == p)
         .ok_or_else(|| PackError::UnknownPack {
@@ -156,7 +152,16 @@ pub fn find<'a>(packs: &'a [Loaded], full: &str) -> Result<(&'a Loaded, &'a str)
                 .map(|l| l.file.pack.name.clone())
                 .collect::<Vec<_>>()
                 .join(", "),
-        })?;
+        })
+}
+
+/// Finds `PACK.INSTRUMENT`.
+pub fn find<'a>(packs: &'a [Loaded], full: &str) -> Result<(&'a Loaded, &'a str), PackError> {
+    let (p, i) = full
+        .split_once('.')
+        .filter(|(p, i)| !p.is_empty() && !i.is_empty())
+        .ok_or_else(|| PackError::BadName(full.to_string()))?;
+    let pack = find_pack(packs, p)?;
     let (name, _) =
         pack.file
             .instruments
@@ -384,6 +389,7 @@ pub fn list(opts: &ListOptions, out: &mut impl Write) -> Result<(), crate::Error
         let width = f
             .instruments
             .keys()
+            .chain(f.views.keys())
             .map(|k| k.len() + f.pack.name.len() + 1)
             .max()
             .unwrap_or(0);
@@ -391,6 +397,15 @@ pub fn list(opts: &ListOptions, out: &mut impl Write) -> Result<(), crate::Error
             let full = format!("{}.{name}", f.pack.name);
             let params: String = inst.params.keys().map(|k| format!(" [{k}=...]")).collect();
             writeln!(out, "  {full:<width$}  {}{params}", inst.help)?;
+        }
+        for (name, v) in &f.views {
+            let full = format!("{}.{name}", f.pack.name);
+            let args: String = v
+                .args
+                .iter()
+                .map(|a| format!(" {}", a.to_uppercase()))
+                .collect();
+            writeln!(out, "  {full:<width$}  view{args}: {}", v.help)?;
         }
         if opts.pack.is_some() {
             writeln!(out, "  probes:")?;
@@ -416,6 +431,11 @@ fn to_json(l: &Loaded) -> Value {
             "kind": i.kind,
             "help": i.help,
             "params": i.params.keys().collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "views": f.views.iter().map(|(n, v)| json!({
+            "name": format!("{}.{n}", f.pack.name),
+            "help": v.help,
+            "args": v.args,
         })).collect::<Vec<_>>(),
         "probes": f.probes.iter().map(|(n, p)| json!({
             "name": n, "at": p.at, "optional": p.optional,

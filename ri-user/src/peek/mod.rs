@@ -12,6 +12,7 @@ use serde_json::json;
 
 pub use objects::{is_named, mapped_files, short};
 pub use process::ProcessMemory;
+pub use symbols::Symbols;
 
 use crate::{
     Error,
@@ -198,6 +199,28 @@ fn request(what: &[String]) -> Result<Request, Error> {
         [first, ..] => Err(Error::Usage(format!(
             "'{first}' is not an address: ri peek takes a SYMBOL, or an ADDRESS and a TYPE"
         ))),
+    }
+}
+
+/// Whether `what` is a plain `SYMBOL` path or `ADDRESS TYPE` (else it is
+/// an expression for `view::peek`).
+pub fn is_plain(what: &[String]) -> bool {
+    match what {
+        // A path's characters only (its own errors are the clearer ones).
+        [one] => one
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.[]->:".contains(c)),
+        _ => request(what).is_ok(),
+    }
+}
+
+/// `what` as one expression: `ADDRESS TYPE` becomes `*(TYPE *)ADDRESS`.
+pub fn as_expression(what: &[String]) -> String {
+    match what {
+        [first, rest @ ..] if !rest.is_empty() && parse_address(first).is_some() => {
+            format!("*({} *){first}", rest.join(" "))
+        }
+        _ => what.join(" "),
     }
 }
 

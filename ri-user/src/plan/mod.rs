@@ -756,6 +756,10 @@ impl Compiler<'_> {
                 Ok(Ty::Buf(*n))
             }
             ExprKind::Binary(b, l, r) => self.binary(*b, l, r, span),
+            ExprKind::Walk(name, _) => Err(self.err(
+                span,
+                format!("{name}() walks memory in ri peek and views; a probe cannot use it"),
+            )),
         }
     }
 

@@ -125,7 +125,22 @@ pub enum ExprKind {
     Str(Box<Expr>, Option<u64>),
     /// `buf(addr, len)`.
     Buf(Box<Expr>, u64),
+    /// A walker of `ri peek` and views: `list(HEAD, TYPE, MEMBER)`,
+    /// `array(PTR, N)`, `hash(...)`, `btree_node(ADDR)`.
+    Walk(String, Vec<WalkArg>),
 }
+
+/// One argument of a walker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WalkArg {
+    /// A value.
+    Expr(Expr),
+    /// A type (`struct m0_fom`).
+    Type(TypeName),
+}
+
+/// The walkers' names.
+pub const WALKERS: [&str; 4] = ["list", "array", "hash", "btree_node"];
 
 /// Values the kernel knows without any fetch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

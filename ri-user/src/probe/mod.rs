@@ -12,7 +12,7 @@ mod parser;
 use std::fmt;
 
 pub use ast::*;
-pub use parser::{parse_probe, scalar_type};
+pub use parser::{parse_expr, parse_probe, scalar_type};
 
 /// A syntax or semantic error at a place in a probe string.
 #[derive(Debug, Clone, PartialEq, Eq)]

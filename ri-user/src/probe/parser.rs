@@ -154,6 +154,23 @@ fn parse_int(s: &str) -> Option<u64> {
     }
 }
 
+/// Parses a lone expression (`ri peek`, views): the probe language's
+/// expressions and the walkers.
+pub fn parse_expr(text: &str) -> Result<Expr, ParseError> {
+    let toks = lex(text, 0, text.len())?;
+    let mut p = Parser {
+        src: text,
+        toks,
+        pos: 0,
+    };
+    let e = p.expr()?;
+    if p.peek().kind != Tok::Eof {
+        let t = p.peek().clone();
+        return Err(p.unexpected(&t, "expected the end of the expression"));
+    }
+    Ok(e)
+}
+
 /// Parses a C scalar type name used in casts.
 pub fn scalar_type(name: &str) -> Option<(u8, bool)> {
     Some(match name {
@@ -452,6 +469,9 @@ impl Parser<'_> {
             Tok::Ident(name) if name == "sizeof" && self.is_punct("(") => {
                 return self.sizeof(t.span);
             }
+            Tok::Ident(name) if WALKERS.contains(&name.as_str()) && self.is_punct("(") => {
+                return self.walker(name.clone(), t.span);
+            }
             Tok::Ident(name) => ident(name),
             _ => return Err(self.unexpected(&t, "expected an expression")),
         };
@@ -495,6 +515,50 @@ impl Parser<'_> {
                 None
             }
         }
+    }
+
+    /// `list(HEAD, struct T, MEMBER)`: arguments are expressions or types.
+    fn walker(&mut self, name: String, start: Span) -> Result<Expr, ParseError> {
+        self.expect("(")?;
+        let mut args = Vec::new();
+        if !self.is_punct(")") {
+            loop {
+                let tag = match &self.peek().kind {
+                    Tok::Ident(w) if ["struct", "union", "enum"].contains(&w.as_str()) => {
+                        Some(w.clone())
+                    }
+                    _ => None,
+                };
+                if let Some(tag) = tag
+                    && let Tok::Ident(n) = &self.peek_at(1).kind
+                {
+                    let name = format!("{tag} {n}");
+                    let first = self.bump();
+                    let mut end = self.bump().span;
+                    let mut ptr = 0u8;
+                    while self.is_punct("*") {
+                        end = self.bump().span;
+                        ptr += 1;
+                    }
+                    args.push(WalkArg::Type(TypeName {
+                        name,
+                        ptr,
+                        span: first.span.to(end),
+                    }));
+                } else {
+                    args.push(WalkArg::Expr(self.expr()?));
+                }
+                if !self.is_punct(",") {
+                    break;
+                }
+                self.bump();
+            }
+        }
+        let close = self.expect(")")?;
+        Ok(Expr {
+            kind: ExprKind::Walk(name, args),
+            span: start.to(close.span),
+        })
     }
 
     fn call(&mut self, name: String, start: Span) -> Result<Expr, ParseError> {
@@ -659,6 +723,31 @@ mod tests {
         assert!(err("u:/b:f(x=0xzz)").contains("bad integer literal"));
         assert!(err("u:/b:f#").contains("unexpected character '#'"));
         assert!(err("u:/b:f(x) junk").contains("expected '(' captures ')' or 'if' filter"));
+    }
+
+    #[test]
+    fn walker_expressions() {
+        let e = parse_expr("list(m0sim_reqh.rh_fom_dom.fd_localities[1]->fl_runq, struct m0_fom, fo_linkage, &runq_tl)->fo_fop").unwrap();
+        let ExprKind::Member(inner, m, true) = &e.kind else {
+            panic!("{e:?}")
+        };
+        assert_eq!(m, "fo_fop");
+        let ExprKind::Walk(name, args) = &inner.kind else {
+            panic!("{inner:?}")
+        };
+        assert_eq!(name, "list");
+        assert_eq!(args.len(), 4);
+        assert!(matches!(&args[1], WalkArg::Type(t) if t.name == "struct m0_fom" && t.ptr == 0));
+        assert!(matches!(&args[3], WalkArg::Expr(x) if matches!(x.kind, ExprKind::AddrOf(_))));
+        assert!(parse_expr("array(p, 4)[2]").is_ok());
+        assert!(parse_expr("(struct node *)0x1000").is_ok());
+        let err = parse_expr("a b").unwrap_err().to_string();
+        assert!(err.contains("expected the end of the expression"), "{err}");
+        // A parameter named like a walker is still a parameter.
+        assert!(matches!(
+            ok("u:/b:f(x=list)").captures[0].expr.kind,
+            ExprKind::Ident(_)
+        ));
     }
 
     #[test]

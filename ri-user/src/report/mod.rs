@@ -17,7 +17,7 @@ mod net;
 mod package;
 mod procfs;
 mod render;
-mod stop;
+pub(crate) mod stop;
 pub(crate) mod symbolize;
 mod threads;
 pub(crate) mod unwind;
@@ -35,7 +35,7 @@ pub use control::ControlSection;
 pub use memory::MemorySection;
 pub use net::{Fd, FilesSection, Socket, SocketsSection};
 pub use package::{Owner, PackageSection};
-pub use procfs::ProcessSection;
+pub use procfs::{ProcessSection, build_id};
 pub use threads::{Frame, ThreadInfo, ThreadsSection};
 
 use crate::{Error, target};

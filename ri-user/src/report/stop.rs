@@ -71,7 +71,7 @@ pub enum StopError {
     Unsupported,
 }
 
-fn errno() -> i32 {
+pub(crate) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
@@ -104,7 +104,7 @@ impl Pending {
 
 /// The signal to hand back at detach: one the stop intercepted, never
 /// our own interrupt.
-fn signal_to_pass(status: i32) -> i32 {
+pub(crate) fn signal_to_pass(status: i32) -> i32 {
     // With PTRACE_SEIZE, our interrupt and group stops carry an event in
     // the high bits; a signal-delivery stop has none.
     if (status >> 16) & 0xff == 0 {
@@ -114,7 +114,7 @@ fn signal_to_pass(status: i32) -> i32 {
     }
 }
 
-fn detach(tid: i32, sig: i32) {
+pub(crate) fn detach(tid: i32, sig: i32) {
     // SAFETY: PTRACE_DETACH on our tracee; data is a signal number.
     unsafe {
         libc::ptrace(

@@ -159,6 +159,12 @@ impl Launch {
     }
 }
 
+/// Splits a command line into words as a shell would, with `$NAME` from
+/// ri's own environment.
+pub fn split_words(cmd: &str) -> Vec<String> {
+    words(cmd, &std::env::vars().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

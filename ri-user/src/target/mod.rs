@@ -10,7 +10,7 @@ use std::{
     sync::OnceLock,
 };
 
-pub use launch::Launch;
+pub use launch::{Launch, split_words};
 use loader::{LoadEnv, Loaded};
 
 /// Errors resolving a target or a pid.

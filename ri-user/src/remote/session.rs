@@ -1,0 +1,421 @@
+//! One ssh session per host, at most `--fanout` at once: lines tagged with
+//! their host, aggregations merged, failures named at the end, and Ctrl-C
+//! (or this ri's death) ending every remote ri through its stdin.
+
+use std::{
+    ffi::OsString,
+    io::{BufRead, BufReader, IsTerminal, Write},
+    os::unix::process::CommandExt,
+    process::{ChildStdin, ExitCode, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+};
+
+use serde_json::{Value as Json, json};
+
+use super::{Failure, RemoteError, merge::Merged, ssh};
+
+/// What to run and how to show it.
+pub struct Plan {
+    /// How to reach the hosts.
+    pub ssh: ssh::Ssh,
+    /// The command line each host runs.
+    pub args: Vec<OsString>,
+    /// Print lines as they come (trace, aggregations), not one section per host.
+    pub streamed: bool,
+    /// The user asked for JSON.
+    pub json: bool,
+    /// `--by host`.
+    pub by_host: bool,
+    /// Sessions at once.
+    pub fanout: usize,
+}
+
+/// State shared by the sessions.
+struct Shared {
+    plan: Plan,
+    merged: Mutex<Merged>,
+    /// Each running session's stdin: closing it ends that remote ri.
+    stdins: Mutex<Vec<Option<ChildStdin>>>,
+    /// Process groups of the running ssh clients.
+    groups: Mutex<Vec<i32>>,
+    stopping: AtomicBool,
+}
+
+/// How one host's session ended.
+struct Outcome {
+    failure: Option<Failure>,
+    stdout: String,
+}
+
+/// Runs `plan` on `hosts`; for `ri ctl COMMAND` without --yes (`ctl_call`),
+/// hosts whose command turns out to mutate are listed and confirmed first.
+pub fn run(plan: Plan, hosts: &[String], ctl_call: Option<String>) -> ExitCode {
+    let shared = Arc::new(Shared {
+        merged: Mutex::new(Merged::new(plan.by_host)),
+        stdins: Mutex::new(Vec::new()),
+        groups: Mutex::new(Vec::new()),
+        stopping: AtomicBool::new(false),
+        plan,
+    });
+    watch_signals(shared.clone());
+    heartbeat(shared.clone());
+    let mut outcomes = fan_out(&shared, hosts, &shared.plan.args);
+    if let Some(command) = ctl_call {
+        let targets: Vec<usize> = (0..hosts.len())
+            .filter(|&i| {
+                matches!(&outcomes[i].failure, Some(Failure::Remote(m)) if m.contains("changes the target"))
+            })
+            .collect();
+        if !targets.is_empty() {
+            let names: Vec<String> = targets.iter().map(|&i| hosts[i].clone()).collect();
+            if let Err(e) = confirm(&command, &names, &shared.plan.args) {
+                eprintln!("ri: error: {e}");
+                return ExitCode::from(2);
+            }
+            let mut args = shared.plan.args.clone();
+            let at = args.iter().position(|a| a == "ctl").map_or(0, |p| p + 1);
+            args.insert(at, "--yes".into());
+            let again = fan_out(&shared, &names, &args);
+            for (i, o) in targets.into_iter().zip(again) {
+                outcomes[i] = o;
+            }
+        }
+    }
+    finish(&shared, hosts, outcomes)
+}
+
+/// Prints what is left (sections, the merged aggregation) and one line per
+/// failed host; the exit status.
+fn finish(shared: &Shared, hosts: &[String], outcomes: Vec<Outcome>) -> ExitCode {
+    let plan = &shared.plan;
+    let mut out = std::io::stdout().lock();
+    if !plan.streamed {
+        for (host, o) in hosts.iter().zip(&outcomes) {
+            if o.failure.is_some() && o.stdout.is_empty() {
+                continue;
+            }
+            let _ = section(&mut out, host, &o.stdout);
+        }
+    }
+    let merged = shared.merged.lock().unwrap();
+    if !merged.is_empty() {
+        let _ = if plan.json {
+            writeln!(out, "{}", merged.json(hosts))
+        } else {
+            merged.text(&mut out)
+        };
+    }
+    let _ = out.flush();
+    let mut failed = 0;
+    for (host, o) in hosts.iter().zip(&outcomes) {
+        if let Some(f) = &o.failure {
+            eprintln!("ri: {host}: failed: {f}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        eprintln!("ri: {failed} of {} hosts failed", hosts.len());
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// One host's whole output: a JSON object gains `host`, text goes under a
+/// `== HOST ==` header.
+fn section(w: &mut impl Write, host: &str, stdout: &str) -> std::io::Result<()> {
+    match serde_json::from_str::<Json>(stdout) {
+        Ok(Json::Object(m)) => writeln!(w, "{}", with_host(host, m)),
+        Ok(v) => writeln!(w, "{}", json!({"host": host, "output": v})),
+        Err(_) => {
+            writeln!(w, "== {host} ==")?;
+            write!(w, "{stdout}")?;
+            if !stdout.ends_with('\n') && !stdout.is_empty() {
+                writeln!(w)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `m` with `host` as its first member.
+fn with_host(host: &str, m: serde_json::Map<String, Json>) -> Json {
+    let mut o = serde_json::Map::new();
+    o.insert("host".into(), json!(host));
+    o.extend(m);
+    Json::Object(o)
+}
+
+/// Lists the hosts a mutation would touch and asks for a typed `yes`.
+fn confirm(command: &str, hosts: &[String], args: &[OsString]) -> Result<(), RemoteError> {
+    let line: Vec<String> = args.iter().map(|a| a.to_string_lossy().into()).collect();
+    eprintln!(
+        "ri: '{command}' changes the target on {} hosts:",
+        hosts.len()
+    );
+    for h in hosts {
+        eprintln!("  {h}: ri {}", line.join(" "));
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(RemoteError::NotConfirmed(format!(
+            "'{command}' changes the target on {} hosts: add --yes to run it (stdin is not a terminal to ask on)",
+            hosts.len()
+        )));
+    }
+    eprint!("Type 'yes' to run it on these {} hosts: ", hosts.len());
+    let mut answer = String::new();
+    let _ = stdin.read_line(&mut answer);
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(RemoteError::NotConfirmed(
+            "not confirmed: nothing was run".into(),
+        ))
+    }
+}
+
+/// Runs `args` on every host, `fanout` at a time; outcomes in host order.
+fn fan_out(shared: &Arc<Shared>, hosts: &[String], args: &[OsString]) -> Vec<Outcome> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..hosts.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..shared.plan.fanout.min(hosts.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(host) = hosts.get(i) else { break };
+                    let o = if shared.stopping.load(Ordering::Relaxed) {
+                        Outcome {
+                            failure: Some(Failure::Remote("not started: interrupted".into())),
+                            stdout: String::new(),
+                        }
+                    } else {
+                        host_session(shared, host, args)
+                    };
+                    results.lock().unwrap()[i] = Some(o);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// One host: the session, plus the upload and a second try with --push.
+fn host_session(shared: &Shared, host: &str, args: &[OsString]) -> Outcome {
+    let ssh = &shared.plan.ssh;
+    let first = session(shared, host, args);
+    match first {
+        Err((code, err)) if ssh.needs_upload(code, &err) => match ssh.upload(host) {
+            Ok(()) => session(shared, host, args).unwrap_or_else(|(code, err)| failed(code, &err)),
+            Err(f) => Outcome {
+                failure: Some(f),
+                stdout: String::new(),
+            },
+        },
+        Err((code, err)) => failed(code, &err),
+        Ok(o) => o,
+    }
+}
+
+fn failed(code: Option<i32>, err: &str) -> Outcome {
+    Outcome {
+        failure: ssh::classify(code, err, false),
+        stdout: String::new(),
+    }
+}
+
+/// Runs one ssh session to its end. `Err` is a session that printed nothing
+/// on stdout (exit status and stderr), to classify or retry.
+fn session(
+    shared: &Shared,
+    host: &str,
+    args: &[OsString],
+) -> Result<Outcome, (Option<i32>, String)> {
+    let plan = &shared.plan;
+    let mut cmd = plan.ssh.command(host);
+    cmd.arg(plan.ssh.remote_command(args))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| (Some(255), format!("ssh: cannot run ssh: {e}")))?;
+    let stdin = child.stdin.take();
+    if let Some(i) = &stdin {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: flags of our own pipe end: a stalled host never blocks
+        // the heartbeat.
+        unsafe { libc::fcntl(i.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    }
+    let slot = {
+        let mut s = shared.stdins.lock().unwrap();
+        s.push(stdin);
+        shared.groups.lock().unwrap().push(child.id() as i32);
+        s.len() - 1
+    };
+    if shared.stopping.load(Ordering::Relaxed) {
+        shared.stdins.lock().unwrap()[slot] = None;
+    }
+    let stderr = child.stderr.take().expect("piped stderr");
+    let tag = host.to_string();
+    let err_thread = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut remote = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line == super::HELLO {
+                remote = true;
+                continue;
+            }
+            if remote && !line.starts_with("ri: error: ") {
+                eprintln!("{tag}: {line}");
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let mut stdout = String::new();
+    let mut printed = false;
+    let reader = BufReader::new(child.stdout.take().expect("piped stdout"));
+    for line in reader.lines().map_while(Result::ok) {
+        printed = true;
+        if plan.streamed {
+            stream_line(shared, host, &line);
+        } else {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+    }
+    let status = child.wait();
+    shared.stdins.lock().unwrap()[slot] = None;
+    let err = err_thread.join().unwrap_or_default();
+    let code = status.ok().and_then(|s| s.code());
+    if !printed && code != Some(0) {
+        return Err((code, err));
+    }
+    Ok(Outcome {
+        failure: ssh::classify(code, &err, true),
+        stdout,
+    })
+}
+
+/// One line of a streamed command: an aggregation's final print goes to
+/// the merge; other JSON gains `host`; text gets a `HOST: ` prefix.
+fn stream_line(shared: &Shared, host: &str, line: &str) {
+    let doc = serde_json::from_str::<Json>(line).ok();
+    let text = match doc {
+        Some(Json::Object(m)) => {
+            let doc = Json::Object(m);
+            if Merged::mergeable(&doc) {
+                if doc["type"] == "final" {
+                    shared.merged.lock().unwrap().add(host, &doc);
+                    return;
+                }
+                let mut one = Merged::new(false);
+                one.add(host, &doc);
+                if !shared.plan.json {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "--- interval {host}");
+                    let _ = one.text(&mut out);
+                    return;
+                }
+                let Json::Object(m) = one.json(&[host.into()]) else {
+                    return;
+                };
+                with_host(host, m)
+                    .to_string()
+                    .replace("\"final\"", "\"interval\"")
+            } else {
+                let Json::Object(m) = doc else { return };
+                with_host(host, m).to_string()
+            }
+        }
+        _ => format!("{host}: {line}"),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+/// Writes a line to every running session every 250 ms: a remote ri that
+/// hears nothing for 2 s ends (the connection dropped silently).
+fn heartbeat(shared: Arc<Shared>) {
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(super::child::HEARTBEAT);
+            for s in shared.stdins.lock().unwrap().iter_mut().flatten() {
+                let _ = s.write(b"\n");
+            }
+        }
+    });
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in every thread and waits for them in
+/// one: the first closes every session's stdin (each remote ri then prints
+/// its totals and ends), the second ends the ssh clients.
+fn watch_signals(shared: Arc<Shared>) {
+    // SAFETY: signal mask calls on plain local sets.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        loop {
+            let mut sig = 0;
+            // SAFETY: waits on the set blocked above.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            if shared.stopping.swap(true, Ordering::Relaxed) {
+                for g in shared.groups.lock().unwrap().iter() {
+                    // SAFETY: signals the ssh clients' own process groups.
+                    unsafe { libc::kill(-g, libc::SIGTERM) };
+                }
+            }
+            for s in shared.stdins.lock().unwrap().iter_mut() {
+                s.take();
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_name_their_host() {
+        let mut out = Vec::new();
+        section(&mut out, "n1", "{\"pid\": 3}").unwrap();
+        section(&mut out, "n2", "text\n").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"host\":\"n1\",\"pid\":3}\n== n2 ==\ntext\n"
+        );
+    }
+}

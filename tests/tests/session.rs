@@ -1,0 +1,543 @@
+//! Capture sessions on a live m0d whose requests take about 40 ms: the
+//! trigger fires once for a sustained condition, the report and the flight
+//! recorder's last 10 s are in the bundle, the bundle's per-opcode counts
+//! are m0d's own, and `ri session show`/`export` work after the target
+//! and ri are gone.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::{Command, Output},
+    time::Duration,
+};
+
+use ri_tests::{
+    m0sim::{M0d, M0dConfig},
+    require_bpf, ri_bin, sigint, start_waiting,
+};
+use serde_json::Value;
+
+/// Runs `ri ARGS` to completion.
+fn ri(args: &[&str]) -> Output {
+    Command::new(ri_bin()).args(args).output().expect("run ri")
+}
+
+/// `ri session export BUNDLE --json -`: every line of every instrument's
+/// files, read back through ri itself (the bundle's files are zstd).
+fn exported(bundle: &Path) -> Vec<Value> {
+    let out = ri(&["session", "export", bundle.to_str().unwrap(), "--json", "-"]);
+    assert!(
+        out.status.success(),
+        "export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("export line is JSON"))
+        .collect()
+}
+
+/// The session file of the test: the motr pack's fops and ops, request
+/// queueing events in a 10 s flight recorder, and a trigger on fops's p99
+/// held for 12 intervals (so that the recorder has a full window).
+const SESSION: &str = r#"
+name = "slow"
+interval = "1s"
+
+[instruments.fops]
+run = "motr.fops"
+
+[instruments.ops]
+run = "motr.ops"
+
+[instruments.queued]
+cmd = "trace 'u:m0d:m0_fom_queue(key=fom, opcode=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode, xid=fom->fo_fop->f_item.ri_header.osr_xid)'"
+flight_recorder = "10s"
+
+[[triggers]]
+name = "slow-requests"
+when = "fops.p99 > 20ms"
+for = 12
+actions = ["report", "dump queued", "ctl stats"]
+"#;
+
+/// A session running on an m0d whose requests take about 40 ms.
+struct Live {
+    dir: tempfile::TempDir,
+    bundle: std::path::PathBuf,
+    m0d: M0d,
+    session: std::process::Child,
+    out: ri_tests::Reader,
+    err: ri_tests::Reader,
+}
+
+/// Writes the session file `toml` and runs it on a new m0d (`-p`), with
+/// `extra` arguments, until its instruments are attached.
+fn start(toml: &str, extra: &[&str]) -> Live {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("session.toml");
+    std::fs::write(&file, toml).unwrap();
+    let bundle = dir.path().join("bundle");
+    let m0d = M0d::start_with(M0dConfig {
+        args: vec!["--handler-delay-us".into(), "40000".into()],
+        ..Default::default()
+    });
+    let mut cmd = Command::new(ri_bin());
+    cmd.args(["session", "run", file.to_str().unwrap()])
+        .args([
+            "-p",
+            &m0d.pid.to_string(),
+            "-q",
+            "--out",
+            bundle.to_str().unwrap(),
+        ])
+        .args(extra);
+    let (session, out, err) = start_waiting(cmd, "instruments attached", true);
+    Live {
+        dir,
+        bundle,
+        m0d,
+        session,
+        out,
+        err,
+    }
+}
+
+impl Live {
+    /// Ends the session with Ctrl-C, then m0d; ri's stderr.
+    fn finish(mut self) -> (tempfile::TempDir, std::path::PathBuf, String) {
+        sigint(&mut self.session);
+        let _ = self.out.join();
+        let err = String::from_utf8_lossy(&self.err.join().unwrap()).into_owned();
+        drop(self.m0d);
+        (self.dir, self.bundle, err)
+    }
+}
+
+#[test]
+fn a_session_fires_once_and_its_bundle_holds_the_window_and_the_services_counts() {
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let live = start(SESSION, &["--archive"]);
+    let pid = live.m0d.pid.to_string();
+    let load = live.m0d.load(15, 16.0, "sess");
+    let load = load.finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = live.m0d.stats();
+    let (dir, bundle, err) = live.finish();
+
+    // Everything below reads the bundle alone: m0d and the session are gone.
+    let text = std::fs::read_to_string(bundle.join("manifest.json")).expect("manifest");
+    let m: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(m["targets"][0]["pid"].as_u64(), Some(pid.parse().unwrap()));
+    assert!(m["targets"][0]["build_id"].is_string(), "{}", m["targets"]);
+    assert!(m["kernel"].as_str().unwrap().contains('.'));
+    assert_eq!(m["lost"], 0, "{err}");
+
+    // A sustained condition fires once, with every action done.
+    let fired = m["fired"].as_array().unwrap();
+    assert_eq!(fired.len(), 1, "{}\n{err}", m["fired"]);
+    let f = &fired[0];
+    assert_eq!(f["trigger"], "slow-requests");
+    assert!(f["value"].as_f64().unwrap() > 20e6, "{f}");
+    assert!(f["t"].as_f64().unwrap() >= 12.0, "{f}");
+    for a in f["actions"].as_array().unwrap() {
+        assert_eq!(a["result"], "ok", "{a}");
+    }
+
+    // The report of the target.
+    let report = f["actions"][0]["files"][0].as_str().expect("report file");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join(report)).unwrap()).unwrap();
+    assert!(report.to_string().contains(&pid), "report names the pid");
+    // The read-only control command ran on the target.
+    let ctl = f["actions"][2]["files"][0].as_str().expect("ctl file");
+    let ctl: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join(ctl)).unwrap()).unwrap();
+    assert!(ctl["requests"].is_object(), "{ctl}");
+
+    // The flight recorder's dump: the queueing events of the 10 s before
+    // the trigger fired, and none older (events arrive continuously).
+    let fire_ns = f["at"]["mono_ns"].as_u64().unwrap();
+    let lines = exported(&bundle);
+    let window: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["file"].as_str().unwrap().starts_with("flight/"))
+        .map(|l| l["line"]["ts_ns"].as_u64().expect("event ts_ns"))
+        .collect();
+    assert!(window.len() > 100, "{} events in the window", window.len());
+    let first = *window.iter().min().unwrap();
+    let last = *window.iter().max().unwrap();
+    let secs = |a: u64, b: u64| (a as f64 - b as f64) / 1e9;
+    assert!(
+        (9.5..=10.1).contains(&secs(fire_ns, first)),
+        "first event {:.3}s before the trigger",
+        secs(fire_ns, first)
+    );
+    assert!(
+        (-0.05..=0.5).contains(&secs(fire_ns, last)),
+        "last event {:.3}s before the trigger",
+        secs(fire_ns, last)
+    );
+
+    // Requests per opcode: the ops instrument's final print equals m0d's
+    // own counters over the session.
+    let last_ops = lines
+        .iter()
+        .rfind(|l| l["instrument"] == "ops" && l["line"]["print"]["type"] == "final")
+        .expect("a final ops print");
+    let mut counted: BTreeMap<String, u64> = BTreeMap::new();
+    for e in last_ops["line"]["print"]["entries"].as_array().unwrap() {
+        let name = e["by"]["opcode_name"].as_str().unwrap().to_string();
+        *counted.entry(name).or_default() += e["count"].as_u64().unwrap();
+    }
+    for (name, n) in stats["requests"].as_object().unwrap() {
+        let n = n.as_u64().unwrap();
+        assert_eq!(
+            counted.get(name).copied().unwrap_or(0),
+            n,
+            "{name}: bundle {counted:?}, m0d {}",
+            stats["requests"]
+        );
+    }
+
+    // `ri session show` on the directory and on the archive, offline.
+    for b in [bundle.clone(), dir.path().join("bundle.tar.zst")] {
+        let out = ri(&["session", "show", b.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("slow-requests (fops.p99 > 20ms"), "{text}");
+        assert!(text.contains("losses: none"), "{text}");
+        assert!(text.contains("ops (last print):"), "{text}");
+        assert!(text.contains("queued (events in the bundle):"), "{text}");
+        assert!(text.contains("m0_fom_queue"), "{text}");
+    }
+    let out = ri(&["session", "show", bundle.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("show --json");
+    assert_eq!(v["manifest"]["fired"][0]["trigger"], "slow-requests");
+    assert!(v["last_prints"]["fops"]["entries"].is_array());
+}
+
+/// Perfetto's trace format, as far as the test reads it: field numbers and
+/// types of Perfetto's `trace.proto`, `trace_packet.proto` and
+/// `track_event/*.proto`.
+mod perfetto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Trace {
+        #[prost(message, repeated, tag = "1")]
+        pub packet: Vec<TracePacket>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TracePacket {
+        #[prost(uint64, optional, tag = "8")]
+        pub timestamp: Option<u64>,
+        #[prost(message, optional, tag = "11")]
+        pub track_event: Option<TrackEvent>,
+        #[prost(message, optional, tag = "60")]
+        pub track_descriptor: Option<TrackDescriptor>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TrackDescriptor {
+        #[prost(uint64, optional, tag = "1")]
+        pub uuid: Option<u64>,
+        #[prost(string, optional, tag = "2")]
+        pub name: Option<String>,
+        #[prost(message, optional, tag = "3")]
+        pub process: Option<ProcessDescriptor>,
+        #[prost(message, optional, tag = "4")]
+        pub thread: Option<ThreadDescriptor>,
+        #[prost(uint64, optional, tag = "5")]
+        pub parent_uuid: Option<u64>,
+        #[prost(message, optional, tag = "8")]
+        pub counter: Option<CounterDescriptor>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ProcessDescriptor {
+        #[prost(int32, optional, tag = "1")]
+        pub pid: Option<i32>,
+        #[prost(string, optional, tag = "6")]
+        pub process_name: Option<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ThreadDescriptor {
+        #[prost(int32, optional, tag = "1")]
+        pub pid: Option<i32>,
+        #[prost(int32, optional, tag = "2")]
+        pub tid: Option<i32>,
+        #[prost(string, optional, tag = "5")]
+        pub thread_name: Option<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct CounterDescriptor {}
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TrackEvent {
+        #[prost(message, repeated, tag = "4")]
+        pub debug_annotations: Vec<DebugAnnotation>,
+        #[prost(int32, optional, tag = "9")]
+        pub r#type: Option<i32>,
+        #[prost(uint64, optional, tag = "11")]
+        pub track_uuid: Option<u64>,
+        #[prost(string, optional, tag = "23")]
+        pub name: Option<String>,
+        #[prost(double, optional, tag = "44")]
+        pub double_counter_value: Option<f64>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DebugAnnotation {
+        #[prost(int64, optional, tag = "4")]
+        pub int_value: Option<i64>,
+        #[prost(string, optional, tag = "10")]
+        pub name: Option<String>,
+    }
+    pub const BEGIN: i32 = 1;
+    pub const END: i32 = 2;
+    pub const COUNTER: i32 = 4;
+}
+
+/// Live sessions one at a time: the flight-recorder window is timed.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn the_perfetto_export_has_host_process_and_thread_tracks_nested_slices_and_counters() {
+    use prost::Message as _;
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let live = start(
+        r#"
+interval = "1s"
+[instruments.fops]
+run = "motr.fops"
+[instruments.foms]
+cmd = "trace 'u:m0d:m0_fom_queue(key=fom, opcode=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode, xid=fom->fo_fop->f_item.ri_header.osr_xid)' 'u:m0d:m0_fom_fini(key=fom)' u:m0d:fom_exec ur:m0d:fom_exec u:m0d:fom_tick ur:m0d:fom_tick"
+[instruments.allocs]
+cmd = "count u:m0d:m0_alloc --by comm"
+start = false
+[[triggers]]
+name = "first-foms"
+when = "fired foms"
+actions = ["start allocs for 2s"]
+[[triggers]]
+name = "usr1"
+when = "signal USR1"
+actions = ["snapshot"]
+"#,
+        &[],
+    );
+    let pid = live.m0d.pid.to_string();
+    let load = live.m0d.load(15, 4.0, "pf").finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(live.session.id() as i32, libc::SIGUSR1) };
+    std::thread::sleep(Duration::from_millis(1500));
+    let (dir, bundle, err) = live.finish();
+
+    // The other kinds of trigger: a trace instrument firing (sustained:
+    // once) started an instrument for 2 s; a signal took a snapshot.
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let fired: Vec<&str> = m["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["trigger"].as_str().unwrap())
+        .collect();
+    assert_eq!(fired, ["first-foms", "usr1"], "{}\n{err}", m["fired"]);
+    let snap = m["fired"][1]["actions"][0]["files"][0].as_str().unwrap();
+    let snap: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join(snap)).unwrap()).unwrap();
+    assert!(snap["allocs"]["entries"].is_array(), "{snap}");
+    let allocs = m["instruments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "allocs")
+        .unwrap();
+    let runs = allocs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{allocs}");
+    let ran = runs[0][1].as_f64().unwrap() - runs[0][0].as_f64().unwrap();
+    assert!((1.9..3.5).contains(&ran), "allocs ran {ran:.2}s: {allocs}");
+    assert_eq!(allocs["exits"][0], 0, "{allocs}");
+
+    let trace_file = dir.path().join("t.pftrace");
+    let out = ri(&[
+        "session",
+        "export",
+        bundle.to_str().unwrap(),
+        "--perfetto",
+        trace_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace = perfetto::Trace::decode(std::fs::read(&trace_file).unwrap().as_slice())
+        .expect("the export decodes as a Perfetto Trace");
+    let tracks: Vec<&perfetto::TrackDescriptor> = trace
+        .packet
+        .iter()
+        .filter_map(|p| p.track_descriptor.as_ref())
+        .collect();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        tracks
+            .iter()
+            .any(|t| t.name.as_deref() == Some(&format!("host {}", host.trim()))),
+        "no host track"
+    );
+    let pid_n: i32 = pid.parse().unwrap();
+    let process = tracks
+        .iter()
+        .find(|t| t.process.as_ref().and_then(|p| p.pid) == Some(pid_n))
+        .expect("a process track");
+    assert_eq!(
+        process.process.as_ref().unwrap().process_name.as_deref(),
+        Some("m0d")
+    );
+    let threads: Vec<_> = tracks.iter().filter(|t| t.thread.is_some()).collect();
+    assert!(!threads.is_empty());
+    for t in &threads {
+        let d = t.thread.as_ref().unwrap();
+        assert_eq!(d.pid, Some(pid_n));
+        let name = format!("{} {}", d.thread_name.as_deref().unwrap(), d.tid.unwrap());
+        assert_eq!(t.name.as_deref(), Some(name.as_str()));
+    }
+
+    // Slices nest on every track: in time order, each end closes the
+    // innermost open slice, and none is left open.
+    let mut depth: BTreeMap<u64, i64> = BTreeMap::new();
+    let mut slices: BTreeMap<String, usize> = BTreeMap::new();
+    let mut fom_args = 0;
+    let mut counters = 0;
+    let mut last_ts = 0;
+    for p in &trace.packet {
+        let Some(e) = &p.track_event else { continue };
+        let ts = p.timestamp.expect("events have timestamps");
+        assert!(ts >= last_ts, "packets in time order");
+        last_ts = ts;
+        let d = depth.entry(e.track_uuid.unwrap()).or_default();
+        match e.r#type {
+            Some(perfetto::BEGIN) => {
+                *d += 1;
+                *slices.entry(e.name.clone().unwrap()).or_default() += 1;
+                let names: Vec<_> = e
+                    .debug_annotations
+                    .iter()
+                    .filter_map(|a| a.name.as_deref())
+                    .collect();
+                if names.contains(&"opcode") && names.contains(&"xid") {
+                    fom_args += 1;
+                }
+            }
+            Some(perfetto::END) => {
+                *d -= 1;
+                assert!(
+                    *d >= 0,
+                    "an end without a begin on track {:?}",
+                    e.track_uuid
+                );
+            }
+            Some(perfetto::COUNTER) => counters += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        depth.values().all(|d| *d == 0),
+        "slices left open: {depth:?}"
+    );
+
+    // One slice per begin/end pair in the bundle's events.
+    let lines = exported(&bundle);
+    let count = |suffix: &str| {
+        lines
+            .iter()
+            .filter(|l| {
+                l["line"]["probe"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with(suffix))
+            })
+            .count()
+    };
+    let finis = count(":m0_fom_fini");
+    assert!(finis > 30, "{finis} requests finished");
+    assert_eq!(
+        slices.get("m0_fom_queue → m0_fom_fini"),
+        Some(&finis),
+        "{slices:?}"
+    );
+    assert_eq!(fom_args, finis, "each FOM slice has opcode and xid");
+    let tick_returns = lines
+        .iter()
+        .filter(|l| {
+            l["line"]["probe"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("uretprobe:") && p.ends_with(":fom_tick"))
+        })
+        .count();
+    assert_eq!(slices.get("fom_tick"), Some(&tick_returns), "{slices:?}");
+    assert!(slices.get("fom_exec").is_some_and(|n| *n > 0), "{slices:?}");
+    assert!(counters > 0, "no counter values");
+    assert!(
+        tracks.iter().any(|t| t.counter.is_some()
+            && t.name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("fops p99 [opcode="))),
+        "no p99 counter track"
+    );
+}
+
+#[test]
+fn the_shipped_motr_slow_requests_session_reports_and_dumps_the_queue() {
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sessions/motr-slow-requests.toml");
+    let live = start(
+        &std::fs::read_to_string(shipped).unwrap(),
+        &["--duration", "8"],
+    );
+    let load = live.m0d.load(15, 6.0, "ship");
+    let load = load.finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    let (_dir, bundle, err) = live.finish();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let fired = m["fired"].as_array().unwrap();
+    assert_eq!(fired.len(), 1, "{}\n{err}", m["fired"]);
+    let actions: Vec<(&str, &str)> = fired[0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("report", "ok"), ("dump queue", "ok"), ("snapshot", "ok")]
+    );
+    // The queue's prints of the window (one per interval since the session
+    // began, at most 10 s back, each listing the requests then in flight).
+    let queue: Vec<Value> = exported(&bundle)
+        .into_iter()
+        .filter(|l| l["instrument"] == "queue")
+        .collect();
+    let t = fired[0]["t"].as_f64().unwrap();
+    assert!(!queue.is_empty());
+    for q in &queue {
+        let at = q["line"]["t"].as_f64().unwrap();
+        assert!(at <= t && at >= t - 10.0, "print at {at}s, fired at {t}s");
+    }
+    assert!(
+        queue
+            .iter()
+            .all(|l| l["file"].as_str().unwrap().starts_with("flight/")
+                && l["line"]["print"]["kind"] == "inflight"),
+        "{queue:?}"
+    );
+}
