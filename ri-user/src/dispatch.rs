@@ -53,7 +53,6 @@ fn session(action: crate::cli::SessionAction) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs one command to completion.
 /// `ri peek`: a core, or each process `-p`/`--comm`/`--exe` names, read
 /// as an expression or a plain symbol path.
 fn peek(args: &crate::cli::PeekArgs) -> Result<(), Error> {
@@ -80,6 +79,7 @@ fn peek(args: &crate::cli::PeekArgs) -> Result<(), Error> {
     )
 }
 
+/// Runs one command to completion.
 pub fn run(command: Command) -> Result<(), Error> {
     use crate::agg::AggKind;
     match command {
