@@ -79,9 +79,21 @@ fn peek(args: &crate::cli::PeekArgs) -> Result<(), Error> {
     )
 }
 
+/// `ri manpages DIR`: `ri.1` and one page per subcommand (`ri-list.1`...),
+/// from the same definitions the parser uses.
+fn man_pages(dir: &std::path::Path) -> Result<(), Error> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(crate::cli::Cli::command(), dir)?;
+    Ok(())
+}
+
 /// Runs one command to completion.
 pub fn run(command: Command) -> Result<(), Error> {
-    use crate::agg::AggKind;
+    let command = match command.aggregation() {
+        Ok(opts) => return agg(opts),
+        Err(other) => *other,
+    };
     match command {
         Command::List { pid, args, json } => {
             let opts = list_options(pid, &args, json);
@@ -91,18 +103,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             Ok(opts) => crate::trace::run(&opts).map(|_| ()),
             Err(msg) => Err(Error::Usage(msg)),
         },
-        Command::Count(a) => agg(a.options()),
-        Command::Hist(a) => agg(a.common.options(AggKind::Hist(a.value), a.probes)),
-        Command::Latency(a) => agg(a.options()),
-        Command::Leaks(a) => agg(a.options()),
-        Command::Inflight(a) => agg(a.common.options(
-            AggKind::Inflight(crate::agg::Inflight {
-                end: a.end,
-                updates: a.update,
-                seen: a.seen,
-            }),
-            vec![a.begin],
-        )),
+        Command::Serve(args) => crate::serve::run(args.options()?),
         Command::Ctl(args) => {
             let mut opts = args.options().map_err(Error::Usage)?;
             let sel = args.select.selection();
@@ -159,9 +160,31 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Fid { action, json } => fid(action, json),
         Command::Run(args) => {
             args.check().map_err(Error::Usage)?;
-            crate::pack::run(&args.options())
+            run(crate::pack::command(&args.options())?)
         }
         Command::Session { action } => session(action),
         Command::Packs(args) => crate::pack::list(&args.options(), &mut std::io::stdout().lock()),
+        Command::Completions(args) => {
+            use clap::CommandFactory as _;
+            use std::io::Write as _;
+            // Generated into memory: clap_complete panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(
+                args.shell,
+                &mut crate::cli::Cli::command(),
+                "ri",
+                &mut script,
+            );
+            std::io::stdout().lock().write_all(&script)?;
+            Ok(())
+        }
+        Command::Manpages(args) => man_pages(&args.dir),
+        Command::Top(args) => crate::top::run(&args),
+        Command::Shell(args) => crate::shell::run(&args, run),
+        Command::Count(_)
+        | Command::Hist(_)
+        | Command::Latency(_)
+        | Command::Leaks(_)
+        | Command::Inflight(_) => unreachable!("aggregations are run above"),
     }
 }

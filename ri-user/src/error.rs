@@ -89,6 +89,15 @@ pub enum Error {
     /// A capture session: its file, targets, instruments or bundle.
     #[error("{0}")]
     Capture(#[from] crate::capture::CaptureError),
+    /// `ri top`: nothing to show, or the terminal.
+    #[error("{0}")]
+    Top(#[from] crate::top::TopError),
+    /// `ri shell`: the line editor, a job name, a malformed shell command.
+    #[error("{0}")]
+    Shell(#[from] crate::shell::ShellError),
+    /// `ri serve`: its config, its listener.
+    #[error("{0}")]
+    Serve(#[from] crate::serve::ServeError),
     /// Output or system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),

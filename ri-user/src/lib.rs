@@ -8,7 +8,8 @@
 //! views built from them,
 //! `capture` runs session files of them into bundles;
 //! `stack` symbolizes user stacks; `cli` holds every flag and `dispatch`
-//! runs a parsed command.
+//! runs a parsed command. `shell` and `top` are the interactive commands
+//! (over `agg::Live`), `signals` their process-wide signal handling.
 
 pub mod agg;
 pub mod budget;
@@ -30,11 +31,15 @@ pub mod probe;
 pub mod remote;
 pub mod report;
 pub mod select;
+pub mod serve;
 pub mod session;
+pub mod shell;
+pub mod signals;
 pub mod sink;
 pub mod stack;
 pub mod target;
 pub mod text;
+pub mod top;
 pub mod trace;
 pub mod types;
 pub mod usdt;

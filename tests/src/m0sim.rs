@@ -71,16 +71,15 @@ impl M0d {
             .unwrap_or_else(|| dir.path().join("data"));
         let stderr = dir.path().join("m0d.stderr");
         let err_file = std::fs::File::create(&stderr).expect("create stderr file");
-        let mut child = Command::new(cfg.bin.clone().unwrap_or_else(|| fixture("m0d")))
-            .args(["--port", "0", "--no-sync", "--data"])
+        let mut cmd = Command::new(cfg.bin.clone().unwrap_or_else(|| fixture("m0d")));
+        cmd.args(["--port", "0", "--no-sync", "--data"])
             .arg(&data)
             .args(&cfg.args)
             .envs(cfg.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(err_file)
-            .spawn()
-            .expect("start m0d");
+            .stderr(err_file);
+        let mut child = spawn_retrying(&mut cmd).expect("start m0d");
         let pid = child.id() as i32;
         let out = child.stdout.take().expect("stdout");
         let stdout = Arc::new(Mutex::new(String::new()));
@@ -321,4 +320,20 @@ pub fn requests(stats: &Value) -> u64 {
         .as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
         .unwrap_or(0)
+}
+
+/// Spawns `cmd`, again a few times while the executable is "busy": a copy
+/// just written by one test thread can still be open for writing in a
+/// child another thread is forking at that moment (until that child execs).
+pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup|build|test|demo|bench`.
+//! Project tasks: `cargo xtask setup|build|test|demo|dist|bench`.
 //!
 //! `setup` installs what a fresh machine lacks (nightly `rust-src`,
 //! `bpf-linker`, bpftrace for the comparison tests) and returns quickly when
@@ -10,10 +10,12 @@ mod bench_dwarf;
 mod bench_fleet;
 mod bench_report;
 mod bench_run;
+mod bench_serve;
 mod bench_session;
 mod bench_trace;
 mod bench_wild;
 mod demo;
+mod dist;
 mod gen_dwarf;
 
 use std::{
@@ -52,6 +54,8 @@ enum Task {
     },
     /// Build, start the bundled sample service, trace it, print what was seen.
     Demo,
+    /// Build a Debian package of ri in target/dist (dpkg-deb).
+    Dist,
     /// Measure probe overhead, startup and memory against bpftrace and a bare
     /// program; write bench/RESULTS.md.
     Bench {
@@ -101,6 +105,16 @@ enum Task {
         /// against plain `ri trace`; write bench/RESULTS-session.md.
         #[arg(long)]
         session: bool,
+        /// Only `ri serve`: scrape time of --serve-series series and CPU
+        /// while idle; write bench/RESULTS-serve.md.
+        #[arg(long, conflicts_with_all = ["agg", "dwarf", "wild", "whole"])]
+        serve: bool,
+        /// Series of the `--serve` scrape.
+        #[arg(long, default_value_t = 10_000)]
+        serve_series: u32,
+        /// Seconds `--serve` measures idle CPU over.
+        #[arg(long, default_value_t = 10)]
+        serve_idle: u64,
         /// Seconds after which bpftrace's 5,000-probe run is killed (its exit
         /// then still waits while the kernel releases what it attached).
         #[arg(long, default_value_t = 30)]
@@ -119,6 +133,8 @@ fn main() -> Result<()> {
         Task::Test { no_lint, rest } => {
             setup()?;
             build()?;
+            // The package test installs what `cargo xtask dist` builds.
+            dist::run_dist()?;
             if !no_lint {
                 lint()?;
             }
@@ -128,6 +144,11 @@ fn main() -> Result<()> {
             setup()?;
             build()?;
             demo::run()
+        }
+        Task::Dist => {
+            setup()?;
+            build()?;
+            dist::run_dist().map(|_| ())
         }
         Task::Bench {
             agg,
@@ -143,9 +164,15 @@ fn main() -> Result<()> {
             fleet,
             session,
             bpftrace_timeout,
+            serve,
+            serve_series,
+            serve_idle,
         } => {
             setup()?;
             build()?;
+            if serve {
+                return bench_serve::run(serve_series, 20, serve_idle);
+            }
             let timeout = std::time::Duration::from_secs(bpftrace_timeout);
             if session {
                 bench_session::run()
@@ -297,6 +324,26 @@ fn setup() -> Result<()> {
             ])
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    // Prometheus scrapes `ri serve` in its tests; the tests run the binary
+    // themselves, so the package's own service is stopped and disabled.
+    if !have("prometheus") && have("apt-get") {
+        eprintln!("setup: installing prometheus");
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "prometheus",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        if have("systemctl") {
+            let _ = Command::new("systemctl")
+                .args(["disable", "--now", "prometheus.service"])
+                .status();
+        }
+    }
     // Clippy on nightly lints the eBPF crate for its own target.
     let nightly_parts = output(Command::new("rustup").args([
         "component",
@@ -309,6 +356,17 @@ fn setup() -> Result<()> {
     if !nightly_parts.lines().any(|l| l.starts_with("clippy")) {
         eprintln!("setup: adding clippy to nightly");
         run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]))?;
+    }
+    // dpkg-deb packs `cargo xtask dist`; man-db and tmux serve the
+    // package and interactive tests (`man ri`, a real terminal).
+    for (program, package) in [("dpkg-deb", "dpkg"), ("man", "man-db"), ("tmux", "tmux")] {
+        if !have(program) && have("apt-get") {
+            eprintln!("setup: installing {package}");
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-qq", package])
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        }
     }
     if !have("gcc") {
         bail!("gcc is needed to build the C fixtures and is not installed");

@@ -11,9 +11,9 @@
 //! User space only reads the map, at each interval and at exit.
 
 mod inflight;
-pub use inflight::monotonic_ns;
 mod labels;
 mod leaks;
+mod live;
 mod printer;
 mod read;
 mod render;
@@ -25,15 +25,19 @@ use ri_common::{AGG_KEY_BYTES, HIST_BUCKETS, Insn, MAX_INSNS, op, plan_flags, re
 use crate::{
     Error,
     plan::{Field, FieldKind},
+    probe::{add_capture, head_end},
     session::ProbeSet,
     stack::Stacks,
     target,
     trace::{self, Launched, Stop, TraceOptions},
 };
 
-pub use labels::{LabelSpec, split_name};
-pub(crate) use read::Cell;
-pub use read::{Snapshot, Stats};
+pub use inflight::{Flight, monotonic_ns, read as read_flights};
+pub use labels::{LabelSpec, Names, split_name};
+pub use leaks::group as leak_groups;
+pub use live::Live;
+pub use read::{Cell, Snapshot, Stats, snapshot as read_snapshot, stats as read_stats};
+pub use render::{View, key_pairs};
 pub(crate) use render::{hist_json, hist_summary};
 
 /// Errors turning probes into aggregations.
@@ -162,17 +166,6 @@ pub struct AggOptions {
     pub top: Option<usize>,
 }
 
-/// Where a probe string's captures would start: after `KIND:TARGET:FUNC`.
-fn head_end(text: &str) -> usize {
-    let after = text
-        .find(':')
-        .and_then(|a| text[a + 1..].find(':').map(|b| a + b + 2))
-        .unwrap_or(0);
-    text[after..]
-        .find(|c: char| c == '(' || c.is_whitespace())
-        .map_or(text.len(), |i| i + after)
-}
-
 /// The probe string with `caps` appended to its own captures, if any.
 fn add_captures(text: &str, caps: &[String]) -> String {
     if caps.is_empty() {
@@ -188,36 +181,6 @@ fn with_captures(text: &str, caps: &[String]) -> Result<String, AggError> {
         return Err(AggError::Captures(text.to_string()));
     }
     Ok(add_captures(text, caps))
-}
-
-/// The probe string with one more capture: inside its captures, or as its
-/// only one.
-pub fn add_capture(text: &str, cap: &str) -> String {
-    let at = head_end(text);
-    if !text[at..].starts_with('(') {
-        return format!("{}({cap}){}", &text[..at], &text[at..]);
-    }
-    let mut depth = 0;
-    for (i, c) in text[at..].char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth == 0 {
-                    let close = at + i;
-                    let sep = if text[at + 1..close].trim().is_empty() {
-                        ""
-                    } else {
-                        ", "
-                    };
-                    return format!("{}{sep}{cap}{}", &text[..close], &text[close..]);
-                }
-            }
-            _ => {}
-        }
-    }
-    // Unbalanced: leave it for the parser to point at.
-    text.to_string()
 }
 
 /// The head of an entry probe without captures (`TARGET:FUNC`), checked to
@@ -636,7 +599,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
         engine,
         child_pid,
         watcher,
-    } = trace::launch(&rt, &opts.trace, &set, opts.max_keys, 1)?;
+    } = trace::launch(Some(&rt), &opts.trace, &set, opts.max_keys, 1)?;
     let (mut watcher, selected) = watcher.unzip();
     let selected = selected.unwrap_or_default();
     let stacks = RefCell::new(Stacks::new());
@@ -769,19 +732,6 @@ mod tests {
             "u:/a:f(key=arg0, n=str(arg1, 8), arg0 % 3) if arg2 > 1"
         );
         assert_eq!(add_captures("u:/a:f(key=arg0)", &[]), "u:/a:f(key=arg0)");
-    }
-
-    #[test]
-    fn stack_capture_is_added_inside_or_alone() {
-        assert_eq!(add_capture("u:/a:b", "stack=stack"), "u:/a:b(stack=stack)");
-        assert_eq!(
-            add_capture("u:/a:b(x=(arg0 + 1)) if arg1", "stack=stack"),
-            "u:/a:b(x=(arg0 + 1), stack=stack) if arg1"
-        );
-        assert_eq!(
-            add_capture("u:/a:b if arg0 > 1", "s=stack"),
-            "u:/a:b(s=stack) if arg0 > 1"
-        );
     }
 
     #[test]

@@ -158,6 +158,20 @@ pub(super) fn labelled(mut parts: Vec<KeyPart>, plan: &AggPlan, view: &View) -> 
     parts
 }
 
+/// A cell key's values as `(label, text)` pairs, a named value adding
+/// `(LABEL_name, name)`; stacks left out: the labels of a served metric.
+pub fn key_pairs(view: &View, plan: &AggPlan, key: &[u8]) -> Vec<(String, String)> {
+    let parts = labelled(key_parts(key, &plan.keys, view), plan, view);
+    let mut out = Vec::new();
+    for p in parts.into_iter().filter(|p| p.stack.is_none()) {
+        if let Some(n) = p.name {
+            out.push((format!("{}_name", p.label), n));
+        }
+        out.push((p.label, p.text));
+    }
+    out
+}
+
 /// Groups in the display: 0, then `[2^(g-1), 2^g)` for g in 1..=64.
 pub const LOG2_GROUPS: usize = 65;
 

@@ -8,15 +8,24 @@ use clap::{Args, Parser, Subcommand};
 use crate::{list::ListOptions, trace::TraceOptions};
 
 mod agg;
+mod interactive;
 mod pack;
+mod serve;
 mod session;
 pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs, LeaksArgs};
+pub use interactive::{CompletionsArgs, ManpagesArgs, ShellArgs, TopArgs};
 pub use pack::{PacksArgs, RunArgs};
+pub use serve::ServeArgs;
 pub use session::{SessionAction, SessionExportArgs, SessionRunArgs};
 
 /// ri: run-time instruments for live services.
 #[derive(Debug, Parser)]
-#[command(name = "ri", version, about, propagate_version = true)]
+#[command(
+    name = "ri",
+    version,
+    about = "Run-time instruments for live services: trace, count and time their functions (eBPF), read their memory, drive their control sockets",
+    propagate_version = true
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -143,9 +152,9 @@ pub enum Command {
     Run(RunArgs),
     /// List probe packs, their instruments and where each pack came from.
     ///
-    /// Packs are built in and read from /etc/ri/probes, ~/.config/ri/probes
-    /// and --pack FILE; a later pack of the same name replaces an earlier
-    /// one. `ri packs PACK` also lists its probe points.
+    /// Packs are built in and read from /usr/share/ri/probes, /etc/ri/probes,
+    /// ~/.config/ri/probes and --pack FILE; a later pack of the same name
+    /// replaces an earlier one. `ri packs PACK` also lists its probe points.
     Packs(PacksArgs),
     /// Capture sessions: run a session file into a bundle, show or export
     /// a bundle (docs/SESSIONS.md).
@@ -154,6 +163,15 @@ pub enum Command {
         #[command(subcommand)]
         action: SessionAction,
     },
+    /// Keep instruments attached and serve them as Prometheus metrics.
+    ///
+    /// `ri serve motr.ops motr.fops -p PID` keeps the pack instruments (or
+    /// the ri commands of --config FILE) attached and serves `/metrics`
+    /// (counts as counters, histograms and latencies as histograms,
+    /// in-flight operations and leaks as gauges), read from the kernel's
+    /// maps at each scrape. SIGHUP reloads --config; instruments left
+    /// unchanged keep their counters.
+    Serve(ServeArgs),
     /// Motr fids: decode one, or map an object name to its fids.
     Fid {
         /// What to do.
@@ -163,6 +181,29 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// A full-screen live view of a pack's instruments, refreshed each second.
+    ///
+    /// `ri top motr -p PID`: requests per second and p50/p99 per opcode,
+    /// requests in flight (oldest first), sessions, allocation rate and
+    /// outstanding bytes. Other packs show each aggregating instrument.
+    /// Everything comes from in-kernel aggregations. Keys: Tab or 1-9 switch
+    /// panes, s changes the sort, q quits (and detaches). --once prints one
+    /// frame as text.
+    Top(TopArgs),
+    /// An interactive session: every ri command without `ri`, with history,
+    /// Ctrl-R, tab completion, and instruments kept attached in the background.
+    ///
+    /// `start PACK.INSTRUMENT [ARGS] as NAME` starts one in the background,
+    /// `jobs` lists them, `show NAME` prints its current totals, `stop NAME`
+    /// detaches it, `save FILE` writes the shell's commands as a session
+    /// file, `exit` (or Ctrl-D) detaches everything. Ctrl-C stops the
+    /// foreground command.
+    Shell(ShellArgs),
+    /// Print a completion script: `ri completions bash > /etc/bash_completion.d/ri`.
+    Completions(CompletionsArgs),
+    /// Write man pages for ri and every subcommand into DIR.
+    #[command(hide = true)]
+    Manpages(ManpagesArgs),
 }
 
 /// `ri fid` actions.
@@ -324,7 +365,7 @@ impl TraceArgs {
         let probes = if self.stack {
             self.probes
                 .iter()
-                .map(|p| crate::agg::add_capture(p, "stack=stack"))
+                .map(|p| crate::probe::add_capture(p, "stack=stack"))
                 .collect()
         } else {
             self.probes.clone()
@@ -675,6 +716,29 @@ impl ReportArgs {
             json: self.json,
             output: self.output.clone(),
             no_stacks: self.no_stacks,
+        })
+    }
+}
+
+impl Command {
+    /// The aggregation a `count|hist|latency|inflight|leaks` command stands
+    /// for, or the command back when it is another one.
+    pub fn aggregation(self) -> Result<Result<crate::agg::AggOptions, String>, Box<Command>> {
+        use crate::agg::AggKind;
+        Ok(match self {
+            Command::Count(a) => a.options(),
+            Command::Hist(a) => a.common.options(AggKind::Hist(a.value), a.probes),
+            Command::Latency(a) => a.options(),
+            Command::Leaks(a) => a.options(),
+            Command::Inflight(a) => a.common.options(
+                AggKind::Inflight(crate::agg::Inflight {
+                    end: a.end,
+                    updates: a.update,
+                    seen: a.seen,
+                }),
+                vec![a.begin],
+            ),
+            other => return Err(Box::new(other)),
         })
     }
 }

@@ -191,6 +191,13 @@ pub fn run(opts: &CtlOptions) -> Result<(), crate::Error> {
     }
 }
 
+/// The commands a process's control socket offers, with their argument
+/// schemas (for `ri shell`'s completion).
+pub fn commands(pid: i32) -> Result<Vec<CommandInfo>, CtlError> {
+    let mut client = connect(&Endpoint::Pid { pid, name: None })?;
+    Ok(client.list()?)
+}
+
 /// Connects to the socket an endpoint names.
 fn connect(ep: &Endpoint) -> Result<Client, CtlError> {
     let path = match ep {

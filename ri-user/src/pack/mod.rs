@@ -1,8 +1,9 @@
 //! Probe packs: named probe points, per-type formatters and named
 //! instruments in TOML (`probes/README.md` is the format's reference).
 //!
-//! Packs are built into the binary and also read from `/etc/ri/probes`,
-//! `~/.config/ri/probes` and `--pack FILE`, in that order; a later pack of
+//! Packs are built into the binary and also read from `/usr/share/ri/probes`
+//! (the package's), `/etc/ri/probes`, `~/.config/ri/probes` and `--pack
+//! FILE`, in that order; a later pack of
 //! the same name replaces an earlier one. `ri run PACK.INSTRUMENT` expands
 //! the instrument into ri's own command line and runs it through the same
 //! parser and dispatch as a direct invocation, so every flag is defined
@@ -84,7 +85,10 @@ pub struct Loaded {
 
 /// The folders searched for `*.toml` packs, in order.
 pub fn folders() -> Vec<PathBuf> {
-    let mut v = vec![PathBuf::from("/etc/ri/probes")];
+    let mut v = vec![
+        PathBuf::from("/usr/share/ri/probes"),
+        PathBuf::from("/etc/ri/probes"),
+    ];
     if let Some(home) = std::env::var_os("HOME") {
         v.push(Path::new(&home).join(".config/ri/probes"));
     }
@@ -140,13 +144,13 @@ pub fn load_all(files: &[PathBuf]) -> Result<Vec<Loaded>, PackError> {
     Ok(out)
 }
 
-/// The pack named `p`.
-pub fn find_pack<'a>(packs: &'a [Loaded], p: &str) -> Result<&'a Loaded, PackError> {
+/// Finds the pack named `name`.
+pub fn find_pack<'a>(packs: &'a [Loaded], name: &str) -> Result<&'a Loaded, PackError> {
     packs
         .iter()
-        .find(|l| l.file.pack.name == p)
+        .find(|l| l.file.pack.name == name)
         .ok_or_else(|| PackError::UnknownPack {
-            name: p.to_string(),
+            name: name.to_string(),
             known: packs
                 .iter()
                 .map(|l| l.file.pack.name.clone())
@@ -306,9 +310,9 @@ pub fn command_line(opts: &RunOptions) -> Result<Prepared, crate::Error> {
     Ok(Prepared { argv, notes })
 }
 
-/// `ri run`: expands the instrument and runs it as ri would run the
-/// expanded command line.
-pub fn run(opts: &RunOptions) -> Result<(), crate::Error> {
+/// `ri run`: expands the instrument into the ri command it stands for,
+/// which the caller runs.
+pub fn command(opts: &RunOptions) -> Result<crate::cli::Command, crate::Error> {
     let Prepared { argv, notes } = command_line(opts)?;
     for n in &notes {
         eprintln!("ri: {n}");
@@ -316,11 +320,29 @@ pub fn run(opts: &RunOptions) -> Result<(), crate::Error> {
     if opts.show {
         eprintln!("ri: runs: ri {}", shell_words(&argv));
     }
-    let cli = crate::cli::Cli::try_parse_from(std::iter::once("ri".to_string()).chain(argv))
-        .map_err(|e| {
-            crate::Error::Usage(format!("{}: {}", opts.instrument, crate::cli::fault(&e)))
-        })?;
-    crate::dispatch::run(cli.command)
+    parsed(&opts.instrument, argv)
+}
+
+/// The expanded command line of `instrument` parsed as ri's own.
+fn parsed(instrument: &str, argv: Vec<String>) -> Result<crate::cli::Command, crate::Error> {
+    crate::cli::Cli::try_parse_from(std::iter::once("ri".to_string()).chain(argv))
+        .map(|cli| cli.command)
+        .map_err(|e| crate::Error::Usage(format!("{instrument}: {}", crate::cli::fault(&e))))
+}
+
+/// The aggregation an instrument stands for (to keep it attached in the
+/// background), with the notes on lost optional probes.
+pub fn aggregation(
+    opts: &RunOptions,
+) -> Result<(crate::agg::AggOptions, Vec<String>), crate::Error> {
+    let Prepared { argv, notes } = command_line(opts)?;
+    match parsed(&opts.instrument, argv)?.aggregation() {
+        Ok(agg) => Ok((agg.map_err(crate::Error::Usage)?, notes)),
+        Err(_) => Err(crate::Error::Usage(format!(
+            "{} traces events; only aggregating instruments run in the background",
+            opts.instrument
+        ))),
+    }
 }
 
 /// Quotes a command line for display.
@@ -355,21 +377,7 @@ pub fn list(opts: &ListOptions, out: &mut impl Write) -> Result<(), crate::Error
     let packs = load_all(&opts.files)?;
     let shown: Vec<&Loaded> = match &opts.pack {
         None => packs.iter().collect(),
-        Some(p) => {
-            let one: Vec<&Loaded> = packs.iter().filter(|l| &l.file.pack.name == p).collect();
-            if one.is_empty() {
-                return Err(PackError::UnknownPack {
-                    name: p.clone(),
-                    known: packs
-                        .iter()
-                        .map(|l| l.file.pack.name.clone())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }
-                .into());
-            }
-            one
-        }
+        Some(p) => vec![find_pack(&packs, p)?],
     };
     if opts.json {
         let v: Vec<Value> = shown.iter().map(|l| to_json(l)).collect();

@@ -8,11 +8,13 @@
 pub mod ast;
 mod lexer;
 mod parser;
+mod text;
 
 use std::fmt;
 
 pub use ast::*;
 pub use parser::{parse_expr, parse_probe, scalar_type};
+pub use text::{add_capture, head_end};
 
 /// A syntax or semantic error at a place in a probe string.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -70,17 +70,24 @@ impl Launching {
         }
     }
 
-    /// Starts the watcher on the loaded `engine` (before attaching, so no
-    /// exec is missed): the processes chosen by name, kept up to date, and
+    /// Starts the watcher on the loaded `engine` in `rt` (before
+    /// attaching, so no exec is missed): the processes chosen by name, kept up to date, and
     /// those selected at the start.
     pub(crate) fn start(
         &self,
-        rt: &tokio::runtime::Runtime,
+        rt: Option<&tokio::runtime::Runtime>,
         engine: &mut Engine,
         opts: &TraceOptions,
     ) -> Result<Option<(Watcher, Vec<u32>)>, Error> {
         let Some(m) = &self.0 else {
             return Ok(None);
+        };
+        // Background instruments (ri serve, ri top) read no notices.
+        let Some(rt) = rt else {
+            return Err(Error::Usage(
+                "--comm and --exe apply to commands run in front, not background instruments"
+                    .into(),
+            ));
         };
         let _in = rt.enter();
         Watcher::start(engine, m, &opts.pids, opts.quiet).map(Some)

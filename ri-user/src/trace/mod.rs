@@ -107,7 +107,7 @@ impl Within {
         }
         let sp = format!("{WITHIN_SP}=sp");
         Ok([
-            crate::agg::add_capture(text, &sp),
+            crate::probe::add_capture(text, &sp),
             format!("ur:{}:{}({sp})", spec.target, spec.func),
         ])
     }
@@ -309,7 +309,13 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
         mut engine,
         child_pid,
         watcher,
-    } = launch(&rt, opts, &set, ri_common::AGG_ENTRIES, batch_events(opts))?;
+    } = launch(
+        Some(&rt),
+        opts,
+        &set,
+        ri_common::AGG_ENTRIES,
+        batch_events(opts),
+    )?;
     let ring = engine.take_ring()?;
     let stop = {
         let _in = rt.enter();
@@ -399,7 +405,7 @@ pub(crate) struct Launched {
 /// of aggregation map and events sent in batches of `batch_events`,
 /// attaches every site, prints the attach line, then lets the command run.
 pub(crate) fn launch(
-    rt: &tokio::runtime::Runtime,
+    rt: Option<&tokio::runtime::Runtime>,
     opts: &TraceOptions,
     set: &ProbeSet,
     agg_entries: u32,

@@ -1,0 +1,399 @@
+//! `ri serve` under a real Prometheus: m0d under m0client load, scraped
+//! every second; counts against m0d's own counters, p99 against a trace.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use ri_tests::{
+    Reader, events, fixture,
+    m0sim::{M0d, M0dConfig},
+    require_bpf, ri_bin, start_waiting,
+};
+use serde_json::Value;
+
+/// A child stopped (SIGINT, then SIGKILL after 5 s) and reaped when dropped,
+/// on failure too.
+struct Guard(Child, Option<Reader>);
+
+impl Guard {
+    /// Stops it; its stdout.
+    fn stop(mut self) -> String {
+        self.halt();
+        let out = self.1.take().map(|r| r.join().unwrap()).unwrap_or_default();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn halt(&mut self) {
+        // SAFETY: plain syscall on our child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.halt();
+        }
+    }
+}
+
+/// A free loopback port.
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over HTTP/1.0 (no chunking): status line and body.
+fn get(port: u16, path: &str) -> (String, String) {
+    try_get(port, path).unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
+}
+
+/// [`get`], or the connection's error.
+fn try_get(port: u16, path: &str) -> std::io::Result<(String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    ))
+}
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A Prometheus scraping `target` every second, with its own data dir.
+struct Prometheus {
+    port: u16,
+    _child: Guard,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: u16) -> Prometheus {
+        let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|d| d.join("prometheus").is_file());
+        assert!(
+            found,
+            "prometheus is not installed: run `cargo xtask setup`"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("ri-prom.")
+            .tempdir()
+            .unwrap();
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: ri\n    scrape_timeout: 900ms\n    \
+                 static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("start prometheus");
+        Prometheus {
+            port,
+            _child: Guard(child, None),
+            _dir: dir,
+        }
+    }
+
+    /// An instant query's result vector at `time`.
+    fn query(&self, q: &str, time: f64) -> Vec<Value> {
+        let (status, body) = get(
+            self.port,
+            &format!("/api/v1/query?query={}&time={time:.3}", encode(q)),
+        );
+        assert!(status.contains("200"), "{q}: {status}\n{body}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Values of a query by one label.
+    fn by(&self, q: &str, label: &str, time: f64) -> Vec<(String, f64)> {
+        self.query(q, time)
+            .iter()
+            .map(|r| {
+                let v = r["value"][1].as_str().unwrap().parse().unwrap();
+                (r["metric"][label].as_str().unwrap_or("").to_string(), v)
+            })
+            .collect()
+    }
+
+    /// Waits until `up` of the ri job is 1 (at most 30 s).
+    fn wait_up(&self) {
+        let t = Instant::now();
+        loop {
+            // Prometheus takes a moment to listen.
+            let up = match try_get(self.port, "/-/ready") {
+                Ok((s, _)) if s.contains("200") => self.by("up{job=\"ri\"}", "job", now()),
+                _ => Vec::new(),
+            };
+            if up.first().is_some_and(|(_, v)| *v == 1.0) {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "up never 1: {up:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// `ri serve ARGS` on a free port, returned once it serves.
+fn serve(args: &[&str]) -> (Guard, u16) {
+    let port = port();
+    let mut cmd = Command::new(ri_bin());
+    cmd.arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args);
+    let (child, out, _err) = start_waiting(cmd, "serving /metrics", true);
+    (Guard(child, Some(out)), port)
+}
+
+/// m0d's own requests served per name.
+fn requests(m0d: &M0d) -> Vec<(String, f64)> {
+    let s = m0d.stats();
+    s["requests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
+        .collect()
+}
+
+fn lookup(v: &[(String, f64)], k: &str) -> f64 {
+    v.iter().find(|(n, _)| n == k).map_or(0.0, |(_, x)| *x)
+}
+
+#[test]
+fn prometheus_scrapes_counts_and_latency_that_match_m0d() {
+    require_bpf();
+    let m0d = M0d::start();
+    let pid = m0d.pid.to_string();
+    let (serve, sport) = serve(&["motr.ops", "motr.fops", "-p", &pid]);
+
+    // promtool accepts the exposition (the classic text format).
+    let (status, text) = get(sport, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (cargo xtask setup installs it)");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let prom = Prometheus::start(sport);
+    prom.wait_up();
+
+    // The exact latencies, from a trace of the same requests.
+    let m0d_bin: PathBuf = fixture("m0d");
+    let op = "op=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode";
+    let mut cmd = Command::new(ri_bin());
+    cmd.args(["trace", "-p", &pid, "--json"]).args([
+        format!("u:{}:m0_fom_queue(fom=fom, {op})", m0d_bin.display()),
+        format!("u:{}:m0_fom_fini(fom=fom)", m0d_bin.display()),
+    ]);
+    let (tchild, tout, terr) = start_waiting(cmd, "attached", true);
+    let trace = Guard(tchild, Some(tout));
+
+    // A first load makes the series; the window is the second one, between
+    // two quiet moments (each at least two scrapes after the load).
+    let first = m0d.load(200, 1.0, "srv1").finish(Duration::from_secs(60));
+    assert_eq!(first["total_errors"], 0, "{first}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let (ta, own_a) = (now(), requests(&m0d));
+    let load = m0d.load(300, 4.0, "srv2");
+    std::thread::sleep(Duration::from_secs(2));
+    let (tm, own_m) = (now(), requests(&m0d));
+    let second = load.finish(Duration::from_secs(60));
+    assert_eq!(second["total_errors"], 0, "{second}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let (tb, own_b) = (now(), requests(&m0d));
+    let events = events(trace.stop().as_bytes());
+    let trace_err = String::from_utf8_lossy(&terr.join().unwrap()).into_owned();
+
+    let at = |t: f64| format!("sum by (opcode_name) (ri_motr_ops_total @ {t:.3})");
+    let q = format!("{} - ({} or {} * 0)", at(tb), at(ta), at(tb));
+    let ops = "sum by (opcode_name) (ri_motr_ops_total)";
+    let increase = prom.by(&q, "opcode_name", tb);
+    let at_m = prom.by(ops, "opcode_name", tm);
+    assert!(increase.len() >= 5, "{increase:?}");
+    for (name, got) in &increase {
+        let want = lookup(&own_b, name) - lookup(&own_a, name);
+        assert_eq!(
+            *got, want,
+            "{name}: Prometheus {got}, m0d {want} ({increase:?})"
+        );
+        // Mid-load, Prometheus's latest sample is at most one scrape old.
+        let (p, o) = (lookup(&at_m, name), lookup(&own_m, name));
+        let per_s = want / 4.0;
+        assert!(
+            p <= o && o - p <= per_s * 1.5 + 3.0,
+            "{name} mid-load: Prometheus {p}, m0d {o}"
+        );
+    }
+
+    // p99 of writes (opcode 42) by histogram_quantile, against the exact one.
+    let mut begun = std::collections::HashMap::new();
+    let mut lat = Vec::new();
+    // The ring holds events of all CPUs: pair them in time order.
+    let mut events = events;
+    events.sort_by_key(|e| e["ts_ns"].as_u64());
+    for e in &events {
+        let fom = e["fom"].to_string();
+        let ts = e["ts_ns"].as_u64().unwrap();
+        if e["probe"].as_str().unwrap_or("").contains("fom_queue") {
+            begun.insert(fom, (ts, e["op"].as_u64()));
+        } else if let Some((t0, Some(42))) = begun.remove(&fom) {
+            lat.push((ts - t0) as f64 * 1e-9);
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    assert!(lat.len() > 100, "{} writes traced", lat.len());
+    let exact = lat[((lat.len() as f64 * 0.99).ceil() as usize).min(lat.len()) - 1];
+    let hq = "histogram_quantile(0.99, sum by (le) \
+              (ri_motr_fops_seconds_bucket{opcode_name=\"write\"}))";
+    let p99 = prom.by(hq, "", tb);
+    let got = p99.first().map(|(_, v)| *v).expect("a p99");
+    assert!(
+        (got - exact).abs() <= exact * 0.05,
+        "p99 {got} s from Prometheus, {exact} s exact ({} writes traced, {:?} served; slowest {:?})\n{trace_err}\n{:?}",
+        lat.len(),
+        prom.by("ri_motr_fops_seconds_count{opcode_name=\"write\"}", "", tb),
+        &lat[lat.len().saturating_sub(8)..],
+        prom.by(
+            "ri_motr_fops_seconds_bucket{opcode_name=\"write\"}",
+            "le",
+            tb
+        ),
+    );
+    drop(prom);
+    serve.stop();
+}
+
+#[test]
+fn serve_follows_a_restarted_m0d_by_name() {
+    require_bpf();
+    // A name of its own (a symlink's name is the process's comm), so that
+    // other m0d processes on the machine are not followed.
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("m0dsrv{}", std::process::id() % 100_000);
+    let link = dir.path().join(&name);
+    std::os::unix::fs::symlink(fixture("m0d"), &link).unwrap();
+    let start = || {
+        M0d::start_with(M0dConfig {
+            bin: Some(link.clone()),
+            ..M0dConfig::default()
+        })
+    };
+    let m0d = start();
+    let cfg = dir.path().join("serve.toml");
+    std::fs::write(
+        &cfg,
+        format!("comm = \"{name}\"\n\n[[instrument]]\nrun = \"motr.ops\"\n"),
+    )
+    .unwrap();
+    let (serve, sport) = serve(&["--config", cfg.to_str().unwrap()]);
+    let load = m0d.load(200, 1.0, "fol1").finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    let before: f64 = total(sport);
+    assert!(before > 0.0, "{before}");
+    drop(m0d);
+    let again = start();
+    let t = Instant::now();
+    // Re-attached within 2 s: new requests add to the same series.
+    std::thread::sleep(Duration::from_secs(2));
+    let load = again.load(200, 1.0, "fol2").finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    let after = total(sport);
+    let served = ri_tests::m0sim::requests(&again.stats()) as f64;
+    assert_eq!(after, before + served, "after restart ({:?})", t.elapsed());
+
+    // SIGHUP with one more instrument: the unchanged one keeps its counts.
+    std::fs::write(
+        &cfg,
+        format!("comm = \"{name}\"\n\n[[instrument]]\nrun = \"motr.ops\"\n\n[[instrument]]\nrun = \"motr.fops\"\n"),
+    )
+    .unwrap();
+    // SAFETY: plain syscall on our child.
+    unsafe { libc::kill(serve.0.id() as i32, libc::SIGHUP) };
+    let t = Instant::now();
+    while !get(sport, "/metrics").1.contains("ri_targets_attached 2") {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{}",
+            get(sport, "/metrics").1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(total(sport), after, "counts after SIGHUP");
+    serve.stop();
+}
+
+/// The sum of `ri_motr_ops_total` in one scrape.
+fn total(port: u16) -> f64 {
+    let (_, text) = get(port, "/metrics");
+    text.lines()
+        .filter(|l| l.starts_with("ri_motr_ops_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
