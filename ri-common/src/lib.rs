@@ -407,8 +407,61 @@ pub struct Inflight {
     pub payload: [u8; AGG_KEY_BYTES],
 }
 
+/// Processes chosen by name (`--comm`/`--exe`): the exec and exit
+/// tracepoints keep the set of selected processes (`SELECTED`, by tgid in
+/// ri's pid namespace) and tell user space through the `NOTICES` ring.
+pub mod select {
+    /// Selected processes the kernel keeps at most.
+    pub const MAX_SELECTED: u32 = 16384;
+    /// `--comm` names the kernel matches at exec, at most.
+    pub const MAX_COMMS: u32 = 64;
+    /// `--exe` files the kernel matches at exec, at most.
+    pub const MAX_EXES: u32 = 64;
+    /// Bytes of the `NOTICES` ring.
+    pub const NOTICE_RING_BYTES: u32 = 64 << 10;
+    /// `SELECTED` value: named with `-p` (kept across its execs).
+    pub const BY_PID: u8 = 1;
+    /// `SELECTED` value: matched by name (dropped when it execs another).
+    pub const BY_NAME: u8 = 2;
+    /// [`Notice::kind`]: a process exec'd whose comm matched (now selected).
+    pub const MATCHED: u32 = 1;
+    /// [`Notice::kind`]: a process exec'd (for user space's `--exe` check).
+    pub const EXEC: u32 = 2;
+    /// [`Notice::kind`]: a selected process exited (no longer selected).
+    pub const LEFT: u32 = 3;
+    /// [`Notice::kind`]: a process chosen by name exec'd a program whose
+    /// comm does not match (no longer selected; `comm` is the new one).
+    pub const AWAY: u32 = 4;
+}
+
+/// An `--exe` file as the exec tracepoint sees it: the superblock's device
+/// (the kernel's `MKDEV` encoding) and the inode number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExeKey {
+    /// `s_dev` of the file's superblock.
+    pub dev: u64,
+    /// `i_ino` of the file.
+    pub ino: u64,
+}
+
+/// One notice of the `NOTICES` ring (see [`select`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Notice {
+    /// [`select::MATCHED`], [`select::EXEC`], [`select::LEFT`] or
+    /// [`select::AWAY`].
+    pub kind: u32,
+    /// The process (tgid in ri's pid namespace).
+    pub pid: u32,
+    /// Its comm, NUL-padded.
+    pub comm: [u8; 16],
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::Notice {}
+    unsafe impl aya::Pod for super::ExeKey {}
     // SAFETY: plain `#[repr(C)]` integers and arrays, no padding holes that
     // matter, valid for any bit pattern.
     unsafe impl aya::Pod for super::Plan {}

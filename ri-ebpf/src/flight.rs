@@ -2,10 +2,7 @@
 //! `INFLIGHT` map and the opcodes that begin, update, span and end them.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::generated::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::map,
-    maps::HashMap,
+    bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_ns, macros::map, maps::HashMap,
 };
 use ri_common::{
     AGG_ENTRIES, AGG_KEY_BYTES, FlightKey, HEADER_LEN, Inflight, Scratch, hist_bucket,
@@ -24,7 +21,7 @@ static INFLIGHT: HashMap<FlightKey, Inflight> = HashMap::with_max_entries(AGG_EN
 #[inline(always)]
 fn flight_key(s: &Scratch) -> FlightKey {
     FlightKey {
-        pid: (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32,
+        pid: (crate::select::ids() >> 32) as u32,
         pad: 0,
         // SAFETY: a constant, 8-aligned offset inside `event`.
         key: unsafe { *(s.event[HEADER_LEN..].as_ptr() as *const u64) },
@@ -35,7 +32,7 @@ fn flight_key(s: &Scratch) -> FlightKey {
 /// (`only_new`: unless that key is in flight already).
 #[inline(always)]
 pub fn begin(s: &mut Scratch, only_new: bool) {
-    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    let pid_tgid = crate::select::ids();
     s.flight.ts_ns = unsafe { bpf_ktime_get_ns() };
     s.flight.pid = (pid_tgid >> 32) as u32;
     s.flight.tid = pid_tgid as u32;

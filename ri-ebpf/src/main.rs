@@ -27,6 +27,7 @@ mod agg;
 mod batch;
 mod budget;
 mod flight;
+mod select;
 mod stack;
 
 use agg::{bump, fast_bump};
@@ -152,6 +153,10 @@ fn arg_reg(regs: *const pt_regs, i: u32) -> u64 {
 #[inline(always)]
 fn run<C: StackIdContext, const FULL: bool>(probe: &C) -> u32 {
     let ctx = probe.as_ptr();
+    // Both checks vanish when off: the verifier sees the frozen globals.
+    if !select::admitted() {
+        return 0;
+    }
     let Some(cookie) = budget::admit(unsafe { bpf_get_attach_cookie(ctx) }) else {
         return 0;
     };
@@ -274,7 +279,7 @@ fn run<C: StackIdContext, const FULL: bool>(probe: &C) -> u32 {
     if s.drop != 0 || flags & plan_flags::AGGREGATE != 0 {
         return 0;
     }
-    let pid_tgid = unsafe { bpf_get_current_pid_tgid() };
+    let pid_tgid = select::ids();
     let out = s.out as usize & (2 * PAYLOAD_CAP - 1);
     let hdr = EventHeader {
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -582,8 +587,8 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
             s.advance(24);
             close_field(s);
         }
-        op::PID => s.push(unsafe { bpf_get_current_pid_tgid() } >> 32),
-        op::TID => s.push(unsafe { bpf_get_current_pid_tgid() } & 0xffff_ffff),
+        op::PID => s.push(select::ids() >> 32),
+        op::TID => s.push(select::ids() & 0xffff_ffff),
         op::UID => s.push(unsafe { bpf_get_current_uid_gid() } & 0xffff_ffff),
         op::NSECS => s.push(unsafe { bpf_ktime_get_ns() }),
         op::CPU => s.push(unsafe { bpf_get_smp_processor_id() } as u64),
@@ -622,7 +627,7 @@ unsafe extern "C" fn step(i: u64, ctx: *mut c_void) -> i64 {
             if s.stack_id == STACK_NONE {
                 s.fault = 1;
             }
-            let tgid = unsafe { bpf_get_current_pid_tgid() } >> 32;
+            let tgid = select::ids() >> 32;
             s.push(tgid << 32 | s.stack_id as u64);
         }
         op::KEEP => {

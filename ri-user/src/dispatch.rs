@@ -53,6 +53,32 @@ fn session(action: crate::cli::SessionAction) -> Result<(), Error> {
     Ok(())
 }
 
+/// `ri peek`: a core, or each process `-p`/`--comm`/`--exe` names, read
+/// as an expression or a plain symbol path.
+fn peek(args: &crate::cli::PeekArgs) -> Result<(), Error> {
+    let out = || std::io::stdout().lock();
+    if args.core.is_some() {
+        if args.select.exes.len() > 1 {
+            return Err(Error::Usage("--core reads one --exe".into()));
+        }
+        let o = args.expr_options(None).expect("--core reads expressions");
+        return crate::view::peek(&o, &mut out());
+    }
+    let mut opts = args.options();
+    crate::select::each(
+        args.pid,
+        &args.select.selection(),
+        args.json,
+        |pid| match args.expr_options(Some(pid).filter(|&p| p != 0)) {
+            Some(o) => crate::view::peek(&o, &mut out()),
+            None => {
+                opts.pid = pid;
+                crate::peek::run(&opts, &mut out())
+            }
+        },
+    )
+}
+
 /// `ri manpages DIR`: `ri.1` and one page per subcommand (`ri-list.1`...),
 /// from the same definitions the parser uses.
 fn man_pages(dir: &std::path::Path) -> Result<(), Error> {
@@ -78,28 +104,59 @@ pub fn run(command: Command) -> Result<(), Error> {
             Err(msg) => Err(Error::Usage(msg)),
         },
         Command::Serve(args) => crate::serve::run(args.options()?),
-        Command::Ctl(args) => match args.options() {
-            Ok(opts) => crate::ctl::run(&opts),
-            Err(msg) => Err(Error::Usage(msg)),
-        },
-        Command::Peek(args) => match args.expr_options() {
-            Some(o) => crate::view::peek(&o, &mut std::io::stdout().lock()),
-            None => crate::peek::run(&args.options(), &mut std::io::stdout().lock()),
-        },
+        Command::Ctl(args) => {
+            let mut opts = args.options().map_err(Error::Usage)?;
+            let sel = args.select.selection();
+            if sel.is_empty() || opts.endpoint.is_none() && args.discover {
+                return crate::ctl::run(&opts);
+            }
+            if args.socket.is_some() {
+                return Err(Error::Usage(
+                    "--socket cannot be combined with --comm or --exe".into(),
+                ));
+            }
+            let pid = args.pid.map(|p| p as u32);
+            crate::select::each(pid, &sel, args.json, |pid| {
+                opts.endpoint = Some(crate::ctl::Endpoint::Pid {
+                    pid: pid as i32,
+                    name: args.name.clone(),
+                });
+                crate::ctl::run(&opts)
+            })
+        }
+        Command::Peek(args) => peek(&args),
         Command::View(args) => {
             crate::view::run_view(&args.options(), &mut std::io::stdout().lock())
         }
         Command::Types(args) => {
             crate::types::run(&args.options(), &mut std::io::stdout().lock()).map(|_| ())
         }
-        Command::Report(args) => match &args.core {
-            Some(core) => crate::view::core_report::run(
-                core,
-                args.sysroot.as_deref(),
-                &mut std::io::stdout().lock(),
-            ),
-            None => args.options().and_then(|opts| crate::report::run(&opts)),
-        },
+        Command::Report(args) => {
+            if let Some(core) = &args.core {
+                if !args.select.selection().is_empty() {
+                    return Err(Error::Usage(
+                        "--core cannot be combined with --comm or --exe".into(),
+                    ));
+                }
+                return crate::view::core_report::run(
+                    core,
+                    args.sysroot.as_deref(),
+                    &mut std::io::stdout().lock(),
+                );
+            }
+            let mut opts = args.options()?;
+            let sel = args.select.selection();
+            if !sel.is_empty() && opts.output.is_some() {
+                return Err(Error::Usage(
+                    "--output writes one report: use -p PID, not --comm or --exe".into(),
+                ));
+            }
+            let pid = args.pid.or(args.pid_flag);
+            crate::select::each(pid, &sel, args.json, |pid| {
+                opts.pid = pid;
+                crate::report::run(&opts)
+            })
+        }
         Command::Fid { action, json } => fid(action, json),
         Command::Run(args) => {
             args.check().map_err(Error::Usage)?;

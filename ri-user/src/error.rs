@@ -74,6 +74,9 @@ pub enum Error {
     /// `ri report` could not run or write its report.
     #[error("{0}")]
     Report(#[from] crate::report::ReportError),
+    /// `--comm`/`--exe`: a bad name or file, or no process matching.
+    #[error("{0}")]
+    Select(#[from] crate::select::SelectError),
     /// A probe pack that cannot be read, found or expanded.
     #[error("{0}")]
     Pack(#[from] crate::pack::PackError),

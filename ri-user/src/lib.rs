@@ -30,6 +30,7 @@ pub mod plan;
 pub mod probe;
 pub mod remote;
 pub mod report;
+pub mod select;
 pub mod serve;
 pub mod session;
 pub mod shell;

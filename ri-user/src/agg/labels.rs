@@ -191,6 +191,13 @@ impl Names {
         }
     }
 
+    /// Reads names from `pid` too (a process that started meanwhile).
+    pub fn add(&mut self, pid: u32) {
+        if !self.pids.contains(&pid) {
+            self.pids.push(pid);
+        }
+    }
+
     /// The name at `addr`, read once.
     pub fn name(&mut self, addr: u64) -> Option<String> {
         if addr == 0 {

@@ -35,7 +35,7 @@ impl Live {
         }
         trace::check(&opts.trace)?;
         let (set, plans) = build(&opts)?;
-        let Launched { engine, .. } = trace::launch(&opts.trace, &set, opts.max_keys, 1)?;
+        let Launched { engine, .. } = trace::launch(None, &opts.trace, &set, opts.max_keys, 1)?;
         let mut stacks = Stacks::new();
         if set.has_stacks() {
             for &pid in &opts.trace.pids {

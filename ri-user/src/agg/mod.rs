@@ -383,7 +383,7 @@ fn build_plans(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
         .map(|(i, l)| l.capture(i))
         .collect();
     keys.extend(label_caps.iter().cloned());
-    let pids = &target::Scope::new(&opts.trace.pids, opts.trace.command.as_deref());
+    let pids = &target::Scope::new(&opts.trace.resolving_pids(), opts.trace.command.as_deref());
     let mut plans = Vec::new();
     let set = match &opts.kind {
         AggKind::Count => {
@@ -595,17 +595,34 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
         .enable_all()
         .build()?;
     let signals = trace::Signals::new(&rt)?;
-    let Launched { engine, child_pid } = trace::launch(&opts.trace, &set, opts.max_keys, 1)?;
+    let Launched {
+        engine,
+        child_pid,
+        watcher,
+    } = trace::launch(Some(&rt), &opts.trace, &set, opts.max_keys, 1)?;
+    let (mut watcher, selected) = watcher.unzip();
+    let selected = selected.unwrap_or_default();
     let stacks = RefCell::new(Stacks::new());
     let names = RefCell::new(labels::Names::new(
-        opts.trace.pids.iter().chain(&child_pid).copied().collect(),
+        opts.trace
+            .pids
+            .iter()
+            .chain(&child_pid)
+            .chain(&selected)
+            .copied()
+            .collect(),
     ));
     let has_labels = plans.iter().any(|p| !p.labels.is_empty());
-    if has_labels && opts.trace.pids.is_empty() && child_pid.is_none() && !opts.trace.quiet {
+    if has_labels
+        && opts.trace.pids.is_empty()
+        && child_pid.is_none()
+        && watcher.is_none()
+        && !opts.trace.quiet
+    {
         eprintln!("ri: --label reads names from -p or -c processes: values show as numbers");
     }
     if has_stacks {
-        for &pid in opts.trace.pids.iter().chain(&child_pid) {
+        for &pid in opts.trace.pids.iter().chain(&child_pid).chain(&selected) {
             stacks.borrow_mut().watch(pid);
         }
     }
@@ -614,7 +631,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
             signals,
             opts.trace.duration,
             child_pid,
-            &opts.trace.pids,
+            opts.trace.ending_pids(),
             opts.trace.quiet,
         )?;
         let mut out = std::io::stdout().lock();
@@ -649,6 +666,14 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
                 _ = maps_tick.tick(), if has_stacks => stacks.borrow_mut().refresh(),
                 // Names are read while the processes live.
                 _ = names_tick.tick(), if has_labels => printer.read_names()?,
+                c = crate::select::changed(&mut watcher) => {
+                    for pid in c? {
+                        names.borrow_mut().add(pid);
+                        if has_stacks {
+                            stacks.borrow_mut().watch(pid);
+                        }
+                    }
+                }
                 r = stop.wait() => { r?; break; }
             }
         }

@@ -149,6 +149,7 @@ impl AggCommon {
             trace: TraceOptions {
                 probes,
                 pids: self.scope.pids.clone(),
+                select: self.scope.select.selection(),
                 command: self.scope.command.clone(),
                 duration: seconds("--duration", self.scope.duration)?,
                 json: self.json,

@@ -224,14 +224,43 @@ pub enum FidAction {
     },
 }
 
+/// Processes chosen by name, on top of `-p`: for the probing commands
+/// those running now and those that start while ri runs; for `report`,
+/// `ctl` and `peek` every one running now.
+#[derive(Clone, Debug, Default, Args)]
+pub struct SelectArgs {
+    /// Every process with this name, as /proc/PID/comm has it (repeatable).
+    /// Probing commands also attach to those that start later and detach
+    /// from those that exit; the run then ends on --duration or Ctrl-C.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Every process running this executable file (the same file: device
+    /// and inode), like --comm (repeatable).
+    #[arg(long = "exe", value_name = "PATH")]
+    pub exes: Vec<std::path::PathBuf>,
+}
+
+impl SelectArgs {
+    /// The library's form of these flags.
+    pub fn selection(&self) -> crate::select::Selection {
+        crate::select::Selection {
+            comms: self.comms.clone(),
+            exes: self.exes.clone(),
+        }
+    }
+}
+
 /// Which processes a probing command watches, for how long, and how it
 /// prints typed values; shared by `trace` and the aggregating commands.
 #[derive(Debug, Args)]
 pub struct ScopeArgs {
     /// Trace only this process (repeatable); the run ends when every one
-    /// of them has exited.
+    /// of them has exited (unless --comm or --exe is given too).
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// Processes by name.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Start this command with the probes attached; stop when it exits.
     #[arg(short = 'c', long = "command", value_name = "CMD")]
     pub command: Option<String>,
@@ -344,6 +373,7 @@ impl TraceArgs {
         Ok(TraceOptions {
             probes,
             pids: self.scope.pids.clone(),
+            select: self.scope.select.selection(),
             command: self.scope.command.clone(),
             duration: seconds("--duration", self.scope.duration)?,
             json: self.json,
@@ -400,6 +430,10 @@ pub struct CtlArgs {
     /// The target process.
     #[arg(short, long, value_name = "PID", value_parser = clap::value_parser!(i32).range(1..))]
     pub pid: Option<i32>,
+    /// Every process running now with this name or executable, instead
+    /// of -p: one section per process.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// The control socket, instead of -p.
     #[arg(long, value_name = "PATH", conflicts_with = "pid")]
     pub socket: Option<std::path::PathBuf>,
@@ -445,7 +479,10 @@ impl CtlArgs {
                 name: self.name.clone(),
             }),
             (None, None) if matches!(action, Action::Discover) => None,
-            (None, None) => return Err("ri ctl needs -p PID or --socket PATH".into()),
+            (None, None) if !self.select.selection().is_empty() => None,
+            (None, None) => {
+                return Err("ri ctl needs -p PID or --socket PATH (or --comm, --exe)".into());
+            }
         };
         Ok(CtlOptions {
             endpoint,
@@ -460,11 +497,19 @@ impl CtlArgs {
 #[derive(Debug, Args)]
 pub struct PeekArgs {
     /// The process to read.
-    #[arg(short, long, value_name = "PID", required_unless_present = "core")]
+    #[arg(short, long, value_name = "PID", required_unless_present_any = ["core", "comms", "exes"])]
     pub pid: Option<u32>,
-    /// Where to read when not a live process.
+    /// Every process running now with this name or executable, instead
+    /// of -p: one section per process. With --core, --exe is the core's
+    /// executable (default: the one its file note names).
     #[command(flatten)]
-    pub core: CoreArgs,
+    pub select: SelectArgs,
+    /// Read an ELF core file (e.g. from gdb's gcore) instead of a process.
+    #[arg(long, value_name = "CORE", conflicts_with_all = ["pid", "comms"])]
+    pub core: Option<std::path::PathBuf>,
+    /// Find the core's files under this root (a moved or copied tree).
+    #[arg(long, value_name = "DIR", requires = "core")]
+    pub sysroot: Option<std::path::PathBuf>,
     /// Walks: most elements per walk before it stops with a marker.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max: usize,
@@ -564,10 +609,15 @@ impl ViewArgs {
 impl PeekArgs {
     /// An expression peek (anything but a plain SYMBOL path or ADDRESS
     /// TYPE, or any read of a core or with --freeze).
-    pub fn expr_options(&self) -> Option<crate::view::PeekExpr> {
+    pub fn expr_options(&self, pid: Option<u32>) -> Option<crate::view::PeekExpr> {
         let plain = crate::peek::is_plain(&self.what);
-        (self.core.core.is_some() || self.freeze || !plain).then(|| crate::view::PeekExpr {
-            source: self.core.source(self.pid),
+        (self.core.is_some() || self.freeze || !plain).then(|| crate::view::PeekExpr {
+            source: crate::view::Source {
+                pid,
+                core: self.core.clone(),
+                exe: self.core.as_ref().and(self.select.exes.first().cloned()),
+                sysroot: self.sysroot.clone(),
+            },
             expr: crate::peek::as_expression(&self.what),
             depth: self.depth,
             max: self.max,
@@ -623,11 +673,15 @@ impl TypesArgs {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// The process.
-    #[arg(value_name = "PID", required_unless_present_any = ["pid_flag", "core"])]
+    #[arg(value_name = "PID", required_unless_present_any = ["pid_flag", "core", "comms", "exes"])]
     pub pid: Option<u32>,
     /// The process (same as the positional PID).
     #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "pid")]
     pub pid_flag: Option<u32>,
+    /// Every process running now with this name or executable, instead
+    /// of PID: one report per process.
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Print JSON with the same content.
     #[arg(long)]
     pub json: bool,

@@ -43,6 +43,7 @@ impl RunArgs {
             instrument: self.instrument.clone(),
             params: self.params.clone(),
             pids: self.scope.pids.clone(),
+            select: self.scope.select.selection(),
             command: self.scope.command.clone(),
             duration: self.scope.duration,
             quiet: self.scope.quiet,

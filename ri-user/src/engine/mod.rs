@@ -2,16 +2,20 @@
 //! plans into the `PLANS` map, attaching the generic programs with cookies,
 //! and handing out the event ring buffer and the lost-event counter.
 
+mod btf;
 mod budget;
 pub mod flush;
 mod links;
 pub mod multi;
 mod object;
 pub mod perf;
+mod select;
 pub mod sites;
 mod sys;
 mod watch;
 
+pub use btf::{KernelOffsets, kernel_offsets};
+pub use select::{Selecting, kernel_dev, pid_namespace};
 pub use watch::{BudgetConfig, SiteKind};
 
 use std::{
@@ -133,6 +137,9 @@ pub struct MapSizes {
     /// Sites in `SITES`, the overhead budget's per-site counters (0: the
     /// budget is off, and the kernel neither counts nor checks per site).
     pub sites: u32,
+    /// Which processes the probes serve (`--comm`/`--exe`), and the
+    /// selection maps' sizes.
+    pub selecting: Selecting,
 }
 
 impl MapSizes {
@@ -149,6 +156,7 @@ impl MapSizes {
             saved_args: ri_common::FRAME_ENTRIES,
             batch_events: 1,
             sites: 0,
+            selecting: Selecting::default(),
         }
     }
 }
@@ -169,6 +177,8 @@ pub struct Engine {
     sites: Option<Arc<sites::SiteTable>>,
     /// The budget's watcher, once started.
     watch: Option<watch::Watch>,
+    /// Raw tracepoints attached (`--comm`/`--exe`), detached at drop.
+    tracepoints: Vec<OwnedFd>,
 }
 
 impl Drop for Engine {
@@ -327,13 +337,18 @@ impl Engine {
             ("SAVED_ARGS", sizes.saved_args),
             ("SITES", sizes.sites),
         ]
-        .map(|(n, v)| (n, v.max(1)));
+        .into_iter()
+        .chain(sizes.selecting.map_sizes())
+        .map(|(n, v)| (n, v.max(1)))
+        .collect::<Vec<_>>();
         let budget = u32::from(sizes.sites > 0).to_ne_bytes();
-        let globals: [(&str, &[u8]); 3] = [
+        let selecting = sizes.selecting.globals();
+        let mut globals: Vec<(&str, &[u8])> = vec![
             ("RING_BYTES", &ring),
             ("BATCH_EVENTS", &batch),
             ("BUDGET", &budget),
         ];
+        globals.extend(selecting.iter().map(|(n, v)| (*n, v.as_slice())));
         let object =
             object::Object::load(crate::EBPF_OBJECT, &globals, &entries).map_err(|e| match e {
                 object::ObjectError::Map {
@@ -356,6 +371,7 @@ impl Engine {
             flusher: None,
             sites,
             watch: None,
+            tracepoints: Vec::new(),
         })
     }
 

@@ -36,6 +36,7 @@ pub enum SysError {
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_BTF_LOAD: libc::c_long = 18;
+const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_MAP_FREEZE: libc::c_long = 22;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// `BPF_PROG_TYPE_KPROBE` (uprobes are kprobe-type).
@@ -193,6 +194,27 @@ pub fn lookup_per_cpu_batch(
         }
     }
     Ok(out)
+}
+
+/// `union bpf_attr` for `BPF_RAW_TRACEPOINT_OPEN`.
+#[repr(C)]
+#[derive(Default)]
+struct RawTracepointAttr {
+    name: u64,
+    prog_fd: u32,
+    pad: u32,
+}
+
+/// `BPF_RAW_TRACEPOINT_OPEN`: attaches raw tracepoint program `prog` to
+/// tracepoint `name` (no tracefs needed) until the returned fd closes.
+pub fn raw_tracepoint_open(prog: BorrowedFd<'_>, name: &str) -> std::io::Result<OwnedFd> {
+    let name = CString::new(name).map_err(std::io::Error::other)?;
+    let attr = RawTracepointAttr {
+        name: name.as_ptr() as u64,
+        prog_fd: prog.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    bpf_fd(BPF_RAW_TRACEPOINT_OPEN, &attr)
 }
 
 /// `BPF_BTF_LOAD` of an object's (sanitized) BTF.

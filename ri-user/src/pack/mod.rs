@@ -193,6 +193,8 @@ pub struct RunOptions {
     pub params: Vec<String>,
     /// `-p`.
     pub pids: Vec<u32>,
+    /// `--comm`, `--exe`.
+    pub select: crate::select::Selection,
     /// `-c`.
     pub command: Option<String>,
     /// `--duration`.
@@ -237,16 +239,43 @@ pub fn command_line(opts: &RunOptions) -> Result<Prepared, crate::Error> {
         })?;
         params.insert(k.to_string(), v.to_string());
     }
+    // Processes chosen by name resolve the pack's targets like -p, when
+    // one runs already.
+    let mut resolving = opts.pids.clone();
+    let mut waiting = None;
+    if !opts.select.is_empty() {
+        let m = opts.select.matcher()?;
+        let first = m.running().first().map(|f| f.pid);
+        if first.is_none() && opts.pids.is_empty() && opts.target.is_none() {
+            waiting = Some(m.what().to_string());
+        }
+        resolving.extend(first);
+    }
     let scope = Scope {
-        names: crate::target::Scope::new(&opts.pids, opts.command.as_deref()),
+        names: crate::target::Scope::new(&resolving, opts.command.as_deref()),
         target: opts.target.as_deref(),
     };
     for &pid in &opts.pids {
         crate::target::check_pid(pid)?;
     }
-    let Expanded { mut argv, notes } = expand(&loaded.file, iname, inst, &params, &scope)?;
+    let Expanded { mut argv, notes } = match expand(&loaded.file, iname, inst, &params, &scope) {
+        // The pack's targets are found in a running process, and none runs.
+        Err(PackError::Missing(_)) if let Some(what) = waiting => {
+            return Err(crate::Error::Usage(format!(
+                "{}: no process matches {what} yet: give --target PATH to wait for one",
+                opts.instrument
+            )));
+        }
+        r => r?,
+    };
     for pid in &opts.pids {
         argv.extend(["-p".into(), pid.to_string()]);
+    }
+    for c in &opts.select.comms {
+        argv.extend(["--comm".into(), c.clone()]);
+    }
+    for e in &opts.select.exes {
+        argv.extend(["--exe".into(), e.display().to_string()]);
     }
     if let Some(c) = &opts.command {
         argv.extend(["-c".into(), c.clone()]);

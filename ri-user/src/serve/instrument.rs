@@ -269,7 +269,7 @@ impl Instrument {
         opts.trace.quiet = true;
         trace::check(&opts.trace)?;
         let (set, plans) = agg::build(&opts)?;
-        let Launched { engine, .. } = trace::launch(&opts.trace, &set, opts.max_keys, 1)?;
+        let Launched { engine, .. } = trace::launch(None, &opts.trace, &set, opts.max_keys, 1)?;
         self.kind = Some(opts.kind.clone());
         let mut stacks = Stacks::new();
         for &p in pids {

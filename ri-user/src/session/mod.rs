@@ -272,6 +272,7 @@ impl ProbeSet {
             saved_args: 1,
             batch_events: 1,
             sites: 0,
+            selecting: Default::default(),
         };
         for p in &self.probes {
             let plan = &p.plan.plan;

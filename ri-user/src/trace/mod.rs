@@ -4,7 +4,6 @@
 
 use std::{
     io::Write,
-    os::fd::{FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
@@ -16,6 +15,7 @@ use crate::{
     decode::{Value, decode, header},
     engine::{Engine, Program},
     probe::ProbeKind,
+    select::{self, Watcher},
     session::{self, ProbeSet, child::HeldChild},
     sink::{JsonSink, Sink, SiteInfo, TextSink},
     stack::{Stacks, late::SiteFile},
@@ -24,16 +24,20 @@ use crate::{
 };
 
 mod printf;
+mod stop;
 pub(crate) use printf::read_str;
 pub use printf::{PrintfSpec, format_c};
+pub(crate) use stop::{Signals, Stop};
 
 /// What to trace and how.
 #[derive(Clone, Debug, Default)]
 pub struct TraceOptions {
     /// Probe strings.
     pub probes: Vec<String>,
-    /// Only these processes (empty: all, unless `command`).
+    /// Only these processes (empty: all, unless `command` or `select`).
     pub pids: Vec<u32>,
+    /// Also every process chosen by name, now and later.
+    pub select: crate::select::Selection,
     /// Run this command with the probes attached; stop when it exits.
     pub command: Option<String>,
     /// Stop after this long.
@@ -276,7 +280,7 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     if let Some(w) = &opts.within {
         texts.extend(Within::probes(w)?);
     }
-    let scope = target::Scope::new(&opts.pids, opts.command.as_deref());
+    let scope = target::Scope::new(&opts.resolving_pids(), opts.command.as_deref());
     let mut set = ProbeSet::build(&texts, &scope)?;
     set.mark_regs_only();
     let within = match opts.within {
@@ -304,11 +308,26 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     let Launched {
         mut engine,
         child_pid,
-    } = launch(opts, &set, ri_common::AGG_ENTRIES, batch_events(opts))?;
+        watcher,
+    } = launch(
+        Some(&rt),
+        opts,
+        &set,
+        ri_common::AGG_ENTRIES,
+        batch_events(opts),
+    )?;
     let ring = engine.take_ring()?;
-    let mut summary = rt.block_on(event_loop(
-        &set, &engine, ring, opts, child_pid, within, signals,
-    ))?;
+    let stop = {
+        let _in = rt.enter();
+        Stop::new(
+            signals,
+            opts.duration,
+            child_pid,
+            opts.ending_pids(),
+            opts.quiet,
+        )?
+    };
+    let mut summary = rt.block_on(event_loop(&set, &engine, ring, opts, within, stop, watcher))?;
     summary.lost = engine.lost()?;
     summary.no_entry = engine.no_entry()?;
     summary.dropped = (engine.dropped().iter())
@@ -364,6 +383,7 @@ pub(crate) fn check(opts: &TraceOptions) -> Result<(), Error> {
     if opts.command.is_some() && !opts.pids.is_empty() {
         return Err(Error::Usage("-c and -p cannot be combined".into()));
     }
+    crate::select::launch::check(opts)?;
     for &pid in &opts.pids {
         target::check_pid(pid)?;
     }
@@ -376,17 +396,23 @@ pub(crate) struct Launched {
     pub engine: Engine,
     /// The `-c` command, released after attaching.
     pub child_pid: Option<u32>,
+    /// With `--comm`/`--exe`: the processes chosen by name, kept up to
+    /// date, and those selected at the start.
+    pub watcher: Option<(Watcher, Vec<u32>)>,
 }
 
 /// Forks the `-c` command (held), loads the object with `agg_entries` keys
 /// of aggregation map and events sent in batches of `batch_events`,
 /// attaches every site, prints the attach line, then lets the command run.
 pub(crate) fn launch(
+    rt: Option<&tokio::runtime::Runtime>,
     opts: &TraceOptions,
     set: &ProbeSet,
     agg_entries: u32,
     batch_events: u32,
 ) -> Result<Launched, Error> {
+    let choice = crate::select::launch::Launching::new(opts)?;
+    let mut watcher = None;
     let started = Instant::now();
     let mut child = match &opts.command {
         Some(cmd) => Some(match session::early::take() {
@@ -397,7 +423,7 @@ pub(crate) fn launch(
     };
     let pids: Vec<u32> = match &child {
         Some(c) => vec![c.pid],
-        None => opts.pids.clone(),
+        None => choice.attach_pids(&opts.pids),
     };
     let attached = (|| {
         let stacks = match (set.has_stacks(), opts.stack_entries) {
@@ -410,6 +436,7 @@ pub(crate) fn launch(
             .flatten();
         let mut sizes = set.map_sizes(opts.ring_bytes, agg_entries, stacks);
         sizes.batch_events = batch_events;
+        sizes.selecting = choice.selecting();
         if budget.is_some() {
             sizes.sites = set.sites.len() as u32;
         }
@@ -417,6 +444,7 @@ pub(crate) fn launch(
         if batch_events > 1 {
             engine.start_batches()?;
         }
+        watcher = choice.start(rt, &mut engine, opts)?;
         let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
         let note = match budget {
             Some(pct) => {
@@ -463,18 +491,11 @@ pub(crate) fn launch(
     if let Some(c) = child.as_mut() {
         c.release()?;
     }
-    Ok(Launched { engine, child_pid })
-}
-
-/// Opens a pidfd that becomes readable when `pid` exits.
-fn pidfd(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: plain syscall; the returned fd is owned here.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor, owned by the AsyncFd from here on.
-    unsafe { AsyncFd::register(OwnedFd::from_raw_fd(fd as i32)) }.map_err(|e| e.into_parts().1)
+    Ok(Launched {
+        engine,
+        child_pid,
+        watcher,
+    })
 }
 
 struct Drain<'a> {
@@ -597,11 +618,12 @@ async fn event_loop(
     engine: &Engine,
     ring: RingBuf<MapData>,
     opts: &TraceOptions,
-    child: Option<u32>,
     within: Option<Within>,
-    signals: Signals,
+    mut stop: Stop,
+    watcher: Option<(Watcher, Vec<u32>)>,
 ) -> Result<Summary, Error> {
-    let mut stop = Stop::new(signals, opts.duration, child, &opts.pids, opts.quiet)?;
+    let child = stop.child;
+    let (mut watcher, selected) = watcher.unzip();
     let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
     let sink: Box<dyn Sink> = if opts.json {
         Box::new(JsonSink::new(out, opts.formatters.clone()))
@@ -617,7 +639,12 @@ async fn event_loop(
     let late_reads = set.has_reads();
     let with_maps = set.has_stacks() || late_reads;
     if with_maps {
-        for &pid in opts.pids.iter().chain(&child) {
+        for &pid in opts
+            .pids
+            .iter()
+            .chain(&child)
+            .chain(selected.iter().flatten())
+        {
             stacks.watch(pid);
         }
     }
@@ -656,6 +683,13 @@ async fn event_loop(
                 d.drain(ring.get_mut());
             }
             _ = maps_tick.tick(), if with_maps => d.stacks.refresh(),
+            c = select::changed(&mut watcher) => {
+                for pid in c? {
+                    if with_maps {
+                        d.stacks.watch(pid);
+                    }
+                }
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 d.drain(guard.get_inner_mut());
@@ -686,126 +720,4 @@ async fn event_loop(
         child_status,
         dropped: Vec::new(),
     })
-}
-
-/// When a run ends: Ctrl-C or SIGTERM, the duration, or the `-c` command's
-/// exit.
-/// Ctrl-C and SIGTERM, caught from when this is made: made before
-/// attaching, so a signal right after the attach line still ends the run
-/// cleanly (detached, summary printed).
-pub(crate) struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    /// Starts catching, in `rt`'s context (it spawns no thread).
-    pub(crate) fn new(rt: &tokio::runtime::Runtime) -> Result<Self, Error> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let _in = rt.enter();
-        Ok(Signals {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-        })
-    }
-}
-
-pub(crate) struct Stop {
-    signals: Signals,
-    deadline: Option<tokio::time::Instant>,
-    child: Option<u32>,
-    child_fd: Option<AsyncFd<OwnedFd>>,
-    child_status: Option<i32>,
-    /// The `-p` processes still running.
-    targets: Vec<(u32, AsyncFd<OwnedFd>)>,
-    quiet: bool,
-}
-
-impl Stop {
-    /// Starts watching: Ctrl-C, SIGTERM, the duration, the `-c` command's
-    /// exit, or the exit of every `-p` process (said on stderr unless
-    /// `quiet`). Call inside the tokio runtime.
-    pub(crate) fn new(
-        signals: Signals,
-        duration: Option<Duration>,
-        child: Option<u32>,
-        pids: &[u32],
-        quiet: bool,
-    ) -> Result<Self, Error> {
-        let mut targets = Vec::new();
-        for &pid in pids {
-            // A process gone already has no pidfd: nothing to wait for.
-            if let Ok(fd) = pidfd(pid) {
-                targets.push((pid, fd));
-            }
-        }
-        Ok(Stop {
-            signals,
-            deadline: duration.map(|d| tokio::time::Instant::now() + d),
-            child,
-            child_fd: match child {
-                Some(pid) => Some(pidfd(pid)?),
-                None => None,
-            },
-            child_status: None,
-            targets,
-            quiet,
-        })
-    }
-
-    /// Returns when the run should end (cancel-safe).
-    pub(crate) async fn wait(&mut self) -> Result<(), Error> {
-        let deadline = self.deadline;
-        let child_fd = self.child_fd.as_ref();
-        let watching = !self.targets.is_empty();
-        let targets = &self.targets;
-        let all_exited = async {
-            for (_, fd) in targets {
-                drop(fd.readable().await?);
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        tokio::select! {
-            _ = self.signals.int.recv() => {}
-            _ = self.signals.term.recv() => {}
-            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {}
-            r = async { child_fd.expect("guarded").readable().await }, if child_fd.is_some() => {
-                drop(r?);
-                self.child_status = Some(reap(self.child.expect("guarded")));
-            }
-            r = all_exited, if watching => {
-                r?;
-                if !self.quiet {
-                    let pids: Vec<String> =
-                        self.targets.iter().map(|(p, _)| p.to_string()).collect();
-                    eprintln!("ri: traced process {} exited", pids.join(", "));
-                }
-                self.targets.clear();
-            }
-        }
-        Ok(())
-    }
-
-    /// Ends the `-c` command if it still runs; returns its exit status.
-    pub(crate) fn finish(&mut self) -> Option<i32> {
-        if let (Some(pid), None) = (self.child, self.child_status) {
-            // Stopped early: end the command too.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            self.child_status = Some(reap(pid));
-        }
-        self.child_status
-    }
-}
-
-/// Waits for the child and returns its exit code (128+signal when killed).
-fn reap(pid: u32) -> i32 {
-    use nix::sys::wait::{WaitStatus, waitpid};
-    match waitpid(nix::unistd::Pid::from_raw(pid as i32), None) {
-        Ok(WaitStatus::Exited(_, c)) => c,
-        Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
-        _ => -1,
-    }
 }
