@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_ab;
+mod bench_budget;
 mod bench_dwarf;
 mod bench_fleet;
 mod bench_report;
@@ -101,6 +102,11 @@ enum Task {
         /// hosts; write bench/RESULTS-fleet.md.
         #[arg(long)]
         fleet: bool,
+        /// Only the overhead budget: a hot loop under a 1,510-site wildcard
+        /// count against unprobed, budget off and bpftrace; write
+        /// bench/RESULTS-budget.md.
+        #[arg(long)]
+        budget: bool,
         /// Only capture sessions: the flight recorder's CPU per event
         /// against plain `ri trace`; write bench/RESULTS-session.md.
         #[arg(long)]
@@ -163,6 +169,7 @@ fn main() -> Result<()> {
             calls,
             fleet,
             session,
+            budget,
             bpftrace_timeout,
             serve,
             serve_series,
@@ -176,6 +183,8 @@ fn main() -> Result<()> {
             let timeout = std::time::Duration::from_secs(bpftrace_timeout);
             if session {
                 bench_session::run()
+            } else if budget {
+                bench_budget::run_alone()
             } else if agg {
                 bench::run_agg()
             } else if dwarf {
