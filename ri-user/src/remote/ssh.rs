@@ -73,7 +73,7 @@ impl Ssh {
             line.push(' ');
             line.push_str(&quote(&a.to_string_lossy()));
         }
-        let child = format!("--remote-child={PROTOCOL}");
+        let child = format!("--remote-child={PROTOCOL}/{}", super::build_id());
         if self.push {
             format!(
                 "p=\"$HOME/.cache/ri/bin/ri-{}\"; [ -x \"$p\" ] || exit {NOT_CACHED}; exec \"$p\" {child}{line}",
@@ -197,6 +197,13 @@ pub fn classify(code: Option<i32>, stderr: &str, remote: bool) -> Option<Failure
     {
         return Some(Failure::OtherVersion(l.into()));
     }
+    if let Some(l) = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("ri: error: other build: "))
+    {
+        let l = l.split(": push").next().unwrap_or(l);
+        return Some(Failure::OtherVersion(l.into()));
+    }
     match code {
         Some(0) => None,
         Some(127) => Some(Failure::Missing),
@@ -204,6 +211,9 @@ pub fn classify(code: Option<i32>, stderr: &str, remote: bool) -> Option<Failure
             last_line(stderr).trim_start_matches("ssh: ").to_string(),
         )),
         None => Some(Failure::Remote("ssh was killed".into())),
+        Some(c) if c == i32::from(super::NEEDS_CONFIRMATION) => Some(Failure::Remote(
+            "a mutation was held back: not confirmed".into(),
+        )),
         Some(c) => {
             let line = stderr
                 .lines()
