@@ -49,8 +49,14 @@ impl Tmux {
 
     /// Types `text` literally, then Enter.
     pub fn line(&self, text: &str) {
-        let ok = self.tmux(&["send-keys", "-t", "0", "-l", text]).status.success()
-            && self.tmux(&["send-keys", "-t", "0", "Enter"]).status.success();
+        let ok = self
+            .tmux(&["send-keys", "-t", "0", "-l", text])
+            .status
+            .success()
+            && self
+                .tmux(&["send-keys", "-t", "0", "Enter"])
+                .status
+                .success();
         assert!(ok, "tmux send-keys failed");
     }
 

@@ -219,7 +219,13 @@ fn text_prints_merge_and_trace_lines_name_their_host_and_pid() {
         n.start_m0d();
     }
     let count = fleet.start_all(&["count", "u:m0d:m0_fom_fini"]);
-    let trace = fleet.start_all(&["trace", "--json", "u:m0d:m0_fom_fini(fom=fom)", "--comm", "m0d"]);
+    let trace = fleet.start_all(&[
+        "trace",
+        "--json",
+        "u:m0d:m0_fom_fini(fom=fom)",
+        "--comm",
+        "m0d",
+    ]);
     let text = fleet.start_all(&["trace", "u:m0d:m0_fom_fini(fom=fom)"]);
     for n in &mut fleet.nodes {
         n.load(50, 1.0);
@@ -269,7 +275,9 @@ fn text_prints_merge_and_trace_lines_name_their_host_and_pid() {
         assert!(mine > 0, "no line from {}:\n{text_out}", n.name);
     }
     assert!(
-        lines.iter().all(|l| l.starts_with("n1: ") || l.starts_with("n2: ")),
+        lines
+            .iter()
+            .all(|l| l.starts_with("n1: ") || l.starts_with("n2: ")),
         "{text_out}"
     );
 }
@@ -305,10 +313,13 @@ fn a_restarted_m0d_is_picked_up_under_comm_on_a_node() {
     let mut got: BTreeMap<String, u64> = BTreeMap::new();
     for e in final_doc(&out)["entries"].as_array().unwrap() {
         let op = e["by"]["opcode"].as_u64().expect("opcode");
-        let name = e["by"]["opcode_name"].as_str().map(String::from).unwrap_or_else(|| {
-            let (_, n) = OPS.iter().find(|(o, _)| *o == op).expect("known opcode");
-            n.to_string()
-        });
+        let name = e["by"]["opcode_name"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| {
+                let (_, n) = OPS.iter().find(|(o, _)| *o == op).expect("known opcode");
+                n.to_string()
+            });
         *got.entry(name).or_default() += e["count"].as_u64().unwrap();
     }
     assert_eq!(got, want, "both m0d's requests, counted over ssh\n{err}");
@@ -349,7 +360,14 @@ fn report_peek_inflight_and_leaks_name_their_host() {
     };
     // Text: one `== host ==` section each, the node's m0d under its own pid.
     for args in [
-        vec!["report", "--no-stacks", "--sections", "process", "--comm", "m0d"],
+        vec![
+            "report",
+            "--no-stacks",
+            "--sections",
+            "process",
+            "--comm",
+            "m0d",
+        ],
         vec!["peek", "m0sim_trace_nr", "--comm", "m0d"],
     ] {
         let text = run(&args);
@@ -412,7 +430,8 @@ fn report_peek_inflight_and_leaks_name_their_host() {
     for n in &fleet.nodes {
         let head = format!("{}: ", n.name);
         assert!(
-            text.lines().any(|l| l.starts_with(&head) && l.ends_with(" in flight")),
+            text.lines()
+                .any(|l| l.starts_with(&head) && l.ends_with(" in flight")),
             "no table from {}:\n{text}",
             n.name
         );

@@ -68,7 +68,10 @@ fn unknown_host_keys_and_refused_keys_are_named_and_the_others_report() {
     fleet.forget_host_key(1);
     fleet.nodes[2].refuse_keys();
     // -H after the subcommand, too.
-    let (out, err, code) = ri_at(&fleet, &["ctl", "--json", "--discover", "-H", &fleet.hosts()]);
+    let (out, err, code) = ri_at(
+        &fleet,
+        &["ctl", "--json", "--discover", "-H", &fleet.hosts()],
+    );
     assert_eq!(code, Some(1), "{err:?}");
     assert_eq!(
         err,
@@ -86,7 +89,11 @@ fn unknown_host_keys_and_refused_keys_are_named_and_the_others_report() {
 fn an_inventory_group_picks_its_hosts() {
     let fleet = Fleet::new(2);
     let inv = fleet.dir().join("hosts.ini");
-    std::fs::write(&inv, "# the test cluster\n[md]\nn1\n\n[io]\nn2 role=ioservice\n").unwrap();
+    std::fs::write(
+        &inv,
+        "# the test cluster\n[md]\nn1\n\n[io]\nn2 role=ioservice\n",
+    )
+    .unwrap();
     let io = format!("@{}:io", inv.display());
     let (out, err, code) = ri_at(&fleet, &["ctl", "--discover", "--json", "--hosts", &io]);
     assert_eq!(code, Some(0), "{err:?}");
@@ -98,7 +105,13 @@ fn an_inventory_group_picks_its_hosts() {
     let none = format!("@{}:db", inv.display());
     let (_, err, code) = ri_at(&fleet, &["ctl", "--discover", "-H", &none]);
     assert_eq!(code, Some(2));
-    assert_eq!(err, [format!("ri: error: inventory {}: no group [db]", inv.display())]);
+    assert_eq!(
+        err,
+        [format!(
+            "ri: error: inventory {}: no group [db]",
+            inv.display()
+        )]
+    );
 }
 
 #[test]
@@ -124,7 +137,10 @@ fn a_probe_or_process_missing_on_one_host_is_named_and_the_others_report() {
     );
     assert_eq!(failed[1], "ri: 1 of 2 hosts failed");
     assert!(out.starts_with("u:m0_fom_fini: "), "n1's count: {out}");
-    let (out, err, code) = ri_at(&fleet, &["-H", &all, "ctl", "--comm", "m0d", "--json", "stats"]);
+    let (out, err, code) = ri_at(
+        &fleet,
+        &["-H", &all, "ctl", "--comm", "m0d", "--json", "stats"],
+    );
     assert_eq!(code, Some(1), "{err:?}");
     assert!(
         err.contains(&"ri: n2: failed: no running process matches --comm m0d".to_string()),
@@ -152,15 +168,24 @@ fn a_mutation_lists_every_process_and_needs_yes_or_a_typed_yes() {
     );
     assert_eq!(err, want);
     let audit = |fleet: &Fleet| -> Vec<Value> {
-        let (out, err, code) =
-            ri_at(fleet, &["-H", &all, "ctl", "--comm", "m0d", "--json", "audit"]);
+        let (out, err, code) = ri_at(
+            fleet,
+            &["-H", &all, "ctl", "--comm", "m0d", "--json", "audit"],
+        );
         assert_eq!(code, Some(0), "{err:?}");
-        let docs: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let docs: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(hosts_of(&out), ["n1", "n2"], "{out}");
         docs
     };
     for s in audit(&fleet) {
-        assert_eq!(s["entries"].as_array().map(Vec::len), Some(0), "ran without --yes: {s}");
+        assert_eq!(
+            s["entries"].as_array().map(Vec::len),
+            Some(0),
+            "ran without --yes: {s}"
+        );
     }
 
     // On a terminal: the list, then a typed `yes`.
@@ -179,7 +204,10 @@ fn a_mutation_lists_every_process_and_needs_yes_or_a_typed_yes() {
     term.line("yes");
     let screen = term.wait_for("EXIT=", 30);
     assert!(screen.contains("EXIT=0"), "{screen}");
-    let (_, err, code) = ri_at(&fleet, &["ctl", "--comm", "m0d", "--yes", "reqh.resume", "-H", &all]);
+    let (_, err, code) = ri_at(
+        &fleet,
+        &["ctl", "--comm", "m0d", "--yes", "reqh.resume", "-H", &all],
+    );
     assert_eq!(code, Some(0), "{err:?}");
     for (s, n) in audit(&fleet).iter().zip(&fleet.nodes) {
         assert_eq!(s["host"], n.name.as_str());
@@ -203,7 +231,11 @@ fn a_mutation_lists_every_process_and_needs_yes_or_a_typed_yes() {
 fn a_remote_ri_of_another_build_is_named() {
     let fleet = Fleet::new(2);
     // n2's ri: the same version, another build (its build-id changed).
-    let out = Command::new("readelf").arg("-n").arg(ri_bin()).output().expect("readelf");
+    let out = Command::new("readelf")
+        .arg("-n")
+        .arg(ri_bin())
+        .output()
+        .expect("readelf");
     let notes = String::from_utf8_lossy(&out.stdout);
     let id = notes
         .lines()
@@ -226,16 +258,30 @@ fn a_remote_ri_of_another_build_is_named() {
     let mut theirs = id.to_string();
     let last = u8::from_str_radix(&id[id.len() - 2..], 16).unwrap() ^ 0xff;
     theirs.replace_range(id.len() - 2.., &format!("{last:02x}"));
-    let (out, err, code) = ri_at(&fleet, &["-H", &fleet.hosts(), "ctl", "--discover", "--json"]);
+    let (out, err, code) = ri_at(
+        &fleet,
+        &["-H", &fleet.hosts(), "ctl", "--discover", "--json"],
+    );
     assert_eq!(code, Some(1), "{err:?}");
     assert_eq!(
         err[0],
-        format!("ri: n2: failed: ri of another version: local ri build {id}, remote ri build {theirs} (use --push)")
+        format!(
+            "ri: n2: failed: ri of another version: local ri build {id}, remote ri build {theirs} (use --push)"
+        )
     );
     assert_eq!(hosts_of(&out), ["n1"], "{out}");
     // --push puts this very build there.
-    let (out, err, code) =
-        ri_at(&fleet, &["-H", &fleet.hosts(), "--push", "ctl", "--discover", "--json"]);
+    let (out, err, code) = ri_at(
+        &fleet,
+        &[
+            "-H",
+            &fleet.hosts(),
+            "--push",
+            "ctl",
+            "--discover",
+            "--json",
+        ],
+    );
     assert_eq!(code, Some(0), "{err:?}");
     assert_eq!(hosts_of(&out), ["n1", "n2"], "{out}");
 }
@@ -303,4 +349,3 @@ fn push_copies_ri_once_by_hash_and_other_versions_are_named() {
     let after: Vec<_> = first.iter().map(|c| mtime(&c[0])).collect();
     assert_eq!(before, after, "the cached copy was pushed again");
 }
-

@@ -52,7 +52,10 @@ fn fleet_bench() {
     let text = std::fs::read_to_string(&fleet.ssh_config).unwrap();
     std::fs::write(
         &curve,
-        text.replace("  User root\n", "  User root\n  KexAlgorithms curve25519-sha256\n"),
+        text.replace(
+            "  User root\n",
+            "  User root\n  KexAlgorithms curve25519-sha256\n",
+        ),
     )
     .unwrap();
     let cold_with = |config: &Path, hosts: &str, args: &[&str], tag: &str| {
@@ -71,7 +74,8 @@ fn fleet_bench() {
         v.sort_by(f64::total_cmp);
         v[reps / 2]
     };
-    let cold = |hosts: &str, args: &[&str], tag: &str| cold_with(&fleet.ssh_config, hosts, args, tag);
+    let cold =
+        |hosts: &str, args: &[&str], tag: &str| cold_with(&fleet.ssh_config, hosts, args, tag);
     let warm = |hosts: &str, args: &[&str]| {
         timed(fleet.ri(hosts, args));
         median(reps, || fleet.ri(hosts, args))
@@ -183,4 +187,3 @@ fn fleet_bench() {
     doc["fops_host_bytes"] = raw_out.trim().len().into();
     println!("FLEET-BENCH {doc}");
 }
-

@@ -28,17 +28,15 @@ pub fn active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
-/// Holds back a mutation that needs confirmation: tells the local ri, on a
-/// line of its own on stderr, which process it would touch (`pid`, `comm`)
-/// with which command. Returns false outside remote mode.
-pub fn defer(pid: i64, comm: &str, command: &str) -> bool {
-    if !active() {
-        return false;
+/// Holds back a mutation that needs confirmation (in remote mode only):
+/// tells the local ri, on a line of its own on stderr, which process it
+/// would touch (`pid`, `comm`) with which command.
+pub fn defer(pid: i64, comm: &str, command: &str) {
+    if active() {
+        DEFERRED.store(true, Ordering::Relaxed);
+        let line = serde_json::json!({"pid": pid, "comm": comm, "command": command});
+        eprintln!("{CONFIRM} {line}");
     }
-    DEFERRED.store(true, Ordering::Relaxed);
-    let line = serde_json::json!({"pid": pid, "comm": comm, "command": command});
-    eprintln!("{CONFIRM} {line}");
-    true
 }
 
 /// Whether a mutation was held back ([`defer`]): the run then exits with

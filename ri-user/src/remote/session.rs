@@ -73,7 +73,12 @@ pub fn run(plan: Plan, hosts: &[String], ctl_call: Option<String>) -> ExitCode {
             let names: Vec<String> = targets.iter().map(|&i| hosts[i].clone()).collect();
             let touched: Vec<(&str, &Pending)> = targets
                 .iter()
-                .flat_map(|&i| outcomes[i].pending.iter().map(move |p| (hosts[i].as_str(), p)))
+                .flat_map(|&i| {
+                    outcomes[i]
+                        .pending
+                        .iter()
+                        .map(move |p| (hosts[i].as_str(), p))
+                })
                 .collect();
             if let Err(e) = confirm(&command, &touched, names.len()) {
                 eprintln!("ri: error: {e}");
@@ -179,7 +184,11 @@ fn confirm(command: &str, touched: &[(&str, &Pending)], hosts: usize) -> Result<
     let what = format!(
         "'{command}' changes the target: {} {} on {hosts} {}",
         touched.len(),
-        if touched.len() == 1 { "process" } else { "processes" },
+        if touched.len() == 1 {
+            "process"
+        } else {
+            "processes"
+        },
         if hosts == 1 { "host" } else { "hosts" }
     );
     eprintln!("ri: {what}:");
