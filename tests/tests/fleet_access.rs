@@ -230,34 +230,23 @@ fn a_mutation_lists_every_process_and_needs_yes_or_a_typed_yes() {
 #[test]
 fn a_remote_ri_of_another_build_is_named() {
     let fleet = Fleet::new(2);
-    // n2's ri: the same version, another build (its build-id changed).
-    let out = Command::new("readelf")
-        .arg("-n")
-        .arg(ri_bin())
-        .output()
-        .expect("readelf");
-    let notes = String::from_utf8_lossy(&out.stdout);
-    let id = notes
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Build ID: "))
-        .expect("ri has a GNU build-id");
-    let bytes: Vec<u8> = (0..id.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&id[i..i + 2], 16).unwrap())
-        .collect();
+    // n2's ri: the same version, another build (its build-id changed). The
+    // GNU build-id note: namesz 4, descsz 20, type 3, "GNU\0", the id.
     let mut exe = std::fs::read(ri_bin()).unwrap();
+    let head = [4, 0, 0, 0, 20, 0, 0, 0, 3, 0, 0, 0, b'G', b'N', b'U', 0];
     let at = exe
-        .windows(bytes.len())
-        .position(|w| w == bytes.as_slice())
-        .expect("the build-id bytes");
-    exe[at + bytes.len() - 1] ^= 0xff;
+        .windows(head.len())
+        .position(|w| w == head)
+        .expect("ri has a GNU build-id note")
+        + head.len();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let id = hex(&exe[at..at + 20]);
+    exe[at + 19] ^= 0xff;
+    let theirs = hex(&exe[at..at + 20]);
     let other = fleet.nodes[1].dir.join("bin/ri");
     std::fs::remove_file(&other).unwrap();
     std::fs::write(&other, &exe).unwrap();
     std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut theirs = id.to_string();
-    let last = u8::from_str_radix(&id[id.len() - 2..], 16).unwrap() ^ 0xff;
-    theirs.replace_range(id.len() - 2.., &format!("{last:02x}"));
     let (out, err, code) = ri_at(
         &fleet,
         &["-H", &fleet.hosts(), "ctl", "--discover", "--json"],

@@ -52,7 +52,7 @@ fn render(doc: &Value) -> String {
     s += "New connections are dominated by the ssh key exchange, which ri leaves to the \
           user's ssh config: OpenSSH 9.2's default, sntrup761x25519 (post-quantum hybrid), \
           costs the client about 85 ms more CPU per connection than curve25519-sha256 (measured here under load). \
-          ri itself adds one `ssh -G` per host (its host-key policy) and no round trip: the \
+          ri itself adds one `ssh -G` per host before a new connection (its host-key policy; none over a live master) and no round trip: the \
           version and build check ride on the command.\n\n";
     if let Some(rows) = doc["sim"].as_array() {
         s += "Many hosts (each its own address and ssh connection, over the 3 nodes' sshds, fan-out 64):\n\n\
