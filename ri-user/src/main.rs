@@ -30,6 +30,14 @@ fn main() -> ExitCode {
     let result = ri::dispatch::run(cli.command);
     // A `-c` command started early whose probes never got attached.
     ri::session::early::abort();
+    if ri::remote::deferred() {
+        // A mutation held back for the local ri to confirm.
+        match result {
+            Ok(()) | Err(ri::Error::Ctl(ri::ctl::CtlError::Deferred(_))) => {}
+            Err(e) => eprintln!("ri: error: {e}"),
+        }
+        return ExitCode::from(ri::remote::NEEDS_CONFIRMATION);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(ri::Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,

@@ -4,7 +4,7 @@
 //! own copy of m0d and its own m0client load. Everything ends in `Drop`.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -199,6 +199,134 @@ impl Fleet {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Starts `ri -H hosts ARGS` and waits until each of the `n` hosts
+    /// printed an `attached` line (`HOST: ri: attached ...`).
+    pub fn start_attached(&self, hosts: &str, n: usize, args: &[&str]) -> Running {
+        let mut child = self
+            .ri(hosts, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ri");
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut attached = std::collections::BTreeSet::new();
+        let mut seen = String::new();
+        while attached.len() < n {
+            let mut line = String::new();
+            assert!(
+                err.read_line(&mut line).unwrap() > 0,
+                "ri exited before every host attached:\n{seen}"
+            );
+            seen.push_str(&line);
+            if line.contains("attached") {
+                attached.insert(line.split(':').next().unwrap_or("").to_string());
+            }
+        }
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let log = std::sync::Arc::new(Mutex::new(seen));
+        let shared = log.clone();
+        let stderr = std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                let mut s = shared.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+            shared.lock().unwrap().clone()
+        });
+        Running {
+            child,
+            output: Some((stdout, stderr)),
+            log,
+        }
+    }
+
+    /// [`Fleet::start_attached`] on every node.
+    pub fn start_all(&self, args: &[&str]) -> Running {
+        self.start_attached(&self.hosts(), self.nodes.len(), args)
+    }
+
+    /// Removes `host`'s line from the client's known_hosts.
+    pub fn forget_host_key(&self, node: usize) {
+        let addr = &self.nodes[node].addr;
+        let text = std::fs::read_to_string(&self.known_hosts).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{addr} ")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&self.known_hosts, kept).unwrap();
+    }
+}
+
+/// Readers of a background command's stdout and stderr.
+type Output2 = (
+    std::thread::JoinHandle<String>,
+    std::thread::JoinHandle<String>,
+);
+
+/// A fleet command running in the background (killed when dropped).
+pub struct Running {
+    /// The local ri.
+    pub child: Child,
+    output: Option<Output2>,
+    /// Its stderr so far.
+    log: std::sync::Arc<Mutex<String>>,
+}
+
+impl Running {
+    /// Ctrl-C, then its stdout and stderr; it must have succeeded.
+    pub fn stop(mut self) -> (String, String) {
+        // SAFETY: signals our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let st = self.child.wait().unwrap();
+        let (out, err) = self.output.take().expect("stopped once");
+        let (out, err) = (out.join().unwrap(), err.join().unwrap());
+        assert!(st.success(), "ri failed ({st}):\n{err}");
+        (out, err)
+    }
+
+    /// Waits until its stderr holds `what` (at most `secs` seconds).
+    pub fn wait_stderr(&self, what: &str, secs: u64) {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if log.contains(what) {
+                return;
+            }
+            assert!(Instant::now() < end, "no '{what}' on ri's stderr:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last JSON line of `out` whose `type` is `final` (a merged print).
+pub fn final_doc(out: &str) -> Value {
+    out.lines()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v["type"] == "final")
+        })
+        .unwrap_or_else(|| panic!("no final print in:\n{out}"))
 }
 
 impl Fleet {
@@ -429,6 +557,21 @@ impl Node {
             self.name
         );
         self.m0d = Some(child);
+    }
+
+    /// Stops the node's m0d (SIGTERM, then waits for it).
+    pub fn stop_m0d(&mut self) {
+        if let Some(mut c) = self.m0d.take() {
+            let m0d = child_of(c.id());
+            // SAFETY: signals the m0d this node started.
+            unsafe { libc::kill(m0d, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    /// Keys ssh may log in with: none after this (every key refused).
+    pub fn refuse_keys(&self) {
+        std::fs::write(self.dir.join("authorized_keys"), "").unwrap();
     }
 
     /// m0d's pid inside the node's pid namespace.

@@ -5,90 +5,18 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Read},
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use ri_tests::{
-    fleet::{Fleet, probes_on},
+    fleet::{Fleet, final_doc, probes_on},
     m0sim::OPS,
 };
 use serde_json::Value;
 
-/// How the remote ri picks each node's m0d: its own copy, found on the
-/// node's PATH, probed file-wide. (With process selection by name this
-/// becomes `["--comm", "m0d"]`.)
-const SELECT: [&str; 2] = ["--target", "m0d"];
-
-/// Starts a fleet command and waits until every host printed `attached`.
-fn start_attached(
-    fleet: &Fleet,
-    args: &[&str],
-) -> (
-    Child,
-    std::thread::JoinHandle<String>,
-    std::thread::JoinHandle<String>,
-) {
-    let mut child = fleet
-        .ri(&fleet.hosts(), args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ri");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut attached = std::collections::BTreeSet::new();
-    let mut seen = String::new();
-    while attached.len() < fleet.nodes.len() {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "ri exited before every host attached:\n{seen}"
-        );
-        seen.push_str(&line);
-        if line.contains("attached") {
-            attached.insert(line.split(':').next().unwrap_or("").to_string());
-        }
-    }
-    let mut out = child.stdout.take().unwrap();
-    let o = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let e = std::thread::spawn(move || {
-        let mut s = seen;
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    (child, o, e)
-}
-
-/// Ctrl-C, then the output.
-fn stop(
-    mut child: Child,
-    out: std::thread::JoinHandle<String>,
-    err: std::thread::JoinHandle<String>,
-) -> (String, String) {
-    // SAFETY: signals our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let st = child.wait().unwrap();
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    assert!(st.success(), "ri failed ({st}):\n{err}");
-    (out, err)
-}
-
-/// The last JSON line of `out` (the merged final print).
-fn final_doc(out: &str) -> Value {
-    out.lines()
-        .rev()
-        .find_map(|l| {
-            serde_json::from_str::<Value>(l)
-                .ok()
-                .filter(|v| v["type"] == "final")
-        })
-        .unwrap_or_else(|| panic!("no final print in:\n{out}"))
-}
+/// How the remote ri picks each node's m0d: by name, as an operator
+/// would (`ri -H ... run motr.ops --comm m0d`).
+const SELECT: [&str; 2] = ["--comm", "m0d"];
 
 #[test]
 fn merged_counts_and_histograms_equal_the_nodes_own() {
@@ -98,8 +26,8 @@ fn merged_counts_and_histograms_equal_the_nodes_own() {
     }
     let mut ops_args = vec!["run", "motr.ops", "--json"];
     ops_args.extend(SELECT);
-    let mut fops_args = vec!["run", "motr.fops", "--json"];
-    fops_args.extend(SELECT);
+    // The pack's binary named instead: m0d on each node's PATH.
+    let fops_args = ["run", "motr.fops", "--json", "--target", "m0d"];
     // A value each request brings (its xid): the same in every session.
     let xid = [
         "hist",
@@ -110,10 +38,10 @@ fn merged_counts_and_histograms_equal_the_nodes_own() {
     ];
     let mut by_host = xid.to_vec();
     by_host.extend(["--by", "host"]);
-    let ops = start_attached(&fleet, &ops_args);
-    let fops = start_attached(&fleet, &fops_args);
-    let hist = start_attached(&fleet, &xid);
-    let split = start_attached(&fleet, &by_host);
+    let ops = fleet.start_all(&ops_args);
+    let fops = fleet.start_all(&fops_args);
+    let hist = fleet.start_all(&xid);
+    let split = fleet.start_all(&by_host);
     for n in &mut fleet.nodes {
         n.load(150, 2.0);
     }
@@ -121,10 +49,10 @@ fn merged_counts_and_histograms_equal_the_nodes_own() {
         n.finish_loads();
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (ops_out, ops_err) = stop(ops.0, ops.1, ops.2);
-    let (fops_out, _) = stop(fops.0, fops.1, fops.2);
-    let (hist_out, _) = stop(hist.0, hist.1, hist.2);
-    let (split_out, _) = stop(split.0, split.1, split.2);
+    let (ops_out, ops_err) = ops.stop();
+    let (fops_out, _) = fops.stop();
+    let (hist_out, _) = hist.stop();
+    let (split_out, _) = split.stop();
 
     // Per opcode: the merged count is the sum of every node's own counter.
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
@@ -249,12 +177,11 @@ fn sigkill_of_the_local_ri_leaves_no_remote_ri_and_no_probe() {
     for n in &mut fleet.nodes {
         n.start_m0d();
     }
-    let (mut child, _o, _e) = start_attached(&fleet, &["trace", "u:m0d:m0_fom_fini"]);
+    let mut run = fleet.start_all(&["trace", "u:m0d:m0_fom_fini", "--comm", "m0d"]);
     for n in &fleet.nodes {
         assert!(!n.ri_processes().is_empty(), "no ri on {}", n.name);
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    run.kill();
     let t = Instant::now();
     loop {
         let left: Vec<String> = fleet
@@ -286,327 +213,20 @@ fn sigkill_of_the_local_ri_leaves_no_remote_ri_and_no_probe() {
 }
 
 #[test]
-fn a_changed_host_key_is_refused_in_one_line() {
-    let mut fleet = Fleet::new(1);
-    fleet.nodes[0].change_host_key();
-    let out = fleet
-        .ri("n1", &["ctl", "--discover"])
-        .output()
-        .expect("run ri");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        2,
-        "one line for the host, one total:\n{stderr}"
-    );
-    assert_eq!(
-        lines[0],
-        "ri: n1: failed: host key changed (refused; check the host, then fix known_hosts)"
-    );
-}
-
-#[test]
-fn a_mutation_across_hosts_lists_them_needs_yes_and_is_audited_with_the_ssh_client() {
-    let mut fleet = Fleet::new(2);
-    for n in &mut fleet.nodes {
-        n.start_m0d();
-    }
-    // The same pid in every node (until processes are selected by name).
-    let pid = fleet.nodes[0].m0d_nspid().to_string();
-    assert!(fleet.nodes.iter().all(|n| n.m0d_nspid().to_string() == pid));
-    let out = fleet
-        .ri(&fleet.hosts(), &["ctl", "-p", &pid, "reqh.pause"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("changes the target on 2 hosts")
-            && err.contains("n1: ri ctl")
-            && err.contains("n2: ri ctl"),
-        "{err}"
-    );
-    assert!(err.contains("add --yes"), "{err}");
-    let audit = |fleet: &Fleet| -> Vec<Value> {
-        let out = fleet
-            .ri(&fleet.hosts(), &["ctl", "-p", &pid, "--json", "audit"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let sections: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(sections.len(), 2, "{text}");
-        sections
-    };
-    for s in audit(&fleet) {
-        assert_eq!(
-            s["entries"].as_array().map(Vec::len),
-            Some(0),
-            "ran without --yes: {s}"
-        );
-    }
-    let out = fleet
-        .ri(&fleet.hosts(), &["ctl", "-p", &pid, "--yes", "reqh.pause"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for (s, n) in audit(&fleet).iter().zip(&fleet.nodes) {
-        assert_eq!(s["host"], n.name.as_str());
-        let e = s["entries"]
-            .as_array()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("an audit entry");
-        assert_eq!(e["cmd"], "reqh.pause", "{e}");
-        assert_eq!(e["peer"]["ssh"]["user"], "root", "{e}");
-        let client = e["peer"]["ssh"]["client"].as_str().unwrap_or_default();
-        let local = format!("{}.1:", n.addr.rsplit_once('.').unwrap().0);
-        assert!(client.starts_with(&local), "{e}");
-    }
-}
-
-#[test]
-fn push_copies_ri_once_by_hash_and_other_versions_are_named() {
-    let fleet = Fleet::new(2);
-    for n in &fleet.nodes {
-        std::fs::remove_file(n.dir.join("bin/ri")).unwrap();
-    }
-    // n2 has an older ri on its PATH, one that does not know the protocol.
-    let old = fleet.nodes[1].dir.join("bin/ri");
-    std::fs::write(
-        &old,
-        "#!/bin/sh\necho \"error: unexpected argument '--remote-child' found\" >&2\nexit 2\n",
-    )
-    .unwrap();
-    std::process::Command::new("chmod")
-        .arg("755")
-        .arg(&old)
-        .status()
-        .unwrap();
-    let out = fleet
-        .ri(&fleet.hosts(), &["ctl", "--discover"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("ri: n1: failed: ri missing on the host (install it or use --push)"),
-        "{err}"
-    );
-    assert!(
-        err.contains("ri: n2: failed: ri of another version"),
-        "{err}"
-    );
-
-    let cached = |n: &ri_tests::fleet::Node| -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(n.dir.join("home/.cache/ri/bin"))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default()
-    };
-    let pushed = fleet
-        .ri(&fleet.hosts(), &["--push", "ctl", "--discover"])
-        .output()
-        .unwrap();
-    assert!(
-        pushed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pushed.stderr)
-    );
-    let first: Vec<_> = fleet.nodes.iter().map(cached).collect();
-    for (c, n) in first.iter().zip(&fleet.nodes) {
-        assert_eq!(c.len(), 1, "{}: {c:?}", n.name);
-        let name = c[0].file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with("ri-") && name.len() == 67, "{name}");
-    }
-    let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
-    let before: Vec<_> = first.iter().map(|c| mtime(&c[0])).collect();
-    let again = fleet
-        .ri(&fleet.hosts(), &["--push", "ctl", "--discover"])
-        .output()
-        .unwrap();
-    assert!(again.status.success());
-    let after: Vec<_> = first.iter().map(|c| mtime(&c[0])).collect();
-    assert_eq!(before, after, "the cached copy was pushed again");
-}
-
-/// Wall seconds of `cmd` (which must succeed).
-fn timed(mut cmd: std::process::Command) -> f64 {
-    let t = Instant::now();
-    let out = cmd.output().expect("run");
-    let secs = t.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    secs
-}
-
-/// Median of `n` runs of `cmd()`.
-fn median(n: usize, cmd: impl Fn() -> std::process::Command) -> f64 {
-    let mut v: Vec<f64> = (0..n).map(|_| timed(cmd())).collect();
-    v.sort_by(f64::total_cmp);
-    v[n / 2]
-}
-
-/// `cargo xtask bench --fleet` runs this and writes bench/RESULTS-fleet.md
-/// from its `FLEET-BENCH` line: what fanning out to 3 nodes adds over one,
-/// cold (new connections) and warm (masters reused), and a simulation of
-/// many hosts (many addresses, each its own ssh connection, over 3 sshds).
-#[test]
-#[ignore]
-fn fleet_bench() {
-    let sim: Vec<usize> = std::env::var("RI_FLEET_SIM")
-        .unwrap_or_else(|_| "30,100".into())
-        .split(',')
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    let mut fleet = Fleet::new(3);
-    for n in &mut fleet.nodes {
-        n.start_m0d();
-    }
-    let reps = 5;
-    let cold_dir = |tag: &str| fleet.dir().join(format!("mux-{tag}"));
-    // A fresh control directory per run: no master to reuse.
-    let cold = |hosts: &str, args: &[&str], tag: &str| {
-        let mut v = Vec::new();
-        for i in 0..reps {
-            let dir = cold_dir(&format!("{tag}{i}"));
-            let mut c = fleet.ri(hosts, args);
-            c.env("RI_SSH_CONTROL_DIR", &dir);
-            v.push(timed(c));
-            fleet.close_masters(&dir);
-        }
-        v.sort_by(f64::total_cmp);
-        v[reps / 2]
-    };
-    let warm = |hosts: &str, args: &[&str]| {
-        timed(fleet.ri(hosts, args));
-        median(reps, || fleet.ri(hosts, args))
-    };
-    let discover = ["ctl", "--discover"];
-    let m0d = fleet.nodes[0].dir.join("bin/m0d");
-    let local_probe = format!("u:{}:m0_fom_fini", m0d.display());
-    let count = ["count", "u:m0d:m0_fom_fini", "--duration", "0.3", "-q"];
-    let local = median(reps, || {
-        let mut c = std::process::Command::new(ri_tests::ri_bin());
-        c.args(discover);
-        c
-    });
-    let local_count = median(reps, || {
-        let mut c = std::process::Command::new(ri_tests::ri_bin());
-        c.args(["count", &local_probe, "--duration", "0.3", "-q"]);
-        c
-    });
-    let all = fleet.hosts();
-    let mut doc = serde_json::json!({
-        "local_discover": local,
-        "one_cold": cold("n1", &discover, "a"),
-        "three_cold": cold(&all, &discover, "b"),
-        "one_warm": warm("n1", &discover),
-        "three_warm": warm(&all, &discover),
-        "local_count": local_count,
-        "one_count_warm": warm("n1", &count),
-        "three_count_warm": warm(&all, &count),
-    });
-    let max = sim.iter().copied().max().unwrap_or(0);
-    if max > 0 {
-        let inventory = fleet.aliases(max);
-        let names: Vec<String> = std::fs::read_to_string(&inventory)
-            .unwrap()
-            .lines()
-            .skip(1)
-            .map(String::from)
-            .collect();
-        let mut rows = Vec::new();
-        for &n in &sim {
-            let hosts = names[..n].join(",");
-            let dir = cold_dir(&format!("sim{n}"));
-            let mut c = fleet.ri(&hosts, &discover);
-            c.env("RI_SSH_CONTROL_DIR", &dir);
-            let c1 = timed(c);
-            let mut c = fleet.ri(&hosts, &discover);
-            c.env("RI_SSH_CONTROL_DIR", &dir);
-            let w1 = timed(c);
-            fleet.close_masters(&dir);
-            rows.push(serde_json::json!({"hosts": n, "cold": c1, "warm": w1}));
-        }
-        doc["sim"] = serde_json::json!(rows);
-    }
-    // What one host sends for motr.fops under load (raw buckets), and the
-    // merged print.
-    for n in &mut fleet.nodes {
-        n.load(150, 1.5);
-    }
-    let fops = [
-        "run",
-        "motr.fops",
-        "--json",
-        "--target",
-        "m0d",
-        "--duration",
-        "2",
-    ];
-    let out = fleet.ri(&all, &fops).output().unwrap();
-    let merged = String::from_utf8_lossy(&out.stdout);
-    let version = String::from_utf8_lossy(&ri_tests::ri(&["--version"]).stdout).into_owned();
-    let proto = format!(
-        "--remote-child=1/{}",
-        version.split_whitespace().nth(1).unwrap()
-    );
-    for n in &mut fleet.nodes {
-        n.finish_loads();
-    }
-    // The remote side alone, as ssh would run it (stdin kept open).
-    fleet.nodes[0].load(150, 1.5);
-    let mut raw = fleet.nodes[0]
-        .enter(&[
-            ri_tests::ri_bin().to_str().unwrap(),
-            &proto,
-            "run",
-            "motr.fops",
-            "--target",
-        ])
-        .arg(&m0d)
-        .args(["--duration", "1.5"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _stdin = raw.stdin.take();
-    let mut raw_out = String::new();
-    raw.stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut raw_out)
-        .unwrap();
-    raw.wait().unwrap();
-    for n in &mut fleet.nodes {
-        n.finish_loads();
-    }
-    doc["fops_merged_bytes"] = merged.trim().len().into();
-    doc["fops_host_bytes"] = raw_out.trim().len().into();
-    println!("FLEET-BENCH {doc}");
-}
-
-#[test]
 fn text_prints_merge_and_trace_lines_name_their_host_and_pid() {
     let mut fleet = Fleet::new(2);
     for n in &mut fleet.nodes {
         n.start_m0d();
     }
-    let count = start_attached(&fleet, &["count", "u:m0d:m0_fom_fini"]);
-    let trace = start_attached(&fleet, &["trace", "--json", "u:m0d:m0_fom_fini(fom=fom)"]);
+    let count = fleet.start_all(&["count", "u:m0d:m0_fom_fini"]);
+    let trace = fleet.start_all(&[
+        "trace",
+        "--json",
+        "u:m0d:m0_fom_fini(fom=fom)",
+        "--comm",
+        "m0d",
+    ]);
+    let text = fleet.start_all(&["trace", "u:m0d:m0_fom_fini(fom=fom)"]);
     for n in &mut fleet.nodes {
         n.load(50, 1.0);
     }
@@ -614,8 +234,9 @@ fn text_prints_merge_and_trace_lines_name_their_host_and_pid() {
         n.finish_loads();
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (count_out, _) = stop(count.0, count.1, count.2);
-    let (trace_out, _) = stop(trace.0, trace.1, trace.2);
+    let (count_out, _) = count.stop();
+    let (trace_out, _) = trace.stop();
+    let (text_out, _) = text.stop();
     let served: u64 = fleet
         .nodes
         .iter()
@@ -632,27 +253,83 @@ fn text_prints_merge_and_trace_lines_name_their_host_and_pid() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert_eq!(events.len() as u64, served);
-    for (i, n) in fleet.nodes.iter().enumerate() {
+    // ri runs inside each node's pid namespace: its m0d's pid there.
+    for n in &fleet.nodes {
         let mine: Vec<&Value> = events
             .iter()
             .filter(|e| e["host"] == n.name.as_str())
             .collect();
         assert!(!mine.is_empty(), "no event from {}", n.name);
-        let pid = fleet.nodes[i].m0d_nspid();
-        assert!(
-            mine.iter().all(|e| e["pid"].as_i64().is_some()),
-            "{:?}",
-            mine[0]
-        );
-        let _ = pid;
+        let pid = i64::from(n.m0d_nspid());
+        assert!(pid < 1000, "{}: m0d is pid {pid} in its namespace", n.name);
+        for e in mine {
+            assert_eq!(e["pid"].as_i64(), Some(pid), "{}: {e}", n.name);
+        }
     }
+    // Plain text: every event line starts with its host.
+    let lines: Vec<&str> = text_out.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len() as u64, served, "{text_out}");
+    for n in &fleet.nodes {
+        let prefix = format!("{}: ", n.name);
+        let mine = lines.iter().filter(|l| l.starts_with(&prefix)).count();
+        assert!(mine > 0, "no line from {}:\n{text_out}", n.name);
+    }
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("n1: ") || l.starts_with("n2: ")),
+        "{text_out}"
+    );
+}
+
+#[test]
+fn a_restarted_m0d_is_picked_up_under_comm_on_a_node() {
+    let mut fleet = Fleet::new(1);
+    fleet.nodes[0].start_m0d();
+    let old = fleet.nodes[0].m0d_nspid();
+    let run = fleet.start_all(&["run", "motr.ops", "--json", "--comm", "m0d"]);
+    let node = &mut fleet.nodes[0];
+    node.load(100, 1.0);
+    node.finish_loads();
+    let before = node.stats();
+    node.stop_m0d();
+    run.wait_stderr(&format!("n1: ri: pid {old} (m0d) exited: detached"), 10);
+    node.start_m0d();
+    let new = node.m0d_nspid();
+    assert_ne!(new, old);
+    run.wait_stderr(&format!("n1: ri: pid {new} (m0d) started: attached"), 10);
+    node.load(100, 1.0);
+    node.finish_loads();
+    let after = node.stats();
+    std::thread::sleep(Duration::from_millis(300));
+    let (out, err) = run.stop();
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for stats in [&before, &after] {
+        for (name, v) in stats["requests"].as_object().unwrap() {
+            *want.entry(name.clone()).or_default() += v.as_u64().unwrap();
+        }
+    }
+    want.retain(|_, v| *v > 0);
+    let mut got: BTreeMap<String, u64> = BTreeMap::new();
+    for e in final_doc(&out)["entries"].as_array().unwrap() {
+        let op = e["by"]["opcode"].as_u64().expect("opcode");
+        let name = e["by"]["opcode_name"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| {
+                let (_, n) = OPS.iter().find(|(o, _)| *o == op).expect("known opcode");
+                n.to_string()
+            });
+        *got.entry(name).or_default() += e["count"].as_u64().unwrap();
+    }
+    assert_eq!(got, want, "both m0d's requests, counted over ssh\n{err}");
 }
 
 #[test]
 fn a_dropped_connection_ends_the_remote_ri_within_two_seconds() {
     let mut fleet = Fleet::new(1);
     fleet.nodes[0].start_m0d();
-    let (mut child, _o, _e) = start_attached(&fleet, &["trace", "u:m0d:m0_fom_fini"]);
+    let mut run = fleet.start_all(&["trace", "u:m0d:m0_fom_fini"]);
     let node = &fleet.nodes[0];
     assert!(!node.ri_processes().is_empty());
     node.link_down();
@@ -665,6 +342,116 @@ fn a_dropped_connection_ends_the_remote_ri_within_two_seconds() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    run.kill();
+}
+
+#[test]
+fn report_peek_inflight_and_leaks_name_their_host() {
+    let mut fleet = Fleet::new(2);
+    for n in &mut fleet.nodes {
+        n.start_m0d();
+    }
+    let all = fleet.hosts();
+    let run = |args: &[&str]| -> String {
+        let out = fleet.ri(&all, args).output().expect("run ri");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Text: one `== host ==` section each, the node's m0d under its own pid.
+    for args in [
+        vec![
+            "report",
+            "--no-stacks",
+            "--sections",
+            "process",
+            "--comm",
+            "m0d",
+        ],
+        vec!["peek", "m0sim_trace_nr", "--comm", "m0d"],
+    ] {
+        let text = run(&args);
+        let mut at = 0;
+        for n in &fleet.nodes {
+            let head = format!("== {} ==", n.name);
+            let pid = format!("== pid {} (m0d) ==", n.m0d_nspid());
+            let h = text[at..]
+                .find(&head)
+                .unwrap_or_else(|| panic!("{args:?}: no {head} after {at}:\n{text}"));
+            let p = text[at + h..]
+                .find(&pid)
+                .unwrap_or_else(|| panic!("{args:?}: no {pid} under {head}:\n{text}"));
+            at += h + p;
+        }
+    }
+    // JSON: one object per process, naming its host.
+    let peek = run(&["peek", "--json", "m0sim_trace_nr", "--comm", "m0d"]);
+    let hosts: Vec<String> = peek
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .map(|v| v["host"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(hosts, ["n1", "n2"], "{peek}");
+
+    // In-flight and leak rows carry their host, in JSON and as text.
+    let inflight = [
+        "inflight",
+        "--begin",
+        "u:m0d:m0_fom_queue(key=arg0)",
+        "--end",
+        "u:m0d:m0_fom_fini(key=arg0) if arg0 == 1",
+        "--comm",
+        "m0d",
+    ];
+    let mut inflight_json = inflight.to_vec();
+    inflight_json.push("--json");
+    let leaks = [
+        "leaks",
+        "--json",
+        "-i",
+        "0.25",
+        "u:m0d:m0_alloc",
+        "u:m0d:m0_free",
+        "--comm",
+        "m0d",
+    ];
+    let runs = [
+        fleet.start_all(&inflight),
+        fleet.start_all(&inflight_json),
+        fleet.start_all(&leaks),
+    ];
+    for n in &mut fleet.nodes {
+        n.load(100, 1.5);
+    }
+    for n in &mut fleet.nodes {
+        n.finish_loads();
+    }
+    let [text, json, leaks] = runs.map(|r| r.stop().0);
+    for n in &fleet.nodes {
+        let head = format!("{}: ", n.name);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&head) && l.ends_with(" in flight")),
+            "no table from {}:\n{text}",
+            n.name
+        );
+        let rows = text
+            .lines()
+            .filter(|l| l.starts_with(&head) && l.contains("pid="))
+            .count();
+        assert!(rows > 0, "no row from {}:\n{text}", n.name);
+    }
+    for (what, out) in [("inflight", &json), ("leaks", &leaks)] {
+        let mut from = std::collections::BTreeSet::new();
+        for l in out.lines() {
+            let doc: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert_eq!(doc["kind"], what, "{l}");
+            let host = doc["host"].as_str().expect("the print names its host");
+            for e in doc["entries"].as_array().unwrap() {
+                assert_eq!(e["host"], host, "{what}: a row without its host: {e}");
+                from.insert(host.to_string());
+            }
+        }
+        assert_eq!(from.len(), 2, "{what}: rows from both hosts:\n{out}");
+    }
 }

@@ -253,6 +253,8 @@ pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     let trace_section = crate::bench_trace::section(&fx, 2 * REPS + 1, N_NOP5)?;
     eprintln!("bench: the overhead budget (a hot loop under a 1,510-site wildcard)");
     let budget_section = crate::bench_budget::section(&fx, with_bpftrace)?;
+    eprintln!("bench: fleet, 3 nodes against one (ri -H over ssh)");
+    let fleet_section = crate::bench_fleet::section()?;
 
     let mut report = render(&Report {
         none,
@@ -280,6 +282,8 @@ pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     report.push_str(&whole_section);
     report.push('\n');
     report.push_str(&budget_section);
+    report.push('\n');
+    report.push_str(&fleet_section);
     write_report("RESULTS.md", &report)
 }
 

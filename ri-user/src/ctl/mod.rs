@@ -119,6 +119,10 @@ pub enum CtlError {
     /// The user did not confirm.
     #[error("not confirmed; nothing was run")]
     Declined,
+    /// A mutating command held back for the local ri of a fleet command to
+    /// confirm (the process it would touch went to stderr).
+    #[error("'{0}' changes the target: held back for the local ri to confirm")]
+    Deferred(String),
 }
 
 impl From<ClientError> for CtlError {
@@ -172,6 +176,9 @@ pub fn run(opts: &CtlOptions) -> Result<(), crate::Error> {
             };
             let mutates = info.is_some_and(|c| c.mutates);
             if mutates && !opts.yes {
+                if crate::remote::child_active() {
+                    return Err(defer(&mut client, opts.endpoint.as_ref(), command).into());
+                }
                 confirm(&mut client, command)?;
             }
             let result = match client.call(command, args, mutates) {
@@ -546,6 +553,24 @@ fn confirm(client: &mut Client, command: &str) -> Result<(), CtlError> {
         "y" | "yes" => Ok(()),
         _ => Err(CtlError::Declined),
     }
+}
+
+/// Names the process a mutation would touch to the local ri of a fleet
+/// command, which lists every host's and asks once.
+fn defer(client: &mut Client, ep: Option<&Endpoint>, command: &str) -> CtlError {
+    let pid = match ep {
+        Some(Endpoint::Pid { pid, .. }) => Some(i64::from(*pid)),
+        _ => client
+            .call("version", Value::Null, false)
+            .ok()
+            .and_then(|v| v.get("pid").and_then(Value::as_i64)),
+    };
+    let comm = pid
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_else(|| "?".into());
+    crate::remote::defer(pid.unwrap_or(-1), &comm, command);
+    CtlError::Deferred(command.to_string())
 }
 
 /// " (did you mean X?)" when a command has a close name.

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::{HELLO, PROTOCOL, RemoteError};
+use super::{CONFIRM, HELLO, PROTOCOL, RemoteError};
 
 /// A local ri writes a heartbeat line this often ([`HEARTBEAT`]); this
 /// long without one means the connection is gone, even when TCP has not
@@ -19,13 +19,34 @@ pub const HEARTBEAT: Duration = Duration::from_millis(250);
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
+/// Whether a mutation was held back for the local ri to confirm.
+static DEFERRED: AtomicBool = AtomicBool::new(false);
+
 /// Whether this ri runs for a local ri over ssh (aggregations then print
 /// JSON with raw buckets, for an exact merge).
 pub fn active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
-/// Enters remote mode after checking that the local ri speaks `theirs`.
+/// Holds back a mutation that needs confirmation (in remote mode only):
+/// tells the local ri, on a line of its own on stderr, which process it
+/// would touch (`pid`, `comm`) with which command.
+pub fn defer(pid: i64, comm: &str, command: &str) {
+    if active() {
+        DEFERRED.store(true, Ordering::Relaxed);
+        let line = serde_json::json!({"pid": pid, "comm": comm, "command": command});
+        eprintln!("{CONFIRM} {line}");
+    }
+}
+
+/// Whether a mutation was held back ([`defer`]): the run then exits with
+/// [`super::NEEDS_CONFIRMATION`].
+pub fn deferred() -> bool {
+    DEFERRED.load(Ordering::Relaxed)
+}
+
+/// Enters remote mode after checking that the local ri speaks `theirs`
+/// (the protocol, and the build when it names one).
 ///
 /// The run ends (SIGTERM to itself, which every command handles as Ctrl-C)
 /// when stdin reaches end of file, which is what ssh delivers when the local
@@ -34,10 +55,23 @@ pub fn active() -> bool {
 /// sshd session) dies. SIGHUP ends it too. A run that has not ended a
 /// second after that exits outright: closing its descriptors detaches.
 pub fn enter(theirs: &str) -> Result<(), RemoteError> {
-    if theirs != PROTOCOL {
+    let (proto, build) = match theirs.split('/').collect::<Vec<_>>()[..] {
+        [a, b, c] => (format!("{a}/{b}"), Some(c)),
+        _ => (theirs.to_string(), None),
+    };
+    if proto != PROTOCOL {
         return Err(RemoteError::Protocol {
             ours: PROTOCOL.into(),
-            theirs: theirs.into(),
+            theirs: proto,
+        });
+    }
+    let ours = super::build_id();
+    if let Some(b) = build
+        && b != ours
+    {
+        return Err(RemoteError::Build {
+            ours: ours.into(),
+            theirs: b.into(),
         });
     }
     ACTIVE.store(true, Ordering::Relaxed);

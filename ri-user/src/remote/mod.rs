@@ -18,7 +18,7 @@ use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
 use clap::Args;
 
-pub use child::active as child_active;
+pub use child::{active as child_active, defer, deferred};
 
 /// The protocol between a local and a remote ri: a version of the argument
 /// and output conventions, and ri's own version.
@@ -27,6 +27,24 @@ pub const PROTOCOL: &str = concat!("1/", env!("CARGO_PKG_VERSION"));
 /// The remote ri's first line on stderr: ssh's and the shell's lines come
 /// before it.
 pub const HELLO: &str = concat!("ri-remote 1/", env!("CARGO_PKG_VERSION"));
+
+/// Exit status of a remote ri that held back a mutation for the local ri
+/// to confirm ([`child::defer`]).
+pub const NEEDS_CONFIRMATION: u8 = 4;
+
+/// Opens a stderr line of a remote ri naming a process a held-back mutation
+/// would touch; JSON follows.
+pub const CONFIRM: &str = "ri-remote-confirm";
+
+/// This binary's GNU build-id (its SHA-256 when it has none): two ri of
+/// the same version but another build are told apart by it.
+pub fn build_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        crate::report::build_id(std::path::Path::new("/proc/self/exe"))
+            .unwrap_or_else(|| ssh::exe_hash().to_string())
+    })
+}
 
 /// Flags of every command that send it to other hosts.
 #[derive(Debug, Default, Args)]
@@ -82,6 +100,27 @@ pub enum RemoteError {
         ours: String,
         /// The local ri's.
         theirs: String,
+    },
+    /// The local ri is the same version but another build.
+    #[error(
+        "other build: local ri build {theirs}, remote ri build {ours}: push the same build (--push) or install it"
+    )]
+    Build {
+        /// This ri's build-id.
+        ours: String,
+        /// The local ri's.
+        theirs: String,
+    },
+    /// More hosts than --fanout for a command that runs until interrupted:
+    /// the hosts past the first N would never start.
+    #[error(
+        "{hosts} hosts but --fanout {fanout}: this command runs until interrupted, so the hosts past the first {fanout} would never start (add --duration or --fanout {hosts})"
+    )]
+    Fanout {
+        /// Hosts named.
+        hosts: usize,
+        /// `--fanout`.
+        fanout: u32,
     },
     /// A mutation across hosts without --yes or a terminal to confirm on.
     #[error("{0}")]
@@ -194,6 +233,24 @@ pub fn run(cli: &crate::cli::Cli, args: Vec<OsString>, by_host: bool) -> ExitCod
             return ExitCode::from(2);
         }
     };
+    let scope = match &cli.command {
+        Command::Trace(a) => Some(&a.scope),
+        Command::Count(a) => Some(&a.common.scope),
+        Command::Hist(a) => Some(&a.common.scope),
+        Command::Latency(a) => Some(&a.common.scope),
+        Command::Inflight(a) => Some(&a.common.scope),
+        Command::Leaks(a) => Some(&a.common.scope),
+        Command::Run(a) => Some(&a.scope),
+        _ => None,
+    };
+    if hosts.len() > cli.fleet.fanout as usize && scope.is_some_and(endless) {
+        let e = RemoteError::Fanout {
+            hosts: hosts.len(),
+            fanout: cli.fleet.fanout,
+        };
+        eprintln!("ri: error: {e}");
+        return ExitCode::from(2);
+    }
     let streamed = matches!(
         cli.command,
         Command::Trace(_)
@@ -231,6 +288,17 @@ pub fn run(cli: &crate::cli::Cli, args: Vec<OsString>, by_host: bool) -> ExitCod
         fanout: cli.fleet.fanout as usize,
     };
     session::run(plan, &hosts, ctl_call)
+}
+
+/// Whether a probing command runs until interrupted: no --duration, no
+/// `-c`, and processes chosen by name or none at all (`-p` alone ends when
+/// they exit).
+fn endless(scope: &crate::cli::ScopeArgs) -> bool {
+    scope.duration.is_none()
+        && scope.command.is_none()
+        && (scope.pids.is_empty()
+            || !scope.select.comms.is_empty()
+            || !scope.select.exes.is_empty())
 }
 
 #[cfg(test)]

@@ -48,6 +48,8 @@ struct Shared {
 struct Outcome {
     failure: Option<Failure>,
     stdout: String,
+    /// Processes a mutation was held back for, to confirm.
+    pending: Vec<Pending>,
 }
 
 /// Runs `plan` on `hosts`; for `ri ctl COMMAND` without --yes (`ctl_call`),
@@ -65,13 +67,20 @@ pub fn run(plan: Plan, hosts: &[String], ctl_call: Option<String>) -> ExitCode {
     let mut outcomes = fan_out(&shared, hosts, &shared.plan.args);
     if let Some(command) = ctl_call {
         let targets: Vec<usize> = (0..hosts.len())
-            .filter(|&i| {
-                matches!(&outcomes[i].failure, Some(Failure::Remote(m)) if m.contains("changes the target"))
-            })
+            .filter(|&i| !outcomes[i].pending.is_empty())
             .collect();
         if !targets.is_empty() {
             let names: Vec<String> = targets.iter().map(|&i| hosts[i].clone()).collect();
-            if let Err(e) = confirm(&command, &names, &shared.plan.args) {
+            let touched: Vec<(&str, &Pending)> = targets
+                .iter()
+                .flat_map(|&i| {
+                    outcomes[i]
+                        .pending
+                        .iter()
+                        .map(move |p| (hosts[i].as_str(), p))
+                })
+                .collect();
+            if let Err(e) = confirm(&command, &touched, names.len()) {
                 eprintln!("ri: error: {e}");
                 return ExitCode::from(2);
             }
@@ -127,9 +136,24 @@ fn finish(shared: &Shared, hosts: &[String], outcomes: Vec<Outcome>) -> ExitCode
 /// One host's whole output: a JSON object gains `host`, text goes under a
 /// `== HOST ==` header.
 fn section(w: &mut impl Write, host: &str, stdout: &str) -> std::io::Result<()> {
+    // One JSON object per line (one per process with --comm/--exe).
+    let lines: Option<Vec<serde_json::Map<String, Json>>> = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| match serde_json::from_str::<Json>(l) {
+            Ok(Json::Object(m)) => Some(m),
+            _ => None,
+        })
+        .collect();
     match serde_json::from_str::<Json>(stdout) {
         Ok(Json::Object(m)) => writeln!(w, "{}", with_host(host, m)),
         Ok(v) => writeln!(w, "{}", json!({"host": host, "output": v})),
+        Err(_) if lines.as_ref().is_some_and(|l| !l.is_empty()) => {
+            for m in lines.into_iter().flatten() {
+                writeln!(w, "{}", with_host(host, m))?;
+            }
+            Ok(())
+        }
         Err(_) => {
             writeln!(w, "== {host} ==")?;
             write!(w, "{stdout}")?;
@@ -143,30 +167,44 @@ fn section(w: &mut impl Write, host: &str, stdout: &str) -> std::io::Result<()> 
 
 /// `m` with `host` as its first member.
 fn with_host(host: &str, m: serde_json::Map<String, Json>) -> Json {
+    Json::Object(host_first(host, m))
+}
+
+/// `m` with `host` as its first member, as a map.
+fn host_first(host: &str, m: serde_json::Map<String, Json>) -> serde_json::Map<String, Json> {
     let mut o = serde_json::Map::new();
     o.insert("host".into(), json!(host));
     o.extend(m);
-    Json::Object(o)
+    o
 }
 
-/// Lists the hosts a mutation would touch and asks for a typed `yes`.
-fn confirm(command: &str, hosts: &[String], args: &[OsString]) -> Result<(), RemoteError> {
-    let line: Vec<String> = args.iter().map(|a| a.to_string_lossy().into()).collect();
-    eprintln!(
-        "ri: '{command}' changes the target on {} hosts:",
-        hosts.len()
+/// Lists every process a mutation would touch, host by host, and asks for
+/// a typed `yes`.
+fn confirm(command: &str, touched: &[(&str, &Pending)], hosts: usize) -> Result<(), RemoteError> {
+    let what = format!(
+        "'{command}' changes the target: {} {} on {hosts} {}",
+        touched.len(),
+        if touched.len() == 1 {
+            "process"
+        } else {
+            "processes"
+        },
+        if hosts == 1 { "host" } else { "hosts" }
     );
-    for h in hosts {
-        eprintln!("  {h}: ri {}", line.join(" "));
+    eprintln!("ri: {what}:");
+    for (host, p) in touched {
+        eprintln!("  {host}: pid {} ({})", p.pid, p.comm);
     }
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(RemoteError::NotConfirmed(format!(
-            "'{command}' changes the target on {} hosts: add --yes to run it (stdin is not a terminal to ask on)",
-            hosts.len()
+            "{what}: add --yes to run it (stdin is not a terminal to ask on)"
         )));
     }
-    eprint!("Type 'yes' to run it on these {} hosts: ", hosts.len());
+    eprint!(
+        "Type 'yes' to run '{command}' on these {} processes: ",
+        touched.len()
+    );
     let mut answer = String::new();
     let _ = stdin.read_line(&mut answer);
     if answer.trim() == "yes" {
@@ -176,6 +214,26 @@ fn confirm(command: &str, hosts: &[String], args: &[OsString]) -> Result<(), Rem
             "not confirmed: nothing was run".into(),
         ))
     }
+}
+
+/// A process a held-back mutation would touch, as its host named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    pid: i64,
+    comm: String,
+}
+
+/// The processes a remote ri held a mutation back for (its
+/// [`super::CONFIRM`] lines).
+fn pending(stderr: &str) -> Vec<Pending> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(super::CONFIRM)?.trim().parse::<Json>().ok())
+        .map(|v| Pending {
+            pid: v["pid"].as_i64().unwrap_or(-1),
+            comm: v["comm"].as_str().unwrap_or("?").to_string(),
+        })
+        .collect()
 }
 
 /// Runs `args` on every host, `fanout` at a time; outcomes in host order.
@@ -192,6 +250,7 @@ fn fan_out(shared: &Arc<Shared>, hosts: &[String], args: &[OsString]) -> Vec<Out
                         Outcome {
                             failure: Some(Failure::Remote("not started: interrupted".into())),
                             stdout: String::new(),
+                            pending: Vec::new(),
                         }
                     } else {
                         host_session(shared, host, args)
@@ -219,6 +278,7 @@ fn host_session(shared: &Shared, host: &str, args: &[OsString]) -> Outcome {
             Err(f) => Outcome {
                 failure: Some(f),
                 stdout: String::new(),
+                pending: Vec::new(),
             },
         },
         Err((code, err)) => failed(code, &err),
@@ -230,6 +290,7 @@ fn failed(code: Option<i32>, err: &str) -> Outcome {
     Outcome {
         failure: ssh::classify(code, err, false),
         stdout: String::new(),
+        pending: pending(err),
     }
 }
 
@@ -286,7 +347,7 @@ fn session(
                 remote = true;
                 continue;
             }
-            if remote && !line.starts_with("ri: error: ") {
+            if remote && !line.starts_with("ri: error: ") && !line.starts_with(super::CONFIRM) {
                 eprintln!("{tag}: {line}");
             }
             all.push_str(&line);
@@ -316,6 +377,7 @@ fn session(
     Ok(Outcome {
         failure: ssh::classify(code, &err, true),
         stdout,
+        pending: pending(&err),
     })
 }
 
@@ -346,7 +408,15 @@ fn stream_line(shared: &Shared, host: &str, line: &str) {
                     .to_string()
                     .replace("\"final\"", "\"interval\"")
             } else {
-                let Json::Object(m) = doc else { return };
+                let Json::Object(mut m) = doc else { return };
+                // Rows (in flight, leaks) name their host each, as a column.
+                if let Some(Json::Array(rows)) = m.get_mut("entries") {
+                    for r in rows.iter_mut() {
+                        if let Json::Object(e) = r {
+                            *e = host_first(host, std::mem::take(e));
+                        }
+                    }
+                }
                 with_host(host, m).to_string()
             }
         }
@@ -413,9 +483,23 @@ mod tests {
         let mut out = Vec::new();
         section(&mut out, "n1", "{\"pid\": 3}").unwrap();
         section(&mut out, "n2", "text\n").unwrap();
+        section(&mut out, "n3", "{\"pid\":4}\n{\"pid\":5}\n").unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "{\"host\":\"n1\",\"pid\":3}\n== n2 ==\ntext\n"
+            "{\"host\":\"n1\",\"pid\":3}\n== n2 ==\ntext\n\
+             {\"host\":\"n3\",\"pid\":4}\n{\"host\":\"n3\",\"pid\":5}\n"
+        );
+    }
+
+    #[test]
+    fn held_back_mutations_name_their_processes() {
+        let err = "ri-remote 1/x\nri-remote-confirm {\"pid\":7,\"comm\":\"m0d\",\"command\":\"reqh.pause\"}\nri: pid 9 (m0d): gone\n";
+        assert_eq!(
+            pending(err),
+            [Pending {
+                pid: 7,
+                comm: "m0d".into()
+            }]
         );
     }
 }

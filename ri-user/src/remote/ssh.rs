@@ -37,16 +37,41 @@ impl Ssh {
             c.arg("-F").arg(f);
         }
         c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]);
-        if !self.strict_in_config(host) {
+        let socket = self.control_path(host);
+        if master_up(&socket) {
+            // The master checked the host's key already, and only it
+            // connects: no need to ask ssh for the policy (`ssh -G` costs
+            // a process per host and run). Should the master end meanwhile,
+            // the connection ssh then makes checks strictly: the key is
+            // known since the master's connection.
+            c.args(["-o", "StrictHostKeyChecking=yes"]);
+        } else if !self.strict_in_config(host) {
             // `no` would let a changed key through (with only password
             // logins turned off); `accept-new` adds unknown keys only.
             c.args(["-o", "StrictHostKeyChecking=accept-new"]);
         }
         c.args(["-o", "ControlMaster=auto", "-o", "ControlPersist=60"]);
-        c.arg("-o")
-            .arg(format!("ControlPath={}/%C", self.control_dir.display()));
+        c.arg("-o").arg(format!("ControlPath={}", socket.display()));
         c.args(["-T", "-x", "-a", "-e", "none", "--", host]);
         c
+    }
+
+    /// The master socket for `host`, named by what picks the destination
+    /// (the config file and the host as given) so ri finds it without
+    /// asking ssh to resolve the host.
+    fn control_path(&self, host: &str) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt as _;
+        let mut h = sha2::Sha256::new();
+        if let Some(f) = &self.config {
+            h.update(f.as_os_str().as_bytes());
+        }
+        h.update([0]);
+        h.update(host.as_bytes());
+        let hex: String = h.finalize()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.control_dir.join(hex)
     }
 
     /// Whether the user's configuration already asks for strict checking
@@ -73,7 +98,7 @@ impl Ssh {
             line.push(' ');
             line.push_str(&quote(&a.to_string_lossy()));
         }
-        let child = format!("--remote-child={PROTOCOL}");
+        let child = format!("--remote-child={PROTOCOL}/{}", super::build_id());
         if self.push {
             format!(
                 "p=\"$HOME/.cache/ri/bin/ri-{}\"; [ -x \"$p\" ] || exit {NOT_CACHED}; exec \"$p\" {child}{line}",
@@ -116,6 +141,11 @@ impl Ssh {
     pub fn needs_upload(&self, code: Option<i32>, stderr: &str) -> bool {
         self.push && code == Some(NOT_CACHED) && stderr.trim().is_empty()
     }
+}
+
+/// Whether a master connection listens on `socket`.
+fn master_up(socket: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
 
 /// The default directory of the multiplexing sockets: `$RI_SSH_CONTROL_DIR`,
@@ -197,6 +227,13 @@ pub fn classify(code: Option<i32>, stderr: &str, remote: bool) -> Option<Failure
     {
         return Some(Failure::OtherVersion(l.into()));
     }
+    if let Some(l) = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("ri: error: other build: "))
+    {
+        let l = l.split(": push").next().unwrap_or(l);
+        return Some(Failure::OtherVersion(l.into()));
+    }
     match code {
         Some(0) => None,
         Some(127) => Some(Failure::Missing),
@@ -204,6 +241,9 @@ pub fn classify(code: Option<i32>, stderr: &str, remote: bool) -> Option<Failure
             last_line(stderr).trim_start_matches("ssh: ").to_string(),
         )),
         None => Some(Failure::Remote("ssh was killed".into())),
+        Some(c) if c == i32::from(super::NEEDS_CONFIRMATION) => Some(Failure::Remote(
+            "a mutation was held back: not confirmed".into(),
+        )),
         Some(c) => {
             let line = stderr
                 .lines()
@@ -250,5 +290,20 @@ mod tests {
             Some(Failure::Remote(m)) if m.starts_with("no function")
         ));
         assert!(classify(Some(0), "", true).is_none());
+    }
+
+    #[test]
+    fn master_sockets_are_named_by_config_and_host() {
+        let ssh = |config: Option<&str>| Ssh {
+            config: config.map(PathBuf::from),
+            control_dir: "/run/ri-test".into(),
+            push: false,
+        };
+        let a = ssh(None).control_path("n1");
+        assert_eq!(a, ssh(None).control_path("n1"));
+        assert_ne!(a, ssh(None).control_path("n2"));
+        assert_ne!(a, ssh(Some("cfg")).control_path("n1"));
+        assert_eq!(a.parent(), Some(Path::new("/run/ri-test")));
+        assert!(!master_up(&a));
     }
 }

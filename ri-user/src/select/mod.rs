@@ -340,9 +340,14 @@ pub fn each(
             }
             writeln!(out, "== pid {} ({}) ==", p.pid, p.comm)?;
         }
-        if let Err(e) = f(p.pid) {
-            eprintln!("ri: pid {} ({}): {e}", p.pid, p.comm);
-            failed += 1;
+        match f(p.pid) {
+            // Named to the local ri of a fleet command already.
+            Err(Error::Ctl(crate::ctl::CtlError::Deferred(_))) => {}
+            Err(e) => {
+                eprintln!("ri: pid {} ({}): {e}", p.pid, p.comm);
+                failed += 1;
+            }
+            Ok(()) => {}
         }
     }
     if failed > 0 {
