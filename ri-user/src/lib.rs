@@ -24,6 +24,8 @@ pub mod engine;
 mod error;
 pub mod fid;
 pub mod list;
+#[cfg(test)]
+mod module_deps;
 pub mod pack;
 pub mod peek;
 pub mod plan;
