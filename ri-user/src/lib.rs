@@ -23,6 +23,7 @@ pub mod elf;
 pub mod engine;
 mod error;
 pub mod fid;
+pub mod launch;
 pub mod list;
 #[cfg(test)]
 mod module_deps;
