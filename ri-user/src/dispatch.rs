@@ -29,7 +29,8 @@ fn fid(action: FidAction, json: bool) -> Result<(), Error> {
 fn agg(opts: Result<crate::agg::AggOptions, String>) -> Result<(), Error> {
     use crate::agg::AggKind;
     let mut opts = opts.map_err(Error::Usage)?;
-    if crate::remote::child_active()
+    opts.raw = crate::remote::child_active();
+    if opts.raw
         && matches!(
             opts.kind,
             AggKind::Count | AggKind::Hist(_) | AggKind::Latency | AggKind::Span(_)

@@ -165,6 +165,9 @@ pub struct AggOptions {
     pub trace: TraceOptions,
     /// `ri count --top N`: only the N hottest rows.
     pub top: Option<usize>,
+    /// JSON for a local ri to merge (this ri runs for it over ssh):
+    /// histograms with raw buckets, rows with their site.
+    pub raw: bool,
 }
 
 /// The probe string with `caps` appended to its own captures, if any.
