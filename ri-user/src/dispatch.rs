@@ -161,7 +161,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Fid { action, json } => fid(action, json),
         Command::Run(args) => {
             args.check().map_err(Error::Usage)?;
-            run(crate::pack::command(&args.options())?)
+            run(crate::cli::instrument_command(&args.options())?)
         }
         Command::Session { action } => session(action),
         Command::Packs(args) => crate::pack::list(&args.options(), &mut std::io::stdout().lock()),

@@ -14,7 +14,10 @@ use syn::visit::Visit;
 /// Circles among top-level modules in non-test code, known and not yet
 /// broken (each sorted). A new circle fails the test; so does a circle
 /// listed here that is gone (then remove it from the list).
-const KNOWN: &[&[&str]] = &[&["capture", "cli", "pack", "remote", "serve", "view"]];
+const KNOWN: &[&[&str]] = &[
+    &["capture", "cli", "remote", "serve"],
+    &["pack", "view"],
+];
 
 /// One reference: the top-level module of the file, the one referred to,
 /// the file, and whether it is test-only code.
