@@ -14,10 +14,12 @@ use syn::visit::Visit;
 /// Circles among top-level modules in non-test code, known and not yet
 /// broken (each sorted). A new circle fails the test; so does a circle
 /// listed here that is gone (then remove it from the list).
-const KNOWN: &[&[&str]] = &[
-    &["capture", "cli", "remote", "serve"],
-    &["pack", "view"],
-];
+///
+/// `capture`, `remote` and `serve` parse instruments' command lines with
+/// `cli::Cli` while `cli` builds their options (and holds `remote`'s
+/// `FleetArgs`); the way out is `cli` parsing for them (as it does for
+/// `pack` with `cli::instrument_command`).
+const KNOWN: &[&[&str]] = &[&["capture", "cli", "remote", "serve"]];
 
 /// One reference: the top-level module of the file, the one referred to,
 /// the file, and whether it is test-only code.

@@ -11,6 +11,7 @@
 
 mod expand;
 pub mod format;
+pub(crate) mod view_def;
 
 use std::{
     collections::BTreeMap,
