@@ -29,7 +29,8 @@ fn fid(action: FidAction, json: bool) -> Result<(), Error> {
 fn agg(opts: Result<crate::agg::AggOptions, String>) -> Result<(), Error> {
     use crate::agg::AggKind;
     let mut opts = opts.map_err(Error::Usage)?;
-    if crate::remote::child_active()
+    opts.raw = crate::remote::child_active();
+    if opts.raw
         && matches!(
             opts.kind,
             AggKind::Count | AggKind::Hist(_) | AggKind::Latency | AggKind::Span(_)
@@ -160,7 +161,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Fid { action, json } => fid(action, json),
         Command::Run(args) => {
             args.check().map_err(Error::Usage)?;
-            run(crate::pack::command(&args.options())?)
+            run(crate::cli::instrument_command(&args.options())?)
         }
         Command::Session { action } => session(action),
         Command::Packs(args) => crate::pack::list(&args.options(), &mut std::io::stdout().lock()),

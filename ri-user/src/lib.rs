@@ -1,7 +1,8 @@
 //! ri's controller library. The path of a probe: `probe` parses the string,
 //! `plan` compiles it, `elf` and `target` resolve where it attaches,
-//! `session` and `engine` put it into the kernel, `decode` reads events back
-//! and `sink` writes them. `dwarf` reads a binary's types from its debug
+//! `session` and `engine` put it into the kernel (`launch` is the core
+//! every attaching command runs on: targets, attach, stop), `decode`
+//! reads events back and `sink` writes them. `dwarf` reads a binary's types from its debug
 //! info. `trace`, `agg` (count, hist, latency), `list`, `peek`, `types` and
 //! `report` are the commands, `view` walks a process's state (live or a
 //! core) for `ri view` and `ri peek EXPR`, `pack` names instruments and
@@ -23,7 +24,10 @@ pub mod elf;
 pub mod engine;
 mod error;
 pub mod fid;
+pub mod launch;
 pub mod list;
+#[cfg(test)]
+mod module_deps;
 pub mod pack;
 pub mod peek;
 pub mod plan;

@@ -8,9 +8,9 @@ use super::{AggKind, AggOptions, AggPlan, Snapshot, build, labels, printer, rend
 use crate::{
     Error,
     engine::Engine,
+    launch::{self, Launched},
     session::ProbeSet,
     stack::Stacks,
-    trace::{self, Launched},
 };
 
 /// An attached aggregation; dropping it detaches.
@@ -33,9 +33,10 @@ impl Live {
                     .into(),
             ));
         }
-        trace::check(&opts.trace)?;
+        launch::check(&opts.trace.launching())?;
         let (set, plans) = build(&opts)?;
-        let Launched { engine, .. } = trace::launch(None, &opts.trace, &set, opts.max_keys, 1)?;
+        let Launched { engine, .. } =
+            launch::start(None, &opts.trace.launching(), &set, opts.max_keys, 1)?;
         let mut stacks = Stacks::new();
         if set.has_stacks() {
             for &pid in &opts.trace.pids {

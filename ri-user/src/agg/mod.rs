@@ -24,12 +24,13 @@ use ri_common::{AGG_KEY_BYTES, HIST_BUCKETS, Insn, MAX_INSNS, op, plan_flags, re
 
 use crate::{
     Error,
+    launch::{self, Launched, Stop},
     plan::{Field, FieldKind},
     probe::{add_capture, head_end},
     session::ProbeSet,
     stack::Stacks,
     target,
-    trace::{self, Launched, Stop, TraceOptions},
+    trace::TraceOptions,
 };
 
 pub use inflight::{Flight, monotonic_ns, read as read_flights};
@@ -164,6 +165,9 @@ pub struct AggOptions {
     pub trace: TraceOptions,
     /// `ri count --top N`: only the N hottest rows.
     pub top: Option<usize>,
+    /// JSON for a local ri to merge (this ri runs for it over ssh):
+    /// histograms with raw buckets, rows with their site.
+    pub raw: bool,
 }
 
 /// The probe string with `caps` appended to its own captures, if any.
@@ -383,7 +387,10 @@ fn build_plans(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
         .map(|(i, l)| l.capture(i))
         .collect();
     keys.extend(label_caps.iter().cloned());
-    let pids = &target::Scope::new(&opts.trace.resolving_pids(), opts.trace.command.as_deref());
+    let pids = &target::Scope::new(
+        &opts.trace.launching().resolving_pids(),
+        opts.trace.command.as_deref(),
+    );
     let mut plans = Vec::new();
     let set = match &opts.kind {
         AggKind::Count => {
@@ -572,7 +579,7 @@ fn build_plans(opts: &AggOptions) -> Result<(ProbeSet, Vec<AggPlan>), Error> {
 
 /// Runs an aggregation to completion and prints the result.
 pub fn run(opts: &AggOptions) -> Result<(), Error> {
-    trace::check(&opts.trace)?;
+    launch::check(&opts.trace.launching())?;
     let (set, plans) = build(opts)?;
     let has_stacks = set.has_stacks();
     let folds = opts.folded || opts.flamegraph.is_some();
@@ -594,12 +601,12 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let signals = trace::Signals::new(&rt)?;
+    let signals = launch::Signals::new(&rt)?;
     let Launched {
         engine,
         child_pid,
         watcher,
-    } = trace::launch(Some(&rt), &opts.trace, &set, opts.max_keys, 1)?;
+    } = launch::start(Some(&rt), &opts.trace.launching(), &set, opts.max_keys, 1)?;
     let (mut watcher, selected) = watcher.unzip();
     let selected = selected.unwrap_or_default();
     let stacks = RefCell::new(Stacks::new());
@@ -627,13 +634,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
         }
     }
     rt.block_on(async {
-        let mut stop = Stop::new(
-            signals,
-            opts.trace.duration,
-            child_pid,
-            opts.trace.ending_pids(),
-            opts.trace.quiet,
-        )?;
+        let mut stop = Stop::new(signals, &opts.trace.launching(), child_pid)?;
         let mut out = std::io::stdout().lock();
         let printer = printer::Printer {
             view: render::View {

@@ -455,9 +455,9 @@ impl View<'_> {
                 e.insert("partial".into(), json!(true));
             }
             if a.hist {
-                hist_json(&mut e, cell, a.signed, crate::remote::child_active());
+                hist_json(&mut e, cell, a.signed, self.opts.raw);
             }
-            if crate::remote::child_active() {
+            if self.opts.raw {
                 e.insert("site".into(), json!(s.map_or("?", |s| s.short.as_str())));
             }
             entries.push(Json::Object(e));

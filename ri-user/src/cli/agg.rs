@@ -165,6 +165,7 @@ impl AggCommon {
                 max_overhead: self.scope.max_overhead,
             },
             top: None,
+            raw: false,
         })
     }
 }

@@ -14,7 +14,7 @@ mod serve;
 mod session;
 pub use agg::{AggCommon, CountArgs, HistArgs, InflightArgs, LatencyArgs, LeaksArgs};
 pub use interactive::{CompletionsArgs, ManpagesArgs, ShellArgs, TopArgs};
-pub use pack::{PacksArgs, RunArgs};
+pub use pack::{PacksArgs, RunArgs, instrument_aggregation, instrument_command};
 pub use serve::ServeArgs;
 pub use session::{SessionAction, SessionExportArgs, SessionRunArgs};
 

@@ -1,11 +1,12 @@
-//! Flags of `ri run` and `ri packs`.
+//! Flags of `ri run` and `ri packs`, and an instrument's expanded command
+//! line parsed as ri's own.
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, Parser as _};
 
 use super::seconds;
-use crate::pack::{ListOptions, RunOptions};
+use crate::pack::{ListOptions, Prepared, RunOptions, command_line};
 
 /// Options of `ri run`.
 #[derive(Debug, Args)]
@@ -61,6 +62,41 @@ impl RunArgs {
         seconds("--duration", self.scope.duration)?;
         seconds("--interval", self.interval)?;
         Ok(())
+    }
+}
+
+/// `ri run`: expands the instrument into the ri command it stands for,
+/// which the caller runs.
+pub fn instrument_command(opts: &RunOptions) -> Result<super::Command, crate::Error> {
+    let Prepared { argv, notes } = command_line(opts)?;
+    for n in &notes {
+        eprintln!("ri: {n}");
+    }
+    if opts.show {
+        eprintln!("ri: runs: ri {}", crate::pack::shell_words(&argv));
+    }
+    parsed(&opts.instrument, argv)
+}
+
+/// The expanded command line of `instrument` parsed as ri's own.
+fn parsed(instrument: &str, argv: Vec<String>) -> Result<super::Command, crate::Error> {
+    super::Cli::try_parse_from(std::iter::once("ri".to_string()).chain(argv))
+        .map(|cli| cli.command)
+        .map_err(|e| crate::Error::Usage(format!("{instrument}: {}", super::fault(&e))))
+}
+
+/// The aggregation an instrument stands for (to keep it attached in the
+/// background), with the notes on lost optional probes.
+pub fn instrument_aggregation(
+    opts: &RunOptions,
+) -> Result<(crate::agg::AggOptions, Vec<String>), crate::Error> {
+    let Prepared { argv, notes } = command_line(opts)?;
+    match parsed(&opts.instrument, argv)?.aggregation() {
+        Ok(agg) => Ok((agg.map_err(crate::Error::Usage)?, notes)),
+        Err(_) => Err(crate::Error::Usage(format!(
+            "{} traces events; only aggregating instruments run in the background",
+            opts.instrument
+        ))),
     }
 }
 

@@ -274,7 +274,7 @@ fn validate(f: &PackFile, origin: &str) -> Result<(), PackError> {
                 "view '{name}': a name is letters, digits, _ or -"
             )));
         }
-        crate::view::check_def(v).map_err(|e| bad(format!("view {name}: {e}")))?;
+        super::view_def::check_def(v).map_err(|e| bad(format!("view {name}: {e}")))?;
     }
     for (name, p) in &f.probes {
         let Some((kind, rest)) = probe_kind(&p.at) else {

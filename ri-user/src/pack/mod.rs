@@ -11,6 +11,7 @@
 
 mod expand;
 pub mod format;
+pub(crate) mod view_def;
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +19,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use clap::Parser as _;
 use serde_json::{Value, json};
 
 pub use expand::{Expanded, Scope, expand};
@@ -310,43 +310,8 @@ pub fn command_line(opts: &RunOptions) -> Result<Prepared, crate::Error> {
     Ok(Prepared { argv, notes })
 }
 
-/// `ri run`: expands the instrument into the ri command it stands for,
-/// which the caller runs.
-pub fn command(opts: &RunOptions) -> Result<crate::cli::Command, crate::Error> {
-    let Prepared { argv, notes } = command_line(opts)?;
-    for n in &notes {
-        eprintln!("ri: {n}");
-    }
-    if opts.show {
-        eprintln!("ri: runs: ri {}", shell_words(&argv));
-    }
-    parsed(&opts.instrument, argv)
-}
-
-/// The expanded command line of `instrument` parsed as ri's own.
-fn parsed(instrument: &str, argv: Vec<String>) -> Result<crate::cli::Command, crate::Error> {
-    crate::cli::Cli::try_parse_from(std::iter::once("ri".to_string()).chain(argv))
-        .map(|cli| cli.command)
-        .map_err(|e| crate::Error::Usage(format!("{instrument}: {}", crate::cli::fault(&e))))
-}
-
-/// The aggregation an instrument stands for (to keep it attached in the
-/// background), with the notes on lost optional probes.
-pub fn aggregation(
-    opts: &RunOptions,
-) -> Result<(crate::agg::AggOptions, Vec<String>), crate::Error> {
-    let Prepared { argv, notes } = command_line(opts)?;
-    match parsed(&opts.instrument, argv)?.aggregation() {
-        Ok(agg) => Ok((agg.map_err(crate::Error::Usage)?, notes)),
-        Err(_) => Err(crate::Error::Usage(format!(
-            "{} traces events; only aggregating instruments run in the background",
-            opts.instrument
-        ))),
-    }
-}
-
 /// Quotes a command line for display.
-fn shell_words(argv: &[String]) -> String {
+pub(crate) fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             if a.chars()

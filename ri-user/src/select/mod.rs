@@ -2,8 +2,6 @@
 //! those that start later, which the kernel's exec and exit tracepoints
 //! add to and remove from the set the probes serve.
 
-pub(crate) mod launch;
-
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},

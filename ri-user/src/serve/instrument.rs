@@ -20,9 +20,9 @@ use crate::{
     Error,
     agg::{self, AggKind, AggOptions, AggPlan, Snapshot},
     engine::Engine,
+    launch::{self, Launched},
     session::ProbeSet,
     stack::Stacks,
-    trace::{self, Launched},
 };
 
 /// Hits per labels, bucket by bucket.
@@ -267,9 +267,10 @@ impl Instrument {
         }
         opts.interval = None;
         opts.trace.quiet = true;
-        trace::check(&opts.trace)?;
+        launch::check(&opts.trace.launching())?;
         let (set, plans) = agg::build(&opts)?;
-        let Launched { engine, .. } = trace::launch(None, &opts.trace, &set, opts.max_keys, 1)?;
+        let Launched { engine, .. } =
+            launch::start(None, &opts.trace.launching(), &set, opts.max_keys, 1)?;
         self.kind = Some(opts.kind.clone());
         let mut stacks = Stacks::new();
         for &p in pids {

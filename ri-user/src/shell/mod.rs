@@ -130,7 +130,7 @@ impl Shell {
             unreachable!("parsed as run");
         };
         args.check().map_err(Error::Usage)?;
-        let (agg, notes) = crate::pack::aggregation(&args.options())?;
+        let (agg, notes) = crate::cli::instrument_aggregation(&args.options())?;
         for n in notes {
             eprintln!("ri: {n}");
         }

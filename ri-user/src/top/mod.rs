@@ -88,7 +88,7 @@ fn attach(args: &TopArgs) -> Result<(Vec<Pane>, Vec<String>), Error> {
             packs: args.packs.clone(),
             ..Default::default()
         };
-        let (agg, n) = pack::aggregation(&opts)?;
+        let (agg, n) = crate::cli::instrument_aggregation(&opts)?;
         notes.extend(n);
         panes.push(Pane {
             title,

@@ -2,10 +2,7 @@
 //! duration ends, the `-c` command exits, or Ctrl-C; then print a summary of
 //! events per probe and events lost.
 
-use std::{
-    io::Write,
-    time::{Duration, Instant},
-};
+use std::{io::Write, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
@@ -13,10 +10,11 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     Error,
     decode::{Value, decode, header},
-    engine::{Engine, Program},
+    engine::Engine,
+    launch::{self, Launched, Signals, Stop},
     probe::ProbeKind,
     select::{self, Watcher},
-    session::{self, ProbeSet, child::HeldChild},
+    session::ProbeSet,
     sink::{JsonSink, Sink, SiteInfo, TextSink},
     stack::{Stacks, late::SiteFile},
     target,
@@ -24,10 +22,8 @@ use crate::{
 };
 
 mod printf;
-mod stop;
 pub(crate) use printf::read_str;
 pub use printf::{PrintfSpec, format_c};
-pub(crate) use stop::{Signals, Stop};
 
 /// What to trace and how.
 #[derive(Clone, Debug, Default)]
@@ -204,6 +200,23 @@ fn last_word(item: &[u8], h: &ri_common::EventHeader) -> Option<u64> {
     Some(u64::from_le_bytes(w.try_into().ok()?))
 }
 
+impl TraceOptions {
+    /// The flags the launch core takes.
+    pub(crate) fn launching(&self) -> launch::Options<'_> {
+        launch::Options {
+            pids: &self.pids,
+            select: &self.select,
+            command: self.command.as_deref(),
+            duration: self.duration,
+            ring_bytes: self.ring_bytes,
+            stack_entries: self.stack_entries,
+            bare: self.bare,
+            quiet: self.quiet,
+            max_overhead: self.max_overhead,
+        }
+    }
+}
+
 /// What a trace saw.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
@@ -275,12 +288,12 @@ pub fn skipped_returns(w: &mut impl Write, n: u64) -> std::io::Result<()> {
 /// Runs a trace to completion. Must be called before any other thread exists
 /// (the `-c` child is forked first).
 pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
-    check(opts)?;
+    launch::check(&opts.launching())?;
     let mut texts = opts.probes.clone();
     if let Some(w) = &opts.within {
         texts.extend(Within::probes(w)?);
     }
-    let scope = target::Scope::new(&opts.resolving_pids(), opts.command.as_deref());
+    let scope = target::Scope::new(&opts.launching().resolving_pids(), opts.command.as_deref());
     let mut set = ProbeSet::build(&texts, &scope)?;
     set.mark_regs_only();
     let within = match opts.within {
@@ -309,9 +322,9 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
         mut engine,
         child_pid,
         watcher,
-    } = launch(
+    } = launch::start(
         Some(&rt),
-        opts,
+        &opts.launching(),
         &set,
         ri_common::AGG_ENTRIES,
         batch_events(opts),
@@ -319,13 +332,7 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
     let ring = engine.take_ring()?;
     let stop = {
         let _in = rt.enter();
-        Stop::new(
-            signals,
-            opts.duration,
-            child_pid,
-            opts.ending_pids(),
-            opts.quiet,
-        )?
+        Stop::new(signals, &opts.launching(), child_pid)?
     };
     let mut summary = rt.block_on(event_loop(&set, &engine, ring, opts, within, stop, watcher))?;
     summary.lost = engine.lost()?;
@@ -376,126 +383,6 @@ fn batch_events(opts: &TraceOptions) -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(ri_common::BATCH_EVENTS)
         .clamp(1, 1024)
-}
-
-/// Checks `-c`/`-p` before anything is built.
-pub(crate) fn check(opts: &TraceOptions) -> Result<(), Error> {
-    if opts.command.is_some() && !opts.pids.is_empty() {
-        return Err(Error::Usage("-c and -p cannot be combined".into()));
-    }
-    crate::select::launch::check(opts)?;
-    for &pid in &opts.pids {
-        target::check_pid(pid)?;
-    }
-    Ok(())
-}
-
-/// Probes in the kernel, and the `-c` command running.
-pub(crate) struct Launched {
-    /// The loaded object.
-    pub engine: Engine,
-    /// The `-c` command, released after attaching.
-    pub child_pid: Option<u32>,
-    /// With `--comm`/`--exe`: the processes chosen by name, kept up to
-    /// date, and those selected at the start.
-    pub watcher: Option<(Watcher, Vec<u32>)>,
-}
-
-/// Forks the `-c` command (held), loads the object with `agg_entries` keys
-/// of aggregation map and events sent in batches of `batch_events`,
-/// attaches every site, prints the attach line, then lets the command run.
-pub(crate) fn launch(
-    rt: Option<&tokio::runtime::Runtime>,
-    opts: &TraceOptions,
-    set: &ProbeSet,
-    agg_entries: u32,
-    batch_events: u32,
-) -> Result<Launched, Error> {
-    let choice = crate::select::launch::Launching::new(opts)?;
-    let mut watcher = None;
-    let started = Instant::now();
-    let mut child = match &opts.command {
-        Some(cmd) => Some(match session::early::take() {
-            Some(started) => started,
-            None => HeldChild::spawn(cmd)?,
-        }),
-        None => None,
-    };
-    let pids: Vec<u32> = match &child {
-        Some(c) => vec![c.pid],
-        None => choice.attach_pids(&opts.pids),
-    };
-    let attached = (|| {
-        let stacks = match (set.has_stacks(), opts.stack_entries) {
-            (false, _) => 1,
-            (true, 0) => ri_common::STACK_ENTRIES,
-            (true, n) => n,
-        };
-        let budget = (!opts.bare)
-            .then(|| opts.max_overhead.resolve(set.has_wildcard()))
-            .flatten();
-        let mut sizes = set.map_sizes(opts.ring_bytes, agg_entries, stacks);
-        sizes.batch_events = batch_events;
-        sizes.selecting = choice.selecting();
-        if budget.is_some() {
-            sizes.sites = set.sites.len() as u32;
-        }
-        let mut engine = Engine::load_sized(&sizes)?;
-        if batch_events > 1 {
-            engine.start_batches()?;
-        }
-        watcher = choice.start(rt, &mut engine, opts)?;
-        let n = set.attach(&mut engine, &pids, opts.bare.then_some(Program::Bare))?;
-        let note = match budget {
-            Some(pct) => {
-                let cfg = set.budget_config(pct);
-                let nop5 = cfg.kinds.contains(&crate::engine::SiteKind::Nop5);
-                let traps = engine.start_budget(cfg)?;
-                Some(format!(
-                    "ri: overhead budget {pct}% of a CPU (a hit costs ~{:.1} µs of trap{} plus the program's run time; --max-overhead off disables it)",
-                    traps.int3 / 1000.0,
-                    if nop5 {
-                        format!(", ~{:.1} µs at nop5 sites", traps.nop5 / 1000.0)
-                    } else {
-                        String::new()
-                    }
-                ))
-            }
-            None => None,
-        };
-        Ok::<_, Error>((engine, n, note))
-    })();
-    let (engine, n, budget_note) = match attached {
-        Ok(v) => v,
-        Err(e) => {
-            if let Some(c) = child.take() {
-                c.abort();
-            }
-            return Err(e);
-        }
-    };
-    if !opts.quiet {
-        eprintln!(
-            "ri: attached {} at {} ({}: {}) in {} ms",
-            counted(set.probes.len() as u64, "probe"),
-            counted(set.sites.len() as u64, "site"),
-            counted(n as u64, "attachment"),
-            engine.attach_note(),
-            started.elapsed().as_millis()
-        );
-        if let Some(note) = budget_note {
-            eprintln!("{note}");
-        }
-    }
-    let child_pid = child.as_ref().map(|c| c.pid);
-    if let Some(c) = child.as_mut() {
-        c.release()?;
-    }
-    Ok(Launched {
-        engine,
-        child_pid,
-        watcher,
-    })
 }
 
 struct Drain<'a> {

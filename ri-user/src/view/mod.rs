@@ -14,7 +14,7 @@ use std::{io::Write, path::PathBuf};
 use serde_json::json;
 
 pub use eval::{Eval, Item, Marker, Out, Val};
-pub use rows::{ViewOptions, check_def, run_view};
+pub use rows::{ViewOptions, run_view};
 pub use space::Space;
 
 use crate::{Error, dwarf::DwarfError, probe::parse_expr};

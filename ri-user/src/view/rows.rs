@@ -13,7 +13,11 @@ use super::{
 use crate::{
     Error,
     dwarf::value::Value,
-    pack::{self, format::ViewDef},
+    pack::{
+        self,
+        format::ViewDef,
+        view_def::{Step, parse_field, parse_step},
+    },
     probe::{Expr, parse_expr},
 };
 
@@ -40,82 +44,6 @@ pub struct ViewOptions {
     pub max: usize,
     /// `--pack` files.
     pub packs: Vec<PathBuf>,
-}
-
-/// One step: `NAME = [LABEL:] WALK, ...`.
-struct Step {
-    name: String,
-    alts: Vec<(Option<String>, Expr)>,
-}
-
-/// Splits `s` at top-level commas (not inside parentheses or brackets).
-fn split_top(s: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut depth, mut start) = (0i32, 0);
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' | '[' => depth += 1,
-            ')' | ']' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(&s[start..]);
-    out
-}
-
-fn name_eq(s: &str) -> Result<(String, &str), String> {
-    let (n, e) = s
-        .split_once('=')
-        .ok_or_else(|| format!("'{s}': expected NAME = EXPR"))?;
-    let n = n.trim();
-    if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!("'{s}': '{n}' is not a name"));
-    }
-    Ok((n.to_string(), e.trim()))
-}
-
-fn parse_step(s: &str) -> Result<Step, String> {
-    let (name, rest) = name_eq(s)?;
-    let mut alts = Vec::new();
-    for part in split_top(rest) {
-        let part = part.trim();
-        let (label, e) = match part.split_once(':') {
-            Some((l, e))
-                if !l.trim().is_empty()
-                    && l.trim()
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-            {
-                (Some(l.trim().to_string()), e.trim())
-            }
-            _ => (None, part),
-        };
-        alts.push((label, parse_expr(e).map_err(|e| e.to_string())?));
-    }
-    Ok(Step { name, alts })
-}
-
-fn parse_field(s: &str) -> Result<(String, Expr), String> {
-    let (name, e) = name_eq(s)?;
-    Ok((name, parse_expr(e).map_err(|e| e.to_string())?))
-}
-
-/// Checks a view definition (pack validation).
-pub fn check_def(v: &ViewDef) -> Result<(), String> {
-    if v.walk.is_empty() {
-        return Err("needs walk = [\"NAME = WALK\", ...]".into());
-    }
-    for s in &v.walk {
-        parse_step(s)?;
-    }
-    for f in &v.fields {
-        parse_field(f)?;
-    }
-    Ok(())
 }
 
 /// One output line: a row of fields or a marker.
@@ -452,40 +380,4 @@ fn write_table(out: &mut impl Write, columns: &[&str], rows: &[Row]) -> std::io:
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{parse_field, parse_step, split_top};
-
-    #[test]
-    fn steps_and_fields() {
-        assert_eq!(
-            split_top("a(b, c), d[1, 2], e"),
-            ["a(b, c)", " d[1, 2]", " e"]
-        );
-        let s = parse_step(
-            "fom = runq: list(l->a, struct m0_fom, x), wail: list(l->b, struct m0_fom, x)",
-        )
-        .unwrap();
-        assert_eq!(s.name, "fom");
-        let labels: Vec<_> = s.alts.iter().map(|a| a.0.as_deref()).collect();
-        assert_eq!(labels, [Some("runq"), Some("wail")]);
-        let s = parse_step("loc = array(p, n)").unwrap();
-        assert_eq!(s.alts.len(), 1);
-        assert!(s.alts[0].0.is_none());
-        assert!(
-            parse_step("no equals")
-                .err()
-                .unwrap()
-                .contains("expected NAME = EXPR")
-        );
-        assert!(
-            parse_field("x y = 1")
-                .err()
-                .unwrap()
-                .contains("is not a name")
-        );
-        assert!(parse_field("x = a +").is_err());
-    }
 }

@@ -1,18 +1,18 @@
-//! `--comm`/`--exe` in a trace's launch: the checks, which pids resolve
-//! names and end the run, and the watcher started after loading.
+//! `--comm`/`--exe` in a launch: the checks, which pids resolve names and
+//! end the run, and the watcher started after loading.
 
-use super::{Matcher, Watcher};
+use super::Options;
 use crate::{
     Error,
     engine::{Engine, Selecting},
-    trace::TraceOptions,
+    select::{Matcher, Watcher},
 };
 
-impl TraceOptions {
+impl<'a> Options<'a> {
     /// The processes whose mappings resolve library names: `-p`, and the
     /// first process `--comm`/`--exe` matches now.
     pub(crate) fn resolving_pids(&self) -> Vec<u32> {
-        let mut pids = self.pids.clone();
+        let mut pids = self.pids.to_vec();
         if let Ok(m) = self.select.matcher() {
             pids.extend(m.running().first().map(|f| f.pid));
         }
@@ -21,9 +21,9 @@ impl TraceOptions {
 
     /// The processes whose exit ends the run: `-p`, unless processes are
     /// chosen by name too (then the run waits for more).
-    pub(crate) fn ending_pids(&self) -> &[u32] {
+    pub(crate) fn ending_pids(&self) -> &'a [u32] {
         if self.select.is_empty() {
-            &self.pids
+            self.pids
         } else {
             &[]
         }
@@ -31,7 +31,7 @@ impl TraceOptions {
 }
 
 /// Refuses `--comm`/`--exe` with `-c`, and names that cannot match.
-pub(crate) fn check(opts: &TraceOptions) -> Result<(), Error> {
+pub(crate) fn check(opts: &Options) -> Result<(), Error> {
     if opts.select.is_empty() {
         return Ok(());
     }
@@ -49,7 +49,7 @@ pub(crate) struct Launching(Option<Matcher>);
 
 impl Launching {
     /// The matcher of `opts`' `--comm`/`--exe`, if any.
-    pub(crate) fn new(opts: &TraceOptions) -> Result<Self, Error> {
+    pub(crate) fn new(opts: &Options) -> Result<Self, Error> {
         Ok(Launching(match opts.select.is_empty() {
             true => None,
             false => Some(opts.select.matcher()?),
@@ -77,7 +77,7 @@ impl Launching {
         &self,
         rt: Option<&tokio::runtime::Runtime>,
         engine: &mut Engine,
-        opts: &TraceOptions,
+        opts: &Options,
     ) -> Result<Option<(Watcher, Vec<u32>)>, Error> {
         let Some(m) = &self.0 else {
             return Ok(None);
@@ -90,6 +90,6 @@ impl Launching {
             ));
         };
         let _in = rt.enter();
-        Watcher::start(engine, m, &opts.pids, opts.quiet).map(Some)
+        Watcher::start(engine, m, opts.pids, opts.quiet).map(Some)
     }
 }

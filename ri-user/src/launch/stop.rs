@@ -1,13 +1,11 @@
 //! When a run ends: Ctrl-C or SIGTERM, the duration, the `-c` command's
 //! exit, or the exit of every `-p` process.
 
-use std::{
-    os::fd::{FromRawFd, OwnedFd},
-    time::Duration,
-};
+use std::os::fd::{FromRawFd, OwnedFd};
 
 use tokio::io::unix::AsyncFd;
 
+use super::Options;
 use crate::Error;
 
 /// Opens a pidfd that becomes readable when `pid` exits.
@@ -55,18 +53,12 @@ pub(crate) struct Stop {
 }
 
 impl Stop {
-    /// Starts watching: Ctrl-C, SIGTERM, the duration, the `-c` command's
-    /// exit, or the exit of every `-p` process (said on stderr unless
-    /// `quiet`). Call inside the tokio runtime.
-    pub(crate) fn new(
-        signals: Signals,
-        duration: Option<Duration>,
-        child: Option<u32>,
-        pids: &[u32],
-        quiet: bool,
-    ) -> Result<Self, Error> {
+    /// Starts watching: Ctrl-C, SIGTERM, the duration, the `-c` command
+    /// `child`'s exit, or the exit of every `-p` process (said on stderr
+    /// unless quiet). Call inside the tokio runtime.
+    pub(crate) fn new(signals: Signals, opts: &Options, child: Option<u32>) -> Result<Self, Error> {
         let mut targets = Vec::new();
-        for &pid in pids {
+        for &pid in opts.ending_pids() {
             // A process gone already has no pidfd: nothing to wait for.
             if let Ok(fd) = pidfd(pid) {
                 targets.push((pid, fd));
@@ -74,7 +66,7 @@ impl Stop {
         }
         Ok(Stop {
             signals,
-            deadline: duration.map(|d| tokio::time::Instant::now() + d),
+            deadline: opts.duration.map(|d| tokio::time::Instant::now() + d),
             child,
             child_fd: match child {
                 Some(pid) => Some(pidfd(pid)?),
@@ -82,7 +74,7 @@ impl Stop {
             },
             child_status: None,
             targets,
-            quiet,
+            quiet: opts.quiet,
         })
     }
 
