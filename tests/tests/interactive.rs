@@ -421,21 +421,47 @@ fn shell_ctrl_c_ctl_completion_multi_line_and_save() {
     let saved = std::fs::read_to_string(&file).unwrap();
     let doc: toml::Table = toml::from_str(&saved).unwrap_or_else(|e| panic!("{e}:\n{saved}"));
     assert_eq!(
-        doc["pids"].as_array().unwrap()[0].as_integer(),
-        Some(m0d.pid as i64)
+        doc["targets"]["pids"].as_array().unwrap()[0].as_integer(),
+        Some(m0d.pid as i64),
+        "{saved}"
     );
-    let inst = &doc["instrument"].as_array().unwrap()[0];
-    assert_eq!(inst["name"].as_str(), Some("q"), "{saved}");
-    assert_eq!(inst["run"].as_str(), Some("motr.queue"), "{saved}");
-    let cmds: Vec<&str> = doc["command"]
+    let inst = doc["instruments"].as_table().unwrap();
+    assert_eq!(inst["q"]["run"].as_str(), Some("motr.queue"), "{saved}");
+    assert_eq!(
+        inst["count"]["cmd"].as_str(),
+        Some("count u:m0d:m0_fom_fini"),
+        "{saved}"
+    );
+    // What a session cannot run stays, as a comment, in its place.
+    let at = |s: &str| saved.find(s).unwrap_or_else(|| panic!("no {s}:\n{saved}"));
+    assert!(at("[instruments.count]") < at("# ran: fid decode"), "{saved}");
+    assert!(at("# ran: fid decode") < at("[instruments.q]"), "{saved}");
+    t.keys(&["C-d"]);
+    t.wait_for("EXIT=0", 30);
+    assert_unprobed(m0d.pid);
+
+    // The saved file replays as a session: both instruments ran.
+    let bundle = t.dir.path().join("bundle");
+    let out = Command::new(ri_bin())
+        .args(["session", "run"])
+        .arg(&file)
+        .args(["--duration", "1", "--quiet", "--out"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "session run of the saved file: {out:?}");
+    let m: Value = serde_json::from_str(
+        &std::fs::read_to_string(bundle.join("manifest.json")).expect("manifest"),
+    )
+    .unwrap();
+    let mut names: Vec<&str> = m["instruments"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["cmd"].as_str().unwrap())
+        .map(|i| i["name"].as_str().unwrap())
         .collect();
-    assert_eq!(cmds[0], "count u:m0d:m0_fom_fini", "{saved}");
-    assert!(cmds[1].starts_with("fid decode"), "{saved}");
-    t.keys(&["C-d"]);
-    t.wait_for("EXIT=0", 30);
+    names.sort();
+    assert_eq!(names, ["count", "q"], "{m}");
+    assert_eq!(m["targets"][0]["pid"].as_u64(), Some(m0d.pid as u64), "{m}");
     assert_unprobed(m0d.pid);
 }

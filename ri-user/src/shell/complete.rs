@@ -1,5 +1,5 @@
 //! Tab completion for `ri shell`: commands and flags from the clap
-//! definitions, pack instruments, job names, probe points from the target's
+//! definitions, pack instruments and views, job names, probe points from the target's
 //! ELF symbols and USDT notes, struct members from DWARF after `->`/`.`,
 //! and `ctl` commands and argument names from the target's own schema.
 
@@ -123,6 +123,7 @@ impl Completion {
         let positional = prior.len() == 1;
         match cmd.as_str() {
             "run" | "start" if positional => (word_at, matching(instruments(), word)),
+            "view" if positional => (word_at, matching(views(), word)),
             "top" | "packs" if positional => (word_at, matching(packs(), word)),
             "show" | "stop" => (word_at, matching(self.jobs.borrow().iter().cloned(), word)),
             "ctl" => self.ctl(&prior, word_at, word),
@@ -244,15 +245,24 @@ fn pointee(info: &DebugInfo, ty: TypeId) -> TypeId {
 
 /// Every `PACK.INSTRUMENT`.
 fn instruments() -> Vec<String> {
+    qualified(|f| f.instruments.keys().cloned().collect())
+}
+
+/// Every `PACK.VIEW`.
+fn views() -> Vec<String> {
+    qualified(|f| f.views.keys().cloned().collect())
+}
+
+/// `PACK.NAME` for the names `of` each pack.
+fn qualified(of: impl Fn(&crate::pack::PackFile) -> Vec<String>) -> Vec<String> {
     crate::pack::load_all(&[])
         .map(|packs| {
             packs
                 .iter()
                 .flat_map(|l| {
-                    l.file
-                        .instruments
-                        .keys()
-                        .map(move |i| format!("{}.{i}", l.file.pack.name))
+                    of(&l.file)
+                        .into_iter()
+                        .map(|n| format!("{}.{n}", l.file.pack.name))
                 })
                 .collect()
         })
@@ -332,6 +342,7 @@ mod tests {
                 .1
                 .contains(&"--interval".to_string())
         );
+        assert!(c.candidates("view motr.r").1.contains(&"motr.runq".to_string()));
         assert_eq!(word_start("trace 'u:x:f(a) if"), 6);
     }
 }
