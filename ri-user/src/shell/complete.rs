@@ -154,8 +154,17 @@ impl Completion {
         }
         let from = before.len() - func.len();
         let names: Vec<String> = if kind == "usdt" {
-            crate::usdt::matching(&path, &format!("{func}*"))
-                .map(|v| v.into_iter().map(|(n, _)| n).collect())
+            // `NAME`, or `PROVIDER:NAME` once a provider is typed.
+            let (provider, name) = func.rsplit_once(':').unwrap_or(("", func));
+            crate::usdt::matching(&path, &format!("{name}*"))
+                .map(|v| {
+                    v.into_iter()
+                        .map(|(full, _)| match provider {
+                            "" => full.split_once(':').map_or(full.clone(), |(_, n)| n.to_string()),
+                            _ => full,
+                        })
+                        .collect()
+                })
                 .unwrap_or_default()
         } else {
             crate::elf::ElfFile::open(&path)
