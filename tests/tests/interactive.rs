@@ -434,7 +434,10 @@ fn shell_ctrl_c_ctl_completion_multi_line_and_save() {
     );
     // What a session cannot run stays, as a comment, in its place.
     let at = |s: &str| saved.find(s).unwrap_or_else(|| panic!("no {s}:\n{saved}"));
-    assert!(at("[instruments.count]") < at("# ran: fid decode"), "{saved}");
+    assert!(
+        at("[instruments.count]") < at("# ran: fid decode"),
+        "{saved}"
+    );
     assert!(at("# ran: fid decode") < at("[instruments.q]"), "{saved}");
     t.keys(&["C-d"]);
     t.wait_for("EXIT=0", 30);
@@ -449,7 +452,10 @@ fn shell_ctrl_c_ctl_completion_multi_line_and_save() {
         .arg(&bundle)
         .output()
         .unwrap();
-    assert!(out.status.success(), "session run of the saved file: {out:?}");
+    assert!(
+        out.status.success(),
+        "session run of the saved file: {out:?}"
+    );
     let m: Value = serde_json::from_str(
         &std::fs::read_to_string(bundle.join("manifest.json")).expect("manifest"),
     )
@@ -548,7 +554,10 @@ fn top_once_selects_by_exe_and_shows_a_generic_pack() {
     };
     let text = top(&["motr", "--exe", &bin.display().to_string()]);
     assert!(
-        text.lines().next().unwrap_or("").contains(&m0d.pid.to_string()),
+        text.lines()
+            .next()
+            .unwrap_or("")
+            .contains(&m0d.pid.to_string()),
         "{text}"
     );
     for op in ["write (42)", "read (41)"] {
@@ -560,8 +569,10 @@ fn top_once_selects_by_exe_and_shows_a_generic_pack() {
         assert!(text.contains(pane), "no pane {pane}:\n{text}");
     }
     assert!(
-        text.lines()
-            .any(|l| l.split_whitespace().next().is_some_and(|k| k.ends_with(":malloc"))),
+        text.lines().any(|l| l
+            .split_whitespace()
+            .next()
+            .is_some_and(|k| k.ends_with(":malloc"))),
         "no malloc row:\n{text}"
     );
     drop(load);

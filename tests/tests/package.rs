@@ -84,7 +84,10 @@ fn the_package_installs_runs_and_finds_its_pages_and_packs() {
         let (ok, fresh) = sh(&format!("/usr/bin/ri completions {shell}"));
         assert!(ok, "{fresh}");
         assert_eq!(installed, fresh, "{path} is not ri's {shell} completion");
-        assert!(installed.contains("shell"), "{path} lacks the shell command");
+        assert!(
+            installed.contains("shell"),
+            "{path} lacks the shell command"
+        );
     }
     // The example sessions, as in the source tree.
     let sessions = concat!(env!("CARGO_MANIFEST_DIR"), "/../sessions");
@@ -103,5 +106,8 @@ fn the_package_installs_runs_and_finds_its_pages_and_packs() {
         );
         names.push(name);
     }
-    assert!(names.iter().any(|n| n == "motr-slow-requests.toml"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "motr-slow-requests.toml"),
+        "{names:?}"
+    );
 }

@@ -368,7 +368,12 @@ pub fn running_now(pids: &[u32], sel: &Selection) -> Result<Vec<u32>, SelectErro
     if found.is_empty() {
         return Err(SelectError::NoneRunning(matcher.what));
     }
-    out.extend(found.into_iter().map(|f| f.pid).filter(|p| !pids.contains(p)));
+    out.extend(
+        found
+            .into_iter()
+            .map(|f| f.pid)
+            .filter(|p| !pids.contains(p)),
+    );
     Ok(out)
 }
 

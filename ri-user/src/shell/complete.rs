@@ -160,7 +160,9 @@ impl Completion {
                 .map(|v| {
                     v.into_iter()
                         .map(|(full, _)| match provider {
-                            "" => full.split_once(':').map_or(full.clone(), |(_, n)| n.to_string()),
+                            "" => full
+                                .split_once(':')
+                                .map_or(full.clone(), |(_, n)| n.to_string()),
                             _ => full,
                         })
                         .collect()
@@ -351,7 +353,11 @@ mod tests {
                 .1
                 .contains(&"--interval".to_string())
         );
-        assert!(c.candidates("view motr.r").1.contains(&"motr.runq".to_string()));
+        assert!(
+            c.candidates("view motr.r")
+                .1
+                .contains(&"motr.runq".to_string())
+        );
         assert_eq!(word_start("trace 'u:x:f(a) if"), 6);
     }
 }

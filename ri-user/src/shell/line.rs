@@ -153,7 +153,10 @@ pub fn with_pids(words: Vec<String>, pids: &[u32]) -> Vec<String> {
     let Some(pid_arg) = sub.get_arguments().find(|a| a.get_long() == Some("pid")) else {
         return words;
     };
-    if given(&words, &["-p", "--pid", "-c", "--command", "--discover", "--socket"]) {
+    if given(
+        &words,
+        &["-p", "--pid", "-c", "--command", "--discover", "--socket"],
+    ) {
         return words;
     }
     // `ri report PID` names it as a positional argument.
@@ -185,7 +188,12 @@ fn given(words: &[String], flags: &[&str]) -> bool {
 /// where the command takes them and names no process itself, then `-p`
 /// as [`with_pids`] adds it (over hosts, whose processes the shell does
 /// not look up).
-pub fn with_targets(words: Vec<String>, pids: &[u32], comms: &[String], exes: &[String]) -> Vec<String> {
+pub fn with_targets(
+    words: Vec<String>,
+    pids: &[u32],
+    comms: &[String],
+    exes: &[String],
+) -> Vec<String> {
     use clap::CommandFactory as _;
     let mut words = words;
     let takes_comm = words.first().is_some_and(|name| {
@@ -195,7 +203,16 @@ pub fn with_targets(words: Vec<String>, pids: &[u32], comms: &[String], exes: &[
     });
     let named = given(
         &words,
-        &["-p", "--pid", "-c", "--command", "--discover", "--socket", "--comm", "--exe"],
+        &[
+            "-p",
+            "--pid",
+            "-c",
+            "--command",
+            "--discover",
+            "--socket",
+            "--comm",
+            "--exe",
+        ],
     );
     if takes_comm && !named {
         let flags = (comms.iter().map(|c| ("--comm", c.clone())))

@@ -76,7 +76,12 @@ impl Shell {
         let typed = words.clone();
         let words = match &self.fleet {
             // The hosts' own processes: named as the shell was given them.
-            Some(_) => line::with_targets(words, &self.targets.pids, &self.targets.comms, &self.targets.exes),
+            Some(_) => line::with_targets(
+                words,
+                &self.targets.pids,
+                &self.targets.comms,
+                &self.targets.exes,
+            ),
             None => line::with_pids(words, &self.pids),
         };
         let parsed = ShellLine::try_parse_from(&words).map_err(|e| {
@@ -276,7 +281,10 @@ fn prompt(shell: &Shell) -> String {
         Some(f) if f.hosts().len() > 3 => format!("ri {} hosts> ", f.hosts().len()),
         Some(f) => format!("ri {}> ", join(f.hosts().to_vec())),
         None if shell.pids.is_empty() => "ri> ".to_string(),
-        None => format!("ri {}> ", join(shell.pids.iter().map(u32::to_string).collect())),
+        None => format!(
+            "ri {}> ",
+            join(shell.pids.iter().map(u32::to_string).collect())
+        ),
     }
 }
 

@@ -124,7 +124,10 @@ pub fn session_text(targets: &Targets, entries: &[Entry]) -> Result<String, Save
 
 /// Whether `w` is the flag `short`/`long` (alone or with its value joined).
 fn is_flag(w: &str, short: &str, long: &str) -> bool {
-    w == short || w == long || w.starts_with(&format!("{long}=")) || w.starts_with(short) && !w.starts_with("--") && w.len() > short.len()
+    w == short
+        || w == long
+        || w.starts_with(&format!("{long}="))
+        || w.starts_with(short) && !w.starts_with("--") && w.len() > short.len()
 }
 
 /// `words` without `-p`, `--comm` and `--exe` (a session names its targets
@@ -166,15 +169,19 @@ fn strip_targets(words: &[String], t: &mut Targets) -> Vec<String> {
 /// The instrument table for ri's arguments `argv` (without targets), or
 /// why a session cannot run it.
 fn instrument(argv: &[String], job: Option<&str>, names: &mut Vec<String>) -> Written {
-    let cli = match Cli::try_parse_from(std::iter::once("ri".to_string()).chain(argv.iter().cloned())) {
-        Ok(c) => c,
-        Err(e) => return Written::Comment(crate::cli::fault(&e)),
-    };
+    let cli =
+        match Cli::try_parse_from(std::iter::once("ri".to_string()).chain(argv.iter().cloned())) {
+            Ok(c) => c,
+            Err(e) => return Written::Comment(crate::cli::fault(&e)),
+        };
     let sub = argv.first().map_or("", String::as_str);
     let name = unique(job.unwrap_or(sub), names);
     let table = match cli.command {
         Command::Run(args) if args.target.is_none() && args.packs.is_empty() => {
-            let mut s = format!("[instruments.{name}]\nrun = {}\n", toml_string(&args.instrument));
+            let mut s = format!(
+                "[instruments.{name}]\nrun = {}\n",
+                toml_string(&args.instrument)
+            );
             let params: Vec<String> = (args.params.iter())
                 .filter_map(|p| p.split_once('='))
                 .map(|(k, v)| format!("{} = {}", toml_key(k), toml_string(v)))
@@ -194,7 +201,10 @@ fn instrument(argv: &[String], job: Option<&str>, names: &mut Vec<String>) -> Wr
                 ..Default::default()
             };
             match crate::pack::command_line(&opts) {
-                Ok(p) => format!("[instruments.{name}]\ncmd = {}\n", toml_string(&join(&p.argv))),
+                Ok(p) => format!(
+                    "[instruments.{name}]\ncmd = {}\n",
+                    toml_string(&join(&p.argv))
+                ),
                 Err(e) => return Written::Comment(e.to_string()),
             }
         }
@@ -203,7 +213,9 @@ fn instrument(argv: &[String], job: Option<&str>, names: &mut Vec<String>) -> Wr
         | Command::Hist(_)
         | Command::Latency(_)
         | Command::Inflight(_)
-        | Command::Leaks(_) => format!("[instruments.{name}]\ncmd = {}\n", toml_string(&join(argv))),
+        | Command::Leaks(_) => {
+            format!("[instruments.{name}]\ncmd = {}\n", toml_string(&join(argv)))
+        }
         _ => return Written::Comment(String::new()),
     };
     names.push(name);
@@ -215,9 +227,19 @@ fn instrument(argv: &[String], job: Option<&str>, names: &mut Vec<String>) -> Wr
 fn unique(want: &str, names: &[String]) -> String {
     let base: String = want
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    let base = if base.is_empty() { "instrument".to_string() } else { base };
+    let base = if base.is_empty() {
+        "instrument".to_string()
+    } else {
+        base
+    };
     if !names.contains(&base) {
         return base;
     }
@@ -249,7 +271,10 @@ fn one_line(s: &str) -> String {
 
 /// A TOML key: bare when it can be.
 fn toml_key(k: &str) -> String {
-    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         k.to_string()
     } else {
         toml_string(k)
@@ -305,11 +330,16 @@ mod tests {
             ..Default::default()
         };
         let text = session_text(&targets, &entries).unwrap();
-        let f = crate::capture::file::parse(&text, "saved").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let f =
+            crate::capture::file::parse(&text, "saved").unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(f.targets.pids, [5, 7], "{text}");
         assert_eq!(f.targets.comm, ["m0d"], "{text}");
         let names: Vec<&str> = f.instruments.keys().map(String::as_str).collect();
-        assert_eq!(names, ["count", "count-2", "my-job", "q", "trace"], "{text}");
+        assert_eq!(
+            names,
+            ["count", "count-2", "my-job", "q", "trace"],
+            "{text}"
+        );
         assert_eq!(f.instruments["q"].run.as_deref(), Some("motr.queue"));
         assert_eq!(
             f.instruments["count"].cmd.as_deref(),
