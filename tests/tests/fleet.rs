@@ -788,5 +788,41 @@ fn shell_over_hosts_runs_each_line_on_every_host_over_one_connection_each() {
         Some("count u:m0d:m0_fom_fini --json -d 4"),
         "{text}"
     );
+
+    // ri top over hosts: --once prints one frame per host (each node's m0d
+    // found by name in its own pid namespace); the full screen is refused.
+    for n in &mut fleet.nodes {
+        n.load(40, 6.0);
+    }
+    let top = fleet
+        .ri(
+            &fleet.hosts(),
+            &["top", "motr", "--once", "--comm", "m0d", "--interval", "2"],
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    for n in &fleet.nodes {
+        assert!(text.contains(&format!("== {} ==", n.name)), "{text}");
+    }
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("ri top motr"))
+            .count(),
+        3,
+        "{text}"
+    );
+    let full = fleet.ri(&fleet.hosts(), &["top"]).output().unwrap();
+    assert_eq!(full.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&full.stderr)
+            .starts_with("ri: error: ri top -H: the full-screen view watches one host"),
+        "{full:?}"
+    );
     fleet.nodes.iter_mut().for_each(|n| n.finish_loads());
 }
