@@ -7,6 +7,18 @@ use crate::{
     cli::{Command, FidAction, list_options},
 };
 
+/// Runs the whole command line: `ri shell -H` keeps the hosts itself (each
+/// of its lines runs on them); other commands with `-H` are sent to the
+/// hosts before this (`remote::run`).
+pub fn run_cli(cli: crate::cli::Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Shell(args) if cli.fleet.hosts.is_some() => {
+            crate::shell::run(&args, Some(&cli.fleet), run)
+        }
+        command => run(command),
+    }
+}
+
 /// `ri fid decode|of`.
 fn fid(action: FidAction, json: bool) -> Result<(), Error> {
     let v = match action {
@@ -181,7 +193,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         }
         Command::Manpages(args) => man_pages(&args.dir),
         Command::Top(args) => crate::top::run(&args),
-        Command::Shell(args) => crate::shell::run(&args, run),
+        Command::Shell(args) => crate::shell::run(&args, None, run),
         Command::Count(_)
         | Command::Hist(_)
         | Command::Latency(_)

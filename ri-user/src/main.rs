@@ -24,10 +24,10 @@ fn main() -> ExitCode {
             eprintln!("ri: error: {e}");
             return ExitCode::from(2);
         }
-    } else if cli.fleet.hosts.is_some() {
+    } else if cli.fleet.hosts.is_some() && !matches!(cli.command, ri::cli::Command::Shell(_)) {
         return ri::remote::run(&cli, args, by_host);
     }
-    let result = ri::dispatch::run(cli.command);
+    let result = ri::dispatch::run_cli(cli);
     // A `-c` command started early whose probes never got attached.
     ri::session::early::abort();
     if ri::remote::deferred() {

@@ -455,3 +455,161 @@ fn report_peek_inflight_and_leaks_name_their_host() {
         assert_eq!(from.len(), 2, "{what}: rows from both hosts:\n{out}");
     }
 }
+
+/// Processes whose command line mentions `text`.
+fn processes_mentioning(text: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(text))
+        })
+        .collect()
+}
+
+#[test]
+fn shell_over_hosts_runs_each_line_on_every_host_over_one_connection_each() {
+    let mut fleet = Fleet::new(3);
+    for n in &mut fleet.nodes {
+        n.start_m0d();
+    }
+    for n in &mut fleet.nodes {
+        n.load(40, 8.0);
+    }
+    let saved = fleet.dir().join("saved.toml");
+    let history = fleet.dir().join("history");
+    let mut child = fleet
+        .ri(
+            &fleet.hosts(),
+            &["shell", "--history", &history.display().to_string()],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ri shell");
+    let lines = format!(
+        "fid decode '<1:2>'\ncount u:m0d:m0_fom_fini --json -d 4\nstart motr.ops as x\nsave {}\nexit\n",
+        saved.display()
+    );
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    // The shell's own masters: one socket per host while it runs.
+    let sockets = fleet.control_dir().join(format!("shell-{}", child.id()));
+    let mut most = 0;
+    let end = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let n = std::fs::read_dir(&sockets).map_or(0, |d| d.count());
+        most = most.max(n);
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("the shell did not end");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (o.join().unwrap(), e.join().unwrap());
+    assert!(status.success(), "ri shell -H: {status}\n{err}\n{out}");
+    assert_eq!(most, 3, "master sockets at most {most}:\n{err}");
+    // Gone with the shell: the sockets, their masters, every remote ri.
+    assert!(!sockets.exists(), "{} is left", sockets.display());
+    assert_eq!(
+        processes_mentioning(&sockets.display().to_string()),
+        Vec::<i32>::new(),
+        "ssh masters left"
+    );
+    for n in &fleet.nodes {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !n.ri_processes().is_empty() {
+            assert!(Instant::now() < end, "ri left on {}", n.name);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // A plain command: one section per host.
+    for n in &fleet.nodes {
+        assert!(out.contains(&format!("== {} ==", n.name)), "{out}");
+    }
+    assert_eq!(out.matches("key: 0x2").count(), 3, "{out}");
+    // A probing command: one merged final print over the three.
+    let doc = final_doc(&out);
+    assert_eq!(doc["hosts"].as_array().unwrap().len(), 3, "{doc}");
+    // Background instruments stay local: refused in one line.
+    assert!(
+        err.contains("ri: error: start: background instruments run on this machine only"),
+        "{err}"
+    );
+    // save: the hosts and the instrument.
+    let text = std::fs::read_to_string(&saved).unwrap_or_else(|e| panic!("{e}\n{err}"));
+    let doc: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let hosts: Vec<&str> = doc["targets"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert_eq!(hosts.join(","), fleet.hosts(), "{text}");
+    assert_eq!(
+        doc["instruments"]["count"]["cmd"].as_str(),
+        Some("count u:m0d:m0_fom_fini --json -d 4"),
+        "{text}"
+    );
+
+    // ri top over hosts: --once prints one frame per host (each node's m0d
+    // found by name in its own pid namespace); the full screen is refused.
+    for n in &mut fleet.nodes {
+        n.load(40, 6.0);
+    }
+    let top = fleet
+        .ri(
+            &fleet.hosts(),
+            &["top", "motr", "--once", "--comm", "m0d", "--interval", "2"],
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    for n in &fleet.nodes {
+        assert!(text.contains(&format!("== {} ==", n.name)), "{text}");
+    }
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("ri top motr"))
+            .count(),
+        3,
+        "{text}"
+    );
+    let full = fleet.ri(&fleet.hosts(), &["top"]).output().unwrap();
+    assert_eq!(full.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&full.stderr)
+            .starts_with("ri: error: ri top -H: the full-screen view watches one host"),
+        "{full:?}"
+    );
+    fleet.nodes.iter_mut().for_each(|n| n.finish_loads());
+}

@@ -421,21 +421,171 @@ fn shell_ctrl_c_ctl_completion_multi_line_and_save() {
     let saved = std::fs::read_to_string(&file).unwrap();
     let doc: toml::Table = toml::from_str(&saved).unwrap_or_else(|e| panic!("{e}:\n{saved}"));
     assert_eq!(
-        doc["pids"].as_array().unwrap()[0].as_integer(),
-        Some(m0d.pid as i64)
+        doc["targets"]["pids"].as_array().unwrap()[0].as_integer(),
+        Some(m0d.pid as i64),
+        "{saved}"
     );
-    let inst = &doc["instrument"].as_array().unwrap()[0];
-    assert_eq!(inst["name"].as_str(), Some("q"), "{saved}");
-    assert_eq!(inst["run"].as_str(), Some("motr.queue"), "{saved}");
-    let cmds: Vec<&str> = doc["command"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["cmd"].as_str().unwrap())
-        .collect();
-    assert_eq!(cmds[0], "count u:m0d:m0_fom_fini", "{saved}");
-    assert!(cmds[1].starts_with("fid decode"), "{saved}");
+    let inst = doc["instruments"].as_table().unwrap();
+    assert_eq!(inst["q"]["run"].as_str(), Some("motr.queue"), "{saved}");
+    assert_eq!(
+        inst["count"]["cmd"].as_str(),
+        Some("count u:m0d:m0_fom_fini"),
+        "{saved}"
+    );
+    // What a session cannot run stays, as a comment, in its place.
+    let at = |s: &str| saved.find(s).unwrap_or_else(|| panic!("no {s}:\n{saved}"));
+    assert!(
+        at("[instruments.count]") < at("# ran: fid decode"),
+        "{saved}"
+    );
+    assert!(at("# ran: fid decode") < at("[instruments.q]"), "{saved}");
     t.keys(&["C-d"]);
     t.wait_for("EXIT=0", 30);
     assert_unprobed(m0d.pid);
+
+    // The saved file replays as a session: both instruments ran.
+    let bundle = t.dir.path().join("bundle");
+    let out = Command::new(ri_bin())
+        .args(["session", "run"])
+        .arg(&file)
+        .args(["--duration", "1", "--quiet", "--out"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "session run of the saved file: {out:?}"
+    );
+    let m: Value = serde_json::from_str(
+        &std::fs::read_to_string(bundle.join("manifest.json")).expect("manifest"),
+    )
+    .unwrap();
+    let mut names: Vec<&str> = m["instruments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["count", "q"], "{m}");
+    assert_eq!(m["targets"][0]["pid"].as_u64(), Some(m0d.pid as u64), "{m}");
+    assert_unprobed(m0d.pid);
+}
+
+#[test]
+fn shell_completes_usdt_probes_and_ctrl_r_finds_history_of_an_earlier_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    // A short path: the line must fit the 80 columns.
+    let bin = dir.path().join("sdt");
+    std::fs::copy(ri_tests::fixture("sdt"), &bin).expect("copy sdt");
+    let bin = bin.display().to_string();
+    let history = dir.path().join("history");
+    let start = |tag: &str| {
+        let t = Tmux::start(
+            tag,
+            &format!(
+                "{} shell --history {}",
+                ri_bin().display(),
+                history.display()
+            ),
+        );
+        t.wait_for("ri> ", 20);
+        t
+    };
+    let t = start("hist1");
+    // A USDT probe point from the binary's notes.
+    t.text(&format!("count usdt:{bin}:th"));
+    t.keys(&["Tab"]);
+    t.wait_for(&format!("count usdt:{bin}:three"), 20);
+    t.keys(&["C-u"]);
+    let s = t.command("ri> ", "fid decode '<7:9>'", 10);
+    assert!(s.contains("key: 0x9"), "{s}");
+    t.command("ri> ", "packs", 10);
+    t.text("exit");
+    t.keys(&["Enter"]);
+    t.wait_for("EXIT=0", 20);
+    drop(t);
+    // A new shell on the same history: Ctrl-R finds the earlier line (past
+    // a later one) and Enter runs it.
+    let t = start("hist2");
+    t.keys(&["C-r"]);
+    t.text("fid de");
+    t.wait_for("fid decode '<7:9>'", 10);
+    let before = t.screen().matches("key: 0x9").count();
+    t.keys(&["Enter"]);
+    let end = Instant::now() + Duration::from_secs(10);
+    while t.screen().matches("key: 0x9").count() <= before {
+        assert!(
+            Instant::now() < end,
+            "the line found did not run:\n{}",
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.wait_for("ri> ", 10);
+    t.text("exit");
+    t.keys(&["Enter"]);
+    t.wait_for("EXIT=0", 20);
+}
+
+#[test]
+fn top_once_selects_by_exe_and_shows_a_generic_pack() {
+    require_bpf();
+    let dir = tempfile::tempdir().unwrap();
+    // A copy of its own: only this test's m0d runs this file (other m0d
+    // processes on the machine share its name, not its file).
+    let bin = dir.path().join("m0d");
+    std::fs::copy(ri_tests::fixture("m0d"), &bin).expect("copy m0d");
+    let m0d = M0d::start_with(ri_tests::m0sim::M0dConfig {
+        bin: Some(bin.clone()),
+        ..Default::default()
+    });
+    let load = m0d.load(200, 8.0, "sel");
+    std::thread::sleep(Duration::from_millis(300));
+    let top = |args: &[&str]| {
+        let out = Command::new(ri_bin())
+            .arg("top")
+            .args(args)
+            .args(["--once", "--interval", "2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ri top {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = top(&["motr", "--exe", &bin.display().to_string()]);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap_or("")
+            .contains(&m0d.pid.to_string()),
+        "{text}"
+    );
+    for op in ["write (42)", "read (41)"] {
+        assert!(text.lines().any(|l| l.starts_with(op)), "no {op}:\n{text}");
+    }
+    // Another pack: one pane per aggregating instrument.
+    let text = top(&["libc", "-p", &m0d.pid.to_string()]);
+    for pane in ["(libc.calls)", "(libc.sizes)"] {
+        assert!(text.contains(pane), "no pane {pane}:\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l
+            .split_whitespace()
+            .next()
+            .is_some_and(|k| k.ends_with(":malloc"))),
+        "no malloc row:\n{text}"
+    );
+    drop(load);
+    assert_unprobed(m0d.pid);
+    // A name matching no process: one line, status 2.
+    let out = Command::new(ri_bin())
+        .args(["top", "--once", "--comm", "no-such-ri-x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim(),
+        "ri: error: no running process matches --comm no-such-ri-x"
+    );
 }

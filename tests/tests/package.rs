@@ -1,6 +1,7 @@
 //! The Debian package from `cargo xtask dist`: it installs with dpkg, the
-//! installed ri runs, `man ri` finds its page, and ri finds the packs under
-//! /usr/share/ri/probes; then it is removed, leaving the machine as it was.
+//! installed ri runs, `man ri` finds its page, ri finds the packs under
+//! /usr/share/ri/probes, the bash, zsh and fish completions and the example
+//! sessions are in place; then it is removed, leaving the machine as it was.
 
 use std::{path::PathBuf, process::Command};
 
@@ -73,4 +74,40 @@ fn the_package_installs_runs_and_finds_its_pages_and_packs() {
     }
     let (ok, comp) = sh("bash -c '. /usr/share/bash-completion/completions/ri && complete -p ri'");
     assert!(ok && comp.contains("_ri"), "{comp}");
+    // zsh and fish read their vendor folders (neither shell is needed to
+    // check the scripts are the ones `ri completions` writes).
+    for (shell, path) in [
+        ("zsh", "/usr/share/zsh/vendor-completions/_ri"),
+        ("fish", "/usr/share/fish/vendor_completions.d/ri.fish"),
+    ] {
+        let installed = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (ok, fresh) = sh(&format!("/usr/bin/ri completions {shell}"));
+        assert!(ok, "{fresh}");
+        assert_eq!(installed, fresh, "{path} is not ri's {shell} completion");
+        assert!(
+            installed.contains("shell"),
+            "{path} lacks the shell command"
+        );
+    }
+    // The example sessions, as in the source tree.
+    let sessions = concat!(env!("CARGO_MANIFEST_DIR"), "/../sessions");
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(sessions).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let installed = format!("/usr/share/ri/sessions/{name}");
+        assert_eq!(
+            std::fs::read_to_string(&installed).unwrap_or_else(|e| panic!("{installed}: {e}")),
+            std::fs::read_to_string(&p).unwrap(),
+            "{installed}"
+        );
+        names.push(name);
+    }
+    assert!(
+        names.iter().any(|n| n == "motr-slow-requests.toml"),
+        "{names:?}"
+    );
 }

@@ -13,6 +13,10 @@ pub struct TopArgs {
     /// Watch only this process (repeatable).
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// Also every process with this name or executable running when top
+    /// starts.
+    #[command(flatten)]
+    pub select: super::SelectArgs,
     /// Print one frame as plain text after one refresh, then exit.
     #[arg(long)]
     pub once: bool,
@@ -30,6 +34,10 @@ pub struct ShellArgs {
     /// The processes every command of the shell looks at (as -p).
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// Also every process with this name or executable running when the
+    /// shell starts (each command gets them as -p; `save` writes the names).
+    #[command(flatten)]
+    pub select: super::SelectArgs,
     /// The history file (default ~/.ri_history).
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,

@@ -188,7 +188,8 @@ pub enum Command {
     /// outstanding bytes. Other packs show each aggregating instrument.
     /// Everything comes from in-kernel aggregations. Keys: Tab or 1-9 switch
     /// panes, s changes the sort, q quits (and detaches). --once prints one
-    /// frame as text.
+    /// frame as text (with -H, one per host; the full screen watches one
+    /// host). --comm and --exe pick the processes running when top starts.
     Top(TopArgs),
     /// An interactive session: every ri command without `ri`, with history,
     /// Ctrl-R, tab completion, and instruments kept attached in the background.
@@ -196,8 +197,12 @@ pub enum Command {
     /// `start PACK.INSTRUMENT [ARGS] as NAME` starts one in the background,
     /// `jobs` lists them, `show NAME` prints its current totals, `stop NAME`
     /// detaches it, `save FILE` writes the shell's commands as a session
-    /// file, `exit` (or Ctrl-D) detaches everything. Ctrl-C stops the
-    /// foreground command.
+    /// file that `ri session run` replays, `exit` (or Ctrl-D) detaches
+    /// everything. Ctrl-C stops the foreground command. --comm and --exe
+    /// pick the processes running when the shell starts. With -H HOSTS
+    /// every ri command runs on those hosts, over one ssh connection per
+    /// host kept open for the whole shell (`start` stays local and is
+    /// refused over hosts).
     Shell(ShellArgs),
     /// Print a completion script: `ri completions bash > /etc/bash_completion.d/ri`.
     Completions(CompletionsArgs),

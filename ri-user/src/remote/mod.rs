@@ -10,6 +10,7 @@
 
 mod child;
 mod hosts;
+mod interactive;
 mod merge;
 mod session;
 mod ssh;
@@ -19,6 +20,7 @@ use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 use clap::Args;
 
 pub use child::{active as child_active, defer, deferred};
+pub use interactive::Fleet;
 
 /// The protocol between a local and a remote ri: a version of the argument
 /// and output conventions, and ri's own version.
@@ -185,6 +187,11 @@ pub fn take_by_host(args: Vec<OsString>) -> (Vec<OsString>, bool) {
     if !has_hosts(&args) {
         return (args, false);
     }
+    strip_by_host(args)
+}
+
+/// `args` without `--by host`, and whether it was there.
+fn strip_by_host(args: Vec<OsString>) -> (Vec<OsString>, bool) {
     let mut out = Vec::with_capacity(args.len());
     let mut found = false;
     let mut it = args.into_iter().peekable();
@@ -222,6 +229,39 @@ fn forwarded(args: &[OsString]) -> Vec<OsString> {
     out
 }
 
+/// How a command's output comes back from the hosts: streamed line by line
+/// (probing commands) or one section per host; whether it is JSON; and for
+/// `ri ctl COMMAND` without --yes, the command (confirmed before it
+/// mutates).
+fn shape(command: &crate::cli::Command) -> (bool, bool, Option<String>) {
+    use crate::cli::Command;
+    let streamed = matches!(
+        command,
+        Command::Trace(_)
+            | Command::Count(_)
+            | Command::Hist(_)
+            | Command::Latency(_)
+            | Command::Inflight(_)
+            | Command::Leaks(_)
+            | Command::Run(_)
+    );
+    let json = match command {
+        Command::Trace(a) => a.json,
+        Command::Count(a) => a.common.json,
+        Command::Hist(a) => a.common.json,
+        Command::Latency(a) => a.common.json,
+        Command::Inflight(a) => a.common.json,
+        Command::Leaks(a) => a.common.json,
+        Command::Run(a) => a.json,
+        _ => false,
+    };
+    let ctl_call = match command {
+        Command::Ctl(a) => a.command.clone().filter(|_| !a.yes),
+        _ => None,
+    };
+    (streamed, json, ctl_call)
+}
+
 /// Runs the parsed command line `cli` (from `args`) on every host it names.
 pub fn run(cli: &crate::cli::Cli, args: Vec<OsString>, by_host: bool) -> ExitCode {
     use crate::cli::Command;
@@ -251,30 +291,15 @@ pub fn run(cli: &crate::cli::Cli, args: Vec<OsString>, by_host: bool) -> ExitCod
         eprintln!("ri: error: {e}");
         return ExitCode::from(2);
     }
-    let streamed = matches!(
-        cli.command,
-        Command::Trace(_)
-            | Command::Count(_)
-            | Command::Hist(_)
-            | Command::Latency(_)
-            | Command::Inflight(_)
-            | Command::Leaks(_)
-            | Command::Run(_)
-    );
-    let json = match &cli.command {
-        Command::Trace(a) => a.json,
-        Command::Count(a) => a.common.json,
-        Command::Hist(a) => a.common.json,
-        Command::Latency(a) => a.common.json,
-        Command::Inflight(a) => a.common.json,
-        Command::Leaks(a) => a.common.json,
-        Command::Run(a) => a.json,
-        _ => false,
-    };
-    let ctl_call = match &cli.command {
-        Command::Ctl(a) => a.command.clone().filter(|_| !a.yes),
-        _ => None,
-    };
+    if let Command::Top(a) = &cli.command
+        && !a.once
+    {
+        eprintln!(
+            "ri: error: ri top -H: the full-screen view watches one host; use --once (one frame per host) or `ssh HOST ri top`"
+        );
+        return ExitCode::from(2);
+    }
+    let (streamed, json, ctl_call) = shape(&cli.command);
     let plan = session::Plan {
         ssh: ssh::Ssh {
             config: cli.fleet.ssh_config.clone(),

@@ -42,6 +42,8 @@ struct Shared {
     /// Process groups of the running ssh clients.
     groups: Mutex<Vec<i32>>,
     stopping: AtomicBool,
+    /// The run is over: its helper threads end.
+    done: AtomicBool,
 }
 
 /// How one host's session ended.
@@ -55,16 +57,69 @@ struct Outcome {
 /// Runs `plan` on `hosts`; for `ri ctl COMMAND` without --yes (`ctl_call`),
 /// hosts whose command turns out to mutate are listed and confirmed first.
 pub fn run(plan: Plan, hosts: &[String], ctl_call: Option<String>) -> ExitCode {
-    let shared = Arc::new(Shared {
-        merged: Mutex::new(Merged::new(plan.by_host)),
-        stdins: Mutex::new(Vec::new()),
-        groups: Mutex::new(Vec::new()),
-        stopping: AtomicBool::new(false),
-        plan,
-    });
+    let shared = Shared::new(plan);
     watch_signals(shared.clone());
     heartbeat(shared.clone());
-    let mut outcomes = fan_out(&shared, hosts, &shared.plan.args);
+    run_shared(&shared, hosts, ctl_call)
+}
+
+/// `run` for one command of a process that goes on afterwards (`ri shell
+/// -H`): Ctrl-C (SIGINT, which the process otherwise ignores) stops this
+/// command's sessions, and nothing of the run is left when it returns.
+pub fn run_one(plan: Plan, hosts: &[String], ctl_call: Option<String>) -> ExitCode {
+    let shared = Shared::new(plan);
+    heartbeat(shared.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let watcher = {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut int) = signal(SignalKind::interrupt()) else {
+                    return;
+                };
+                let _ = ready_tx.send(());
+                tokio::pin!(stop_rx);
+                loop {
+                    tokio::select! {
+                        _ = int.recv() => interrupt(&shared),
+                        _ = &mut stop_rx => break,
+                    }
+                }
+            });
+        })
+    };
+    let _ = ready_rx.recv();
+    let code = run_shared(&shared, hosts, ctl_call);
+    shared.done.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(());
+    let _ = watcher.join();
+    code
+}
+
+impl Shared {
+    fn new(plan: Plan) -> Arc<Shared> {
+        Arc::new(Shared {
+            merged: Mutex::new(Merged::new(plan.by_host)),
+            stdins: Mutex::new(Vec::new()),
+            groups: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            plan,
+        })
+    }
+}
+
+/// Runs the sessions of `shared`'s plan to their end; the exit status.
+fn run_shared(shared: &Arc<Shared>, hosts: &[String], ctl_call: Option<String>) -> ExitCode {
+    let mut outcomes = fan_out(shared, hosts, &shared.plan.args);
     if let Some(command) = ctl_call {
         let targets: Vec<usize> = (0..hosts.len())
             .filter(|&i| !outcomes[i].pending.is_empty())
@@ -87,13 +142,13 @@ pub fn run(plan: Plan, hosts: &[String], ctl_call: Option<String>) -> ExitCode {
             let mut args = shared.plan.args.clone();
             let at = args.iter().position(|a| a == "ctl").map_or(0, |p| p + 1);
             args.insert(at, "--yes".into());
-            let again = fan_out(&shared, &names, &args);
+            let again = fan_out(shared, &names, &args);
             for (i, o) in targets.into_iter().zip(again) {
                 outcomes[i] = o;
             }
         }
     }
-    finish(&shared, hosts, outcomes)
+    finish(shared, hosts, outcomes)
 }
 
 /// Prints what is left (sections, the merged aggregation) and one line per
@@ -431,7 +486,7 @@ fn stream_line(shared: &Shared, host: &str, line: &str) {
 /// hears nothing for 2 s ends (the connection dropped silently).
 fn heartbeat(shared: Arc<Shared>) {
     std::thread::spawn(move || {
-        loop {
+        while !shared.done.load(Ordering::Relaxed) {
             std::thread::sleep(super::child::HEARTBEAT);
             for s in shared.stdins.lock().unwrap().iter_mut().flatten() {
                 let _ = s.write(b"\n");
@@ -458,20 +513,25 @@ fn watch_signals(shared: Arc<Shared>) {
         loop {
             let mut sig = 0;
             // SAFETY: waits on the set blocked above.
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                continue;
-            }
-            if shared.stopping.swap(true, Ordering::Relaxed) {
-                for g in shared.groups.lock().unwrap().iter() {
-                    // SAFETY: signals the ssh clients' own process groups.
-                    unsafe { libc::kill(-g, libc::SIGTERM) };
-                }
-            }
-            for s in shared.stdins.lock().unwrap().iter_mut() {
-                s.take();
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                interrupt(&shared);
             }
         }
     });
+}
+
+/// The first call closes every session's stdin (each remote ri then prints
+/// its totals and ends), the next ones end the ssh clients.
+fn interrupt(shared: &Shared) {
+    if shared.stopping.swap(true, Ordering::Relaxed) {
+        for g in shared.groups.lock().unwrap().iter() {
+            // SAFETY: signals the ssh clients' own process groups.
+            unsafe { libc::kill(-g, libc::SIGTERM) };
+        }
+    }
+    for s in shared.stdins.lock().unwrap().iter_mut() {
+        s.take();
+    }
 }
 
 #[cfg(test)]

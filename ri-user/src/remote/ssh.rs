@@ -32,7 +32,14 @@ impl Ssh {
     /// The options for `host`: the user's configuration, batch mode, a
     /// shared master connection, and no silently accepted host keys.
     pub fn command(&self, host: &str) -> Command {
+        self.command_with(host, &[])
+    }
+
+    /// `command` with `first` options ahead of ri's (ssh keeps an option's
+    /// first value).
+    fn command_with(&self, host: &str, first: &[&str]) -> Command {
         let mut c = Command::new("ssh");
+        c.args(first);
         if let Some(f) = &self.config {
             c.arg("-F").arg(f);
         }
@@ -135,6 +142,56 @@ impl Ssh {
         let err = String::from_utf8_lossy(&out.stderr);
         Err(classify(out.status.code(), &err, false)
             .unwrap_or_else(|| Failure::Push(last_line(&err).into())))
+    }
+
+    /// Starts `host`'s master connection as a child of this ri, in a
+    /// process group of its own (the terminal's Ctrl-C is not for it) and
+    /// ended with this ri (so never left behind): the sessions of every
+    /// later command share it. Ready once [`Ssh::master_ready`].
+    pub fn spawn_master(&self, host: &str) -> std::io::Result<std::process::Child> {
+        use std::os::unix::process::CommandExt as _;
+        let mut c = self.command_with(
+            host,
+            &["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-N"],
+        );
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: one async-signal-safe call between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        c.spawn()
+    }
+
+    /// Whether `host`'s master connection is up (`ssh -O check`).
+    pub fn master_ready(&self, host: &str) -> bool {
+        self.control(host, "check")
+    }
+
+    /// Ends `host`'s master connection (`ssh -O exit`).
+    pub fn close_master(&self, host: &str) {
+        self.control(host, "exit");
+    }
+
+    /// `ssh -O OP` to `host`'s master; whether it succeeded.
+    fn control(&self, host: &str, op: &str) -> bool {
+        let mut c = Command::new("ssh");
+        if let Some(f) = &self.config {
+            c.arg("-F").arg(f);
+        }
+        c.arg("-o")
+            .arg(format!("ControlPath={}/%C", self.control_dir.display()));
+        c.args(["-O", op, "--", host])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Whether a finished session only found the pushed binary missing.

@@ -358,6 +358,28 @@ pub fn each(
     Ok(())
 }
 
+/// `pids` and then every process `sel` matches now (for the commands that
+/// pick their processes once, when they start: `ri shell`, `ri top`); an
+/// error when `sel` matches none.
+pub fn running_now(pids: &[u32], sel: &Selection) -> Result<Vec<u32>, SelectError> {
+    let mut out = pids.to_vec();
+    if sel.is_empty() {
+        return Ok(out);
+    }
+    let matcher = sel.matcher()?;
+    let found = matcher.running();
+    if found.is_empty() {
+        return Err(SelectError::NoneRunning(matcher.what));
+    }
+    out.extend(
+        found
+            .into_iter()
+            .map(|f| f.pid)
+            .filter(|p| !pids.contains(p)),
+    );
+    Ok(out)
+}
+
 /// A process's name from its comm file (empty when gone).
 fn comm_of(p: &Path) -> String {
     std::fs::read_to_string(p)

@@ -1,5 +1,5 @@
 //! Tab completion for `ri shell`: commands and flags from the clap
-//! definitions, pack instruments, job names, probe points from the target's
+//! definitions, pack instruments and views, job names, probe points from the target's
 //! ELF symbols and USDT notes, struct members from DWARF after `->`/`.`,
 //! and `ctl` commands and argument names from the target's own schema.
 
@@ -123,6 +123,7 @@ impl Completion {
         let positional = prior.len() == 1;
         match cmd.as_str() {
             "run" | "start" if positional => (word_at, matching(instruments(), word)),
+            "view" if positional => (word_at, matching(views(), word)),
             "top" | "packs" if positional => (word_at, matching(packs(), word)),
             "show" | "stop" => (word_at, matching(self.jobs.borrow().iter().cloned(), word)),
             "ctl" => self.ctl(&prior, word_at, word),
@@ -153,8 +154,19 @@ impl Completion {
         }
         let from = before.len() - func.len();
         let names: Vec<String> = if kind == "usdt" {
-            crate::usdt::matching(&path, &format!("{func}*"))
-                .map(|v| v.into_iter().map(|(n, _)| n).collect())
+            // `NAME`, or `PROVIDER:NAME` once a provider is typed.
+            let (provider, name) = func.rsplit_once(':').unwrap_or(("", func));
+            crate::usdt::matching(&path, &format!("{name}*"))
+                .map(|v| {
+                    v.into_iter()
+                        .map(|(full, _)| match provider {
+                            "" => full
+                                .split_once(':')
+                                .map_or(full.clone(), |(_, n)| n.to_string()),
+                            _ => full,
+                        })
+                        .collect()
+                })
                 .unwrap_or_default()
         } else {
             crate::elf::ElfFile::open(&path)
@@ -244,15 +256,24 @@ fn pointee(info: &DebugInfo, ty: TypeId) -> TypeId {
 
 /// Every `PACK.INSTRUMENT`.
 fn instruments() -> Vec<String> {
+    qualified(|f| f.instruments.keys().cloned().collect())
+}
+
+/// Every `PACK.VIEW`.
+fn views() -> Vec<String> {
+    qualified(|f| f.views.keys().cloned().collect())
+}
+
+/// `PACK.NAME` for the names `of` each pack.
+fn qualified(of: impl Fn(&crate::pack::PackFile) -> Vec<String>) -> Vec<String> {
     crate::pack::load_all(&[])
         .map(|packs| {
             packs
                 .iter()
                 .flat_map(|l| {
-                    l.file
-                        .instruments
-                        .keys()
-                        .map(move |i| format!("{}.{i}", l.file.pack.name))
+                    of(&l.file)
+                        .into_iter()
+                        .map(|n| format!("{}.{n}", l.file.pack.name))
                 })
                 .collect()
         })
@@ -331,6 +352,11 @@ mod tests {
             c.candidates("start motr.queue --inter")
                 .1
                 .contains(&"--interval".to_string())
+        );
+        assert!(
+            c.candidates("view motr.r")
+                .1
+                .contains(&"motr.runq".to_string())
         );
         assert_eq!(word_start("trace 'u:x:f(a) if"), 6);
     }

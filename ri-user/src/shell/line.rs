@@ -153,14 +153,10 @@ pub fn with_pids(words: Vec<String>, pids: &[u32]) -> Vec<String> {
     let Some(pid_arg) = sub.get_arguments().find(|a| a.get_long() == Some("pid")) else {
         return words;
     };
-    let given = |flags: &[&str]| {
-        words.iter().any(|w| {
-            flags
-                .iter()
-                .any(|f| w == f || w.starts_with(&format!("{f}=")))
-        })
-    };
-    if given(&["-p", "--pid", "-c", "--command", "--discover", "--socket"]) {
+    if given(
+        &words,
+        &["-p", "--pid", "-c", "--command", "--discover", "--socket"],
+    ) {
         return words;
     }
     // `ri report PID` names it as a positional argument.
@@ -177,6 +173,56 @@ pub fn with_pids(words: Vec<String>, pids: &[u32]) -> Vec<String> {
         out.insert(at, "-p".into());
     }
     out
+}
+
+/// Whether `words` hold one of `flags` (alone or as `--flag=VALUE`).
+fn given(words: &[String], flags: &[&str]) -> bool {
+    words.iter().any(|w| {
+        flags
+            .iter()
+            .any(|f| w == f || w.starts_with(&format!("{f}=")))
+    })
+}
+
+/// `words` with `--comm NAME` and `--exe PATH` for the shell's names added
+/// where the command takes them and names no process itself, then `-p`
+/// as [`with_pids`] adds it (over hosts, whose processes the shell does
+/// not look up).
+pub fn with_targets(
+    words: Vec<String>,
+    pids: &[u32],
+    comms: &[String],
+    exes: &[String],
+) -> Vec<String> {
+    use clap::CommandFactory as _;
+    let mut words = words;
+    let takes_comm = words.first().is_some_and(|name| {
+        crate::cli::Cli::command()
+            .find_subcommand(name)
+            .is_some_and(|sub| sub.get_arguments().any(|a| a.get_long() == Some("comm")))
+    });
+    let named = given(
+        &words,
+        &[
+            "-p",
+            "--pid",
+            "-c",
+            "--command",
+            "--discover",
+            "--socket",
+            "--comm",
+            "--exe",
+        ],
+    );
+    if takes_comm && !named {
+        let flags = (comms.iter().map(|c| ("--comm", c.clone())))
+            .chain(exes.iter().map(|e| ("--exe", e.clone())));
+        for (at, (flag, value)) in flags.enumerate() {
+            words.insert(1 + 2 * at, flag.into());
+            words.insert(2 + 2 * at, value);
+        }
+    }
+    with_pids(words, pids)
 }
 
 /// `start`'s words: the `ri run` arguments and the job's name.
@@ -221,6 +267,19 @@ mod tests {
             w("fid decode <1:2>")
         );
         assert_eq!(with_pids(w("ctl --discover"), &[5]), w("ctl --discover"));
+        let c = ["m0d".to_string()];
+        assert_eq!(
+            with_targets(w("count u:m0d:f"), &[], &c, &[]),
+            w("count --comm m0d u:m0d:f")
+        );
+        assert_eq!(
+            with_targets(w("count --comm x u:m0d:f"), &[], &c, &[]),
+            w("count --comm x u:m0d:f")
+        );
+        assert_eq!(
+            with_targets(w("fid decode <1:2>"), &[], &c, &[]),
+            w("fid decode <1:2>")
+        );
     }
 
     #[test]

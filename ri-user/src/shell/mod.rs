@@ -4,6 +4,7 @@
 
 mod complete;
 mod line;
+mod save;
 
 use std::{cell::RefCell, io::Write, path::PathBuf, rc::Rc};
 
@@ -29,6 +30,9 @@ pub enum ShellError {
     /// `start` without `as NAME`, or another malformed shell command.
     #[error("{0}")]
     Usage(String),
+    /// `save` with nothing a session could run.
+    #[error(transparent)]
+    Save(#[from] save::SaveError),
 }
 
 /// A background instrument.
@@ -42,15 +46,6 @@ struct Job {
 /// How the shell runs a parsed ri command.
 pub type Runner = fn(crate::cli::Command) -> Result<(), Error>;
 
-/// What the shell did, for `save`.
-#[derive(Default)]
-struct Log {
-    /// Instruments started (name, `ri run` arguments).
-    started: Vec<(String, Vec<String>)>,
-    /// Other lines, in order.
-    lines: Vec<String>,
-}
-
 /// The shell's state between lines.
 struct Shell {
     /// Runs a parsed ri command (`dispatch::run`, handed in by the caller).
@@ -58,7 +53,13 @@ struct Shell {
     pids: Vec<u32>,
     jobs: Vec<Job>,
     names: Rc<RefCell<Vec<String>>>,
-    log: Log,
+    /// The processes as the shell was given them, for `save`.
+    targets: save::Targets,
+    /// What the shell did, for `save`.
+    log: Vec<save::Entry>,
+    /// `-H`: the hosts every ri command runs on (connected for the whole
+    /// shell).
+    fleet: Option<crate::remote::Fleet>,
 }
 
 impl Shell {
@@ -72,7 +73,17 @@ impl Shell {
         if words.is_empty() {
             return Ok(true);
         }
-        let words = line::with_pids(words, &self.pids);
+        let typed = words.clone();
+        let words = match &self.fleet {
+            // The hosts' own processes: named as the shell was given them.
+            Some(_) => line::with_targets(
+                words,
+                &self.targets.pids,
+                &self.targets.comms,
+                &self.targets.exes,
+            ),
+            None => line::with_pids(words, &self.pids),
+        };
         let parsed = ShellLine::try_parse_from(&words).map_err(|e| {
             if e.use_stderr() {
                 Error::Usage(crate::cli::fault(&e))
@@ -89,7 +100,7 @@ impl Shell {
             Action::Show { name, json } => {
                 let job = self.job(&name)?;
                 job.live.print(&mut std::io::stdout().lock(), json)?;
-                self.log.lines.push(text.trim().to_string());
+                self.log.push(save::Entry::Shell(text.trim().to_string()));
             }
             Action::Stop { name } => {
                 let at = self
@@ -99,12 +110,17 @@ impl Shell {
                     .ok_or(ShellError::NoJob(name))?;
                 drop(self.jobs.remove(at));
                 self.sync_names();
-                self.log.lines.push(text.trim().to_string());
+                self.log.push(save::Entry::Shell(text.trim().to_string()));
             }
             Action::Save { file } => self.save(&file)?,
             Action::Ri(command) => {
-                self.log.lines.push(text.trim().to_string());
-                (self.runner)(command)?;
+                match &self.fleet {
+                    // Each failed host is named already.
+                    Some(f) if !f.run(&words, &command) => return Err(Error::Usage(String::new())),
+                    Some(_) => {}
+                    None => (self.runner)(command)?,
+                }
+                self.log.push(save::Entry::Ran(typed));
             }
         }
         Ok(true)
@@ -117,6 +133,12 @@ impl Shell {
     /// `start PACK.INSTRUMENT [ARGS] as NAME`: parsed as `ri run`'s
     /// arguments, attached, kept.
     fn start(&mut self, words: &[String]) -> Result<(), Error> {
+        if self.fleet.is_some() {
+            return Err(ShellError::Usage(
+                "start: background instruments run on this machine only, not over -H hosts; run the instrument in front (run motr.ops -d 10)".into(),
+            )
+            .into());
+        }
         let (run, name) = line::start_words(words).map_err(ShellError::Usage)?;
         if self.jobs.iter().any(|j| j.name == name) {
             return Err(ShellError::JobExists(name).into());
@@ -135,7 +157,10 @@ impl Shell {
             eprintln!("ri: {n}");
         }
         let live = Live::start(agg)?;
-        self.log.started.push((name.clone(), run.clone()));
+        self.log.push(save::Entry::Started {
+            name: name.clone(),
+            words: run.clone(),
+        });
         self.jobs.push(Job { name, run, live });
         self.sync_names();
         Ok(())
@@ -158,49 +183,13 @@ impl Shell {
         Ok(())
     }
 
-    /// Writes the session file: the processes, the instruments started (as
-    /// named `run` instruments) and the other commands in order.
+    /// Writes what the shell did as a session file (see `save`).
     fn save(&self, file: &std::path::Path) -> Result<(), Error> {
-        let q = |s: &str| toml_string(s);
-        let mut doc = String::from(
-            "# Saved by `ri shell`: the processes, the instruments started in the\n\
-             # background (name, `run` = PACK.INSTRUMENT, `args` = the rest of its\n\
-             # `start` line) and the other commands, in the order they ran.\n",
-        );
-        let pids: Vec<String> = self.pids.iter().map(u32::to_string).collect();
-        doc.push_str(&format!("pids = [{}]\n", pids.join(", ")));
-        for (name, run) in &self.log.started {
-            let (inst, rest) = run.split_first().expect("start has an instrument");
-            let args: Vec<String> = rest.iter().map(|a| q(a)).collect();
-            doc.push_str(&format!(
-                "\n[[instrument]]\nname = {}\nrun = {}\nargs = [{}]\n",
-                q(name),
-                q(inst),
-                args.join(", ")
-            ));
-        }
-        for l in &self.log.lines {
-            doc.push_str(&format!("\n[[command]]\ncmd = {}\n", q(l)));
-        }
-        std::fs::write(file, doc)?;
+        let text = save::session_text(&self.targets, &self.log).map_err(ShellError::from)?;
+        std::fs::write(file, text)?;
+        println!("saved {} (ri session run {0})", file.display());
         Ok(())
     }
-}
-
-/// A TOML basic string.
-fn toml_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The default history file.
@@ -210,12 +199,24 @@ fn history_file(args: &ShellArgs) -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ri_history")))
 }
 
-/// `ri shell`.
-pub fn run(args: &ShellArgs, runner: Runner) -> Result<(), Error> {
-    for &pid in &args.pids {
-        crate::target::check_pid(pid)?;
-    }
+/// `ri shell`; with `hosts` (`-H`) every ri command runs on them.
+pub fn run(
+    args: &ShellArgs,
+    hosts: Option<&crate::remote::FleetArgs>,
+    runner: Runner,
+) -> Result<(), Error> {
+    // Over hosts the processes are theirs: nothing to look up here.
+    let pids = match hosts {
+        Some(_) => Vec::new(),
+        None => {
+            for &pid in &args.pids {
+                crate::target::check_pid(pid)?;
+            }
+            crate::select::running_now(&args.pids, &args.select.selection())?
+        }
+    };
     crate::signals::catch(|| {})?;
+    let fleet = hosts.map(crate::remote::Fleet::open).transpose()?;
     let names = Rc::new(RefCell::new(Vec::new()));
     let config = Config::builder()
         .completion_type(CompletionType::List)
@@ -223,28 +224,31 @@ pub fn run(args: &ShellArgs, runner: Runner) -> Result<(), Error> {
         .build();
     let mut ed: Editor<complete::Completion, FileHistory> =
         Editor::with_config(config).map_err(ShellError::from)?;
-    ed.set_helper(Some(complete::Completion::new(
-        args.pids.clone(),
-        names.clone(),
-    )));
+    ed.set_helper(Some(complete::Completion::new(pids.clone(), names.clone())));
     let history = history_file(args);
     if let Some(h) = &history {
         let _ = ed.load_history(h);
     }
     let mut shell = Shell {
         runner,
-        pids: args.pids.clone(),
+        pids: pids.clone(),
         jobs: Vec::new(),
         names,
-        log: Log::default(),
+        targets: save::Targets {
+            pids: args.pids.clone(),
+            comms: args.select.comms.clone(),
+            exes: (args.select.exes.iter())
+                .map(|p| p.display().to_string())
+                .collect(),
+            hosts: Vec::new(),
+        },
+        log: Vec::new(),
+        fleet,
     };
-    let prompt = match args.pids.as_slice() {
-        [] => "ri> ".to_string(),
-        p => format!(
-            "ri {}> ",
-            p.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-        ),
-    };
+    if let Some(f) = &shell.fleet {
+        shell.targets.hosts = f.hosts().to_vec();
+    }
+    let prompt = prompt(&shell);
     loop {
         let text = match ed.readline(&prompt) {
             Ok(t) => t,
@@ -268,6 +272,20 @@ pub fn run(args: &ShellArgs, runner: Runner) -> Result<(), Error> {
     // Jobs detach as they drop.
     drop(shell);
     Ok(())
+}
+
+/// `ri PIDS> `, or `ri HOSTS> ` over hosts (`ri 12 hosts> ` past three).
+fn prompt(shell: &Shell) -> String {
+    let join = |v: Vec<String>| v.join(",");
+    match &shell.fleet {
+        Some(f) if f.hosts().len() > 3 => format!("ri {} hosts> ", f.hosts().len()),
+        Some(f) => format!("ri {}> ", join(f.hosts().to_vec())),
+        None if shell.pids.is_empty() => "ri> ".to_string(),
+        None => format!(
+            "ri {}> ",
+            join(shell.pids.iter().map(u32::to_string).collect())
+        ),
+    }
 }
 
 /// An error's first line (caret lines of expressions are left out).

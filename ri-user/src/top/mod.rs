@@ -77,13 +77,13 @@ fn layout(args: &TopArgs) -> Result<Vec<(String, String, String)>, Error> {
 }
 
 /// Attaches every pane's instrument.
-fn attach(args: &TopArgs) -> Result<(Vec<Pane>, Vec<String>), Error> {
+fn attach(args: &TopArgs, pids: &[u32]) -> Result<(Vec<Pane>, Vec<String>), Error> {
     let mut panes = Vec::new();
     let mut notes = Vec::new();
     for (title, instrument, what) in layout(args)? {
         let opts = RunOptions {
             instrument: instrument.clone(),
-            pids: args.pids.clone(),
+            pids: pids.to_vec(),
             quiet: true,
             packs: args.packs.clone(),
             ..Default::default()
@@ -107,7 +107,8 @@ pub fn run(args: &TopArgs) -> Result<(), Error> {
     let every = crate::cli::seconds("--interval", Some(args.interval))
         .map_err(Error::Usage)?
         .unwrap_or(Duration::from_secs(1));
-    let (mut panes, notes) = attach(args)?;
+    let pids = crate::select::running_now(&args.pids, &args.select.selection())?;
+    let (mut panes, notes) = attach(args, &pids)?;
     if args.once {
         for n in &notes {
             eprintln!("ri: {n}");
@@ -117,8 +118,8 @@ pub fn run(args: &TopArgs) -> Result<(), Error> {
             p.refresh()?;
         }
         let mut out = std::io::stdout().lock();
-        screen::plain(&mut out, &args.pack, &args.pids, &panes)?;
+        screen::plain(&mut out, &args.pack, &pids, &panes)?;
         return Ok(());
     }
-    screen::run(&args.pack, &args.pids, &mut panes, every, &notes)
+    screen::run(&args.pack, &pids, &mut panes, every, &notes)
 }
