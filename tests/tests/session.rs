@@ -519,7 +519,45 @@ fn the_shipped_motr_slow_requests_session_reports_and_dumps_the_queue() {
         .collect();
     assert_eq!(
         actions,
-        [("report", "ok"), ("dump queue", "ok"), ("snapshot", "ok")]
+        [
+            ("report", "ok"),
+            ("dump queue", "ok"),
+            ("dump requests", "ok"),
+            ("snapshot", "ok")
+        ]
+    );
+    // The queue's events of the last 10 s before the trigger: requests
+    // queued and finished, kernel-stamped inside the window.
+    let fired_ns = fired[0]["at"]["mono_ns"].as_u64().unwrap();
+    let events: Vec<Value> = exported(&bundle)
+        .into_iter()
+        .filter(|l| l["instrument"] == "requests")
+        .collect();
+    assert!(!events.is_empty(), "no queue events in the window\n{err}");
+    let mut probes = std::collections::BTreeSet::new();
+    for e in &events {
+        assert!(e["file"].as_str().unwrap().starts_with("flight/"), "{e}");
+        let ts = e["line"]["ts_ns"].as_u64().expect("ts_ns");
+        // The window is the lines that reached ri in the last 10 s (1 s of
+        // slack for the pipe between the kernel's stamp and ri).
+        assert!(
+            ts <= fired_ns && ts + 11_000_000_000 >= fired_ns,
+            "event at {ts} ns, fired at {fired_ns} ns"
+        );
+        probes.insert(
+            e["line"]["probe"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        probes.into_iter().collect::<Vec<_>>(),
+        ["m0_fom_fini", "m0_fom_queue"],
+        "{events:?}"
     );
     // The queue's prints of the window (one per interval since the session
     // began, at most 10 s back, each listing the requests then in flight).
