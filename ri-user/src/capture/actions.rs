@@ -13,7 +13,8 @@ use super::{
     CaptureError,
     bundle::{ActionRecord, Firing, Stamp},
     instrument::Kind,
-    run::{Session, host_file, host_of},
+    hosts::{host_file, host_of},
+    run::Session,
     trigger::Action,
 };
 
