@@ -579,3 +579,188 @@ fn the_shipped_motr_slow_requests_session_reports_and_dumps_the_queue() {
         "{queue:?}"
     );
 }
+
+/// The flight recorder's events of instrument `name` in the bundle's dumps.
+fn dumped(bundle: &Path, name: &str) -> Vec<Value> {
+    exported(bundle)
+        .into_iter()
+        .filter(|l| l["instrument"] == name && l["file"].as_str().unwrap().starts_with("flight/"))
+        .map(|l| l["line"].clone())
+        .collect()
+}
+
+#[test]
+fn time_stop_filtered_fired_in_flight_mib_window_progress_folded_and_gated_ctl() {
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        r#"
+interval = "500ms"
+duration = "7s"
+[instruments.queue]
+run = "motr.queue"
+[instruments.reads]
+cmd = "trace 'u:m0d:m0_fom_fini(opcode=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode) if fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode == 41'"
+flight_recorder = "1MiB"
+[instruments.finis]
+cmd = "count u:m0d:m0_fom_fini"
+[instruments.allocs]
+cmd = "count u:m0d:m0_alloc --stack"
+[[triggers]]
+name = "late"
+when = "after 1s"
+actions = ["stop finis", "ctl meta.update session.key v1"]
+[[triggers]]
+name = "reads"
+when = "fired reads"
+actions = ["dump reads"]
+[[triggers]]
+name = "busy"
+when = "queue.in_flight >= 1"
+actions = ["snapshot"]
+"#,
+    )
+    .unwrap();
+    let bundle = dir.path().join("bundle");
+    let m0d = M0d::start_with(M0dConfig {
+        args: vec!["--handler-delay-us".into(), "40000".into()],
+        ..Default::default()
+    });
+    let mut cmd = Command::new(ri_bin());
+    cmd.args(["session", "run", file.to_str().unwrap(), "-p"])
+        .arg(m0d.pid.to_string())
+        .args(["--out", bundle.to_str().unwrap()]);
+    let (mut session, out, err) = start_waiting(cmd, "instruments attached", true);
+    let load = m0d.load(30, 4.0, "mix").finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    let _ = session.wait();
+    let _ = out.join();
+    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    // The progress line (not on a terminal: every 10 intervals).
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("ri: session ") && l.contains("s left") && l.contains("lost")),
+        "{err}"
+    );
+    let fired = m["fired"].as_array().unwrap();
+    let by_name = |n: &str| {
+        fired
+            .iter()
+            .find(|f| f["trigger"] == n)
+            .unwrap_or_else(|| panic!("{n} did not fire: {}\n{err}", m["fired"]))
+    };
+    // `after 1s`: once, at 1 s or later; it stopped `finis` and was
+    // refused the mutating ctl command (no allow_mutations).
+    let late = by_name("late");
+    assert_eq!(fired.iter().filter(|f| f["trigger"] == "late").count(), 1);
+    assert!(late["t"].as_f64().unwrap() >= 1.0, "{late}");
+    assert_eq!(late["actions"][0]["result"], "ok", "{late}");
+    let refused = late["actions"][1]["result"].as_str().unwrap();
+    assert!(refused.contains("allow_mutations = true"), "{refused}");
+    let inst = |n: &str| {
+        m["instruments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let finis = inst("finis");
+    let stopped = finis["runs"][0][1].as_f64().expect("finis stopped");
+    assert!(stopped < 6.5, "finis ran to the end: {finis}");
+    assert_eq!(finis["exits"], serde_json::json!([0]), "{finis}");
+    // `fired` with the probe's `if` filter: only reads reached the window,
+    // kept by size (1 MiB).
+    assert_eq!(inst("reads")["flight_recorder"], "1048576 bytes");
+    by_name("reads");
+    let reads = dumped(&bundle, "reads");
+    assert!(!reads.is_empty(), "{err}");
+    assert!(reads.iter().all(|e| e["opcode"] == 41), "{reads:?}");
+    // `queue.in_flight >= 1`, live.
+    assert!(by_name("busy")["value"].as_f64().unwrap() >= 1.0);
+    assert_eq!(m["lost"], 0);
+    drop(m0d);
+
+    // show and export need neither root nor BPF: as nobody, on a copy.
+    let copy = tempfile::Builder::new().prefix("ri-bundle.").tempdir().unwrap();
+    let shared = copy.path().join("b");
+    assert!(
+        Command::new("cp").arg("-r").arg(&bundle).arg(&shared).status().unwrap().success()
+    );
+    assert!(
+        Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(copy.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(ri_bin())
+            .args(args)
+            .output()
+            .expect("setpriv")
+    };
+    let b = shared.to_str().unwrap();
+    let show = nobody(&["session", "show", b]);
+    assert!(show.status.success(), "{}", String::from_utf8_lossy(&show.stderr));
+    assert!(String::from_utf8_lossy(&show.stdout).contains("late"));
+    // Folded stacks of the aggregation keyed by stack.
+    let folded = nobody(&["session", "export", b, "--folded", "-"]);
+    assert!(folded.status.success(), "{}", String::from_utf8_lossy(&folded.stderr));
+    let folded = String::from_utf8_lossy(&folded.stdout);
+    assert!(
+        folded.lines().any(|l| l.contains("m0_alloc") || l.contains(';')),
+        "{folded}"
+    );
+    for l in folded.lines() {
+        let n: u64 = l.rsplit(' ').next().unwrap().parse().expect("a weight");
+        assert!(n > 0, "{l}");
+    }
+}
+
+#[test]
+fn a_mutating_ctl_action_runs_with_allow_mutations_and_the_target_audits_it() {
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let live = start(
+        r#"
+interval = "500ms"
+duration = "3s"
+allow_mutations = true
+[instruments.finis]
+cmd = "count u:m0d:m0_fom_fini"
+[[triggers]]
+name = "fix"
+when = "after 1s"
+actions = ["ctl meta.update session.audit v2"]
+"#,
+        &[],
+    );
+    let mut live = live;
+    // It ends by its duration.
+    let _ = live.session.wait();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(live.bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["fired"][0]["actions"][0]["result"], "ok", "{}", m["fired"]);
+    let audit = live.m0d.ctl_json(&["audit", "n=100"]);
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["cmd"] == "meta.update" && e["confirmed"] == true && e["ok"] == true),
+        "{audit}"
+    );
+    drop(live);
+}
