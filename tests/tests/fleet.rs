@@ -779,8 +779,7 @@ actions = ["report", "snapshot"]
         let snaps = format!("hosts/{host}/snapshots/ops.jsonl.zst");
         let last = lines
             .iter()
-            .filter(|l| l["file"] == snaps.as_str() && l["line"]["print"]["type"] == "final")
-            .last()
+            .rfind(|l| l["file"] == snaps.as_str() && l["line"]["print"]["type"] == "final")
             .unwrap_or_else(|| panic!("{host}: no final print in {snaps}\n{err}"));
         let counted: u64 = last["line"]["print"]["entries"]
             .as_array()

@@ -689,10 +689,19 @@ actions = ["snapshot"]
     drop(m0d);
 
     // show and export need neither root nor BPF: as nobody, on a copy.
-    let copy = tempfile::Builder::new().prefix("ri-bundle.").tempdir().unwrap();
+    let copy = tempfile::Builder::new()
+        .prefix("ri-bundle.")
+        .tempdir()
+        .unwrap();
     let shared = copy.path().join("b");
     assert!(
-        Command::new("cp").arg("-r").arg(&bundle).arg(&shared).status().unwrap().success()
+        Command::new("cp")
+            .arg("-r")
+            .arg(&bundle)
+            .arg(&shared)
+            .status()
+            .unwrap()
+            .success()
     );
     assert!(
         Command::new("chmod")
@@ -712,14 +721,24 @@ actions = ["snapshot"]
     };
     let b = shared.to_str().unwrap();
     let show = nobody(&["session", "show", b]);
-    assert!(show.status.success(), "{}", String::from_utf8_lossy(&show.stderr));
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
     assert!(String::from_utf8_lossy(&show.stdout).contains("late"));
     // Folded stacks of the aggregation keyed by stack.
     let folded = nobody(&["session", "export", b, "--folded", "-"]);
-    assert!(folded.status.success(), "{}", String::from_utf8_lossy(&folded.stderr));
+    assert!(
+        folded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&folded.stderr)
+    );
     let folded = String::from_utf8_lossy(&folded.stdout);
     assert!(
-        folded.lines().any(|l| l.contains("m0_alloc") || l.contains(';')),
+        folded
+            .lines()
+            .any(|l| l.contains("m0_alloc") || l.contains(';')),
         "{folded}"
     );
     for l in folded.lines() {
@@ -752,7 +771,11 @@ actions = ["ctl meta.update session.audit v2"]
     let m: Value =
         serde_json::from_str(&std::fs::read_to_string(live.bundle.join("manifest.json")).unwrap())
             .unwrap();
-    assert_eq!(m["fired"][0]["actions"][0]["result"], "ok", "{}", m["fired"]);
+    assert_eq!(
+        m["fired"][0]["actions"][0]["result"], "ok",
+        "{}",
+        m["fired"]
+    );
     let audit = live.m0d.ctl_json(&["audit", "n=100"]);
     assert!(
         audit["entries"]

@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use super::{
     CaptureError,
     bundle::{ActionRecord, Firing, Stamp},
-    instrument::Kind,
     hosts::{host_file, host_of},
+    instrument::Kind,
     run::Session,
     trigger::Action,
 };
