@@ -296,6 +296,7 @@ mod perfetto {
     }
     pub const BEGIN: i32 = 1;
     pub const END: i32 = 2;
+    pub const INSTANT: i32 = 3;
     pub const COUNTER: i32 = 4;
 }
 
@@ -313,7 +314,7 @@ interval = "1s"
 [instruments.fops]
 run = "motr.fops"
 [instruments.foms]
-cmd = "trace 'u:m0d:m0_fom_queue(key=fom, opcode=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode, xid=fom->fo_fop->f_item.ri_header.osr_xid)' 'u:m0d:m0_fom_fini(key=fom)' u:m0d:fom_exec ur:m0d:fom_exec u:m0d:fom_tick ur:m0d:fom_tick"
+cmd = "trace 'u:m0d:m0_fom_queue(key=fom, opcode=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode, xid=fom->fo_fop->f_item.ri_header.osr_xid)' 'u:m0d:m0_fom_fini(key=fom)' u:m0d:fom_exec ur:m0d:fom_exec u:m0d:fom_tick ur:m0d:fom_tick 'u:m0d:m0_fom_phase_set(phase=phase)'"
 [instruments.allocs]
 cmd = "count u:m0d:m0_alloc --by comm"
 start = false
@@ -415,6 +416,7 @@ actions = ["snapshot"]
     let mut slices: BTreeMap<String, usize> = BTreeMap::new();
     let mut fom_args = 0;
     let mut counters = 0;
+    let mut instants = 0;
     let mut last_ts = 0;
     for p in &trace.packet {
         let Some(e) = &p.track_event else { continue };
@@ -444,6 +446,10 @@ actions = ["snapshot"]
                 );
             }
             Some(perfetto::COUNTER) => counters += 1,
+            Some(perfetto::INSTANT) => {
+                assert_eq!(e.name.as_deref(), Some("m0_fom_phase_set"), "{e:?}");
+                instants += 1;
+            }
             _ => {}
         }
     }
@@ -464,6 +470,9 @@ actions = ["snapshot"]
             })
             .count()
     };
+    // An instant for every event that is neither a call nor keyed.
+    assert_eq!(instants, count(":m0_fom_phase_set"));
+    assert!(instants > 0);
     let finis = count(":m0_fom_fini");
     assert!(finis > 30, "{finis} requests finished");
     assert_eq!(
