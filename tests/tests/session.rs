@@ -796,3 +796,63 @@ actions = ["ctl meta.update session.audit v2"]
     );
     drop(live);
 }
+
+#[test]
+fn a_loss_to_a_tiny_ring_reaches_the_manifest_and_stderr() {
+    use std::io::{BufRead as _, Write as _};
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let calls = ri_tests::fixture("calls");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    // A 1 MiB ring and 2,000,000 calls as fast as the process makes them:
+    // more than the ring holds while ri writes the bundle.
+    std::fs::write(
+        &file,
+        format!(
+            "[instruments.calls]\ncmd = \"trace --buffer-size 1 'u:{}:work_nop5(a=arg0, b=arg1)'\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    let mut target = Command::new(&calls)
+        .args(["wait", "2000000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start calls");
+    let mut first = String::new();
+    std::io::BufReader::new(target.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let bundle = dir.path().join("bundle");
+    let mut cmd = Command::new(ri_bin());
+    cmd.args(["session", "run", file.to_str().unwrap(), "-q", "-p"])
+        .arg(target.id().to_string())
+        .args(["--out", bundle.to_str().unwrap()]);
+    let (mut session, out, err) = start_waiting(cmd, "instruments attached", true);
+    let stdin = target.stdin.as_mut().unwrap();
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+    let _ = target.wait();
+    // The session ends by itself once its only target has exited.
+    let _ = session.wait();
+    let _ = out.join();
+    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let lost = m["lost"].as_u64().unwrap();
+    assert!(
+        lost > 0,
+        "no loss provoked: a 1 MiB ring kept up with 2,000,000 calls\n{err}"
+    );
+    assert_eq!(m["instruments"][0]["lost"].as_u64(), Some(lost));
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("ri: calls: ri: ") && l.ends_with(&format!(" {lost} lost"))),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{lost} lost")), "{err}");
+    assert!(err.contains("the bundle is incomplete"), "{err}");
+}
