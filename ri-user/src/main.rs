@@ -8,7 +8,7 @@ use ri::cli::Cli;
 
 fn main() -> ExitCode {
     let (args, by_host) = ri::remote::take_by_host(std::env::args_os().collect());
-    let cli = match Cli::try_parse_from(&args) {
+    let mut cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
@@ -19,12 +19,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let session_fleet = match cli.session_takes_fleet() {
+        Ok(taken) => taken,
+        Err(e) => {
+            eprintln!("ri: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Some(protocol) = &cli.fleet.remote_child {
         if let Err(e) = ri::remote::enter_child(protocol) {
             eprintln!("ri: error: {e}");
             return ExitCode::from(2);
         }
-    } else if cli.fleet.hosts.is_some() && !matches!(cli.command, ri::cli::Command::Shell(_)) {
+    } else if cli.fleet.hosts.is_some()
+        && !session_fleet
+        && !matches!(cli.command, ri::cli::Command::Shell(_))
+    {
         return ri::remote::run(&cli, args, by_host);
     }
     let result = ri::dispatch::run_cli(cli);

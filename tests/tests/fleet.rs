@@ -613,3 +613,165 @@ fn shell_over_hosts_runs_each_line_on_every_host_over_one_connection_each() {
     );
     fleet.nodes.iter_mut().for_each(|n| n.finish_loads());
 }
+
+/// `ri session export BUNDLE --json -`: every line of every file.
+fn session_lines(bundle: &std::path::Path) -> Vec<Value> {
+    let out = std::process::Command::new(ri_tests::ri_bin())
+        .args(["session", "export", bundle.to_str().unwrap(), "--json", "-"])
+        .output()
+        .expect("run ri session export");
+    assert!(
+        out.status.success(),
+        "export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("export line is JSON"))
+        .collect()
+}
+
+#[test]
+fn a_session_over_three_nodes_gives_one_bundle_with_a_part_per_host() {
+    let mut fleet = Fleet::new(3);
+    for n in &mut fleet.nodes {
+        n.start_m0d();
+    }
+    let file = fleet.dir().join("fleet-session.toml");
+    std::fs::write(
+        &file,
+        r#"
+interval = "1s"
+[targets]
+comm = ["m0d"]
+[instruments.ops]
+run = "motr.ops"
+[instruments.fini]
+cmd = "trace 'u:m0d:m0_fom_fini(fom=fom)'"
+[[triggers]]
+name = "served"
+when = "ops.count > 0"
+actions = ["report", "snapshot"]
+"#,
+    )
+    .unwrap();
+    let bundle = fleet.dir().join("bundle");
+    let mut cmd = fleet.ri(
+        &fleet.hosts(),
+        &[
+            "session",
+            "run",
+            file.to_str().unwrap(),
+            "-q",
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut session, out, err) = ri_tests::start_waiting(cmd, "instruments attached", true);
+    for n in &mut fleet.nodes {
+        n.load(40, 1.5);
+    }
+    for n in &mut fleet.nodes {
+        n.finish_loads();
+    }
+    // Two intervals: each host's last interval print is in.
+    std::thread::sleep(Duration::from_millis(2500));
+    ri_tests::sigint(&mut session);
+    let _ = out.join();
+    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap_or_else(|e| panic!("manifest: {e}\n{err}"));
+    let names: Vec<String> = fleet.nodes.iter().map(|n| n.name.clone()).collect();
+    assert_eq!(m["hosts"], serde_json::json!(names), "{err}");
+    // Each host's part: its kernel and its m0d with the build-id.
+    let parts = m["parts"].as_array().expect("parts");
+    assert_eq!(parts.len(), 3, "{}", m["parts"]);
+    for (p, n) in parts.iter().zip(&fleet.nodes) {
+        assert_eq!(p["host"], n.name.as_str());
+        assert!(!p["kernel"].as_str().unwrap_or("").is_empty(), "{p}");
+        let t = &p["targets"][0];
+        assert_eq!(t["comm"], "m0d", "{p}");
+        assert_eq!(t["host"], n.name.as_str(), "{p}");
+        assert!(t["build_id"].is_string(), "{p}");
+        assert!(t["exe"].as_str().unwrap().ends_with("bin/m0d"), "{p}");
+    }
+    // Nothing lost, and each host's summary counted apart.
+    assert_eq!(m["lost"], 0, "{err}");
+    assert_eq!(m["losses_unknown"], serde_json::json!([]), "{err}");
+    let lines = session_lines(&bundle);
+    let fired = m["fired"].as_array().unwrap();
+    assert_eq!(fired.len(), 1, "{}\n{err}", m["fired"]);
+    for (n, node) in fleet.nodes.iter().enumerate() {
+        let host = &node.name;
+        let served = ri_tests::m0sim::requests(&node.stats());
+        assert!(served > 0, "{host} served nothing");
+        // Events: the host's part holds exactly its requests.
+        let part = format!("hosts/{host}/events/fini.jsonl.zst");
+        let events = lines.iter().filter(|l| l["file"] == part.as_str()).count() as u64;
+        assert_eq!(events, served, "{host}: events in {part}\n{err}");
+        let fini = m["instruments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == "fini")
+            .unwrap();
+        assert_eq!(fini["hosts"][host]["events"], served, "{fini}\n{err}");
+        assert_eq!(fini["hosts"][host]["lost"], 0, "{fini}");
+        // Aggregations: the host's own final print counts its requests.
+        let snaps = format!("hosts/{host}/snapshots/ops.jsonl.zst");
+        let last = lines
+            .iter()
+            .rfind(|l| l["file"] == snaps.as_str() && l["line"]["print"]["type"] == "final")
+            .unwrap_or_else(|| panic!("{host}: no final print in {snaps}\n{err}"));
+        let counted: u64 = last["line"]["print"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(counted, served, "{host}: {last}");
+        // The report action: each host's m0d reported in its part.
+        let report = fired[0]["actions"][0]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|f| f.starts_with(&format!("hosts/{host}/reports/")))
+            .unwrap_or_else(|| panic!("{host}: no report: {}", fired[0]));
+        let r: Value =
+            serde_json::from_str(&std::fs::read_to_string(bundle.join(report)).unwrap()).unwrap();
+        assert_eq!(r["process"]["name"], "m0d", "{host} (node {n})");
+    }
+    // show and the Perfetto export read the fleet bundle.
+    let show = std::process::Command::new(ri_tests::ri_bin())
+        .args(["session", "show", bundle.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    let pf = fleet.dir().join("fleet.pftrace");
+    let ex = std::process::Command::new(ri_tests::ri_bin())
+        .args(["session", "export", bundle.to_str().unwrap(), "--perfetto"])
+        .arg(&pf)
+        .output()
+        .unwrap();
+    assert!(
+        ex.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ex.stderr)
+    );
+    let bytes = std::fs::read(&pf).unwrap();
+    for n in &fleet.nodes {
+        let track = format!("host {}", n.name);
+        assert!(
+            bytes.windows(track.len()).any(|w| w == track.as_bytes()),
+            "no track {track}"
+        );
+    }
+}

@@ -296,6 +296,7 @@ mod perfetto {
     }
     pub const BEGIN: i32 = 1;
     pub const END: i32 = 2;
+    pub const INSTANT: i32 = 3;
     pub const COUNTER: i32 = 4;
 }
 
@@ -313,7 +314,7 @@ interval = "1s"
 [instruments.fops]
 run = "motr.fops"
 [instruments.foms]
-cmd = "trace 'u:m0d:m0_fom_queue(key=fom, opcode=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode, xid=fom->fo_fop->f_item.ri_header.osr_xid)' 'u:m0d:m0_fom_fini(key=fom)' u:m0d:fom_exec ur:m0d:fom_exec u:m0d:fom_tick ur:m0d:fom_tick"
+cmd = "trace 'u:m0d:m0_fom_queue(key=fom, opcode=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode, xid=fom->fo_fop->f_item.ri_header.osr_xid)' 'u:m0d:m0_fom_fini(key=fom)' u:m0d:fom_exec ur:m0d:fom_exec u:m0d:fom_tick ur:m0d:fom_tick 'u:m0d:m0_fom_phase_set(phase=phase)'"
 [instruments.allocs]
 cmd = "count u:m0d:m0_alloc --by comm"
 start = false
@@ -415,6 +416,7 @@ actions = ["snapshot"]
     let mut slices: BTreeMap<String, usize> = BTreeMap::new();
     let mut fom_args = 0;
     let mut counters = 0;
+    let mut instants = 0;
     let mut last_ts = 0;
     for p in &trace.packet {
         let Some(e) = &p.track_event else { continue };
@@ -444,6 +446,10 @@ actions = ["snapshot"]
                 );
             }
             Some(perfetto::COUNTER) => counters += 1,
+            Some(perfetto::INSTANT) => {
+                assert_eq!(e.name.as_deref(), Some("m0_fom_phase_set"), "{e:?}");
+                instants += 1;
+            }
             _ => {}
         }
     }
@@ -464,6 +470,9 @@ actions = ["snapshot"]
             })
             .count()
     };
+    // An instant for every event that is neither a call nor keyed.
+    assert_eq!(instants, count(":m0_fom_phase_set"));
+    assert!(instants > 0);
     let finis = count(":m0_fom_fini");
     assert!(finis > 30, "{finis} requests finished");
     assert_eq!(
@@ -519,7 +528,45 @@ fn the_shipped_motr_slow_requests_session_reports_and_dumps_the_queue() {
         .collect();
     assert_eq!(
         actions,
-        [("report", "ok"), ("dump queue", "ok"), ("snapshot", "ok")]
+        [
+            ("report", "ok"),
+            ("dump queue", "ok"),
+            ("dump requests", "ok"),
+            ("snapshot", "ok")
+        ]
+    );
+    // The queue's events of the last 10 s before the trigger: requests
+    // queued and finished, kernel-stamped inside the window.
+    let fired_ns = fired[0]["at"]["mono_ns"].as_u64().unwrap();
+    let events: Vec<Value> = exported(&bundle)
+        .into_iter()
+        .filter(|l| l["instrument"] == "requests")
+        .collect();
+    assert!(!events.is_empty(), "no queue events in the window\n{err}");
+    let mut probes = std::collections::BTreeSet::new();
+    for e in &events {
+        assert!(e["file"].as_str().unwrap().starts_with("flight/"), "{e}");
+        let ts = e["line"]["ts_ns"].as_u64().expect("ts_ns");
+        // The window is the lines that reached ri in the last 10 s (1 s of
+        // slack for the pipe between the kernel's stamp and ri).
+        assert!(
+            ts <= fired_ns && ts + 11_000_000_000 >= fired_ns,
+            "event at {ts} ns, fired at {fired_ns} ns"
+        );
+        probes.insert(
+            e["line"]["probe"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        probes.into_iter().collect::<Vec<_>>(),
+        ["m0_fom_fini", "m0_fom_queue"],
+        "{events:?}"
     );
     // The queue's prints of the window (one per interval since the session
     // began, at most 10 s back, each listing the requests then in flight).
@@ -540,4 +587,272 @@ fn the_shipped_motr_slow_requests_session_reports_and_dumps_the_queue() {
                 && l["line"]["print"]["kind"] == "inflight"),
         "{queue:?}"
     );
+}
+
+/// The flight recorder's events of instrument `name` in the bundle's dumps.
+fn dumped(bundle: &Path, name: &str) -> Vec<Value> {
+    exported(bundle)
+        .into_iter()
+        .filter(|l| l["instrument"] == name && l["file"].as_str().unwrap().starts_with("flight/"))
+        .map(|l| l["line"].clone())
+        .collect()
+}
+
+#[test]
+fn time_stop_filtered_fired_in_flight_mib_window_progress_folded_and_gated_ctl() {
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        r#"
+interval = "500ms"
+duration = "7s"
+[instruments.queue]
+run = "motr.queue"
+[instruments.reads]
+cmd = "trace 'u:m0d:m0_fom_fini(opcode=fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode) if fom->fo_fop->f_type->ft_rpc_item_type.rit_opcode == 41'"
+flight_recorder = "1MiB"
+[instruments.finis]
+cmd = "count u:m0d:m0_fom_fini"
+[instruments.allocs]
+cmd = "count u:m0d:m0_alloc --stack"
+[[triggers]]
+name = "late"
+when = "after 1s"
+actions = ["stop finis", "ctl meta.update session.key v1"]
+[[triggers]]
+name = "reads"
+when = "fired reads"
+actions = ["dump reads"]
+[[triggers]]
+name = "busy"
+when = "queue.in_flight >= 1"
+actions = ["snapshot"]
+"#,
+    )
+    .unwrap();
+    let bundle = dir.path().join("bundle");
+    let m0d = M0d::start_with(M0dConfig {
+        args: vec!["--handler-delay-us".into(), "40000".into()],
+        ..Default::default()
+    });
+    let mut cmd = Command::new(ri_bin());
+    cmd.args(["session", "run", file.to_str().unwrap(), "-p"])
+        .arg(m0d.pid.to_string())
+        .args(["--out", bundle.to_str().unwrap()]);
+    let (mut session, out, err) = start_waiting(cmd, "instruments attached", true);
+    let load = m0d.load(30, 4.0, "mix").finish(Duration::from_secs(60));
+    assert_eq!(load["total_errors"], 0, "{load}");
+    let _ = session.wait();
+    let _ = out.join();
+    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    // The progress line (not on a terminal: every 10 intervals).
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("ri: session ") && l.contains("s left") && l.contains("lost")),
+        "{err}"
+    );
+    let fired = m["fired"].as_array().unwrap();
+    let by_name = |n: &str| {
+        fired
+            .iter()
+            .find(|f| f["trigger"] == n)
+            .unwrap_or_else(|| panic!("{n} did not fire: {}\n{err}", m["fired"]))
+    };
+    // `after 1s`: once, at 1 s or later; it stopped `finis` and was
+    // refused the mutating ctl command (no allow_mutations).
+    let late = by_name("late");
+    assert_eq!(fired.iter().filter(|f| f["trigger"] == "late").count(), 1);
+    assert!(late["t"].as_f64().unwrap() >= 1.0, "{late}");
+    assert_eq!(late["actions"][0]["result"], "ok", "{late}");
+    let refused = late["actions"][1]["result"].as_str().unwrap();
+    assert!(refused.contains("allow_mutations = true"), "{refused}");
+    let inst = |n: &str| {
+        m["instruments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let finis = inst("finis");
+    let stopped = finis["runs"][0][1].as_f64().expect("finis stopped");
+    assert!(stopped < 6.5, "finis ran to the end: {finis}");
+    assert_eq!(finis["exits"], serde_json::json!([0]), "{finis}");
+    // `fired` with the probe's `if` filter: only reads reached the window,
+    // kept by size (1 MiB).
+    assert_eq!(inst("reads")["flight_recorder"], "1048576 bytes");
+    by_name("reads");
+    let reads = dumped(&bundle, "reads");
+    assert!(!reads.is_empty(), "{err}");
+    assert!(reads.iter().all(|e| e["opcode"] == 41), "{reads:?}");
+    // `queue.in_flight >= 1`, live.
+    assert!(by_name("busy")["value"].as_f64().unwrap() >= 1.0);
+    assert_eq!(m["lost"], 0);
+    drop(m0d);
+
+    // show and export need neither root nor BPF: as nobody, on a copy.
+    let copy = tempfile::Builder::new()
+        .prefix("ri-bundle.")
+        .tempdir()
+        .unwrap();
+    let shared = copy.path().join("b");
+    assert!(
+        Command::new("cp")
+            .arg("-r")
+            .arg(&bundle)
+            .arg(&shared)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(copy.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(ri_bin())
+            .args(args)
+            .output()
+            .expect("setpriv")
+    };
+    let b = shared.to_str().unwrap();
+    let show = nobody(&["session", "show", b]);
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    assert!(String::from_utf8_lossy(&show.stdout).contains("late"));
+    // Folded stacks of the aggregation keyed by stack.
+    let folded = nobody(&["session", "export", b, "--folded", "-"]);
+    assert!(
+        folded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&folded.stderr)
+    );
+    let folded = String::from_utf8_lossy(&folded.stdout);
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.contains("m0_alloc") || l.contains(';')),
+        "{folded}"
+    );
+    for l in folded.lines() {
+        let n: u64 = l.rsplit(' ').next().unwrap().parse().expect("a weight");
+        assert!(n > 0, "{l}");
+    }
+}
+
+#[test]
+fn a_mutating_ctl_action_runs_with_allow_mutations_and_the_target_audits_it() {
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let live = start(
+        r#"
+interval = "500ms"
+duration = "3s"
+allow_mutations = true
+[instruments.finis]
+cmd = "count u:m0d:m0_fom_fini"
+[[triggers]]
+name = "fix"
+when = "after 1s"
+actions = ["ctl meta.update session.audit v2"]
+"#,
+        &[],
+    );
+    let mut live = live;
+    // It ends by its duration.
+    let _ = live.session.wait();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(live.bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        m["fired"][0]["actions"][0]["result"], "ok",
+        "{}",
+        m["fired"]
+    );
+    let audit = live.m0d.ctl_json(&["audit", "n=100"]);
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["cmd"] == "meta.update" && e["confirmed"] == true && e["ok"] == true),
+        "{audit}"
+    );
+    drop(live);
+}
+
+#[test]
+fn a_loss_to_a_tiny_ring_reaches_the_manifest_and_stderr() {
+    use std::io::{BufRead as _, Write as _};
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let calls = ri_tests::fixture("calls");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    // A 1 MiB ring and 2,000,000 calls as fast as the process makes them:
+    // more than the ring holds while ri writes the bundle.
+    std::fs::write(
+        &file,
+        format!(
+            "[instruments.calls]\ncmd = \"trace --buffer-size 1 'u:{}:work_nop5(a=arg0, b=arg1)'\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    let mut target = Command::new(&calls)
+        .args(["wait", "2000000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start calls");
+    let mut first = String::new();
+    std::io::BufReader::new(target.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let bundle = dir.path().join("bundle");
+    let mut cmd = Command::new(ri_bin());
+    cmd.args(["session", "run", file.to_str().unwrap(), "-q", "-p"])
+        .arg(target.id().to_string())
+        .args(["--out", bundle.to_str().unwrap()]);
+    let (mut session, out, err) = start_waiting(cmd, "instruments attached", true);
+    let stdin = target.stdin.as_mut().unwrap();
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+    let _ = target.wait();
+    // The session ends by itself once its only target has exited.
+    let _ = session.wait();
+    let _ = out.join();
+    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let lost = m["lost"].as_u64().unwrap();
+    assert!(
+        lost > 0,
+        "no loss provoked: a 1 MiB ring kept up with 2,000,000 calls\n{err}"
+    );
+    assert_eq!(m["instruments"][0]["lost"].as_u64(), Some(lost));
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("ri: calls: ri: ") && l.ends_with(&format!(" {lost} lost"))),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{lost} lost")), "{err}");
+    assert!(err.contains("the bundle is incomplete"), "{err}");
 }

@@ -123,6 +123,15 @@ fn startup(cmd: impl Fn() -> Command) -> Result<f64> {
     Ok(median(v))
 }
 
+/// The benchmarks kept out of the full run (each its own flag and file),
+/// named at the end of RESULTS.md.
+const SEPARATE: &str = "\n## Run on their own\n\n\
+- Capture sessions: the flight recorder's CPU per event against plain `ri trace`, \
+  [RESULTS-session.md](RESULTS-session.md) (`cargo xtask bench --session`).\n\
+- Fleet (`-H`) with the many-hosts simulation: [RESULTS-fleet.md](RESULTS-fleet.md) \
+  (`cargo xtask bench --fleet`).\n\
+- `ri serve`: [RESULTS-serve.md](RESULTS-serve.md) (`cargo xtask bench --serve`).\n";
+
 /// Runs every measurement and writes bench/RESULTS.md.
 pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     let fx = fixtures()?;
@@ -284,6 +293,7 @@ pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     report.push_str(&budget_section);
     report.push('\n');
     report.push_str(&fleet_section);
+    report.push_str(SEPARATE);
     write_report("RESULTS.md", &report)
 }
 

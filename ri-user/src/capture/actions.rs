@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::{
     CaptureError,
     bundle::{ActionRecord, Firing, Stamp},
+    hosts::{host_file, host_of},
     instrument::Kind,
     run::Session,
     trigger::Action,
@@ -106,6 +107,7 @@ impl Session {
                 self.stop_instrument(i);
                 Ok(Vec::new())
             }
+            Action::Report if !self.hosts.is_empty() => self.remote_report(tag),
             Action::Report => {
                 let mut files = Vec::new();
                 let mut errors = Vec::new();
@@ -133,11 +135,18 @@ impl Session {
                     false => Err(errors.join("; ")),
                 }
             }
+            Action::Ctl(words) if !self.hosts.is_empty() => self.remote_ctl(words, tag),
             Action::Ctl(words) => self.ctl(words, tag),
             Action::Snapshot => {
                 let mut all = Map::new();
                 for l in &self.lives {
-                    if let (Kind::Aggregation, Some(p)) = (l.inst.kind, &l.last_print) {
+                    if l.inst.kind != Kind::Aggregation {
+                        continue;
+                    }
+                    if !self.hosts.is_empty() {
+                        let by_host = l.host_prints.clone().into_iter().collect();
+                        all.insert(l.inst.name.clone(), Value::Object(by_host));
+                    } else if let Some(p) = &l.last_print {
                         all.insert(l.inst.name.clone(), p.clone());
                     }
                 }
@@ -166,16 +175,118 @@ impl Session {
                     };
                     let rel = format!("flight/{tag}/{dir}/{}.jsonl.zst", l.inst.name);
                     let lines: Vec<String> = r.window(now).map(|(_, s)| s.clone()).collect();
+                    let fleet = !self.hosts.is_empty();
+                    let mut written = Vec::new();
                     for s in &lines {
-                        self.writer.line(&rel, s).map_err(|e| e.to_string())?;
+                        let host = match fleet {
+                            true => serde_json::from_str::<Value>(s)
+                                .ok()
+                                .and_then(|v| host_of(&v)),
+                            false => None,
+                        };
+                        let f = host_file(host.as_deref(), &rel);
+                        self.writer.line(&f, s).map_err(|e| e.to_string())?;
+                        if !written.contains(&f) {
+                            written.push(f);
+                        }
                     }
-                    self.writer.close(&rel).map_err(|e| e.to_string())?;
-                    self.lives[i].info.files.push(rel.clone());
-                    files.push(rel);
+                    if written.is_empty() {
+                        // An empty window is a file too: the dump happened.
+                        let empty = zstd::encode_all(&[][..], 3).map_err(|e| e.to_string())?;
+                        self.writer.file(&rel, &empty).map_err(|e| e.to_string())?;
+                        written.push(rel);
+                    }
+                    for f in written {
+                        self.writer.close(&f).map_err(|e| e.to_string())?;
+                        self.lives[i].info.files.push(f.clone());
+                        files.push(f);
+                    }
                 }
                 Ok(files)
             }
         }
+    }
+
+    /// `ri report` of the targets on every host (at once): each process's
+    /// report in its host's part.
+    fn remote_report(&mut self, tag: &str) -> Result<Vec<String>, String> {
+        let mut args = vec!["report".to_string()];
+        args.extend(super::targets::select_flags(&self.targets));
+        args.push("--json".into());
+        let outs = self.on_hosts(&args);
+        let mut files = Vec::new();
+        let mut errors = Vec::new();
+        for (host, out) in outs {
+            match out {
+                Ok(o) => {
+                    for d in super::targets::documents(&o) {
+                        let pid = d["pid"].as_u64().unwrap_or(0);
+                        let rel = host_file(Some(&host), &format!("reports/{tag}.{pid}.json"));
+                        let json = serde_json::to_vec_pretty(&d).map_err(|e| e.to_string())?;
+                        self.writer.file(&rel, &json).map_err(|e| e.to_string())?;
+                        files.push(rel);
+                    }
+                }
+                Err(e) => errors.push(format!("{host}: {e}")),
+            }
+        }
+        match errors.is_empty() {
+            true => Ok(files),
+            false => Err(errors.join("; ")),
+        }
+    }
+
+    /// `ri ctl COMMAND ARGS` of the targets on every host (at once), with
+    /// `--yes` only when the file allows mutations.
+    fn remote_ctl(&mut self, words: &[String], tag: &str) -> Result<Vec<String>, String> {
+        let mut args = vec!["ctl".to_string()];
+        args.extend(super::targets::select_flags(&self.targets));
+        args.push("--json".into());
+        if self.file.allow_mutations {
+            args.push("--yes".into());
+        }
+        args.extend(words.iter().cloned());
+        let mut files = Vec::new();
+        let mut errors = Vec::new();
+        for (host, out) in self.on_hosts(&args) {
+            match out {
+                Ok(o) => {
+                    let rel = host_file(Some(&host), &format!("ctl/{tag}.{}.json", words[0]));
+                    self.writer.file(&rel, &o).map_err(|e| e.to_string())?;
+                    files.push(rel);
+                }
+                Err(e) if e.contains("--yes") && !self.file.allow_mutations => errors.push(format!(
+                    "{host}: '{}' changes the target: the session file needs allow_mutations = true",
+                    words[0]
+                )),
+                Err(e) => errors.push(format!("{host}: {e}")),
+            }
+        }
+        match errors.is_empty() {
+            true => Ok(files),
+            false => Err(errors.join("; ")),
+        }
+    }
+
+    /// `ri -H HOST ARGS` on every host at once; each host's output.
+    fn on_hosts(&self, args: &[String]) -> Vec<(String, Result<Vec<u8>, String>)> {
+        let ssh = &self.ssh;
+        std::thread::scope(|s| {
+            let running: Vec<_> = self
+                .hosts
+                .iter()
+                .map(|h| {
+                    (
+                        h.clone(),
+                        s.spawn(move || super::targets::on_host(h, ssh, args)),
+                    )
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|(h, r)| (h, r.join().unwrap_or_else(|_| Err("panicked".into()))))
+                .collect()
+        })
     }
 
     /// `ctl COMMAND ARGS` on every target: read-only commands always;

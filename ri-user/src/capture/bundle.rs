@@ -99,6 +99,31 @@ pub struct InstrumentInfo {
     pub exits: Vec<Option<i32>>,
     /// Files of the bundle holding its output.
     pub files: Vec<String>,
+    /// On remote hosts: each host's events, losses and dropped updates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, Counts>,
+    /// Hosts it failed on, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+    /// A run ended without its summary (killed after the stop timeout, or
+    /// by a signal): its `lost` and `dropped` are then lower bounds.
+    #[serde(default)]
+    pub losses_unknown: bool,
+}
+
+/// One host's part of a fleet session: what the host said about itself
+/// and its targets when the session started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostPart {
+    /// The host, as `-H` named it.
+    pub host: String,
+    /// Its kernel (`uname -rv`).
+    pub kernel: String,
+    /// Its target processes.
+    pub targets: Vec<TargetInfo>,
+    /// Why its targets could not be read, if they could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One action a fired trigger took.
@@ -160,6 +185,13 @@ pub struct Manifest {
     pub lost: u64,
     /// Aggregation updates dropped over all instruments.
     pub dropped: u64,
+    /// Instruments whose losses are unknown (see `losses_unknown`).
+    #[serde(default)]
+    pub losses_unknown: Vec<String>,
+    /// A fleet session's hosts: each one's kernel and targets (its files
+    /// are under `hosts/HOST/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<HostPart>,
 }
 
 /// Output files being written, each a zstd stream of JSON lines.

@@ -13,7 +13,10 @@ use std::{
 
 use clap::Parser as _;
 
-use super::{CaptureError, file::InstrumentSpec};
+use super::{
+    CaptureError,
+    file::{InstrumentSpec, Targets},
+};
 use crate::cli::{Cli, Command as RiCommand};
 
 /// What an instrument prints.
@@ -44,8 +47,13 @@ pub struct Instrument {
 pub struct Scope<'a> {
     /// Target process ids.
     pub pids: &'a [u32],
-    /// Remote hosts (passed on as `-H`).
+    /// Processes by name, passed on as `--comm`/`--exe` (on remote hosts,
+    /// where this machine cannot resolve them).
+    pub select: Option<&'a Targets>,
+    /// Remote hosts (passed on as one `-H`), empty for this machine.
     pub hosts: &'a [String],
+    /// ssh flags passed on with `-H`.
+    pub ssh: &'a [String],
     /// The session's interval.
     pub interval: Duration,
 }
@@ -57,7 +65,16 @@ impl Instrument {
     /// Expands a session file's instrument against the session's targets.
     pub fn expand(name: &str, spec: &InstrumentSpec, scope: &Scope) -> Result<Self, CaptureError> {
         let bad = |m: String| CaptureError::Instrument(name.to_string(), m);
+        let remote = !scope.hosts.is_empty();
         let (mut argv, notes) = match (&spec.run, &spec.cmd) {
+            // A remote host expands the pack against its own processes.
+            (Some(run), _) if remote => {
+                let mut w = vec!["run".to_string(), run.clone()];
+                w.extend(spec.params.iter().map(|(k, v)| format!("{k}={v}")));
+                w.push("--json".into());
+                w.extend(target_flags(scope));
+                (w, Vec::new())
+            }
             (Some(run), _) => {
                 let opts = crate::pack::RunOptions {
                     instrument: run.clone(),
@@ -84,9 +101,7 @@ impl Instrument {
                         "'{f}': targets come from the session's [targets] (or the command line)"
                     )));
                 }
-                for pid in scope.pids {
-                    w.extend(["-p".into(), pid.to_string()]);
-                }
+                w.extend(target_flags(scope));
                 if !w.iter().any(|a| a == "--json") {
                     w.push("--json".into());
                 }
@@ -94,12 +109,18 @@ impl Instrument {
             }
             (None, None) => return Err(bad("needs run or cmd".into())),
         };
-        for h in scope.hosts {
-            argv.extend(["-H".into(), h.clone()]);
+        if remote {
+            argv.extend(["-H".into(), scope.hosts.join(",")]);
+            argv.extend(scope.ssh.iter().cloned());
         }
         let kind = kind_of(&argv).map_err(bad)?;
         if kind == Kind::Aggregation {
             set_interval(&mut argv, scope.interval);
+            if remote {
+                // Final prints keep each host's entries apart (by.host), so
+                // each host's part of the bundle gets its own.
+                argv.extend(["--by".into(), "host".into()]);
+            }
         }
         Ok(Instrument {
             name: name.to_string(),
@@ -110,6 +131,34 @@ impl Instrument {
     }
 }
 
+/// `-p` for each pid, and on remote hosts `--comm`/`--exe` as given.
+fn target_flags(scope: &Scope) -> Vec<String> {
+    let mut w = Vec::new();
+    for pid in scope.pids {
+        w.extend(["-p".into(), pid.to_string()]);
+    }
+    if let Some(t) = scope.select {
+        for c in &t.comm {
+            w.extend(["--comm".into(), c.clone()]);
+        }
+        for e in &t.exe {
+            w.extend(["--exe".into(), e.clone()]);
+        }
+    }
+    w
+}
+
+/// Whether a pack instrument traces or aggregates (from its definition,
+/// without resolving its targets).
+fn pack_kind(run: &str) -> Result<Kind, String> {
+    let packs = crate::pack::load_all(&[]).map_err(|e| e.to_string())?;
+    let (loaded, name) = crate::pack::find(&packs, run).map_err(|e| e.to_string())?;
+    Ok(match loaded.file.instruments[name].kind.as_str() {
+        "trace" => Kind::Trace,
+        _ => Kind::Aggregation,
+    })
+}
+
 /// Whether the command line traces or aggregates; other commands cannot
 /// be instruments.
 fn kind_of(argv: &[String]) -> Result<Kind, String> {
@@ -117,6 +166,7 @@ fn kind_of(argv: &[String]) -> Result<Kind, String> {
         .map_err(|e| crate::cli::fault(&e))?;
     match cli.command {
         RiCommand::Trace(_) => Ok(Kind::Trace),
+        RiCommand::Run(a) => pack_kind(&a.instrument),
         RiCommand::Count(_)
         | RiCommand::Hist(_)
         | RiCommand::Latency(_)

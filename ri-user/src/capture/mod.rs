@@ -4,6 +4,7 @@ mod actions;
 pub mod archive;
 pub mod bundle;
 pub mod file;
+pub mod hosts;
 pub mod instrument;
 mod perfetto;
 mod proto;

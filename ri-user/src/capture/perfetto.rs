@@ -20,7 +20,7 @@ use super::{
 };
 
 /// Event fields that are not arguments.
-const HEADER: &[&str] = &["probe", "pid", "tid", "cpu", "ts_ns"];
+const HEADER: &[&str] = &["probe", "pid", "tid", "cpu", "ts_ns", "host"];
 
 /// The packets being built, with their tracks.
 #[derive(Default)]
@@ -30,18 +30,27 @@ struct Builder {
     /// Events: (timestamp, order written, packet).
     events: Vec<(u64, usize, TracePacket)>,
     next_uuid: u64,
-    host: u64,
-    procs: HashMap<u32, u64>,
-    threads: HashMap<(u32, u32), u64>,
+    /// The bundle's first host: lines that name none are its.
+    first_host: String,
+    /// More than one host: track names say which.
+    fleet: bool,
+    hosts: HashMap<String, u64>,
+    procs: HashMap<(String, u32), u64>,
+    threads: HashMap<(String, u32, u32), u64>,
     counters: HashMap<String, u64>,
     /// Per process and lane name: each lane's uuid and when it is free.
-    lanes: HashMap<(u32, String), Vec<(u64, u64)>>,
-    names: BTreeMap<u32, (String, BTreeMap<u32, String>)>,
+    lanes: HashMap<(String, u32, String), Vec<(u64, u64)>>,
+    names: BTreeMap<(String, u32), (String, BTreeMap<u32, String>)>,
 }
 
 /// A keyed begin waiting for its end: its function, time, thread and
 /// arguments.
 type Begun = (String, u64, u32, Vec<DebugAnnotation>);
+
+/// The host of a line (an event's or a print's `host`), else the first.
+fn host_of<'a>(bld: &'a Builder, v: &'a Value) -> String {
+    v["host"].as_str().unwrap_or(&bld.first_host).to_string()
+}
 
 /// A slice waiting for its end.
 struct Open {
@@ -64,39 +73,65 @@ impl Builder {
         });
     }
 
-    fn process(&mut self, pid: u32) -> u64 {
-        if let Some(&u) = self.procs.get(&pid) {
+    /// The host's track.
+    fn host(&mut self, host: &str) -> u64 {
+        if let Some(&u) = self.hosts.get(host) {
             return u;
         }
         let u = self.uuid();
-        let comm = self.names.get(&pid).map_or(String::new(), |n| n.0.clone());
         self.track(TrackDescriptor {
             uuid: Some(u),
-            name: Some(format!("{comm} {pid}")),
+            name: Some(format!("host {host}")),
+            ..Default::default()
+        });
+        self.hosts.insert(host.to_string(), u);
+        u
+    }
+
+    /// ` (HOST)` after a track's name in a bundle of several hosts.
+    fn on(&self, host: &str) -> String {
+        match self.fleet {
+            true => format!(" ({host})"),
+            false => String::new(),
+        }
+    }
+
+    fn process(&mut self, host: &str, pid: u32) -> u64 {
+        let key = (host.to_string(), pid);
+        if let Some(&u) = self.procs.get(&key) {
+            return u;
+        }
+        self.host(host);
+        let u = self.uuid();
+        let comm = self.names.get(&key).map_or(String::new(), |n| n.0.clone());
+        self.track(TrackDescriptor {
+            uuid: Some(u),
+            name: Some(format!("{comm} {pid}{}", self.on(host))),
             process: Some(ProcessDescriptor {
                 pid: Some(pid as i32),
                 process_name: Some(comm),
             }),
             ..Default::default()
         });
-        self.procs.insert(pid, u);
+        self.procs.insert(key, u);
         u
     }
 
-    fn thread(&mut self, pid: u32, tid: u32) -> u64 {
-        if let Some(&u) = self.threads.get(&(pid, tid)) {
+    fn thread(&mut self, host: &str, pid: u32, tid: u32) -> u64 {
+        let key = (host.to_string(), pid, tid);
+        if let Some(&u) = self.threads.get(&key) {
             return u;
         }
-        self.process(pid);
+        self.process(host, pid);
         let u = self.uuid();
         let name = self
             .names
-            .get(&pid)
+            .get(&(host.to_string(), pid))
             .and_then(|n| n.1.get(&tid).cloned())
             .unwrap_or_else(|| format!("thread {tid}"));
         self.track(TrackDescriptor {
             uuid: Some(u),
-            name: Some(format!("{name} {tid}")),
+            name: Some(format!("{name} {tid}{}", self.on(host))),
             thread: Some(ThreadDescriptor {
                 pid: Some(pid as i32),
                 tid: Some(tid as i32),
@@ -104,7 +139,7 @@ impl Builder {
             }),
             ..Default::default()
         });
-        self.threads.insert((pid, tid), u);
+        self.threads.insert(key, u);
         u
     }
 
@@ -144,9 +179,9 @@ impl Builder {
     }
 
     /// A lane of process `pid` named `name` free at `from`, taken until `to`.
-    fn lane(&mut self, pid: u32, name: &str, from: u64, to: u64) -> u64 {
-        let parent = self.process(pid);
-        let key = (pid, name.to_string());
+    fn lane(&mut self, host: &str, pid: u32, name: &str, (from, to): (u64, u64)) -> u64 {
+        let parent = self.process(host, pid);
+        let key = (host.to_string(), pid, name.to_string());
         if let Some(l) = self
             .lanes
             .get_mut(&key)
@@ -166,21 +201,23 @@ impl Builder {
         u
     }
 
-    fn counter(&mut self, name: &str, unit: &str) -> u64 {
-        if let Some(&u) = self.counters.get(name) {
+    fn counter(&mut self, host: &str, name: &str, unit: &str) -> u64 {
+        let name = format!("{name}{}", self.on(host));
+        if let Some(&u) = self.counters.get(&name) {
             return u;
         }
+        let parent = self.host(host);
         let u = self.uuid();
         self.track(TrackDescriptor {
             uuid: Some(u),
-            name: Some(name.to_string()),
-            parent_uuid: Some(self.host),
+            name: Some(name.clone()),
+            parent_uuid: Some(parent),
             counter: Some(CounterDescriptor {
                 unit_name: Some(unit.to_string()),
             }),
             ..Default::default()
         });
-        self.counters.insert(name.to_string(), u);
+        self.counters.insert(name, u);
         u
     }
 }
@@ -245,8 +282,8 @@ fn trace_events(bld: &mut Builder, mut evs: Vec<Value>) {
         .filter(|p| probe_func(p).0)
         .map(|p| probe_func(p).1.to_string())
         .collect();
-    let mut stacks: HashMap<(u32, u32), Vec<Open>> = HashMap::new();
-    let mut keyed: HashMap<(u32, String), Begun> = HashMap::new();
+    let mut stacks: HashMap<(String, u32, u32), Vec<Open>> = HashMap::new();
+    let mut keyed: HashMap<(String, u32, String), Begun> = HashMap::new();
     let mut last_ts = 0;
     for e in &evs {
         let (Some(probe), Some(ts)) = (e["probe"].as_str(), e["ts_ns"].as_u64()) else {
@@ -255,9 +292,10 @@ fn trace_events(bld: &mut Builder, mut evs: Vec<Value>) {
         last_ts = ts;
         let pid = e["pid"].as_u64().unwrap_or(0) as u32;
         let tid = e["tid"].as_u64().unwrap_or(0) as u32;
+        let host = host_of(bld, e);
         let (ret, func) = probe_func(probe);
         if returns.contains(func) {
-            let stack = stacks.entry((pid, tid)).or_default();
+            let stack = stacks.entry((host.clone(), pid, tid)).or_default();
             if !ret {
                 stack.push(Open {
                     name: func.to_string(),
@@ -271,14 +309,14 @@ fn trace_events(bld: &mut Builder, mut evs: Vec<Value>) {
             let Some(at) = stack.iter().rposition(|o| o.name == func) else {
                 continue;
             };
-            let track = bld.thread(pid, tid);
+            let track = bld.thread(&host, pid, tid);
             for o in stack.drain(at..).rev() {
                 bld.slice(track, &o.name, (o.ts, ts), o.args);
             }
             continue;
         }
         if let Some(k) = e.get("key").map(Value::to_string) {
-            match keyed.remove(&(pid, k.clone())) {
+            match keyed.remove(&(host.clone(), pid, k.clone())) {
                 Some((begin, bts, btid, mut a)) if begin != func => {
                     a.extend(
                         args(e)
@@ -291,16 +329,16 @@ fn trace_events(bld: &mut Builder, mut evs: Vec<Value>) {
                         ..Default::default()
                     });
                     let name = format!("{begin} → {func}");
-                    let lane = bld.lane(pid, &name, bts, ts);
+                    let lane = bld.lane(&host, pid, &name, (bts, ts));
                     bld.slice(lane, &name, (bts, ts), a);
                 }
                 _ => {
-                    keyed.insert((pid, k), (func.to_string(), ts, tid, args(e)));
+                    keyed.insert((host, pid, k), (func.to_string(), ts, tid, args(e)));
                 }
             }
             continue;
         }
-        let track = bld.thread(pid, tid);
+        let track = bld.thread(&host, pid, tid);
         bld.event(
             ts,
             TrackEvent {
@@ -313,11 +351,11 @@ fn trace_events(bld: &mut Builder, mut evs: Vec<Value>) {
         );
     }
     // Calls still open at the end of the capture end with it.
-    for ((pid, tid), stack) in stacks {
+    for ((host, pid, tid), stack) in stacks {
         if stack.is_empty() {
             continue;
         }
-        let track = bld.thread(pid, tid);
+        let track = bld.thread(&host, pid, tid);
         for mut o in stack.into_iter().rev() {
             o.args.push(DebugAnnotation {
                 name: Some("unfinished".into()),
@@ -338,9 +376,10 @@ fn counters(bld: &mut Builder, inst: &str, prints: &[Value]) {
         if print["type"] == "final" {
             continue;
         }
+        let host = host_of(bld, print);
         let entries = print["entries"].as_array().cloned().unwrap_or_default();
         if print["kind"] == "inflight" {
-            let u = bld.counter(&format!("{inst} in flight"), "count");
+            let u = bld.counter(&host, &format!("{inst} in flight"), "count");
             bld.event(ts, counter_event(u, entries.len() as f64));
             continue;
         }
@@ -348,7 +387,7 @@ fn counters(bld: &mut Builder, inst: &str, prints: &[Value]) {
             let key = super::show::key_text(e);
             for (field, unit) in [("count", "count"), ("p99", "ns"), ("bytes", "bytes")] {
                 if let Some(v) = e.get(field).and_then(Value::as_f64) {
-                    let u = bld.counter(&format!("{inst} {field} {key}"), unit);
+                    let u = bld.counter(&host, &format!("{inst} {field} {key}"), unit);
                     bld.event(ts, counter_event(u, v));
                 }
             }
@@ -367,20 +406,24 @@ fn counter_event(track: u64, v: f64) -> TrackEvent {
 
 /// The Perfetto trace of a bundle, encoded.
 pub fn trace(b: &Bundle) -> Result<Vec<u8>, CaptureError> {
-    let mut bld = Builder::default();
+    let mut bld = Builder {
+        first_host: b.manifest.hosts.first().cloned().unwrap_or_default(),
+        fleet: b.manifest.hosts.len() > 1,
+        ..Default::default()
+    };
     for t in &b.manifest.targets {
+        let host = match t.host.is_empty() {
+            true => bld.first_host.clone(),
+            false => t.host.clone(),
+        };
         bld.names.insert(
-            t.pid,
+            (host, t.pid),
             (t.comm.clone(), t.threads.clone().into_iter().collect()),
         );
     }
-    bld.host = bld.uuid();
-    let host = b.manifest.hosts.first().cloned().unwrap_or_default();
-    bld.track(TrackDescriptor {
-        uuid: Some(bld.host),
-        name: Some(format!("host {host}")),
-        ..Default::default()
-    });
+    for h in &b.manifest.hosts {
+        bld.host(h);
+    }
     for i in &b.manifest.instruments {
         let lines = lines_of(b, &i.name)?;
         match i.kind {

@@ -3,6 +3,7 @@
 //! and at the end stop everything and write the manifest.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -17,6 +18,7 @@ use super::{
     CaptureError,
     bundle::{InstrumentInfo, Manifest, Stamp, Writer, utc_text},
     file::{InstrumentSpec, SessionFile, Targets, TriggerSpec},
+    hosts::{host_file, host_of, per_host},
     instrument::{Instrument, Kind, Msg, Runner, Scope},
     recorder::Recorder,
     targets,
@@ -36,6 +38,8 @@ pub struct RunOptions {
     pub archive: bool,
     /// Targets from the command line (replace the file's).
     pub targets: Targets,
+    /// ssh flags passed on with `-H` (`--ssh-config`, `--fanout`, `--push`).
+    pub ssh: Vec<String>,
     /// No progress line.
     pub quiet: bool,
 }
@@ -51,6 +55,10 @@ pub(super) struct Live {
     pub stop_at: Option<Instant>,
     pub recorder: Option<Recorder>,
     pub last_print: Option<Value>,
+    /// A fleet session's last print of each host.
+    pub host_prints: BTreeMap<String, Value>,
+    /// Hosts that said `attached`.
+    pub attached_hosts: BTreeSet<String>,
     pub interval_lines: u64,
     pub info: InstrumentInfo,
     pub log: String,
@@ -61,7 +69,8 @@ pub(super) struct Trig {
     pub spec: TriggerSpec,
     pub name: String,
     pub when: String,
-    pub armed: Armed,
+    /// Per host (`""`: this machine): each host's condition is its own.
+    pub armed: BTreeMap<String, Armed>,
 }
 
 /// Everything a running session holds.
@@ -74,6 +83,12 @@ pub(super) struct Session {
     pub start: Instant,
     pub start_stamp: Stamp,
     pub pids: Vec<u32>,
+    /// The targets as chosen (for remote `report` and `ctl`).
+    pub targets: Targets,
+    /// Remote hosts (a fleet session), empty for this machine.
+    pub hosts: Vec<String>,
+    /// ssh flags passed on with `-H`.
+    pub ssh: Vec<String>,
     pub manifest: Manifest,
 }
 
@@ -119,11 +134,21 @@ pub fn run(opts: &RunOptions) -> Result<PathBuf, CaptureError> {
             .map_or("session".into(), |s| s.to_string_lossy().into_owned())
     });
     let chosen = targets::choose(&file.targets, &opts.targets);
-    let pids = targets::resolve(&chosen)?;
-    let remote = targets::remote(&chosen.hosts);
+    // With a remote host among them, every host is reached through ssh
+    // and resolves the targets itself; else this machine's processes.
+    let remote = match targets::remote(&chosen.hosts).is_empty() {
+        true => Vec::new(),
+        false => chosen.hosts.clone(),
+    };
+    let pids = match remote.is_empty() {
+        true => targets::resolve(&chosen)?,
+        false => chosen.pids.clone(),
+    };
     let scope = Scope {
         pids: &pids,
+        select: (!remote.is_empty()).then_some(&chosen),
         hosts: &remote,
+        ssh: &opts.ssh,
         interval: file.interval,
     };
     let mut lives = Vec::new();
@@ -145,7 +170,7 @@ pub fn run(opts: &RunOptions) -> Result<PathBuf, CaptureError> {
                 .clone()
                 .unwrap_or_else(|| format!("trigger-{}", i + 1)),
             when: when_text(&text, i),
-            armed: Armed::default(),
+            armed: BTreeMap::new(),
         })
         .collect();
     let start_stamp = Stamp::now();
@@ -155,8 +180,19 @@ pub fn run(opts: &RunOptions) -> Result<PathBuf, CaptureError> {
     });
     let writer = Writer::create(&dir)?;
     writer.file("session.toml", text.as_bytes())?;
-    let mut hosts = vec![targets::hostname()];
-    hosts.extend(remote);
+    let hosts = match remote.is_empty() {
+        true => vec![targets::hostname()],
+        false => remote.clone(),
+    };
+    let parts = match remote.is_empty() {
+        true => Vec::new(),
+        false => targets::parts(&remote, &opts.ssh, &chosen),
+    };
+    for p in &parts {
+        if let Some(e) = &p.error {
+            crate::text::say(&format!("ri: {}: cannot read its targets: {e}", p.host));
+        }
+    }
     let manifest = Manifest {
         ri_version: env!("CARGO_PKG_VERSION").into(),
         session: name,
@@ -164,7 +200,10 @@ pub fn run(opts: &RunOptions) -> Result<PathBuf, CaptureError> {
         session_text: text.clone(),
         hosts,
         kernel: targets::kernel(),
-        targets: pids.iter().map(|&p| targets::info(p)).collect(),
+        targets: match remote.is_empty() {
+            true => pids.iter().map(|&p| targets::info(p)).collect(),
+            false => parts.iter().flat_map(|p| p.targets.clone()).collect(),
+        },
         start: start_stamp.clone(),
         end: None,
         interval: file.interval.as_secs_f64(),
@@ -172,6 +211,8 @@ pub fn run(opts: &RunOptions) -> Result<PathBuf, CaptureError> {
         fired: Vec::new(),
         lost: 0,
         dropped: 0,
+        losses_unknown: Vec::new(),
+        parts,
     };
     let (tx, rx) = channel();
     catch_signals();
@@ -184,6 +225,9 @@ pub fn run(opts: &RunOptions) -> Result<PathBuf, CaptureError> {
         start: Instant::now(),
         start_stamp,
         pids,
+        targets: chosen,
+        hosts: remote,
+        ssh: opts.ssh.clone(),
         manifest,
     };
     let result = s
@@ -234,6 +278,9 @@ impl Live {
                 runs: Vec::new(),
                 exits: Vec::new(),
                 files: Vec::new(),
+                hosts: BTreeMap::new(),
+                failed: Vec::new(),
+                losses_unknown: false,
             },
             inst,
             spec: spec.clone(),
@@ -243,6 +290,8 @@ impl Live {
             stop_at: None,
             recorder,
             last_print: None,
+            host_prints: BTreeMap::new(),
+            attached_hosts: BTreeSet::new(),
             interval_lines: 0,
             log: String::new(),
         }
@@ -278,6 +327,7 @@ impl Session {
         let l = &mut self.lives[i];
         l.runner = Some(r);
         l.attached = false;
+        l.attached_hosts.clear();
         l.stopping = false;
         l.info.runs.push((t, None));
         Ok(())
@@ -331,7 +381,9 @@ impl Session {
             "ri: session {}: {attached} of {} instruments attached to {}; bundle {}",
             self.manifest.session,
             self.lives.len(),
-            if self.pids.is_empty() {
+            if !self.hosts.is_empty() {
+                format!("hosts {}", self.hosts.join(","))
+            } else if self.pids.is_empty() {
                 "every process".to_string()
             } else {
                 format!("pid {:?}", self.pids)
@@ -346,11 +398,28 @@ impl Session {
         match m {
             Msg::Line(i, at, line) => self.line(i, at, line),
             Msg::Note(i, line) => {
+                let (host, said) = self.host_of_note(&line);
                 let l = &mut self.lives[i];
-                if line.starts_with("ri: attached") {
-                    l.attached = true;
+                if said.starts_with("ri: attached") {
+                    match &host {
+                        Some(h) => {
+                            l.attached_hosts.insert(h.clone());
+                            l.attached = l.attached_hosts.len() == self.hosts.len();
+                        }
+                        None => l.attached = true,
+                    }
                 }
-                l.info.counts.read(&line);
+                l.info.counts.read(said);
+                if let Some(h) = &host {
+                    l.info.hosts.entry(h.clone()).or_default().read(said);
+                }
+                if let Some(rest) = line.strip_prefix("ri: ")
+                    && let Some((h, why)) = rest.split_once(": failed: ")
+                    && self.hosts.iter().any(|x| x == h)
+                {
+                    l.info.failed.push(format!("{h}: {why}"));
+                    crate::text::say(&format!("ri: {}: {line}", l.inst.name));
+                }
                 if line.contains(" lost") && !line.ends_with(" 0 lost") || line.contains("dropped")
                 {
                     crate::text::say(&format!("ri: {}: {}", l.inst.name, line));
@@ -382,39 +451,74 @@ impl Session {
         }
     }
 
-    /// One output line: to the flight recorder or the bundle; a print is
-    /// also what value conditions read.
+    /// A stderr line's host (`HOST: ri: ...` from a remote ri) and what
+    /// it said.
+    fn host_of_note<'a>(&self, line: &'a str) -> (Option<String>, &'a str) {
+        if let Some((h, rest)) = line.split_once(": ")
+            && self.hosts.iter().any(|x| x == h)
+        {
+            return (Some(h.to_string()), rest);
+        }
+        (None, line)
+    }
+
+    /// One output line: to the flight recorder or the bundle (a fleet
+    /// session's under its host's part); a print is also what value
+    /// conditions read.
     fn line(&mut self, i: usize, at: Instant, line: String) -> Result<(), CaptureError> {
         let (t, mono) = (self.t(at), self.mono(at));
+        let fleet = !self.hosts.is_empty();
         let l = &mut self.lives[i];
         l.info.lines += 1;
         l.interval_lines += 1;
-        let stored = match l.inst.kind {
-            Kind::Trace => line,
-            Kind::Aggregation => {
-                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                let s = format!("{{\"t\":{t:.6},\"mono_ns\":{mono},\"print\":{line}}}");
-                l.last_print = Some(v);
-                s
-            }
-        };
-        if let Some(r) = l.recorder.as_mut() {
-            r.push(at, stored);
-        } else {
-            let f = l.out_file();
-            if !l.info.files.contains(&f) {
-                l.info.files.push(f.clone());
-            }
-            self.writer.line(&f, &stored)?;
+        if l.inst.kind == Kind::Trace {
+            let host = match fleet {
+                true => serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .and_then(|v| host_of(&v)),
+                false => None,
+            };
+            return self.store(i, at, host.as_deref(), line);
         }
-        if self.lives[i].inst.kind == Kind::Aggregation {
-            self.check_values(i)?;
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        let prints = match fleet {
+            true => per_host(v),
+            false => vec![(None, v)],
+        };
+        for (host, v) in prints {
+            let s = format!("{{\"t\":{t:.6},\"mono_ns\":{mono},\"print\":{v}}}");
+            let l = &mut self.lives[i];
+            l.last_print = Some(v.clone());
+            l.host_prints.insert(host.clone().unwrap_or_default(), v);
+            self.store(i, at, host.as_deref(), s)?;
+            self.check_values(i, host.unwrap_or_default())?;
         }
         Ok(())
     }
 
-    /// Value conditions on instrument `i`'s new print.
-    fn check_values(&mut self, i: usize) -> Result<(), CaptureError> {
+    /// Keeps a line in instrument `i`'s flight recorder, or writes it to
+    /// its file (under `hosts/HOST/` for a host's line).
+    fn store(
+        &mut self,
+        i: usize,
+        at: Instant,
+        host: Option<&str>,
+        line: String,
+    ) -> Result<(), CaptureError> {
+        let l = &mut self.lives[i];
+        if let Some(r) = l.recorder.as_mut() {
+            r.push(at, line);
+            return Ok(());
+        }
+        let f = host_file(host, &l.out_file());
+        if !l.info.files.contains(&f) {
+            l.info.files.push(f.clone());
+        }
+        self.writer.line(&f, &line)
+    }
+
+    /// Value conditions on instrument `i`'s new print (of `host`).
+    fn check_values(&mut self, i: usize, host: String) -> Result<(), CaptureError> {
         let Some(print) = self.lives[i].last_print.clone() else {
             return Ok(());
         };
@@ -438,7 +542,14 @@ impl Session {
             let (cmp, threshold) = (*cmp, *threshold);
             let v = value_of(&print, field);
             let need = self.trigs[k].spec.intervals;
-            if self.trigs[k].armed.observe(holds(cmp, v, threshold), need) {
+            // Hosts are checked on their own; the trigger fires once while
+            // any host's condition goes on holding.
+            let others = self.trigs[k]
+                .armed
+                .iter()
+                .any(|(h, a)| *h != host && a.latched);
+            let armed = self.trigs[k].armed.entry(host.clone()).or_default();
+            if armed.observe(holds(cmp, v, threshold), need) && !others {
                 self.fire(k, v)?;
             }
         }
@@ -475,7 +586,12 @@ impl Session {
                 _ => continue,
             };
             let need = self.trigs[k].spec.intervals;
-            if self.trigs[k].armed.observe(h, need) {
+            if self.trigs[k]
+                .armed
+                .entry(String::new())
+                .or_default()
+                .observe(h, need)
+            {
                 self.fire(k, v)?;
             }
         }
@@ -584,6 +700,10 @@ impl Session {
         }
         for l in &mut self.lives {
             if let Some(r) = l.runner.take() {
+                crate::text::say(&format!(
+                    "ri: instrument {} did not stop within 15 s: killed; its losses are unknown",
+                    l.inst.name
+                ));
                 l.info.exits.push(r.finish(Duration::from_secs(1)));
             }
         }
@@ -603,11 +723,23 @@ impl Session {
                 self.writer.file(&f, l.log.as_bytes())?;
                 l.info.files.push(f);
             }
-            if let Some(f) = super::show::folded_of(l.last_print.as_ref()) {
-                let rel = format!("folded/{}.folded", l.inst.name);
-                self.writer.file(&rel, f.as_bytes())?;
-                l.info.files.push(rel);
+            let prints: Vec<(Option<&str>, &Value)> = match self.hosts.is_empty() {
+                true => l.last_print.iter().map(|p| (None, p)).collect(),
+                false => l
+                    .host_prints
+                    .iter()
+                    .map(|(h, p)| (Some(h.as_str()), p))
+                    .collect(),
+            };
+            for (host, print) in prints {
+                if let Some(f) = super::show::folded_of(Some(print)) {
+                    let rel = host_file(host, &format!("folded/{}.folded", l.inst.name));
+                    self.writer.file(&rel, f.as_bytes())?;
+                    l.info.files.push(rel);
+                }
             }
+            // A run that ended by a signal (killed) printed no summary.
+            l.info.losses_unknown = l.info.exits.iter().any(Option::is_none);
         }
         let m = &mut self.manifest;
         for t in &mut m.targets {
@@ -617,6 +749,13 @@ impl Session {
         m.instruments = self.lives.iter().map(|l| l.info.clone()).collect();
         m.lost = m.instruments.iter().map(|i| i.counts.lost).sum();
         m.dropped = m.instruments.iter().map(|i| i.counts.dropped).sum();
+        m.losses_unknown = m
+            .instruments
+            .iter()
+            .filter(|i| i.losses_unknown)
+            .map(|i| i.name.clone())
+            .collect();
+        let unknown = m.losses_unknown.clone();
         let (lost, dropped, fired) = (m.lost, m.dropped, m.fired.len() as u64);
         let lines: u64 = m.instruments.iter().map(|i| i.lines).sum();
         let manifest = self.manifest.clone();
@@ -626,6 +765,12 @@ impl Session {
             dir.display(),
             crate::text::counted(fired, "trigger")
         ));
+        if !unknown.is_empty() {
+            crate::text::say(&format!(
+                "ri: losses unknown for {} (ended without a summary): see losses_unknown in manifest.json",
+                unknown.join(", ")
+            ));
+        }
         if lost > 0 || dropped > 0 {
             crate::text::say(
                 "ri: the bundle is incomplete: see each instrument's lost and dropped counts in manifest.json",

@@ -2,7 +2,13 @@
 //! (which replace them), resolved to processes, and what the manifest says
 //! about each process and this machine.
 
-use super::{CaptureError, bundle::TargetInfo, file::Targets};
+use serde_json::Value;
+
+use super::{
+    CaptureError,
+    bundle::{HostPart, TargetInfo},
+    file::Targets,
+};
 
 /// The command line's targets replace the file's: process selectors (`-p`,
 /// `--comm`, `--exe`) as a group, hosts (`-H`) on their own.
@@ -87,12 +93,7 @@ pub fn hostname() -> String {
 
 /// The kernel's release and version, as `uname -rv` prints them.
 pub fn kernel() -> String {
-    let read = |f: &str| {
-        std::fs::read_to_string(format!("/proc/sys/kernel/{f}"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    };
-    format!("{} {}", read("osrelease"), read("version"))
+    crate::report::kernel()
 }
 
 /// What the manifest records about a target process.
@@ -124,9 +125,136 @@ pub fn threads(pid: u32) -> std::collections::BTreeMap<u32, String> {
         .collect()
 }
 
+/// The flags that name the targets on a remote host for `report` and
+/// `ctl`: `--comm`/`--exe` as given, and the first pid.
+pub fn select_flags(t: &Targets) -> Vec<String> {
+    let mut w = Vec::new();
+    if let Some(p) = t.pids.first() {
+        w.extend(["-p".into(), p.to_string()]);
+    }
+    for c in &t.comm {
+        w.extend(["--comm".into(), c.clone()]);
+    }
+    for e in &t.exe {
+        w.extend(["--exe".into(), e.clone()]);
+    }
+    w
+}
+
+/// Runs `ri -H HOST SSH ARGS` (this ri, reaching the host through ssh):
+/// its stdout, or its last stderr line when it failed.
+pub fn on_host(host: &str, ssh: &[String], args: &[String]) -> Result<Vec<u8>, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .args(["-H", host])
+        .args(ssh)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(err.lines().last().unwrap_or("failed").to_string())
+    }
+}
+
+/// The JSON documents one host printed (`ri -H` prefixes several with a
+/// `== HOST ==` line and adds `host` to a single one; both are undone).
+pub fn documents(stdout: &[u8]) -> Vec<Value> {
+    let text = String::from_utf8_lossy(stdout);
+    let body = match text.strip_prefix("== ") {
+        Some(rest) => rest.split_once('\n').map_or("", |(_, b)| b),
+        None => &text,
+    };
+    serde_json::Deserializer::from_str(body)
+        .into_iter::<Value>()
+        .map_while(Result::ok)
+        .map(|mut v| {
+            if let Some(m) = v.as_object_mut() {
+                m.remove("host");
+            }
+            v
+        })
+        .collect()
+}
+
+/// Each remote host's kernel and targets, from a short `ri report`
+/// (process and threads, no stacks) run there, the hosts at once.
+pub fn parts(hosts: &[String], ssh: &[String], t: &Targets) -> Vec<HostPart> {
+    let mut args: Vec<String> = vec!["report".into()];
+    args.extend(select_flags(t));
+    args.extend(
+        ["--json", "--sections", "process,threads", "--no-stacks"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    std::thread::scope(|s| {
+        let running: Vec<_> = hosts
+            .iter()
+            .map(|h| (h, s.spawn(|| on_host(h, ssh, &args))))
+            .collect();
+        running
+            .into_iter()
+            .map(|(h, r)| {
+                let out = r.join().unwrap_or_else(|_| Err("panicked".into()));
+                part(h, out)
+            })
+            .collect()
+    })
+}
+
+/// One host's part from its report's output.
+fn part(host: &str, out: Result<Vec<u8>, String>) -> HostPart {
+    let docs = match out {
+        Ok(o) => documents(&o),
+        Err(e) => {
+            return HostPart {
+                host: host.into(),
+                kernel: String::new(),
+                targets: Vec::new(),
+                error: Some(e),
+            };
+        }
+    };
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let targets = docs
+        .iter()
+        .map(|d| TargetInfo {
+            pid: d["pid"].as_u64().unwrap_or(0) as u32,
+            comm: text(&d["process"]["name"]),
+            exe: text(&d["process"]["exe"]),
+            build_id: d["process"]["build_id"].as_str().map(String::from),
+            host: host.into(),
+            threads: d["threads"]["threads"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| (t["tid"].as_u64().unwrap_or(0) as u32, text(&t["name"])))
+                .collect(),
+        })
+        .collect();
+    HostPart {
+        host: host.into(),
+        kernel: docs.first().map(|d| text(&d["kernel"])).unwrap_or_default(),
+        targets,
+        error: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_or_several_documents_of_a_host() {
+        let one = documents(b"{\"host\":\"n1\",\"pid\":3}\n");
+        assert_eq!(one, vec![serde_json::json!({"pid": 3})]);
+        let two = documents(b"== n1 ==\n{\n  \"pid\": 3\n}\n{\"pid\": 4}\n");
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[1]["pid"], 4);
+    }
 
     #[test]
     fn command_line_targets_replace_the_files() {

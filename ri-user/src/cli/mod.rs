@@ -725,6 +725,27 @@ impl ReportArgs {
     }
 }
 
+impl Cli {
+    /// `ri session run` with `-H`: the session runs its instruments on the
+    /// hosts itself (one bundle with a part per host), so it takes the
+    /// hosts and the ssh flags instead of being sent to each host whole.
+    /// Whether it did.
+    pub fn session_takes_fleet(&mut self) -> Result<bool, String> {
+        let Command::Session {
+            action: SessionAction::Run(a),
+        } = &mut self.command
+        else {
+            return Ok(false);
+        };
+        let Some(spec) = &self.fleet.hosts else {
+            return Ok(false);
+        };
+        let hosts = crate::remote::parse_hosts(spec).map_err(|e| e.to_string())?;
+        a.fleet = Some((hosts, self.fleet.ssh_flags()));
+        Ok(true)
+    }
+}
+
 impl Command {
     /// The aggregation a `count|hist|latency|inflight|leaks` command stands
     /// for, or the command back when it is another one.

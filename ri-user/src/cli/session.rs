@@ -50,9 +50,10 @@ pub struct SessionRunArgs {
     /// Target processes by executable (repeatable).
     #[arg(long, value_name = "PATH")]
     pub exe: Vec<String>,
-    /// Target host (repeatable; issue "Fleet").
-    #[arg(short = 'H', long = "host", value_name = "HOST")]
-    pub hosts: Vec<String>,
+    /// The global `-H` and ssh flags (set by `Cli::session_takes_fleet`):
+    /// a session runs its instruments on the hosts itself.
+    #[arg(skip)]
+    pub fleet: Option<(Vec<String>, Vec<String>)>,
     /// No progress line.
     #[arg(short, long)]
     pub quiet: bool,
@@ -70,8 +71,9 @@ impl SessionRunArgs {
                 pids: self.pids.clone(),
                 comm: self.comm.clone(),
                 exe: self.exe.clone(),
-                hosts: self.hosts.clone(),
+                hosts: self.fleet.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
             },
+            ssh: self.fleet.as_ref().map(|f| f.1.clone()).unwrap_or_default(),
             quiet: self.quiet,
         })
     }

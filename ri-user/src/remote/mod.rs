@@ -76,6 +76,26 @@ pub struct FleetArgs {
     pub remote_child: Option<String>,
 }
 
+impl FleetArgs {
+    /// The ssh flags (not `-H`) as a command line passes them on.
+    pub fn ssh_flags(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.ssh_config {
+            out.extend(["--ssh-config".into(), c.display().to_string()]);
+        }
+        out.extend(["--fanout".into(), self.fanout.to_string()]);
+        if self.push {
+            out.push("--push".into());
+        }
+        out
+    }
+}
+
+/// The hosts a `-H` value names (a list or an inventory), in order.
+pub fn parse_hosts(spec: &str) -> Result<Vec<String>, RemoteError> {
+    hosts::parse(spec)
+}
+
 /// Why a fleet command cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {

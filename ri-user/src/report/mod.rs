@@ -35,7 +35,7 @@ pub use control::ControlSection;
 pub use memory::MemorySection;
 pub use net::{Fd, FilesSection, Socket, SocketsSection};
 pub use package::{Owner, PackageSection};
-pub use procfs::{ProcessSection, build_id};
+pub use procfs::{ProcessSection, build_id, kernel};
 pub use threads::{Frame, ThreadInfo, ThreadsSection};
 
 use crate::{Error, target};
@@ -158,6 +158,8 @@ pub struct Report {
     pub ri_version: &'static str,
     /// How long gathering took, in milliseconds.
     pub duration_ms: f64,
+    /// The kernel it runs on (release and version, as `uname -rv`).
+    pub kernel: String,
     /// `process` section.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessSection>,
@@ -236,6 +238,7 @@ pub fn collect(opts: &ReportOptions) -> Result<Report, Error> {
         time,
         ri_version: env!("CARGO_PKG_VERSION"),
         duration_ms: 0.0,
+        kernel: procfs::kernel(),
         process: None,
         package: None,
         threads: None,

@@ -249,6 +249,16 @@ pub fn parse_limits(text: &str) -> Vec<Limit> {
         .collect()
 }
 
+/// The kernel's release and version, as `uname -rv` prints them.
+pub fn kernel() -> String {
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{f}"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    format!("{} {}", read("osrelease"), read("version"))
+}
+
 /// The GNU build-id of a 64-bit little-endian ELF file, in hex: read from
 /// its `PT_NOTE` segments only, so large binaries cost a few small reads.
 pub fn build_id(path: &Path) -> Option<String> {
