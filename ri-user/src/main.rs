@@ -40,13 +40,13 @@ fn main() -> ExitCode {
     let result = ri::dispatch::run_cli(cli);
     // A `-c` command started early whose probes never got attached.
     ri::session::early::abort();
-    if ri::remote::deferred() {
+    if ri::ctl::defer::held() {
         // A mutation held back for the local ri to confirm.
         match result {
             Ok(()) | Err(ri::Error::Ctl(ri::ctl::CtlError::Deferred(_))) => {}
             Err(e) => eprintln!("ri: error: {e}"),
         }
-        return ExitCode::from(ri::remote::NEEDS_CONFIRMATION);
+        return ExitCode::from(ri::ctl::defer::NEEDS_CONFIRMATION);
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! `ri-control` serve (docs/CONTROL-PROTOCOL.md). It finds sockets, lists
 //! a target's commands and runs one, asking before a mutating command.
 
+pub mod defer;
 mod procsock;
 
 use std::{
@@ -176,7 +177,7 @@ pub fn run(opts: &CtlOptions) -> Result<(), crate::Error> {
             };
             let mutates = info.is_some_and(|c| c.mutates);
             if mutates && !opts.yes {
-                if crate::remote::child_active() {
+                if defer::holding() {
                     return Err(defer(&mut client, opts.endpoint.as_ref(), command).into());
                 }
                 confirm(&mut client, command)?;
@@ -569,7 +570,7 @@ fn defer(client: &mut Client, ep: Option<&Endpoint>, command: &str) -> CtlError 
         .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
         .map(|c| c.trim_end().to_string())
         .unwrap_or_else(|| "?".into());
-    crate::remote::defer(pid.unwrap_or(-1), &comm, command);
+    defer::hold(pid.unwrap_or(-1), &comm, command);
     CtlError::Deferred(command.to_string())
 }
 

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::{CONFIRM, HELLO, PROTOCOL, RemoteError};
+use super::{HELLO, PROTOCOL, RemoteError};
 
 /// A local ri writes a heartbeat line this often ([`HEARTBEAT`]); this
 /// long without one means the connection is gone, even when TCP has not
@@ -19,30 +19,10 @@ pub const HEARTBEAT: Duration = Duration::from_millis(250);
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-/// Whether a mutation was held back for the local ri to confirm.
-static DEFERRED: AtomicBool = AtomicBool::new(false);
-
 /// Whether this ri runs for a local ri over ssh (aggregations then print
 /// JSON with raw buckets, for an exact merge).
 pub fn active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
-}
-
-/// Holds back a mutation that needs confirmation (in remote mode only):
-/// tells the local ri, on a line of its own on stderr, which process it
-/// would touch (`pid`, `comm`) with which command.
-pub fn defer(pid: i64, comm: &str, command: &str) {
-    if active() {
-        DEFERRED.store(true, Ordering::Relaxed);
-        let line = serde_json::json!({"pid": pid, "comm": comm, "command": command});
-        eprintln!("{CONFIRM} {line}");
-    }
-}
-
-/// Whether a mutation was held back ([`defer`]): the run then exits with
-/// [`super::NEEDS_CONFIRMATION`].
-pub fn deferred() -> bool {
-    DEFERRED.load(Ordering::Relaxed)
 }
 
 /// Enters remote mode after checking that the local ri speaks `theirs`
@@ -75,6 +55,7 @@ pub fn enter(theirs: &str) -> Result<(), RemoteError> {
         });
     }
     ACTIVE.store(true, Ordering::Relaxed);
+    crate::ctl::defer::hold_mutations();
     // Tells the local ri that what follows on stderr is this ri's own.
     eprintln!("{HELLO}");
     // SAFETY: prctl and signal with constant arguments.

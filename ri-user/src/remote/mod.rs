@@ -19,7 +19,7 @@ use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
 use clap::Args;
 
-pub use child::{active as child_active, defer, deferred};
+pub use child::active as child_active;
 pub use interactive::Fleet;
 
 /// The protocol between a local and a remote ri: a version of the argument
@@ -30,13 +30,7 @@ pub const PROTOCOL: &str = concat!("1/", env!("CARGO_PKG_VERSION"));
 /// before it.
 pub const HELLO: &str = concat!("ri-remote 1/", env!("CARGO_PKG_VERSION"));
 
-/// Exit status of a remote ri that held back a mutation for the local ri
-/// to confirm ([`child::defer`]).
-pub const NEEDS_CONFIRMATION: u8 = 4;
-
-/// Opens a stderr line of a remote ri naming a process a held-back mutation
-/// would touch; JSON follows.
-pub const CONFIRM: &str = "ri-remote-confirm";
+pub use crate::ctl::defer::{CONFIRM, NEEDS_CONFIRMATION};
 
 /// This binary's GNU build-id (its SHA-256 when it has none): two ri of
 /// the same version but another build are told apart by it.
