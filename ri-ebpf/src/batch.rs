@@ -9,13 +9,16 @@ use core::{
 };
 
 use aya_ebpf::{
-    helpers::generated::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    bindings::pt_regs,
+    helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::map,
     maps::PerCpuArray,
 };
-use ri_common::{BATCH_AGE_NS, BATCH_BYTES, Batch, EVENT_MAX, Scratch};
+use ri_common::{
+    BATCH_AGE_NS, BATCH_BYTES, Batch, EVENT_MAX, HEADER_LEN, MAX_INSNS, NUM_REGS, Plan, Scratch,
+};
 
-use crate::{EVENTS, LOST, wakeup_flags};
+use crate::{EVENTS, LOST, select, wakeup_flags};
 
 /// This CPU's batch of events not yet in the ring.
 #[map]
@@ -80,6 +83,98 @@ pub fn send(s: &Scratch, len: usize, now: u64) {
         flush(b, now);
     }
     leave(b);
+}
+
+/// A plan of `REG r, EMIT` pairs (`REGS_ONLY`, registers of the hit only),
+/// written straight into this CPU's batch: header and registers at the
+/// batch's end, with no scratch event to build and copy. False when it
+/// sent nothing (batching off, or the batch busy): the caller builds the
+/// event the general way.
+#[inline(always)]
+pub fn send_regs(regs: *const pt_regs, p: &Plan, cookie: u64) -> bool {
+    // SAFETY: a read-only global the loader sets.
+    let max = unsafe { core::ptr::read_volatile(&BATCH_EVENTS) };
+    let b = match BATCH.get_ptr_mut(0) {
+        // SAFETY: this CPU's batch; `busy` keeps a nested program out.
+        Some(b) if max > 1 => unsafe { &mut *b },
+        _ => return false,
+    };
+    if !enter(b) {
+        return false;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let pairs = (p.n_insns / 2).min(MAX_INSNS as u32 / 2) as usize;
+    let len = HEADER_LEN + 8 * pairs;
+    let last = get(&b.last_ns);
+    put(&mut b.last_ns, now);
+    // Sparse events go at once (from the empty batch's start).
+    let sparse = now.wrapping_sub(last) >= BATCH_AGE_NS && get(&b.n) == 0;
+    if !sparse && get(&b.len) as usize + len > BATCH_BYTES {
+        flush(b, now);
+    }
+    let off = if sparse {
+        0
+    } else {
+        get(&b.len) as usize & (BATCH_BYTES - 1)
+    };
+    // The registers, each read at its constant offset into the stack, then
+    // picked by index (the verifier allows no computed context offsets).
+    let mut r = [0u64; NUM_REGS];
+    // SAFETY: the uprobe context is the probed thread's pt_regs, NUM_REGS
+    // words in `regs` order.
+    unsafe {
+        let src = regs as *const u64;
+        for (i, v) in r.iter_mut().enumerate() {
+            *v = core::ptr::read_volatile(src.add(i));
+        }
+    }
+    let ids = select::ids();
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    // SAFETY: off < BATCH_BYTES, plus a header and at most MAX_INSNS / 2
+    // words, stays inside `data` (room for EVENT_MAX past BATCH_BYTES).
+    unsafe {
+        let w = b.data.as_mut_ptr().add(off) as *mut u64;
+        // EventHeader as words: ts; pid (tgid), tid; plan, site (the
+        // cookie's halves); cpu, payload_len; faults.
+        write_volatile(w, now);
+        write_volatile(w.add(1), ids.rotate_left(32));
+        write_volatile(w.add(2), cookie);
+        write_volatile(w.add(3), cpu | ((8 * pairs as u64) << 32));
+        write_volatile(w.add(4), 0);
+        let out = w.add(HEADER_LEN / 8);
+        for i in 0..MAX_INSNS / 2 {
+            if i >= pairs {
+                break;
+            }
+            let k = p.insns[2 * i].len as usize;
+            let v = if k < NUM_REGS { r[k] } else { 0 };
+            write_volatile(out.add(i), v);
+        }
+    }
+    if sparse {
+        let len = if len > EVENT_MAX { EVENT_MAX } else { len };
+        let data = &b.data[..len];
+        if EVENTS.output::<[u8]>(data, wakeup_flags(now)).is_err() {
+            lost(1);
+        }
+        leave(b);
+        return true;
+    }
+    put(&mut b.len, (off + len) as u32);
+    let count = get(&b.n) + 1;
+    put(&mut b.n, count);
+    if count == 1 {
+        put(&mut b.first_ns, now);
+        set_pending(now);
+    }
+    if count >= max
+        || off + len >= BATCH_BYTES
+        || now.wrapping_sub(get(&b.first_ns)) >= BATCH_AGE_NS
+    {
+        flush(b, now);
+    }
+    leave(b);
+    true
 }
 
 /// Marks the batch busy; false when another program on this CPU, which

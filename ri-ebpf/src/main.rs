@@ -191,6 +191,12 @@ fn run<C: StackIdContext, const FULL: bool>(probe: &C) -> u32 {
         // SAFETY: this CPU's slot.
         unsafe { *h += 1 };
     }
+    if flags & plan_flags::REGS_ONLY != 0
+        && flags & (plan_flags::ENTRY_ARGS | plan_flags::STACK | plan_flags::AGGREGATE) == 0
+        && batch::send_regs(regs, p, cookie)
+    {
+        return 0;
+    }
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };

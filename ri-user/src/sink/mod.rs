@@ -192,6 +192,8 @@ impl<W: Write> Sink for TextSink<W> {
 pub struct JsonSink<W: Write> {
     out: W,
     opts: dwarf::value::Options,
+    /// The line being built, kept between events (no allocation per event).
+    line: Vec<u8>,
 }
 
 impl<W: Write> JsonSink<W> {
@@ -200,82 +202,80 @@ impl<W: Write> JsonSink<W> {
         JsonSink {
             out,
             opts: value_options(formatters),
+            line: Vec::with_capacity(256),
         }
     }
 }
 
 /// Bytes as a JSON string of hex digits.
-fn push_hex(bytes: &[u8], line: &mut String) {
-    line.push('"');
+fn push_hex(bytes: &[u8], line: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    line.push(b'"');
     for c in bytes {
-        line.push_str(&format!("{c:02x}"));
+        line.extend_from_slice(&[HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
     }
-    line.push('"');
+    line.push(b'"');
+}
+
+/// `v` as a JSON string, appended.
+fn push_json<T: serde::Serialize + ?Sized>(line: &mut Vec<u8>, v: &T) -> io::Result<()> {
+    serde_json::to_writer(line, v).map_err(io::Error::other)
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, site: &SiteInfo<'_>, ev: &Event<'_>) -> io::Result<()> {
         let h = &ev.header;
-        let mut line = String::with_capacity(128);
-        line.push_str("{\"probe\":");
-        line.push_str(&serde_json::to_string(site.probe).map_err(io::Error::other)?);
-        line.push_str(&format!(
+        let line = &mut self.line;
+        line.clear();
+        line.extend_from_slice(b"{\"probe\":");
+        push_json(line, site.probe)?;
+        write!(
+            line,
             ",\"pid\":{},\"tid\":{},\"cpu\":{},\"ts_ns\":{}",
             h.pid, h.tid, h.cpu, h.ts_ns
-        ));
+        )?;
         let mut stacks = site.stacks.iter();
         for (f, v) in site.fields.iter().zip(&ev.values) {
-            line.push(',');
-            line.push_str(&serde_json::to_string(&f.name).map_err(io::Error::other)?);
-            line.push(':');
+            line.push(b',');
+            push_json(line, &f.name)?;
+            line.push(b':');
             match v {
-                Value::U64(x) => line.push_str(&x.to_string()),
-                Value::I64(x) => line.push_str(&x.to_string()),
-                Value::Hex(x) => line.push_str(&format!("\"{x:#x}\"")),
-                Value::Str(s) => line.push_str(
-                    &serde_json::to_string(&String::from_utf8_lossy(s))
-                        .map_err(io::Error::other)?,
-                ),
-                Value::Bytes(b) => push_hex(b, &mut line),
-                Value::Enum(_, Some(n)) => {
-                    line.push_str(&serde_json::to_string(n).map_err(io::Error::other)?)
-                }
-                Value::Enum(v, None) => line.push_str(&v.to_string()),
+                Value::U64(x) => write!(line, "{x}")?,
+                Value::I64(x) => write!(line, "{x}")?,
+                Value::Hex(x) => write!(line, "\"{x:#x}\"")?,
+                Value::Str(s) => push_json(line, &*String::from_utf8_lossy(s))?,
+                Value::Bytes(b) => push_hex(b, line),
+                Value::Enum(_, Some(n)) => push_json(line, n)?,
+                Value::Enum(v, None) => write!(line, "{v}")?,
                 Value::Object(bytes, t) => {
-                    line.push_str(&render(bytes, t, &self.opts).to_json().to_string())
+                    write!(line, "{}", render(bytes, t, &self.opts).to_json())?
                 }
                 Value::Stack(v, _) => match stacks.next() {
-                    Some(r) => line.push_str(&r.json().to_string()),
-                    None => line.push_str(&format!("\"{v:#x}\"")),
+                    Some(r) => write!(line, "{}", r.json())?,
+                    None => write!(line, "\"{v:#x}\"")?,
                 },
                 Value::Late { bytes, str } => {
                     if *str {
-                        line.push_str(
-                            &serde_json::to_string(&String::from_utf8_lossy(bytes))
-                                .map_err(io::Error::other)?,
-                        );
+                        push_json(line, &*String::from_utf8_lossy(bytes))?;
                     } else {
-                        push_hex(bytes, &mut line);
+                        push_hex(bytes, line);
                     }
                     // Read from the file after the event, not by the kernel.
-                    line.push(',');
-                    line.push_str(
-                        &serde_json::to_string(&format!("{}@late", f.name))
-                            .map_err(io::Error::other)?,
-                    );
-                    line.push_str(":true");
+                    line.push(b',');
+                    push_json(line, &format!("{}@late", f.name))?;
+                    line.extend_from_slice(b":true");
                 }
-                Value::Fault | Value::ReadFailed { .. } => line.push_str("null"),
+                Value::Fault | Value::ReadFailed { .. } => line.extend_from_slice(b"null"),
             }
         }
         for (name, text) in &ev.extra {
-            line.push(',');
-            line.push_str(&serde_json::to_string(name).map_err(io::Error::other)?);
-            line.push(':');
-            line.push_str(&serde_json::to_string(text).map_err(io::Error::other)?);
+            line.push(b',');
+            push_json(line, name)?;
+            line.push(b':');
+            push_json(line, text)?;
         }
-        line.push_str("}\n");
-        self.out.write_all(line.as_bytes())
+        line.extend_from_slice(b"}\n");
+        self.out.write_all(line)
     }
 
     fn flush(&mut self) -> io::Result<()> {
