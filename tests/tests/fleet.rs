@@ -5,6 +5,8 @@
 
 use std::{
     collections::BTreeMap,
+    io::Read,
+    process::Stdio,
     time::{Duration, Instant},
 };
 
