@@ -251,6 +251,8 @@ pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     let whole_section = crate::bench_run::section(&fx, crate::bench_run::REPS, Some(&wild))?;
     let ab_section = crate::bench_ab::hist_section(&fx, 2 * REPS + 1, N_NOP5)?;
     let trace_section = crate::bench_trace::section(&fx, 2 * REPS + 1, N_NOP5)?;
+    eprintln!("bench: ri serve (scrape of 10,000 series, per hit, idle CPU)");
+    let serve_section = crate::bench_serve::section(10_000, 10, 5)?;
 
     let mut report = render(&Report {
         none,
@@ -276,6 +278,8 @@ pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     report.push_str(&wild_section);
     report.push('\n');
     report.push_str(&whole_section);
+    report.push('\n');
+    report.push_str(&serve_section);
     write_report("RESULTS.md", &report)
 }
 

@@ -40,6 +40,8 @@ struct Live {
     /// With targets by name: the kernel's selection, and who is in it.
     watcher: Option<Watcher>,
     selected: BTreeSet<u32>,
+    /// Whether a process was ever selected: later ones are restarts.
+    seen_any: bool,
     /// Series id of each (plan, key bytes) read: a key's labels never
     /// change, and decoding them is most of a scrape of many series. As
     /// many as the kernel map's keys, so bounded by its size.
@@ -82,7 +84,7 @@ pub struct Instrument {
     base_full: u64,
     /// Attach attempts that failed.
     pub attach_failures: u64,
-    /// Processes that joined by name after the first attachment (restarts).
+    /// Processes that joined by name after the first one (restarts).
     pub restarts: u64,
     retry: Option<Retry>,
 }
@@ -207,9 +209,17 @@ impl Instrument {
                     let (pid, line) = match c {
                         Change::Joined(pid) => {
                             live.selected.insert(pid);
-                            live.names.borrow_mut().add(pid);
-                            live.stacks.borrow_mut().watch(pid);
-                            self.restarts += 1;
+                            // Kept per process only where keys need them.
+                            if live.plans.iter().any(|p| !p.labels.is_empty()) {
+                                live.names.borrow_mut().add(pid);
+                            }
+                            if live.set.has_stacks() {
+                                live.stacks.borrow_mut().watch(pid);
+                            }
+                            if live.seen_any {
+                                self.restarts += 1;
+                            }
+                            live.seen_any = true;
                             (pid, "started: attached")
                         }
                         Change::Left(pid) => {
@@ -357,6 +367,7 @@ impl Instrument {
             stacks: RefCell::new(stacks),
             pids: pids.to_vec(),
             watcher,
+            seen_any: !selected.is_empty(),
             selected,
             ids: HashMap::new(),
             batch: HashBatch::default(),
@@ -381,7 +392,7 @@ impl Instrument {
 
     /// Series exposed.
     pub fn series(&self) -> usize {
-        self.table.len()
+        self.table.admitted()
     }
 
     /// Writes its metric: counters and histograms straight into `out`,

@@ -156,7 +156,7 @@ impl Server {
         );
         let mut restarts = per(
             "ri_target_restarts",
-            "processes attached by name after an instrument's first attachment (restarts, or new ones)",
+            "processes attached by name after the first one an instrument followed (restarts, or more of them)",
         );
         let mut series = per("ri_series", "series exposed, per instrument");
         for i in &mut self.instruments {

@@ -14,9 +14,11 @@ use crate::agg;
 /// The id of a series refused by the cap.
 pub const REFUSED: u32 = u32::MAX;
 
-/// `le` lines per histogram series at most: fine buckets (16 per power of
-/// two) are merged 2, 4, 8 or 16 at a time when their range is wider.
-pub const MAX_LE: u32 = 64;
+/// `le` lines per histogram series at most: 8 powers of two at full
+/// resolution (16 buckets each, which `histogram_quantile` needs to stay
+/// within a few percent); wider ranges merge fine buckets 2, 4, 8 or 16 at
+/// a time.
+pub const MAX_LE: u32 = 128;
 
 /// Hits of one series: count, wrapping sum, hits per fine bucket (sorted).
 #[derive(Debug, Default, Clone)]
@@ -159,7 +161,7 @@ impl Table {
     }
 
     /// Series admitted.
-    pub fn len(&self) -> usize {
+    pub fn admitted(&self) -> usize {
         self.series.len()
     }
 
@@ -189,12 +191,16 @@ impl Table {
     pub fn write_counter(&self, out: &mut String, name: &str, help: &str) {
         let _ = write!(out, "# HELP {name}_total {help}\n# TYPE {name}_total counter\n");
         for s in &self.series {
-            let n = s.base.count + s.now.count;
-            if s.text.is_empty() {
-                let _ = writeln!(out, "{name}_total {n}");
-            } else {
-                let _ = writeln!(out, "{name}_total{{{}}} {n}", s.text);
+            out.push_str(name);
+            out.push_str("_total");
+            if !s.text.is_empty() {
+                out.push('{');
+                out.push_str(&s.text);
+                out.push('}');
             }
+            out.push(' ');
+            push_u64(out, s.base.count + s.now.count);
+            out.push('\n');
         }
     }
 
@@ -216,6 +222,7 @@ impl Table {
         }
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} histogram\n");
         let mut counts = vec![0u64; self.les.len()];
+        let mut prefix = String::new();
         for s in &self.series {
             counts.iter_mut().for_each(|c| *c = 0);
             for &(b, n) in s.base.buckets.iter().chain(&s.now.buckets) {
@@ -223,10 +230,17 @@ impl Table {
                 counts[i as usize] += n;
             }
             let sep = if s.text.is_empty() { "" } else { "," };
+            // The hot loop: a line per bound, pushed without formatting.
+            prefix.clear();
+            let _ = write!(prefix, "{name}_bucket{{{}{sep}le=\"", s.text);
             let mut cum = 0;
             for (le, c) in self.les.iter().zip(&counts) {
                 cum += c;
-                let _ = writeln!(out, "{name}_bucket{{{}{sep}le=\"{le}\"}} {cum}", s.text);
+                out.push_str(&prefix);
+                out.push_str(le);
+                out.push_str("\"} ");
+                push_u64(out, cum);
+                out.push('\n');
             }
             let count = s.base.count + s.now.count;
             let sum = s.base.sum.wrapping_add(s.now.sum) as f64 / unit;
@@ -252,6 +266,22 @@ impl Table {
             }
         }
     }
+}
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or("0"));
 }
 
 /// Fine buckets per exported bucket for the range `lo..hi` (multiples of
@@ -305,6 +335,16 @@ mod tests {
         assert!(out.contains("ri_h_bucket{op=\"w\\\"x\",le=\"1\"} 1\n"), "{out}");
         assert!(out.contains("ri_h_bucket{op=\"w\\\"x\",le=\"+Inf\"} 3\n"), "{out}");
         assert!(out.contains("ri_h_sum{op=\"w\\\"x\"} 6\n"), "{out}");
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        let mut out = String::new();
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            push_u64(&mut out, n);
+            out.push(' ');
+        }
+        assert_eq!(out, format!("0 7 10 1234567890 {} ", u64::MAX));
     }
 
     #[test]
