@@ -57,13 +57,16 @@ struct Serve {
 impl Serve {
     fn start(cfg_text: &str, args: &[&str]) -> Result<Serve> {
         let port = free_port()?;
-        let cfg = std::env::temp_dir().join(format!(
-            "ri-bench-serve.{}.{port}.toml",
-            std::process::id()
-        ));
+        let cfg =
+            std::env::temp_dir().join(format!("ri-bench-serve.{}.{port}.toml", std::process::id()));
         std::fs::write(&cfg, cfg_text)?;
         let child = Command::new(crate::ri_bin())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
             .arg(&cfg)
             .args(args)
             .stdin(Stdio::null())
@@ -163,7 +166,9 @@ fn scrapes_section(calls: &Path, series: u32, scrapes: usize, idle: u64) -> Resu
         bytes = text.len();
     }
     if n_count as u32 != counts || n_hist as u32 != hists {
-        bail!("expected {counts} count and {hists} histogram series, scraped {n_count} and {n_hist}");
+        bail!(
+            "expected {counts} count and {hists} histogram series, scraped {n_count} and {n_hist}"
+        );
     }
     let med = median(&mut total);
     let slowest = total.last().copied().unwrap_or(f64::NAN);
@@ -262,18 +267,29 @@ fn per_hit(calls: &Path) -> Result<String> {
         let quoted: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
         std::fs::write(
             &cfg,
-            format!("[[instrument]]\nname = \"hit\"\ncommand = [{}]\n", quoted.join(", ")),
+            format!(
+                "[[instrument]]\nname = \"hit\"\ncommand = [{}]\n",
+                quoted.join(", ")
+            ),
         )?;
         let port = free_port()?;
         let served = crate::bench::prog_ns(calls, |pid| {
             let mut cmd = Command::new(crate::ri_bin());
-            cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
-                .arg(&cfg)
-                .args(["-p", &pid.to_string()]);
+            cmd.args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
+            .arg(&cfg)
+            .args(["-p", &pid.to_string()]);
             cmd
         });
         let _ = std::fs::remove_file(&cfg);
-        let ns = |r: &Result<f64>| r.as_ref().map_or_else(|e| format!("error: {e}"), |v| format!("{v:.1}"));
+        let ns = |r: &Result<f64>| {
+            r.as_ref()
+                .map_or_else(|e| format!("error: {e}"), |v| format!("{v:.1}"))
+        };
         let _ = writeln!(
             rows,
             "| `{}` | {} | {} |",

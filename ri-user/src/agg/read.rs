@@ -120,7 +120,8 @@ pub fn snapshot_with(
         .iter()
         .any(|p| p.plan.plan.flags & plan_flags::SMALL_KEY != 0);
     // Key layout: plan, site, bucket, pad (u32 each), then the key bytes.
-    let word = |k: &[u8], i: usize| u32::from_ne_bytes(k[i * 4..i * 4 + 4].try_into().unwrap_or_default());
+    let word =
+        |k: &[u8], i: usize| u32::from_ne_bytes(k[i * 4..i * 4 + 4].try_into().unwrap_or_default());
     if engine
         .read_hash_batch("AGG", std::mem::size_of::<AggKey>(), buf)
         .is_ok()

@@ -212,13 +212,18 @@ mod tests {
         let text = "pids = [7]\n[[instrument]]\ncommand = [\"count\", \"u:/bin/x:f(a)\"]\n\
                     [[instrument]]\nrun = \"motr.fops\"\ncomm = \"m0d\"\n";
         let c = parse(text, Path::new("s.toml")).unwrap();
-        let r = c.resolve(&["motr.ops".into()], &Targets::default()).unwrap();
+        let r = c
+            .resolve(&["motr.ops".into()], &Targets::default())
+            .unwrap();
         assert_eq!(r[0].name, "count_f");
         assert_eq!(r[0].targets.pids, [7]);
         assert_eq!(r[1].name, "motr_fops");
         assert_eq!(r[1].targets.comms, ["m0d"]);
         assert_eq!(r[2].name, "motr_ops");
-        assert!(c.resolve(&["motr.fops".into()], &Targets::default()).is_err());
+        assert!(
+            c.resolve(&["motr.fops".into()], &Targets::default())
+                .is_err()
+        );
         let cli = Targets {
             exes: vec!["/bin/m0d".into()],
             ..Default::default()

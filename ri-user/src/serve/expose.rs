@@ -18,7 +18,6 @@ pub enum Value {
     Counter(f64),
     /// A level.
     Gauge(f64),
-
 }
 
 /// A metric: name, help and its series (all of one type).

@@ -304,7 +304,10 @@ impl Instrument {
         };
         self.table.begin();
         if let Err(e) = read(&mut live, &mut self.table) {
-            log(4, &format!("{}: last read before detaching: {e}", self.spec.name));
+            log(
+                4,
+                &format!("{}: last read before detaching: {e}", self.spec.name),
+            );
         }
         self.table.carry();
         self.base_lost += live.engine.lost().unwrap_or(0);

@@ -189,7 +189,10 @@ impl Table {
 
     /// Writes the series as counter `name` (classic text format).
     pub fn write_counter(&self, out: &mut String, name: &str, help: &str) {
-        let _ = write!(out, "# HELP {name}_total {help}\n# TYPE {name}_total counter\n");
+        let _ = write!(
+            out,
+            "# HELP {name}_total {help}\n# TYPE {name}_total counter\n"
+        );
         for s in &self.series {
             out.push_str(name);
             out.push_str("_total");
@@ -245,7 +248,11 @@ impl Table {
             let count = s.base.count + s.now.count;
             let sum = s.base.sum.wrapping_add(s.now.sum) as f64 / unit;
             let _ = writeln!(out, "{name}_bucket{{{}{sep}le=\"+Inf\"}} {count}", s.text);
-            let (open, close) = if s.text.is_empty() { ("", "") } else { ("{", "}") };
+            let (open, close) = if s.text.is_empty() {
+                ("", "")
+            } else {
+                ("{", "}")
+            };
             let _ = writeln!(out, "{name}_sum{open}{}{close} {sum}", s.text);
             let _ = writeln!(out, "{name}_count{open}{}{close} {count}", s.text);
         }
@@ -332,8 +339,14 @@ mod tests {
         assert!(out.contains("ri_c_total{op=\"w\\\"x\"} 3\n"), "{out}");
         let mut out = String::new();
         t.write_histogram(&mut out, "ri_h", "h", 1.0);
-        assert!(out.contains("ri_h_bucket{op=\"w\\\"x\",le=\"1\"} 1\n"), "{out}");
-        assert!(out.contains("ri_h_bucket{op=\"w\\\"x\",le=\"+Inf\"} 3\n"), "{out}");
+        assert!(
+            out.contains("ri_h_bucket{op=\"w\\\"x\",le=\"1\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ri_h_bucket{op=\"w\\\"x\",le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
         assert!(out.contains("ri_h_sum{op=\"w\\\"x\"} 6\n"), "{out}");
     }
 
