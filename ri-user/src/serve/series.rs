@@ -14,11 +14,12 @@ use crate::agg;
 /// The id of a series refused by the cap.
 pub const REFUSED: u32 = u32::MAX;
 
-/// `le` lines per histogram series at most: 8 powers of two at full
-/// resolution (16 buckets each, which `histogram_quantile` needs to stay
-/// within a few percent); wider ranges merge fine buckets 2, 4, 8 or 16 at
-/// a time.
-pub const MAX_LE: u32 = 128;
+/// Powers of two exported at full resolution (16 buckets each, which
+/// `histogram_quantile` needs to stay within a few percent): the top ones
+/// of the range, where the tail and its p99 lie. Below them, fine buckets
+/// merge 4 at a time, so a series has at most 128 + 4 per further power of
+/// two `le` lines, where it had 16 per power of two.
+pub const FULL_OCTAVES: u32 = 8;
 
 /// Hits of one series: count, wrapping sum, hits per fine bucket (sorted).
 #[derive(Debug, Default, Clone)]
@@ -212,25 +213,33 @@ impl Table {
     pub fn write_histogram(&mut self, out: &mut String, name: &str, help: &str, unit: f64) {
         self.widen();
         let (lo, hi) = self.range.unwrap_or((0, 16));
-        let step = step(lo, hi);
+        let full = hi.saturating_sub(16 * FULL_OCTAVES).max(lo);
+        let coarse = (full - lo) / 4;
         if self.les_for != (lo, hi) || self.les.is_empty() {
-            self.les = (lo..hi)
-                .step_by(step as usize)
-                .map(|b| {
-                    let top = hist_bucket_range(b + step - 1).1.saturating_sub(1);
-                    format!("{}", top as f64 / unit)
+            let tops = (lo..full).step_by(4).map(|b| b + 3).chain(full..hi);
+            self.les = tops
+                .map(|top| {
+                    let v = hist_bucket_range(top).1.saturating_sub(1);
+                    format!("{}", v as f64 / unit)
                 })
                 .collect();
             self.les_for = (lo, hi);
         }
+        let index = |b: u32| {
+            let b = b.clamp(lo, hi - 1);
+            if b < full {
+                (b - lo) / 4
+            } else {
+                coarse + (b - full)
+            }
+        };
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} histogram\n");
         let mut counts = vec![0u64; self.les.len()];
         let mut prefix = String::new();
         for s in &self.series {
             counts.iter_mut().for_each(|c| *c = 0);
             for &(b, n) in s.base.buckets.iter().chain(&s.now.buckets) {
-                let i = (b.clamp(lo, hi - 1) - lo) / step;
-                counts[i as usize] += n;
+                counts[index(b) as usize] += n;
             }
             let sep = if s.text.is_empty() { "" } else { "," };
             // The hot loop: a line per bound, pushed without formatting.
@@ -289,16 +298,6 @@ fn push_u64(out: &mut String, mut n: u64) {
     }
     // Only ASCII digits were written.
     out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or("0"));
-}
-
-/// Fine buckets per exported bucket for the range `lo..hi` (multiples of
-/// 16): the least power of two keeping at most [`MAX_LE`] bounds.
-fn step(lo: u32, hi: u32) -> u32 {
-    let mut step = 1;
-    while (hi - lo) / step > MAX_LE && step < 16 {
-        step *= 2;
-    }
-    step
 }
 
 #[cfg(test)]
@@ -368,7 +367,12 @@ mod tests {
         let mut out = String::new();
         t.write_histogram(&mut out, "ri_h", "h", 1.0);
         let les = out.lines().filter(|l| l.starts_with("ri_h_bucket")).count();
-        assert!(les as u32 <= MAX_LE + 1, "{les} lines");
+        // Fine buckets 0..608: the top 128 one by one, the 480 below 4 at
+        // a time, and +Inf.
+        assert_eq!(les, 128 + 120 + 1, "{out}");
+        // The top power of two at full resolution.
+        let top = (1u64 << 40) + (1 << 36) - 1;
+        assert!(out.contains(&format!("le=\"{top}\"}} 2")), "{out}");
         assert!(out.contains("ri_h_bucket{le=\"+Inf\"} 2\n"), "{out}");
         assert!(out.contains("ri_h_count 2\n"), "{out}");
     }
