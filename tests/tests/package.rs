@@ -110,4 +110,9 @@ fn the_package_installs_runs_and_finds_its_pages_and_packs() {
         names.iter().any(|n| n == "motr-slow-requests.toml"),
         "{names:?}"
     );
+    // The ri serve unit, where systemd looks for packaged units, and valid.
+    let unit = "/lib/systemd/system/ri-serve.service";
+    assert!(std::path::Path::new(unit).is_file(), "{unit} not installed");
+    let (ok, text) = sh(&format!("systemd-analyze verify {unit}"));
+    assert!(ok, "systemd-analyze verify {unit}: {text}");
 }

@@ -264,6 +264,8 @@ pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     let budget_section = crate::bench_budget::section(&fx, with_bpftrace)?;
     eprintln!("bench: fleet, 3 nodes against one (ri -H over ssh)");
     let fleet_section = crate::bench_fleet::section()?;
+    eprintln!("bench: ri serve (scrape of 10,000 series, per hit, idle CPU)");
+    let serve_section = crate::bench_serve::section(10_000, 10, 5)?;
 
     let mut report = render(&Report {
         none,
@@ -293,6 +295,8 @@ pub fn run(bpftrace_timeout: std::time::Duration) -> Result<()> {
     report.push_str(&budget_section);
     report.push('\n');
     report.push_str(&fleet_section);
+    report.push('\n');
+    report.push_str(&serve_section);
     report.push_str(SEPARATE);
     write_report("RESULTS.md", &report)
 }

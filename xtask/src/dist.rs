@@ -1,6 +1,7 @@
 //! `cargo xtask dist`: a Debian package of ri built with `dpkg-deb`: the
-//! binary, the packs under /usr/share/ri/probes, completions, man pages and
-//! example sessions, laid out in a staging folder under target/dist.
+//! binary, the packs under /usr/share/ri/probes, completions, man pages,
+//! example sessions and the `ri serve` systemd unit, laid out in a staging
+//! folder under target/dist.
 
 use std::{fs, path::Path, process::Command};
 
@@ -103,7 +104,13 @@ pub fn run_dist() -> Result<std::path::PathBuf> {
         doc.join("copyright"),
         format!("ri {version}\nLicense: {}\n", env!("CARGO_PKG_LICENSE")),
     )?;
-    let size_kib = du_kib(&usr)?;
+    // The unit stays disabled until the administrator enables it.
+    install(
+        &root().join("dist/ri-serve.service"),
+        &stage.join("lib/systemd/system/ri-serve.service"),
+        0o644,
+    )?;
+    let size_kib = du_kib(&usr)? + du_kib(&stage.join("lib"))?;
     let control = format!(
         "Package: ri\n\
          Version: {version}\n\

@@ -111,8 +111,10 @@ enum Task {
         /// against plain `ri trace`; write bench/RESULTS-session.md.
         #[arg(long)]
         session: bool,
-        /// Only `ri serve`: scrape time of --serve-series series and CPU
-        /// while idle; write bench/RESULTS-serve.md.
+        /// Only `ri serve`: scrape time of --serve-series series (counts
+        /// and histograms), per-hit cost against `ri count`/`ri hist`, CPU
+        /// while idle; write bench/RESULTS-serve.md (the full bench puts
+        /// the same section in RESULTS.md).
         #[arg(long, conflicts_with_all = ["agg", "dwarf", "wild", "whole"])]
         serve: bool,
         /// Series of the `--serve` scrape.
@@ -406,8 +408,40 @@ fn test(rest: &[String]) -> Result<()> {
         .env("RI_BIN", ri_bin());
     if !rest.is_empty() {
         c.arg("--").args(rest);
+        return run(&mut c);
     }
-    run(&mut c)
+    // The `ri serve` soak (ignored by cargo test, RI_SOAK_SECS long) runs
+    // beside the whole suite rather than after it.
+    let mut soak = start_soak()?;
+    let suite = run(&mut c);
+    eprintln!("test: waiting for the ri serve soak");
+    let status = soak.wait()?;
+    suite?;
+    if !status.success() {
+        bail!("the ri serve soak failed: {status}");
+    }
+    Ok(())
+}
+
+/// The soak test of `ri serve`, started in the background.
+fn start_soak() -> Result<std::process::Child> {
+    const NAME: &str = "soak_keeps_rss_flat_series_capped_and_no_update_lost";
+    let out = cargo()
+        .args(["test", "--release", "-p", "ri-tests", "--test", "serve"])
+        .args(["--no-run", "--message-format=json"])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    let exe = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"]["name"] == "serve")
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .context("the serve test binary was not built")?;
+    eprintln!("test: the ri serve soak runs in the background");
+    Ok(Command::new(exe)
+        .args(["--ignored", "--exact", NAME])
+        .env("RI_BIN", ri_bin())
+        .spawn()?)
 }
 
 /// Builds the C fixtures and m0sim (`m0d` with ri-control linked in,

@@ -37,7 +37,10 @@ pub use inflight::{Flight, monotonic_ns, read as read_flights};
 pub use labels::{LabelSpec, Names, split_name};
 pub use leaks::group as leak_groups;
 pub use live::Live;
-pub use read::{Cell, Snapshot, Stats, snapshot as read_snapshot, stats as read_stats};
+pub use read::{
+    Cell, Snapshot, Stats, snapshot as read_snapshot, snapshot_with as read_snapshot_with,
+    stats as read_stats,
+};
 pub use render::{View, key_pairs};
 pub(crate) use render::{hist_json, hist_summary};
 

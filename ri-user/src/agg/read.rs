@@ -7,7 +7,10 @@ use aya::maps::{PerCpuArray, PerCpuHashMap, PerCpuValues};
 use ri_common::{AGG_KEY_BYTES, AggKey, AggValue, HIST_BUCKETS, SmallAggKey, plan_flags};
 
 use super::AggError;
-use crate::{engine::Engine, session::ProbeSet};
+use crate::{
+    engine::{Engine, HashBatch},
+    session::ProbeSet,
+};
 
 /// One key's hits: the total and, for histograms, each bucket's hits, sum,
 /// least and greatest value ([`ri_common::hist`] layout), so the key's
@@ -101,31 +104,69 @@ fn err(e: impl std::fmt::Display) -> AggError {
 /// Reads the whole aggregation map, and the `FAST` slots of the plans of
 /// `set` that use them.
 pub fn snapshot(engine: &Engine, set: &ProbeSet) -> Result<Snapshot, crate::Error> {
-    let map: PerCpuHashMap<_, AggKey, AggValue> =
-        PerCpuHashMap::try_from(engine.map("AGG")?).map_err(err)?;
+    snapshot_with(engine, set, &mut HashBatch::default())
+}
+
+/// [`snapshot`] reading the maps in batches through `buf`, kept between
+/// reads (each key read one by one where the kernel refuses batches).
+pub fn snapshot_with(
+    engine: &Engine,
+    set: &ProbeSet,
+    buf: &mut HashBatch,
+) -> Result<Snapshot, crate::Error> {
     let mut snap = Snapshot::default();
-    for item in map.iter() {
-        let (k, per_cpu) = item.map_err(err)?;
-        snap.cells
-            .entry((k.plan, k.site, k.key.to_vec()))
-            .or_default()
-            .add(k.bucket, &merged(&per_cpu));
-    }
-    if set
+    let small = set
         .probes
         .iter()
-        .any(|p| p.plan.plan.flags & plan_flags::SMALL_KEY != 0)
+        .any(|p| p.plan.plan.flags & plan_flags::SMALL_KEY != 0);
+    // Key layout: plan, site, bucket, pad (u32 each), then the key bytes.
+    let word =
+        |k: &[u8], i: usize| u32::from_ne_bytes(k[i * 4..i * 4 + 4].try_into().unwrap_or_default());
+    if engine
+        .read_hash_batch("AGG", std::mem::size_of::<AggKey>(), buf)
+        .is_ok()
     {
-        let map: PerCpuHashMap<_, SmallAggKey, AggValue> =
-            PerCpuHashMap::try_from(engine.map("AGG_SMALL")?).map_err(err)?;
+        for (k, v) in buf.entries() {
+            snap.cells
+                .entry((word(k, 0), word(k, 1), k[16..].to_vec()))
+                .or_default()
+                .add(word(k, 2), &v);
+        }
+    } else {
+        let map: PerCpuHashMap<_, AggKey, AggValue> =
+            PerCpuHashMap::try_from(engine.map("AGG")?).map_err(err)?;
         for item in map.iter() {
             let (k, per_cpu) = item.map_err(err)?;
-            let mut key = vec![0; AGG_KEY_BYTES];
-            key[..8].copy_from_slice(&k.key.to_ne_bytes());
             snap.cells
-                .entry((k.plan, k.site, key))
+                .entry((k.plan, k.site, k.key.to_vec()))
                 .or_default()
                 .add(k.bucket, &merged(&per_cpu));
+        }
+    }
+    if small {
+        let mut add = |plan, site, bucket, word: u64, v: &AggValue| {
+            let mut key = vec![0; AGG_KEY_BYTES];
+            key[..8].copy_from_slice(&word.to_ne_bytes());
+            snap.cells
+                .entry((plan, site, key))
+                .or_default()
+                .add(bucket, v);
+        };
+        if engine
+            .read_hash_batch("AGG_SMALL", std::mem::size_of::<SmallAggKey>(), buf)
+            .is_ok()
+        {
+            for (k, v) in buf.entries() {
+                let w = u64::from_ne_bytes(k[16..24].try_into().unwrap_or_default());
+                add(word(k, 0), word(k, 1), word(k, 2), w, &v);
+            }
+        } else {
+            let map: PerCpuHashMap<_, SmallAggKey, AggValue> =
+                PerCpuHashMap::try_from(engine.map("AGG_SMALL")?).map_err(err)?;
+            for item in map.iter() {
+                let (k, per_cpu) = item.map_err(err)?;
+                add(k.plan, k.site, k.bucket, k.key, &merged(&per_cpu));
+            }
         }
     }
     fast(engine, set, &mut snap)?;

@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// The process the instruments watch (repeatable).
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// Processes by name or executable, followed as they start and exit
+    /// (in place of the config file's targets, like -p).
+    #[command(flatten)]
+    pub select: super::SelectArgs,
     /// Also read this pack file (repeatable).
     #[arg(long = "pack", value_name = "FILE")]
     pub packs: Vec<PathBuf>,
@@ -45,7 +49,11 @@ impl ServeArgs {
             listen,
             config: self.config.clone(),
             instruments: self.instruments.clone(),
-            pids: self.pids.clone(),
+            targets: crate::serve::Targets {
+                pids: self.pids.clone(),
+                comms: self.select.comms.clone(),
+                exes: self.select.exes.clone(),
+            },
             packs: self.packs.clone(),
         })
     }

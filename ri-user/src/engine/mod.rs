@@ -2,6 +2,7 @@
 //! plans into the `PLANS` map, attaching the generic programs with cookies,
 //! and handing out the event ring buffer and the lost-event counter.
 
+mod batch;
 mod btf;
 mod budget;
 pub mod flush;
@@ -14,6 +15,7 @@ pub mod sites;
 mod sys;
 mod watch;
 
+pub use batch::HashBatch;
 pub use btf::{KernelOffsets, kernel_offsets};
 pub use select::{Selecting, kernel_dev, pid_namespace};
 pub use watch::{BudgetConfig, SiteKind};
@@ -681,19 +683,10 @@ impl Engine {
         let fd = object::map_fd(map).ok_or_else(|| fail("not an array".into()))?;
         let cpus = aya::util::nr_cpus().map_err(|(p, e)| fail(format!("{p}: {e}")))?;
         let size = std::mem::size_of::<AggValue>();
-        let merge = |bytes: &[u8]| {
-            bytes
-                .chunks_exact(size.div_ceil(8) * 8)
-                .fold(AggValue::default(), |mut a, c| {
-                    // SAFETY: AggValue is plain u64 words; `c` holds one.
-                    a.merge(&unsafe { std::ptr::read_unaligned(c.as_ptr() as *const AggValue) });
-                    a
-                })
-        };
         match sys::lookup_per_cpu_batch(fd, n as usize, size, cpus) {
             Ok(bytes) if n > 0 => Ok(bytes
                 .chunks_exact(bytes.len() / n as usize)
-                .map(merge)
+                .map(batch::merge_cpus)
                 .collect()),
             Ok(_) => Ok(Vec::new()),
             Err(_) => {

@@ -196,6 +196,77 @@ pub fn lookup_per_cpu_batch(
     Ok(out)
 }
 
+/// Every entry of the hash map `map` (keys of `key_size` bytes, per-CPU
+/// values of `value_size` bytes over `cpus` CPUs) by `BPF_MAP_LOOKUP_BATCH`
+/// into `keys` and `values`, buffers the caller keeps (grown as needed):
+/// the number of entries read. 10,000 keys take a few syscalls, where
+/// iterating takes two per key.
+pub fn lookup_hash_batch(
+    map: BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    cpus: usize,
+    keys: &mut Vec<u8>,
+    values: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let stride = value_size.div_ceil(8) * 8 * cpus.max(1);
+    let mut cap = (keys.len() / key_size.max(1)).max(1024);
+    keys.resize(cap * key_size, 0);
+    values.resize(cap * stride, 0);
+    let (mut done, mut next) = (0usize, 0u32);
+    loop {
+        if done == cap {
+            cap *= 2;
+            keys.resize(cap * key_size, 0);
+            values.resize(cap * stride, 0);
+        }
+        let mut out_batch = 0u32;
+        let mut attr = BatchAttr {
+            in_batch: if done == 0 {
+                0
+            } else {
+                &next as *const u32 as u64
+            },
+            out_batch: &mut out_batch as *mut u32 as u64,
+            keys: keys[done * key_size..].as_mut_ptr() as u64,
+            values: values[done * stride..].as_mut_ptr() as u64,
+            count: (cap - done) as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        // SAFETY: the buffers hold `count` keys and values from their
+        // offsets; the kernel writes `count` back into `attr`.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>() as u32,
+            )
+        };
+        let got = (attr.count as usize).min(cap - done);
+        done += got;
+        if ret < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENOENT) => return Ok(done),
+                // A bucket larger than the room left: more room.
+                Some(libc::ENOSPC) if got == 0 && cap < 1 << 24 => {
+                    cap *= 2;
+                    keys.resize(cap * key_size, 0);
+                    values.resize(cap * stride, 0);
+                    continue;
+                }
+                _ => return Err(e),
+            }
+        }
+        if got == 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
+        }
+        next = out_batch;
+    }
+}
+
 /// `union bpf_attr` for `BPF_RAW_TRACEPOINT_OPEN`.
 #[repr(C)]
 #[derive(Default)]

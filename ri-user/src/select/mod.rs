@@ -282,6 +282,19 @@ impl Watcher {
         Ok(notices.iter().filter_map(|n| self.apply(n)).collect())
     }
 
+    /// What changed since the last call, without waiting (for callers
+    /// that poll, as `ri serve` does each second).
+    pub fn try_changes(&mut self) -> Vec<Change> {
+        let mut notices = Vec::new();
+        while let Some(item) = self.ring.get_mut().next() {
+            if item.len() >= std::mem::size_of::<Notice>() {
+                // SAFETY: a Notice-sized record the kernel wrote as one.
+                notices.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Notice) });
+            }
+        }
+        notices.iter().filter_map(|n| self.apply(n)).collect()
+    }
+
     /// One notice: an `--exe` check for an exec, and a line on stderr.
     fn apply(&mut self, n: &Notice) -> Option<Change> {
         let comm = comm_text(&n.comm);

@@ -1,6 +1,9 @@
 //! `ri serve --config FILE`: the instruments to keep attached, strictly parsed.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
 
@@ -18,6 +21,8 @@ pub struct Config {
     pub pids: Vec<u32>,
     /// Processes by command name (`/proc/PID/comm`), followed across restarts.
     pub comm: Option<String>,
+    /// Processes running this executable file, followed across restarts.
+    pub exe: Option<PathBuf>,
     /// Series per metric; more are dropped and counted.
     pub max_series: Option<usize>,
     /// The instruments.
@@ -42,6 +47,8 @@ pub struct Spec {
     pub pids: Option<Vec<u32>>,
     /// Its own processes by command name.
     pub comm: Option<String>,
+    /// Its own processes by executable file.
+    pub exe: Option<PathBuf>,
     /// Its own series cap per metric.
     pub max_series: Option<usize>,
 }
@@ -51,8 +58,17 @@ pub struct Spec {
 pub struct Targets {
     /// Fixed pids: detached when they exit, never re-attached.
     pub pids: Vec<u32>,
-    /// A command name: each resolution finds its current processes.
-    pub comm: Option<String>,
+    /// Command names: the kernel adds their processes as they start.
+    pub comms: Vec<String>,
+    /// Executable files, followed the same way.
+    pub exes: Vec<PathBuf>,
+}
+
+impl Targets {
+    /// True when processes are chosen by name or file (followed).
+    pub fn by_name(&self) -> bool {
+        !self.comms.is_empty() || !self.exes.is_empty()
+    }
 }
 
 /// An instrument as served: spec checked, targets and cap filled in.
@@ -110,9 +126,18 @@ pub fn read(path: &Path) -> Result<Config, ServeError> {
 
 impl Config {
     /// The config's instruments plus `extra` pack instruments (the command
-    /// line's), with `pids` (the command line's -p) as default targets.
-    pub fn resolve(&self, extra: &[String], pids: &[u32]) -> Result<Vec<Resolved>, ServeError> {
-        let default_pids = if pids.is_empty() { &self.pids } else { pids };
+    /// line's), with `cli` (the command line's -p, --comm, --exe) as
+    /// default targets in place of the file's.
+    pub fn resolve(&self, extra: &[String], cli: &Targets) -> Result<Vec<Resolved>, ServeError> {
+        let defaults = if cli.pids.is_empty() && !cli.by_name() {
+            Targets {
+                pids: self.pids.clone(),
+                comms: self.comm.iter().cloned().collect(),
+                exes: self.exe.iter().cloned().collect(),
+            }
+        } else {
+            cli.clone()
+        };
         let specs = self
             .instruments
             .iter()
@@ -148,19 +173,14 @@ impl Config {
                     "two instruments are named {name}: give one a name = \"...\""
                 )));
             }
-            let targets = match (&s.pids, &s.comm) {
-                (Some(p), c) => Targets {
-                    pids: p.clone(),
-                    comm: c.clone(),
-                },
-                (None, Some(c)) => Targets {
-                    pids: Vec::new(),
-                    comm: Some(c.clone()),
-                },
-                (None, None) => Targets {
-                    pids: default_pids.to_vec(),
-                    comm: self.comm.clone(),
-                },
+            let targets = if s.pids.is_some() || s.comm.is_some() || s.exe.is_some() {
+                Targets {
+                    pids: s.pids.clone().unwrap_or_default(),
+                    comms: s.comm.iter().cloned().collect(),
+                    exes: s.exe.iter().cloned().collect(),
+                }
+            } else {
+                defaults.clone()
             };
             out.push(Resolved {
                 name,
@@ -192,12 +212,24 @@ mod tests {
         let text = "pids = [7]\n[[instrument]]\ncommand = [\"count\", \"u:/bin/x:f(a)\"]\n\
                     [[instrument]]\nrun = \"motr.fops\"\ncomm = \"m0d\"\n";
         let c = parse(text, Path::new("s.toml")).unwrap();
-        let r = c.resolve(&["motr.ops".into()], &[]).unwrap();
+        let r = c
+            .resolve(&["motr.ops".into()], &Targets::default())
+            .unwrap();
         assert_eq!(r[0].name, "count_f");
         assert_eq!(r[0].targets.pids, [7]);
         assert_eq!(r[1].name, "motr_fops");
-        assert_eq!(r[1].targets.comm.as_deref(), Some("m0d"));
+        assert_eq!(r[1].targets.comms, ["m0d"]);
         assert_eq!(r[2].name, "motr_ops");
-        assert!(c.resolve(&["motr.fops".into()], &[]).is_err());
+        assert!(
+            c.resolve(&["motr.fops".into()], &Targets::default())
+                .is_err()
+        );
+        let cli = Targets {
+            exes: vec!["/bin/m0d".into()],
+            ..Default::default()
+        };
+        let r = c.resolve(&[], &cli).unwrap();
+        assert_eq!(r[0].targets, cli);
+        assert_eq!(r[1].targets.comms, ["m0d"]);
     }
 }

@@ -1,4 +1,5 @@
-//! Metric families and their Prometheus/OpenMetrics text, through `prometheus-client`.
+//! Small metric families (gauges, ri's own counters) and their Prometheus
+//! text, through `prometheus-client`.
 
 use prometheus_client::{
     collector::Collector,
@@ -17,15 +18,6 @@ pub enum Value {
     Counter(f64),
     /// A level.
     Gauge(f64),
-    /// Sum, count and `(le, hits in (previous le, le])`, ending with `+Inf`.
-    Histogram {
-        /// Sum of the values.
-        sum: f64,
-        /// Hits.
-        count: u64,
-        /// Non-cumulative hits per upper bound.
-        buckets: Vec<(f64, u64)>,
-    },
 }
 
 /// A metric: name, help and its series (all of one type).
@@ -58,7 +50,6 @@ impl Family {
     fn kind(&self) -> MetricType {
         match self.series.first().map(|s| &s.1) {
             Some(Value::Counter(_)) => MetricType::Counter,
-            Some(Value::Histogram { .. }) => MetricType::Histogram,
             _ => MetricType::Gauge,
         }
     }
@@ -77,11 +68,6 @@ impl Collector for Scrape {
                 match v {
                     Value::Counter(c) => e.encode_counter::<NoLabelSet, _, f64>(c, None)?,
                     Value::Gauge(g) => e.encode_gauge(g)?,
-                    Value::Histogram {
-                        sum,
-                        count,
-                        buckets,
-                    } => e.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?,
                 }
             }
         }
@@ -89,77 +75,35 @@ impl Collector for Scrape {
     }
 }
 
-/// The text exposition of `families`.
-pub fn encode(families: Vec<Family>) -> String {
+/// Appends the classic text exposition of `families` to `out`.
+pub fn encode(out: &mut String, families: Vec<Family>) {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape(families)));
-    let mut out = String::new();
     // Writing into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-    out
+    let _ = prometheus_client::encoding::prometheus_text::encode(out, &registry);
 }
 
-/// The content type of [`encode`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The content type of [`classic`]'s text.
-pub const CLASSIC_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// OpenMetrics text as Prometheus's classic text format (for clients that
-/// do not ask for OpenMetrics, e.g. `promtool check metrics`): a counter's
-/// HELP and TYPE name its `_total` samples, and no `# EOF`.
-pub fn classic(open: &str) -> String {
-    let counters: Vec<&str> = open
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(open.len());
-    for line in open.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
-            let rest = line.strip_prefix(tag)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(&name)
-                .then(|| format!("{tag}{name}_total {tail}"))
-        });
-        out.push_str(renamed.as_deref().unwrap_or(line));
-        out.push('\n');
-    }
-    out
-}
+/// The content type of the exposition: Prometheus's classic text format,
+/// which Prometheus and `promtool check metrics` both read.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn histograms_are_cumulative_and_counters_total() {
-        let text = encode(vec![
-            Family::new("ri_x", "x").with(
-                vec![("op".into(), "w".into())],
-                Value::Histogram {
-                    sum: 10.0,
-                    count: 3,
-                    buckets: vec![(1.0, 1), (2.0, 2), (f64::INFINITY, 0)],
-                },
-            ),
-            Family::new("ri_n", "n").with(Vec::new(), Value::Counter(4.0)),
-        ]);
-        assert!(
-            text.contains("ri_x_bucket{le=\"2.0\",op=\"w\"} 3"),
-            "{text}"
+    fn counters_are_named_total() {
+        let mut text = String::new();
+        encode(
+            &mut text,
+            vec![
+                Family::new("ri_n", "n").with(Vec::new(), Value::Counter(4.0)),
+                Family::new("ri_g", "g").with(vec![("a".into(), "b".into())], Value::Gauge(1.5)),
+            ],
         );
-        assert!(
-            text.contains("ri_x_bucket{le=\"+Inf\",op=\"w\"} 3"),
-            "{text}"
-        );
-        assert!(text.contains("ri_n_total 4.0"), "{text}");
-        let old = classic(&text);
-        assert!(old.contains("# TYPE ri_n_total counter\n"), "{old}");
-        assert!(old.contains("# HELP ri_n_total n\n"), "{old}");
-        assert!(!old.contains("# EOF"), "{old}");
+        assert!(text.contains("# TYPE ri_n_total counter\n"), "{text}");
+        assert!(text.contains("ri_n_total 4"), "{text}");
+        assert!(text.contains("ri_g{a=\"b\"} 1.5"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
     }
 }

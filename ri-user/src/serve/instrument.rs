@@ -1,32 +1,31 @@
-//! One served instrument: attached to its current targets, its kernel maps
-//! read into series at each scrape, counters carried across re-attachments.
+//! One served instrument: attached to its targets (followed by name in
+//! the kernel), its maps read into series at each scrape.
 
 use std::{
     cell::RefCell,
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeSet, HashMap},
     path::PathBuf,
+    time::{Duration, Instant},
 };
 
 use clap::Parser as _;
-use ri_common::hist_bucket_range;
 
 use super::{
     ServeError,
     config::Resolved,
-    expose::{Family, Labels, Value},
+    expose::{Family, Value},
     log,
+    series::{self, REFUSED, Table},
 };
 use crate::{
     Error,
-    agg::{self, AggKind, AggOptions, AggPlan, Snapshot},
-    engine::Engine,
+    agg::{self, AggKind, AggOptions, AggPlan},
+    engine::{Engine, HashBatch},
     launch::{self, Launched},
+    select::{Change, Watcher},
     session::ProbeSet,
     stack::Stacks,
 };
-
-/// Hits per labels, bucket by bucket.
-type Acc = BTreeMap<Labels, agg::Cell>;
 
 /// Probes in the kernel for one set of processes.
 struct Live {
@@ -36,11 +35,39 @@ struct Live {
     opts: AggOptions,
     names: RefCell<agg::Names>,
     stacks: RefCell<Stacks>,
-    /// The processes attached (empty: file-wide).
+    /// The `-p` processes attached (none: file-wide or by name only).
     pids: Vec<u32>,
-    /// Labels of each (plan, key) seen: a key's labels never change, and
-    /// decoding them is most of a scrape of many series.
-    labels: RefCell<std::collections::HashMap<(u32, Vec<u8>), Labels>>,
+    /// With targets by name: the kernel's selection, and who is in it.
+    watcher: Option<Watcher>,
+    selected: BTreeSet<u32>,
+    /// Whether a process was ever selected: later ones are restarts.
+    seen_any: bool,
+    /// Series id of each (plan, key bytes) read: a key's labels never
+    /// change, and decoding them is most of a scrape of many series. As
+    /// many as the kernel map's keys, so bounded by its size.
+    ids: HashMap<Box<[u8]>, u32>,
+    /// Buffers of the batched map reads, and of the key looked up.
+    batch: HashBatch,
+    scratch: Vec<u8>,
+}
+
+/// A failed attachment, retried after a delay doubling up to a minute.
+#[derive(Debug)]
+struct Retry {
+    want: Vec<u32>,
+    at: Instant,
+    delay: Duration,
+}
+
+/// Time a scrape spent reading maps, building series and writing text.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Phases {
+    /// Reading the kernel's maps.
+    pub read: Duration,
+    /// Folding names, finding series, adding hits.
+    pub build: Duration,
+    /// Writing the text.
+    pub encode: Duration,
 }
 
 /// An instrument kept attached.
@@ -50,20 +77,16 @@ pub struct Instrument {
     live: Option<Live>,
     /// Its kind, once known from a first attach.
     kind: Option<AggKind>,
-    /// Hits of earlier attachments.
-    base: Acc,
+    /// Its series, with the hits of earlier attachments.
+    table: Table,
     /// Lost events and dropped updates of earlier attachments.
     base_lost: u64,
     base_full: u64,
     /// Attach attempts that failed.
     pub attach_failures: u64,
-    /// The pid set that last failed (not retried until it changes).
-    failed: Option<Vec<u32>>,
-    /// Series admitted under the cap, and those refused.
-    admitted: HashSet<Labels>,
-    refused: HashSet<Labels>,
-    /// Bucket range of its histograms, only ever widened.
-    range: Option<(u32, u32)>,
+    /// Processes that joined by name after the first one (restarts).
+    pub restarts: u64,
+    retry: Option<Retry>,
 }
 
 /// Whether `pid` runs (exists and is not a zombie).
@@ -72,22 +95,6 @@ fn alive(pid: u32) -> bool {
         .ok()
         .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with(['Z', 'X'])))
         .unwrap_or(false)
-}
-
-/// Processes whose `/proc/PID/comm` is `comm`.
-fn by_comm(comm: &str) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut v: Vec<u32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&pid: &u32| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm)
-                && alive(pid)
-        })
-        .collect();
-    v.sort_unstable();
-    v
 }
 
 /// The argv of `spec` for processes `pids`, without `ri`.
@@ -102,6 +109,13 @@ fn argv(spec: &Resolved, pids: &[u32], packs: &[PathBuf]) -> Result<Vec<String>,
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect(),
                 pids: pids.to_vec(),
+                select: crate::select::Selection {
+                    comms: spec.targets.comms.clone(),
+                    exes: spec.targets.exes.clone(),
+                },
+                // An --exe target names the binary, so that the pack's
+                // probes resolve before any process runs it.
+                target: spec.targets.exes.first().map(|p| p.display().to_string()),
                 packs: packs.to_vec(),
                 ..Default::default()
             })?
@@ -110,6 +124,12 @@ fn argv(spec: &Resolved, pids: &[u32], packs: &[PathBuf]) -> Result<Vec<String>,
         None => {
             let mut a = spec.command.clone();
             a.extend(pids.iter().flat_map(|p| ["-p".to_string(), p.to_string()]));
+            for c in &spec.targets.comms {
+                a.extend(["--comm".to_string(), c.clone()]);
+            }
+            for e in &spec.targets.exes {
+                a.extend(["--exe".to_string(), e.display().to_string()]);
+            }
             a
         }
     };
@@ -150,104 +170,164 @@ impl Instrument {
     /// An instrument not attached yet.
     pub fn new(spec: Resolved) -> Self {
         Instrument {
+            table: Table::new(spec.max_series),
             spec,
             live: None,
             kind: None,
-            base: Acc::new(),
             base_lost: 0,
             base_full: 0,
             attach_failures: 0,
-            failed: None,
-            admitted: HashSet::new(),
-            refused: HashSet::new(),
-            range: None,
+            restarts: 0,
+            retry: None,
         }
     }
 
-    /// Processes attached now.
+    /// Processes attached now (1 for a file-wide instrument).
     pub fn attached(&self) -> usize {
-        self.live.as_ref().map_or(0, |l| l.pids.len().max(1))
+        let Some(l) = &self.live else { return 0 };
+        if l.watcher.is_some() {
+            return l.selected.len();
+        }
+        if l.pids.is_empty() {
+            return 1;
+        }
+        l.pids.iter().filter(|&&p| alive(p)).count()
     }
 
-    /// The processes it should watch now (empty: file-wide).
-    fn wanted(&self) -> Vec<u32> {
+    /// Attaches, follows the processes chosen by name, or detaches once
+    /// every `-p` process has exited. Targets by name are followed by the
+    /// kernel (a process is in the set from its exec), so no hit falls in
+    /// a gap; `-p` processes that exit leave the others attached.
+    pub fn follow(&mut self, packs: &[PathBuf], rt: &tokio::runtime::Runtime) {
         let t = &self.spec.targets;
-        let mut v: Vec<u32> = t.pids.iter().copied().filter(|&p| alive(p)).collect();
-        if let Some(c) = &t.comm {
-            v.extend(by_comm(c));
-        }
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
-
-    /// Attaches, re-attaches or detaches to follow its targets.
-    pub fn follow(&mut self, packs: &[PathBuf]) {
-        let t = &self.spec.targets;
-        let file_wide = t.pids.is_empty() && t.comm.is_none();
-        let want = self.wanted();
-        let have = self.live.as_ref().map(|l| l.pids.clone());
-        if have.as_ref() == Some(&want) || (file_wide && have.is_some()) {
+        let want: Vec<u32> = t.pids.iter().copied().filter(|&p| alive(p)).collect();
+        let by_name = t.by_name();
+        let file_wide = t.pids.is_empty() && !by_name;
+        if let Some(live) = &mut self.live {
+            if let Some(w) = &mut live.watcher {
+                for c in w.try_changes() {
+                    let (pid, line) = match c {
+                        Change::Joined(pid) => {
+                            live.selected.insert(pid);
+                            // Kept per process only where keys need them.
+                            if live.plans.iter().any(|p| !p.labels.is_empty()) {
+                                live.names.borrow_mut().add(pid);
+                            }
+                            if live.set.has_stacks() {
+                                live.stacks.borrow_mut().watch(pid);
+                            }
+                            if live.seen_any {
+                                self.restarts += 1;
+                            }
+                            live.seen_any = true;
+                            (pid, "started: attached")
+                        }
+                        Change::Left(pid) => {
+                            live.selected.remove(&pid);
+                            (pid, "exited: detached")
+                        }
+                    };
+                    log(6, &format!("{}: pid {pid} {line}", self.spec.name));
+                }
+                return;
+            }
+            if file_wide || !want.is_empty() {
+                return;
+            }
+            self.detach();
             return;
         }
-        if have.is_some() {
-            self.detach(&want);
-        }
-        if (want.is_empty() && !file_wide) || self.failed.as_ref() == Some(&want) {
+        if want.is_empty() && !file_wide && !by_name {
             return;
         }
-        match self.attach(&want, packs) {
+        if let Some(r) = &self.retry
+            && r.want == want
+            && Instant::now() < r.at
+        {
+            return;
+        }
+        match self.attach(&want, packs, rt) {
             Ok(live) => {
-                log(
-                    6,
-                    &format!("{}: attached to {}", self.spec.name, pids_text(&want)),
-                );
-                self.failed = None;
+                let whom = match &live.watcher {
+                    Some(_) => format!(
+                        "{} (now: {})",
+                        self.targets_text(),
+                        pids_text(&live.selected.iter().copied().collect::<Vec<_>>())
+                    ),
+                    None => pids_text(&want),
+                };
+                log(6, &format!("{}: attached to {whom}", self.spec.name));
+                self.retry = None;
                 self.live = Some(live);
             }
             Err(e) => {
                 self.attach_failures += 1;
+                let delay = match &self.retry {
+                    Some(r) if r.want == want => (r.delay * 2).min(Duration::from_secs(60)),
+                    _ => Duration::from_secs(1),
+                };
                 log(
                     3,
                     &format!(
-                        "{}: cannot attach to {}: {e}",
+                        "{}: cannot attach to {}: {e} (retrying in {} s)",
                         self.spec.name,
-                        pids_text(&want)
+                        if by_name {
+                            self.targets_text()
+                        } else {
+                            pids_text(&want)
+                        },
+                        delay.as_secs()
                     ),
                 );
-                self.failed = Some(want);
+                self.retry = Some(Retry {
+                    want,
+                    at: Instant::now() + delay,
+                    delay,
+                });
             }
         }
     }
 
-    /// Detaches, keeping what it counted in the base.
-    fn detach(&mut self, now: &[u32]) {
-        let Some(live) = self.live.take() else { return };
-        if let Ok(acc) = self.read(&live) {
-            for (labels, cell) in acc {
-                merge(self.base.entry(labels).or_default(), &cell);
-            }
+    /// `--comm NAME, --exe PATH` of its targets.
+    fn targets_text(&self) -> String {
+        let t = &self.spec.targets;
+        let mut v: Vec<String> = t.comms.iter().map(|c| format!("--comm {c}")).collect();
+        v.extend(t.exes.iter().map(|e| format!("--exe {}", e.display())));
+        v.extend(t.pids.iter().map(|p| format!("-p {p}")));
+        v.join(", ")
+    }
+
+    /// Detaches, keeping what it counted.
+    fn detach(&mut self) {
+        let Some(mut live) = self.live.take() else {
+            return;
+        };
+        self.table.begin();
+        if let Err(e) = read(&mut live, &mut self.table) {
+            log(
+                4,
+                &format!("{}: last read before detaching: {e}", self.spec.name),
+            );
         }
+        self.table.carry();
         self.base_lost += live.engine.lost().unwrap_or(0);
         self.base_full += agg::read_stats(&live.engine).map_or(0, |s| s.dropped);
-        let gone: Vec<u32> = live
-            .pids
-            .iter()
-            .copied()
-            .filter(|p| !now.contains(p))
-            .collect();
         log(
             6,
             &format!(
-                "{}: detached from {} (exited: {})",
+                "{}: detached from {} (exited)",
                 self.spec.name,
-                pids_text(&live.pids),
-                pids_text(&gone)
+                pids_text(&live.pids)
             ),
         );
     }
 
-    fn attach(&mut self, pids: &[u32], packs: &[PathBuf]) -> Result<Live, Error> {
+    fn attach(
+        &mut self,
+        pids: &[u32],
+        packs: &[PathBuf],
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<Live, Error> {
         let argv = argv(&self.spec, pids, packs)?;
         let cli = crate::cli::Cli::try_parse_from(std::iter::once("ri".to_string()).chain(argv))
             .map_err(|e| {
@@ -269,61 +349,33 @@ impl Instrument {
         opts.trace.quiet = true;
         launch::check(&opts.trace.launching())?;
         let (set, plans) = agg::build(&opts)?;
-        let Launched { engine, .. } =
-            launch::start(None, &opts.trace.launching(), &set, opts.max_keys, 1)?;
+        let Launched {
+            engine, watcher, ..
+        } = launch::start(Some(rt), &opts.trace.launching(), &set, opts.max_keys, 1)?;
         self.kind = Some(opts.kind.clone());
+        let (watcher, selected) = watcher.unzip();
+        let selected: BTreeSet<u32> = selected.into_iter().flatten().collect();
         let mut stacks = Stacks::new();
-        for &p in pids {
+        for &p in pids.iter().chain(&selected) {
             stacks.watch(p);
         }
+        let mut names: Vec<u32> = pids.to_vec();
+        names.extend(&selected);
         Ok(Live {
             engine,
             set,
             plans,
             opts,
-            names: RefCell::new(agg::Names::new(pids.to_vec())),
+            names: RefCell::new(agg::Names::new(names)),
             stacks: RefCell::new(stacks),
             pids: pids.to_vec(),
-            labels: RefCell::default(),
+            watcher,
+            seen_any: !selected.is_empty(),
+            selected,
+            ids: HashMap::new(),
+            batch: HashBatch::default(),
+            scratch: Vec::new(),
         })
-    }
-
-    /// The current attachment's hits per labels.
-    fn read(&self, live: &Live) -> Result<Acc, Error> {
-        let snap: Snapshot = live
-            .names
-            .borrow_mut()
-            .fold(agg::read_snapshot(&live.engine, &live.set)?, &live.plans);
-        let view = agg::View {
-            set: &live.set,
-            plans: &live.plans,
-            opts: &live.opts,
-            engine: &live.engine,
-            stacks: &live.stacks,
-            names: &live.names,
-        };
-        let shown = live.plans.iter().filter(|p| p.shown).count();
-        let mut acc = Acc::new();
-        for ((plan, _site, key), cell) in &snap.cells {
-            let Some(p) = live.plans.get(*plan as usize).filter(|p| p.shown) else {
-                continue;
-            };
-            let mut cache = live.labels.borrow_mut();
-            let labels = cache.entry((*plan, key.clone())).or_insert_with(|| {
-                let mut labels = agg::key_pairs(&view, p, key);
-                for (k, _) in &mut labels {
-                    *k = super::config::metric_name(k);
-                }
-                if shown > 1 {
-                    let func = live.set.probes[*plan as usize].spec.func.clone();
-                    labels.insert(0, ("probe".into(), func));
-                }
-                labels
-            });
-            let labels = labels.clone();
-            merge(acc.entry(labels).or_default(), cell);
-        }
-        Ok(acc)
     }
 
     /// Events lost and map updates dropped, over all attachments.
@@ -337,70 +389,53 @@ impl Instrument {
     }
 
     /// Series refused by the cap so far.
-    pub fn refused(&self) -> usize {
-        self.refused.len()
+    pub fn refused(&self) -> u64 {
+        self.table.dropped()
     }
 
-    /// Its metric families, read now.
-    pub fn families(&mut self) -> Result<Vec<Family>, Error> {
+    /// Series exposed.
+    pub fn series(&self) -> usize {
+        self.table.admitted()
+    }
+
+    /// Writes its metric: counters and histograms straight into `out`,
+    /// gauges as families into `small`; time spent added to `phases`.
+    pub fn write(
+        &mut self,
+        out: &mut String,
+        small: &mut Vec<Family>,
+        phases: &mut Phases,
+    ) -> Result<(), Error> {
         let name = format!("ri_{}", self.spec.name);
         let Some(kind) = self.kind.clone() else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         if let AggKind::Inflight(_) | AggKind::Leaks(_) = kind {
-            return self.gauges(&name, &kind);
+            small.extend(self.gauges(&name, &kind)?);
+            return Ok(());
         }
-        let mut acc = self.base.clone();
-        if let Some(live) = &self.live {
-            for (labels, cell) in self.read(live)? {
-                merge(acc.entry(labels).or_default(), &cell);
-            }
+        self.table.begin();
+        if let Some(live) = &mut self.live {
+            let p = read(live, &mut self.table)?;
+            phases.read += p.read;
+            phases.build += p.build;
         }
-        let mut series = Vec::new();
-        for (labels, cell) in acc {
-            if !self.admitted.contains(&labels) {
-                if self.admitted.len() >= self.spec.max_series {
-                    self.refused.insert(labels);
-                    continue;
-                }
-                self.admitted.insert(labels.clone());
+        let t = Instant::now();
+        match kind {
+            AggKind::Count => self.table.write_counter(out, &name, "hits, per key"),
+            AggKind::Hist(v) => {
+                self.table
+                    .write_histogram(out, &name, &format!("histogram of {v}"), 1.0)
             }
-            series.push((labels, cell));
-        }
-        let (fam, scale) = match kind {
-            AggKind::Count => {
-                let f = series
-                    .into_iter()
-                    .fold(Family::new(&name, "hits, per key"), |f, (l, c)| {
-                        f.with(l, Value::Counter(c.count as f64))
-                    });
-                return Ok(vec![f]);
-            }
-            AggKind::Hist(v) => (Family::new(&name, &format!("histogram of {v}")), 1.0),
-            _ => (
-                Family::new(&format!("{name}_seconds"), "latency in seconds"),
-                1e-9,
+            _ => self.table.write_histogram(
+                out,
+                &format!("{name}_seconds"),
+                "latency in seconds",
+                1e9,
             ),
-        };
-        for (_, c) in &series {
-            self.widen(c);
         }
-        let range = self.range.unwrap_or((0, 16));
-        Ok(vec![series.into_iter().fold(fam, |f, (l, c)| {
-            f.with(l, histogram(&c, range, scale))
-        })])
-    }
-
-    /// Widens the bucket range to whole powers of two around `c`'s buckets.
-    fn widen(&mut self, c: &agg::Cell) {
-        let (Some(lo), Some(hi)) = (c.buckets.keys().next(), c.buckets.keys().next_back()) else {
-            return;
-        };
-        let (lo, hi) = (lo / 16 * 16, (hi / 16 + 1) * 16);
-        self.range = Some(match self.range {
-            Some((a, b)) => (a.min(lo), b.max(hi)),
-            None => (lo, hi),
-        });
+        phases.encode += t.elapsed();
+        Ok(())
     }
 
     /// In-flight operations (or outstanding allocations) and the oldest's age.
@@ -438,31 +473,65 @@ impl Instrument {
     }
 }
 
-/// A cell as a Prometheus histogram over the buckets `range` (each bound a
-/// bucket's greatest value), values times `scale`.
-fn histogram(c: &agg::Cell, range: (u32, u32), scale: f64) -> Value {
-    let mut buckets: Vec<(f64, u64)> = Vec::new();
-    let below: u64 = c.buckets.range(..range.0).map(|(_, v)| v.count).sum();
-    for b in range.0..range.1 {
-        let hits = c.buckets.get(&b).map_or(0, |v| v.count);
-        let le = hist_bucket_range(b).1.saturating_sub(1) as f64 * scale;
-        buckets.push((le, hits + if b == range.0 { below } else { 0 }));
+/// Reads the attachment's maps into `table`'s current hits: each key's
+/// series found by its bytes, its labels decoded only the first time.
+fn read(live: &mut Live, table: &mut Table) -> Result<Phases, Error> {
+    let t = Instant::now();
+    let raw = agg::read_snapshot_with(&live.engine, &live.set, &mut live.batch)?;
+    let read_done = t.elapsed();
+    let Live {
+        engine,
+        set,
+        plans,
+        opts,
+        names,
+        stacks,
+        ids,
+        scratch,
+        ..
+    } = live;
+    let snap = names.borrow_mut().fold(raw, plans);
+    let view = agg::View {
+        set,
+        plans,
+        opts,
+        engine,
+        stacks,
+        names,
+    };
+    let shown = plans.iter().filter(|p| p.shown).count();
+    for ((plan, _site, key), cell) in &snap.cells {
+        let Some(p) = plans.get(*plan as usize).filter(|p| p.shown) else {
+            continue;
+        };
+        scratch.clear();
+        scratch.extend_from_slice(&plan.to_ne_bytes());
+        scratch.extend_from_slice(key);
+        let id = match ids.get(scratch.as_slice()) {
+            Some(&id) => id,
+            None => {
+                let mut labels = agg::key_pairs(&view, p, key);
+                for (k, _) in &mut labels {
+                    *k = super::config::metric_name(k);
+                }
+                if shown > 1 {
+                    let func = set.probes[*plan as usize].spec.func.clone();
+                    labels.insert(0, ("probe".into(), func));
+                }
+                let id = table.id(series::render(&labels));
+                ids.insert(scratch.clone().into_boxed_slice(), id);
+                id
+            }
+        };
+        if id != REFUSED {
+            table.add(id, cell);
+        }
     }
-    let above: u64 = c.buckets.range(range.1..).map(|(_, v)| v.count).sum();
-    buckets.push((f64::INFINITY, above));
-    let sum = c.buckets.values().fold(0u64, |s, v| s.wrapping_add(v.sum));
-    Value::Histogram {
-        sum: sum as f64 * scale,
-        count: c.count,
-        buckets,
-    }
-}
-
-/// Adds `from`'s hits to `into`, bucket by bucket.
-fn merge(into: &mut agg::Cell, from: &agg::Cell) {
-    for (b, v) in &from.buckets {
-        into.add(*b, v);
-    }
+    Ok(Phases {
+        read: read_done,
+        build: t.elapsed() - read_done,
+        encode: Duration::ZERO,
+    })
 }
 
 fn pids_text(pids: &[u32]) -> String {

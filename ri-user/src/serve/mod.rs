@@ -3,8 +3,13 @@
 mod config;
 mod expose;
 mod instrument;
+mod series;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -14,7 +19,7 @@ use tokio::{
 
 pub use config::{Config, Resolved, Spec, Targets, parse as parse_config};
 use expose::{Family, Value};
-use instrument::Instrument;
+use instrument::{Instrument, Phases};
 
 use crate::Error;
 
@@ -53,8 +58,9 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
     /// Pack instruments from the command line.
     pub instruments: Vec<String>,
-    /// `-p`.
-    pub pids: Vec<u32>,
+    /// `-p`, `--comm`, `--exe`: the instruments' targets in place of the
+    /// config file's.
+    pub targets: Targets,
     /// `--pack`.
     pub packs: Vec<PathBuf>,
 }
@@ -71,9 +77,14 @@ fn specs(opts: &ServeOptions) -> Result<Vec<Resolved>, Error> {
         Some(p) => config::read(p)?,
         None => Config::default(),
     };
-    let specs = cfg.resolve(&opts.instruments, &opts.pids)?;
+    let specs = cfg.resolve(&opts.instruments, &opts.targets)?;
     for s in &specs {
         instrument::validate(s, &opts.packs)?;
+        crate::select::Selection {
+            comms: s.targets.comms.clone(),
+            exes: s.targets.exes.clone(),
+        }
+        .matcher()?;
     }
     Ok(specs)
 }
@@ -86,17 +97,21 @@ struct Server {
     gone_failures: u64,
     gone_lost: u64,
     gone_full: u64,
+    /// The last scrape's phases, and its text's length (the next one's
+    /// capacity).
+    phases: Phases,
+    last_len: usize,
 }
 
 impl Server {
-    fn follow(&mut self) {
+    fn follow(&mut self, rt: &tokio::runtime::Runtime) {
         for i in &mut self.instruments {
-            i.follow(&self.opts.packs);
+            i.follow(&self.opts.packs, rt);
         }
     }
 
     /// Re-reads the config: unchanged instruments stay as they are.
-    fn reload(&mut self) {
+    fn reload(&mut self, rt: &tokio::runtime::Runtime) {
         let specs = match specs(&self.opts) {
             Ok(s) => s,
             Err(e) => {
@@ -124,35 +139,59 @@ impl Server {
             self.gone_failures += i.attach_failures;
             log(6, &format!("{}: removed", i.spec.name));
         }
-        self.follow();
+        self.follow(rt);
     }
 
-    /// Every family, read now.
+    /// Every family, read now, as Prometheus's text format.
     fn scrape(&mut self) -> String {
-        let mut fams: Vec<Family> = Vec::new();
+        let mut out = String::with_capacity(self.last_len + self.last_len / 8);
+        let mut small: Vec<Family> = Vec::new();
+        let mut phases = Phases::default();
         let (mut lost, mut full, mut failures, mut targets) =
             (self.gone_lost, self.gone_full, self.gone_failures, 0);
-        let mut refused = Family::new(
+        let per = |name: &str, help: &str| Family::new(name, help);
+        let mut refused = per(
             "ri_series_dropped",
             "series not exposed because their metric reached its cap",
         );
+        let mut restarts = per(
+            "ri_target_restarts",
+            "processes attached by name after the first one an instrument followed (restarts, or more of them)",
+        );
+        let mut series = per("ri_series", "series exposed, per instrument");
         for i in &mut self.instruments {
-            match i.families() {
-                Ok(f) => fams.extend(f),
-                Err(e) => log(4, &format!("{}: cannot read its maps: {e}", i.spec.name)),
+            if let Err(e) = i.write(&mut out, &mut small, &mut phases) {
+                log(4, &format!("{}: cannot read its maps: {e}", i.spec.name));
             }
             let (l, f) = i.losses();
             lost += l;
             full += f;
             failures += i.attach_failures;
             targets += i.attached();
-            refused = refused.with(
-                vec![("instrument".into(), i.spec.name.clone())],
-                Value::Counter(i.refused() as f64),
-            );
+            let label = || vec![("instrument".to_string(), i.spec.name.clone())];
+            refused = refused.with(label(), Value::Counter(i.refused() as f64));
+            restarts = restarts.with(label(), Value::Counter(i.restarts as f64));
+            series = series.with(label(), Value::Gauge(i.series() as f64));
         }
+        let t = Instant::now();
         let (cpu, rss) = own_usage();
-        fams.extend([
+        let last = self.phases;
+        let phase = |name: &str, d: Duration| {
+            (
+                vec![("phase".to_string(), name.to_string())],
+                Value::Gauge(d.as_secs_f64()),
+            )
+        };
+        let mut scrape = per(
+            "ri_scrape_duration_seconds",
+            "time the previous scrape spent reading maps, building series and writing text",
+        );
+        scrape.series = vec![
+            phase("read", last.read),
+            phase("build", last.build),
+            phase("encode", last.encode),
+        ];
+        small.extend([
             Family::new("ri_events_lost", "events lost to a full ring buffer")
                 .with(Vec::new(), Value::Counter(lost as f64)),
             Family::new(
@@ -168,6 +207,9 @@ impl Server {
             )
             .with(Vec::new(), Value::Gauge(targets as f64)),
             refused,
+            restarts,
+            series,
+            scrape,
             Family::new(
                 "ri_process_cpu_seconds",
                 "CPU time of ri serve itself, user and system",
@@ -179,7 +221,12 @@ impl Server {
             )
             .with(Vec::new(), Value::Gauge(rss)),
         ]);
-        expose::encode(fams)
+        small.retain(|f| !f.series.is_empty());
+        expose::encode(&mut out, small);
+        phases.encode += t.elapsed();
+        self.phases = phases;
+        self.last_len = out.len();
+        out
     }
 }
 
@@ -223,19 +270,8 @@ async fn answer(mut conn: TcpStream, server: &mut Server) -> std::io::Result<()>
         .unwrap_or("")
         .to_string();
     let path = line.split_whitespace().nth(1).unwrap_or("");
-    // Prometheus asks for OpenMetrics; other clients get the classic format.
-    let open = String::from_utf8_lossy(&req)
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("accept:") && l.contains("openmetrics"));
     let (status, ctype, body) = match (line.split_whitespace().next(), path.split('?').next()) {
-        (Some("GET"), Some("/metrics")) if open => {
-            ("200 OK", expose::CONTENT_TYPE, server.scrape())
-        }
-        (Some("GET"), Some("/metrics")) => (
-            "200 OK",
-            expose::CLASSIC_TYPE,
-            expose::classic(&server.scrape()),
-        ),
+        (Some("GET"), Some("/metrics")) => ("200 OK", expose::CONTENT_TYPE, server.scrape()),
         (Some("GET"), Some("/")) => (
             "200 OK",
             "text/plain",
@@ -259,6 +295,7 @@ pub fn run(opts: ServeOptions) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let rt_ref = &rt;
     rt.block_on(async {
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
@@ -275,8 +312,10 @@ pub fn run(opts: ServeOptions) -> Result<(), Error> {
             gone_failures: 0,
             gone_lost: 0,
             gone_full: 0,
+            phases: Phases::default(),
+            last_len: 0,
         };
-        server.follow();
+        server.follow(rt_ref);
         log(
             6,
             &format!(
@@ -296,10 +335,10 @@ pub fn run(opts: ServeOptions) -> Result<(), Error> {
                     }
                     Err(e) => log(4, &format!("accept: {e}")),
                 },
-                _ = tick.tick() => server.follow(),
+                _ = tick.tick() => server.follow(rt_ref),
                 _ = hup.recv() => {
                     log(6, "SIGHUP: reloading the config");
-                    server.reload();
+                    server.reload(rt_ref);
                 }
                 _ = int.recv() => break,
                 _ = term.recv() => break,
