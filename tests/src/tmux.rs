@@ -7,23 +7,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// A tmux server of its own with one 80×24 session.
+/// A tmux server of its own (its socket in a temporary folder) with one
+/// 80×24 session; killed and the folder removed when dropped (on failure
+/// too).
 pub struct Tmux {
     socket: String,
-    _dir: tempfile::TempDir,
+    /// Holds the socket and the shell's history; removed when dropped.
+    dir: tempfile::TempDir,
 }
 
 impl Tmux {
-    /// Runs the shell command line `cmd`; the line `EXIT=<status>` follows
+    /// Runs `cmd` (a shell command line; `{dir}` is a temporary folder of
+    /// its own) in a new 80×24 session; the line `EXIT=<status>` follows
     /// when it ends, and the pane stays.
-    pub fn start(cmd: &str) -> Tmux {
+    pub fn start(tag: &str, cmd: &str) -> Tmux {
         let dir = tempfile::Builder::new()
-            .prefix("ri-tmux.")
+            .prefix(&format!("ri-test-{tag}."))
             .tempdir()
-            .expect("temporary directory");
+            .unwrap();
         let socket = dir.path().join("tmux").display().to_string();
-        let t = Tmux { socket, _dir: dir };
-        let line = format!("{cmd}; echo EXIT=$?; sleep 600");
+        let cmd = cmd.replace("{dir}", &dir.path().display().to_string());
+        let t = Tmux { socket, dir };
+        // `sh` itself gets the terminal's Ctrl-C too: a no-op trap keeps it
+        // (its child starts with the default action).
+        let line = format!("trap : INT; {cmd}; echo EXIT=$?; sleep 600");
         let out = t.tmux(&[
             "new-session",
             "-d",
@@ -47,17 +54,31 @@ impl Tmux {
             .expect("tmux is needed (cargo xtask setup installs it)")
     }
 
+    /// The session's own temporary folder (`{dir}` in its command).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Types `text` literally, then Enter.
     pub fn line(&self, text: &str) {
-        let ok = self
-            .tmux(&["send-keys", "-t", "0", "-l", text])
-            .status
-            .success()
-            && self
-                .tmux(&["send-keys", "-t", "0", "Enter"])
+        self.text(text);
+        self.keys(&["Enter"]);
+    }
+
+    /// Types `keys` (tmux key names, e.g. "Tab", "Enter", "C-u").
+    pub fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "0"];
+        args.extend(keys);
+        assert!(self.tmux(&args).status.success());
+    }
+
+    /// Types `text` literally.
+    pub fn text(&self, text: &str) {
+        assert!(
+            self.tmux(&["send-keys", "-t", "0", "-l", text])
                 .status
-                .success();
-        assert!(ok, "tmux send-keys failed");
+                .success()
+        );
     }
 
     /// The screen, wrapped lines joined, with the scrollback.
@@ -77,6 +98,35 @@ impl Tmux {
             assert!(Instant::now() < end, "no '{what}' on the screen:\n{s}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Types `line` and Enter at the prompt `prompt`, and waits for the
+    /// next prompt; returns the screen.
+    pub fn command(&self, prompt: &str, line: &str, secs: u64) -> String {
+        let before = self.screen().matches(prompt).count();
+        self.text(line);
+        self.keys(&["Enter"]);
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.screen();
+            if s.matches(prompt).count() > before && s.trim_end().ends_with(prompt.trim_end()) {
+                return s;
+            }
+            assert!(Instant::now() < end, "'{line}' did not finish:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The pid of the program the session runs (`sh`'s child).
+    pub fn program_pid(&self) -> i32 {
+        let out = self.tmux(&["display", "-p", "-t", "0", "#{pane_pid}"]);
+        let sh: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let kids = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).unwrap();
+        kids.split_whitespace()
+            .next()
+            .expect("a running program")
+            .parse()
+            .unwrap()
     }
 }
 

@@ -195,7 +195,7 @@ fn a_mutation_lists_every_process_and_needs_yes_or_a_typed_yes() {
         ri_bin().display(),
         fleet.ssh_config.display()
     );
-    let term = Tmux::start(&line);
+    let term = Tmux::start("fleet", &line);
     let screen = term.wait_for("Type 'yes'", 30);
     for n in &fleet.nodes {
         let row = format!("  {}: pid {} (m0d)", n.name, n.m0d_nspid());

@@ -8,126 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ri_tests::{m0sim::M0d, require_bpf, ri_bin};
+use ri_tests::{m0sim::M0d, require_bpf, ri_bin, tmux::Tmux};
 use serde_json::Value;
-
-/// A tmux server of its own (its socket in a temporary folder) with one
-/// 80×24 session; killed and the folder removed when dropped (on failure
-/// too).
-struct Tmux {
-    socket: String,
-    /// Holds the socket and the shell's history; removed when dropped.
-    dir: tempfile::TempDir,
-}
-
-impl Tmux {
-    /// Runs `cmd` (a shell command line; `{dir}` is a temporary folder of
-    /// its own) in a new 80×24 session; the line `EXIT=<status>` follows
-    /// when it ends, and the pane stays.
-    fn start(tag: &str, cmd: &str) -> Tmux {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("ri-test-{tag}."))
-            .tempdir()
-            .unwrap();
-        let socket = dir.path().join("tmux").display().to_string();
-        let cmd = cmd.replace("{dir}", &dir.path().display().to_string());
-        let t = Tmux { socket, dir };
-        // `sh` itself gets the terminal's Ctrl-C too: a no-op trap keeps it
-        // (its child starts with the default action).
-        let line = format!("trap : INT; {cmd}; echo EXIT=$?; sleep 600");
-        let out = t.tmux(&[
-            "new-session",
-            "-d",
-            "-x",
-            "80",
-            "-y",
-            "24",
-            "sh",
-            "-c",
-            &line,
-        ]);
-        assert!(out.status.success(), "tmux: {out:?}");
-        t
-    }
-
-    fn tmux(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux")
-            .args(["-S", &self.socket, "-f", "/dev/null"])
-            .args(args)
-            .output()
-            .expect("tmux is needed (cargo xtask setup installs it)")
-    }
-
-    /// Types `keys` (tmux key names, e.g. "Tab", "Enter", "C-u").
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "0"];
-        args.extend(keys);
-        assert!(self.tmux(&args).status.success());
-    }
-
-    /// Types `text` literally.
-    fn text(&self, text: &str) {
-        assert!(
-            self.tmux(&["send-keys", "-t", "0", "-l", text])
-                .status
-                .success()
-        );
-    }
-
-    /// The screen, wrapped lines joined, with the scrollback.
-    fn screen(&self) -> String {
-        let out = self.tmux(&["capture-pane", "-p", "-J", "-S", "-200", "-t", "0"]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Waits until the screen holds `what` (at most `secs` seconds).
-    fn wait_for(&self, what: &str, secs: u64) -> String {
-        let end = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.screen();
-            if s.contains(what) {
-                return s;
-            }
-            assert!(Instant::now() < end, "no '{what}' on the screen:\n{s}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Types `line` and Enter at the prompt `prompt`, and waits for the
-    /// next prompt; returns the screen.
-    fn command(&self, prompt: &str, line: &str, secs: u64) -> String {
-        let before = self.screen().matches(prompt).count();
-        self.text(line);
-        self.keys(&["Enter"]);
-        let end = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.screen();
-            if s.matches(prompt).count() > before && s.trim_end().ends_with(prompt.trim_end()) {
-                return s;
-            }
-            assert!(Instant::now() < end, "'{line}' did not finish:\n{s}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The pid of the program the session runs (`sh`'s child).
-    fn program_pid(&self) -> i32 {
-        let out = self.tmux(&["display", "-p", "-t", "0", "#{pane_pid}"]);
-        let sh: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        let kids = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).unwrap();
-        kids.split_whitespace()
-            .next()
-            .expect("a running program")
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.tmux(&["kill-server"]);
-    }
-}
 
 /// Bytes of m0d's text that differ from its file: a uprobe is a
 /// breakpoint written into the text; detaching writes the original back.
@@ -416,7 +298,7 @@ fn shell_ctrl_c_ctl_completion_multi_line_and_save() {
     let s = t.command(&prompt, "'<1:2>'", 10);
     assert!(s.contains("key: 0x2"), "{s}");
     t.command(&prompt, "start motr.queue as q", 30);
-    let file = t.dir.path().join("saved.toml");
+    let file = t.dir().join("saved.toml");
     t.command(&prompt, &format!("save {}", file.display()), 10);
     let saved = std::fs::read_to_string(&file).unwrap();
     let doc: toml::Table = toml::from_str(&saved).unwrap_or_else(|e| panic!("{e}:\n{saved}"));
@@ -444,7 +326,7 @@ fn shell_ctrl_c_ctl_completion_multi_line_and_save() {
     assert_unprobed(m0d.pid);
 
     // The saved file replays as a session: both instruments ran.
-    let bundle = t.dir.path().join("bundle");
+    let bundle = t.dir().join("bundle");
     let out = Command::new(ri_bin())
         .args(["session", "run"])
         .arg(&file)
