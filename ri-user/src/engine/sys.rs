@@ -132,6 +132,41 @@ fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
     Ok(ret)
 }
 
+/// One `BPF_MAP_LOOKUP_BATCH` call: up to `count` entries after the cursor
+/// `from` (None: from the start) into the buffers at `keys` and `values`.
+/// Gives the entries read, the cursor to go on from, and the call's error
+/// (ENOENT: the map has no more).
+fn lookup_batch_once(
+    map: BorrowedFd<'_>,
+    from: Option<u32>,
+    keys: *mut u8,
+    values: *mut u8,
+    count: u32,
+) -> (usize, u32, Option<std::io::Error>) {
+    let mut out_batch = 0u32;
+    let mut attr = BatchAttr {
+        in_batch: from.as_ref().map_or(0, |f| f as *const u32 as u64),
+        out_batch: &mut out_batch as *mut u32 as u64,
+        keys: keys as u64,
+        values: values as u64,
+        count,
+        map_fd: map.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    // SAFETY: the caller's buffers hold `count` keys and values; the kernel
+    // writes the count read back into `attr`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as u32,
+        )
+    };
+    let err = (ret < 0).then(std::io::Error::last_os_error);
+    ((attr.count as usize).min(count as usize), out_batch, err)
+}
+
 /// Slots `0..n` of the per-CPU array `map` (values of `value_size` bytes,
 /// `cpus` possible CPUs) in few `BPF_MAP_LOOKUP_BATCH` calls, where one
 /// lookup each took 5,000 syscalls for a 5,000-site count: each slot's
@@ -148,39 +183,20 @@ pub fn lookup_per_cpu_batch(
     let mut out = vec![0u8; n * stride];
     let (mut done, mut next) = (0usize, 0u32);
     while done < n {
-        let mut out_batch = 0u32;
-        let mut attr = BatchAttr {
-            in_batch: if done == 0 {
-                0
-            } else {
-                &next as *const u32 as u64
-            },
-            out_batch: &mut out_batch as *mut u32 as u64,
-            keys: keys[done..].as_mut_ptr() as u64,
-            values: values[done * stride..].as_mut_ptr() as u64,
-            count: (n - done) as u32,
-            map_fd: map.as_raw_fd() as u32,
-            ..Default::default()
-        };
-        // SAFETY: the buffers hold `count` keys and values from their
-        // offsets; the kernel writes `count` back into `attr`.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>() as u32,
-            )
-        };
-        let got = attr.count as usize;
-        if ret < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ENOENT) {
-                return Err(e);
-            }
+        let (got, out_batch, err) = lookup_batch_once(
+            map,
+            (done > 0).then_some(next),
+            keys[done..].as_mut_ptr() as *mut u8,
+            values[done * stride..].as_mut_ptr(),
+            (n - done) as u32,
+        );
+        if let Some(e) = &err
+            && e.raw_os_error() != Some(libc::ENOENT)
+        {
+            return Err(err.expect("checked"));
         }
         done += got.min(n - done);
-        if ret < 0 || got == 0 {
+        if err.is_some() || got == 0 {
             break;
         }
         next = out_batch;
@@ -220,34 +236,15 @@ pub fn lookup_hash_batch(
             keys.resize(cap * key_size, 0);
             values.resize(cap * stride, 0);
         }
-        let mut out_batch = 0u32;
-        let mut attr = BatchAttr {
-            in_batch: if done == 0 {
-                0
-            } else {
-                &next as *const u32 as u64
-            },
-            out_batch: &mut out_batch as *mut u32 as u64,
-            keys: keys[done * key_size..].as_mut_ptr() as u64,
-            values: values[done * stride..].as_mut_ptr() as u64,
-            count: (cap - done) as u32,
-            map_fd: map.as_raw_fd() as u32,
-            ..Default::default()
-        };
-        // SAFETY: the buffers hold `count` keys and values from their
-        // offsets; the kernel writes `count` back into `attr`.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>() as u32,
-            )
-        };
-        let got = (attr.count as usize).min(cap - done);
+        let (got, out_batch, err) = lookup_batch_once(
+            map,
+            (done > 0).then_some(next),
+            keys[done * key_size..].as_mut_ptr(),
+            values[done * stride..].as_mut_ptr(),
+            (cap - done) as u32,
+        );
         done += got;
-        if ret < 0 {
-            let e = std::io::Error::last_os_error();
+        if let Some(e) = err {
             match e.raw_os_error() {
                 Some(libc::ENOENT) => return Ok(done),
                 // A bucket larger than the room left: more room.
