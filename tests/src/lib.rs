@@ -188,3 +188,24 @@ pub fn sigint(child: &mut Child) {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let _ = child.wait();
 }
+
+/// `ri session export BUNDLE --json -`: every line of every instrument's
+/// files in a session bundle, read back through ri itself (they are zstd).
+pub fn session_export(bundle: &std::path::Path) -> Vec<Value> {
+    let out = ri(&[
+        "session",
+        "export",
+        &bundle.display().to_string(),
+        "--json",
+        "-",
+    ]);
+    assert!(
+        out.status.success(),
+        "export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("export line is JSON"))
+        .collect()
+}

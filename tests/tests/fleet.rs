@@ -616,23 +616,6 @@ fn shell_over_hosts_runs_each_line_on_every_host_over_one_connection_each() {
     fleet.nodes.iter_mut().for_each(|n| n.finish_loads());
 }
 
-/// `ri session export BUNDLE --json -`: every line of every file.
-fn session_lines(bundle: &std::path::Path) -> Vec<Value> {
-    let out = std::process::Command::new(ri_tests::ri_bin())
-        .args(["session", "export", bundle.to_str().unwrap(), "--json", "-"])
-        .output()
-        .expect("run ri session export");
-    assert!(
-        out.status.success(),
-        "export: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("export line is JSON"))
-        .collect()
-}
-
 #[test]
 fn a_session_over_three_nodes_gives_one_bundle_with_a_part_per_host() {
     let mut fleet = Fleet::new(3);
@@ -703,7 +686,7 @@ actions = ["report", "snapshot"]
     // Nothing lost, and each host's summary counted apart.
     assert_eq!(m["lost"], 0, "{err}");
     assert_eq!(m["losses_unknown"], serde_json::json!([]), "{err}");
-    let lines = session_lines(&bundle);
+    let lines = ri_tests::session_export(&bundle);
     let fired = m["fired"].as_array().unwrap();
     assert_eq!(fired.len(), 1, "{}\n{err}", m["fired"]);
     for (n, node) in fleet.nodes.iter().enumerate() {

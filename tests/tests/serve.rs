@@ -220,26 +220,9 @@ fn prometheus_scrapes_counts_and_latency_that_match_m0d() {
     // promtool accepts the exposition (the classic text format).
     let (status, text) = get(sport, "/metrics");
     assert!(status.contains("200"), "{status}");
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool (cargo xtask setup installs it)");
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let checked = check.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    if let Err(e) = promtool(&text) {
+        panic!("promtool check metrics: {e}\n{text}");
+    }
 
     let prom = Prometheus::start(sport);
     prom.wait_up();

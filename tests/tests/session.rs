@@ -22,21 +22,6 @@ fn ri(args: &[&str]) -> Output {
     Command::new(ri_bin()).args(args).output().expect("run ri")
 }
 
-/// `ri session export BUNDLE --json -`: every line of every instrument's
-/// files, read back through ri itself (the bundle's files are zstd).
-fn exported(bundle: &Path) -> Vec<Value> {
-    let out = ri(&["session", "export", bundle.to_str().unwrap(), "--json", "-"]);
-    assert!(
-        out.status.success(),
-        "export: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("export line is JSON"))
-        .collect()
-}
-
 /// The session file of the test: the motr pack's fops and ops, request
 /// queueing events in a 10 s flight recorder, and a trigger on fops's p99
 /// held for 12 intervals (so that the recorder has a full window).
@@ -160,7 +145,7 @@ fn a_session_fires_once_and_its_bundle_holds_the_window_and_the_services_counts(
     // The flight recorder's dump: the queueing events of the 10 s before
     // the trigger fired, and none older (events arrive continuously).
     let fire_ns = f["at"]["mono_ns"].as_u64().unwrap();
-    let lines = exported(&bundle);
+    let lines = ri_tests::session_export(&bundle);
     let window: Vec<u64> = lines
         .iter()
         .filter(|l| l["file"].as_str().unwrap().starts_with("flight/"))
@@ -459,7 +444,7 @@ actions = ["snapshot"]
     );
 
     // One slice per begin/end pair in the bundle's events.
-    let lines = exported(&bundle);
+    let lines = ri_tests::session_export(&bundle);
     let count = |suffix: &str| {
         lines
             .iter()
@@ -538,7 +523,7 @@ fn the_shipped_motr_slow_requests_session_reports_and_dumps_the_queue() {
     // The queue's events of the last 10 s before the trigger: requests
     // queued and finished, kernel-stamped inside the window.
     let fired_ns = fired[0]["at"]["mono_ns"].as_u64().unwrap();
-    let events: Vec<Value> = exported(&bundle)
+    let events: Vec<Value> = ri_tests::session_export(&bundle)
         .into_iter()
         .filter(|l| l["instrument"] == "requests")
         .collect();
@@ -570,7 +555,7 @@ fn the_shipped_motr_slow_requests_session_reports_and_dumps_the_queue() {
     );
     // The queue's prints of the window (one per interval since the session
     // began, at most 10 s back, each listing the requests then in flight).
-    let queue: Vec<Value> = exported(&bundle)
+    let queue: Vec<Value> = ri_tests::session_export(&bundle)
         .into_iter()
         .filter(|l| l["instrument"] == "queue")
         .collect();
@@ -591,7 +576,7 @@ fn the_shipped_motr_slow_requests_session_reports_and_dumps_the_queue() {
 
 /// The flight recorder's events of instrument `name` in the bundle's dumps.
 fn dumped(bundle: &Path, name: &str) -> Vec<Value> {
-    exported(bundle)
+    ri_tests::session_export(bundle)
         .into_iter()
         .filter(|l| l["instrument"] == name && l["file"].as_str().unwrap().starts_with("flight/"))
         .map(|l| l["line"].clone())
