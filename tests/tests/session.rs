@@ -790,12 +790,13 @@ fn a_loss_to_a_tiny_ring_reaches_the_manifest_and_stderr() {
     let calls = ri_tests::fixture("calls");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.toml");
-    // A 1 MiB ring and 2,000,000 calls as fast as the process makes them:
-    // more than the ring holds while ri writes the bundle.
+    // A 1 MiB ring, 2,000,000 calls as fast as the process makes them, and
+    // 1 KiB of the stack in each event: far more than the ring holds while
+    // ri writes the bundle.
     std::fs::write(
         &file,
         format!(
-            "[instruments.calls]\ncmd = \"trace --buffer-size 1 'u:{}:work_nop5(a=arg0, b=arg1)'\"\n",
+            "[instruments.calls]\ncmd = \"trace --buffer-size 1 'u:{}:work_nop5(a=arg0, b=arg1, s=buf(sp, 1024))'\"\n",
             calls.display()
         ),
     )
