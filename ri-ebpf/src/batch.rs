@@ -71,18 +71,7 @@ pub fn send(s: &Scratch, len: usize, now: u64) {
             s.event.as_ptr() as *const c_void,
         );
     }
-    put(&mut b.len, (off + n) as u32);
-    let count = get(&b.n) + 1;
-    put(&mut b.n, count);
-    if count == 1 {
-        put(&mut b.first_ns, now);
-        set_pending(now);
-    }
-    if count >= max || off + n >= BATCH_BYTES || now.wrapping_sub(get(&b.first_ns)) >= BATCH_AGE_NS
-    {
-        flush(b, now);
-    }
-    leave(b);
+    commit(b, off + n, max, now);
 }
 
 /// A plan of `REG r, EMIT` pairs (`REGS_ONLY`, registers of the hit only),
@@ -153,28 +142,29 @@ pub fn send_regs(regs: *const pt_regs, p: &Plan, cookie: u64) -> bool {
     }
     if sparse {
         let len = if len > EVENT_MAX { EVENT_MAX } else { len };
-        let data = &b.data[..len];
-        if EVENTS.output::<[u8]>(data, wakeup_flags(now)).is_err() {
-            lost(1);
-        }
+        output_one(&b.data[..len], now);
         leave(b);
-        return true;
+    } else {
+        commit(b, off + len, max, now);
     }
-    put(&mut b.len, (off + len) as u32);
+    true
+}
+
+/// Closes an event written into the batch up to byte `end`: counts it,
+/// sends the batch when it is full or old, and lets the batch go.
+#[inline(always)]
+fn commit(b: &mut Batch, end: usize, max: u32, now: u64) {
+    put(&mut b.len, end as u32);
     let count = get(&b.n) + 1;
     put(&mut b.n, count);
     if count == 1 {
         put(&mut b.first_ns, now);
         set_pending(now);
     }
-    if count >= max
-        || off + len >= BATCH_BYTES
-        || now.wrapping_sub(get(&b.first_ns)) >= BATCH_AGE_NS
-    {
+    if count >= max || end >= BATCH_BYTES || now.wrapping_sub(get(&b.first_ns)) >= BATCH_AGE_NS {
         flush(b, now);
     }
     leave(b);
-    true
 }
 
 /// Marks the batch busy; false when another program on this CPU, which
@@ -246,11 +236,19 @@ fn flush(b: &mut Batch, now: u64) {
     set_pending(0);
 }
 
-/// The event alone, as one record.
+/// The scratch event alone, as one record.
 #[inline(always)]
 fn alone(s: &Scratch, len: usize, now: u64) {
     // SAFETY: `len` is at most the size of `s.event` (see Scratch).
-    let data = unsafe { core::slice::from_raw_parts(s.event.as_ptr(), len) };
+    output_one(
+        unsafe { core::slice::from_raw_parts(s.event.as_ptr(), len) },
+        now,
+    );
+}
+
+/// One event as its own record; counted lost when the ring is full.
+#[inline(always)]
+fn output_one(data: &[u8], now: u64) {
     if EVENTS.output::<[u8]>(data, wakeup_flags(now)).is_err() {
         lost(1);
     }
