@@ -1,8 +1,9 @@
 //! Project tasks: `cargo xtask setup|build|test|demo|dist|bench`.
 //!
 //! `setup` installs what a fresh machine lacks (nightly `rust-src`,
-//! `bpf-linker`, bpftrace for the comparison tests) and returns quickly when
-//! everything is there. The other tasks run it first.
+//! `bpf-linker`, bpftrace for the comparison tests, protoc for ri's build)
+//! and returns quickly when everything is there. The other tasks run it
+//! first.
 
 mod bench;
 mod bench_ab;
@@ -298,12 +299,13 @@ fn setup() -> Result<()> {
     // <sys/sdt.h> (the USDT note fixture), OpenSSH (the fleet tests start
     // their own sshd), Prometheus (it scrapes `ri serve` in its tests),
     // dpkg-deb, man-db and tmux (`cargo xtask dist`, `man ri`, a real
-    // terminal for the interactive tests).
+    // terminal for the interactive tests), protoc (`perfetto-trace-proto`
+    // generates Perfetto's messages with it when ri builds).
     let sdt = [
         "/usr/include/sys/sdt.h",
         "/usr/include/x86_64-linux-gnu/sys/sdt.h",
     ];
-    let needs: [(bool, &[&str]); 8] = [
+    let needs: [(bool, &[&str]); 9] = [
         (have("bpftrace"), &["bpftrace"]),
         (have("gcore"), &["gdb"]),
         (
@@ -318,6 +320,7 @@ fn setup() -> Result<()> {
         (have("dpkg-deb"), &["dpkg"]),
         (have("man"), &["man-db"]),
         (have("tmux"), &["tmux"]),
+        (have("protoc"), &["protobuf-compiler"]),
     ];
     let missing: Vec<&str> = needs
         .iter()

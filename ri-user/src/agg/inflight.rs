@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{
     AggError, AggPlan,
-    render::{View, duration_text, key_json, key_parts, labelled},
+    render::{KeyPart, View, duration_text, key_json, key_parts, labelled},
 };
 use crate::engine::Engine;
 
@@ -109,25 +109,53 @@ pub fn print(
     }
     writeln!(w, "{} in flight", rows.len())?;
     for (age, f, site, parts) in &rows {
-        let plain: Vec<String> = parts
-            .iter()
-            .filter(|p| p.stack.is_none())
-            .map(super::render::KeyPart::plain)
-            .collect();
-        // Begun before attaching: at least as old as since it was seen.
-        let at_least = if f.plan != 0 { ">=" } else { "" };
-        writeln!(
-            w,
-            "{:>10}  pid={} tid={}  {}  {}",
-            format!("{at_least}{}", duration_text(*age)),
-            f.pid,
-            f.tid,
-            site.map_or("?", |s| s.short.as_str()),
-            plain.join(" ")
-        )?;
-        for s in parts.iter().filter_map(|p| p.stack.as_ref()) {
-            s.write_text(w, "    ")?;
-        }
+        let op = Row {
+            age_ns: *age,
+            seen: f.plan != 0,
+            pid: f.pid.into(),
+            tid: f.tid.into(),
+            short: site.map_or("?", |s| s.short.as_str()),
+        };
+        row(w, &op, parts)?;
     }
     w.flush()
+}
+
+/// One operation's text row, as the live table and a stored print show it.
+pub(super) struct Row<'a> {
+    /// Its age at the print.
+    pub(super) age_ns: u64,
+    /// A `--seen` probe added it: the age is a lower bound.
+    pub(super) seen: bool,
+    /// Process that began it.
+    pub(super) pid: u64,
+    /// Thread that began it.
+    pub(super) tid: u64,
+    /// The begin probe's short name.
+    pub(super) short: &'a str,
+}
+
+/// Writes `op`'s row: age, pid, tid, probe and captures, then the frames
+/// of a captured stack.
+pub(super) fn row(w: &mut impl Write, op: &Row, parts: &[KeyPart]) -> std::io::Result<()> {
+    let plain: Vec<String> = parts
+        .iter()
+        .filter(|p| p.stack.is_none())
+        .map(KeyPart::plain)
+        .collect();
+    // Begun before attaching: at least as old as since it was seen.
+    let at_least = if op.seen { ">=" } else { "" };
+    writeln!(
+        w,
+        "{:>10}  pid={} tid={}  {}  {}",
+        format!("{at_least}{}", duration_text(op.age_ns)),
+        op.pid,
+        op.tid,
+        op.short,
+        plain.join(" ")
+    )?;
+    for s in parts.iter().filter_map(|p| p.stack.as_ref()) {
+        s.write_text(w, "    ")?;
+    }
+    Ok(())
 }

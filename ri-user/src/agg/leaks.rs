@@ -221,39 +221,103 @@ pub fn print(
         w.flush()?;
         return Ok(());
     }
-    if !last {
-        writeln!(w, "--- interval")?;
-    }
+    let totals = Totals {
+        allocs: calls.allocs,
+        frees: calls.frees,
+        seconds: calls.seconds,
+        bytes,
+        count,
+        stacks: groups.len(),
+    };
+    let rows: Vec<Row> = groups
+        .iter()
+        .zip(stacks)
+        .take(top)
+        .map(|(g, s)| Row {
+            bytes: g.bytes,
+            count: g.count,
+            pid: g.pid.into(),
+            age_ns: now.saturating_sub(g.oldest_ns),
+            stack: s,
+        })
+        .collect();
+    text(w, &totals, &rows, last)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// A print's totals: calls, and what is outstanding.
+pub(super) struct Totals {
+    /// Allocation calls since attaching.
+    pub(super) allocs: u64,
+    /// Free calls since attaching.
+    pub(super) frees: u64,
+    /// Seconds since attaching.
+    pub(super) seconds: f64,
+    /// Bytes outstanding.
+    pub(super) bytes: u64,
+    /// Allocations outstanding.
+    pub(super) count: u64,
+    /// Stacks they come from.
+    pub(super) stacks: usize,
+}
+
+/// One stack's outstanding allocations.
+pub(super) struct Row<'a> {
+    /// Bytes.
+    pub(super) bytes: u64,
+    /// Allocations.
+    pub(super) count: u64,
+    /// The process.
+    pub(super) pid: u64,
+    /// Age of the oldest.
+    pub(super) age_ns: u64,
+    /// The allocation stack.
+    pub(super) stack: &'a Resolved,
+}
+
+/// The text of a print: the call rates, the totals, and the top `rows`
+/// with their stacks (live, or from a stored print).
+pub(super) fn text(
+    w: &mut impl Write,
+    t: &Totals,
+    rows: &[Row],
+    last: bool,
+) -> std::io::Result<()> {
+    super::render::interval_mark(w, last)?;
     writeln!(
         w,
-        "{} and {} in {:.1} s ({alloc_rate:.0}/s, {free_rate:.0}/s)",
-        counted(calls.allocs, "allocation call"),
-        counted(calls.frees, "free call"),
-        calls.seconds
+        "{} and {} in {:.1} s ({:.0}/s, {:.0}/s)",
+        counted(t.allocs, "allocation call"),
+        counted(t.frees, "free call"),
+        t.seconds,
+        Calls::rate(t.allocs, t.seconds),
+        Calls::rate(t.frees, t.seconds),
     )?;
     writeln!(
         w,
-        "{bytes} bytes in {count} allocations outstanding, from {} stacks{}",
-        groups.len(),
-        if groups.len() > top {
-            format!(" (top {top} by bytes)")
+        "{} bytes in {} allocations outstanding, from {} stacks{}",
+        t.bytes,
+        t.count,
+        t.stacks,
+        if t.stacks > rows.len() {
+            format!(" (top {} by bytes)", rows.len())
         } else {
             String::new()
         }
     )?;
-    for (g, s) in groups.iter().zip(stacks).take(top) {
+    for r in rows {
         writeln!(
             w,
             "{} bytes in {} allocation{} from pid {} (oldest {}):",
-            g.bytes,
-            g.count,
-            if g.count == 1 { "" } else { "s" },
-            g.pid,
-            duration_text(now.saturating_sub(g.oldest_ns))
+            r.bytes,
+            r.count,
+            if r.count == 1 { "" } else { "s" },
+            r.pid,
+            duration_text(r.age_ns)
         )?;
-        s.write_text(w, "    ")?;
+        r.stack.write_text(w, "    ")?;
     }
-    w.flush()?;
     Ok(())
 }
 

@@ -17,6 +17,7 @@ mod live;
 mod printer;
 mod read;
 mod render;
+mod stored;
 
 use std::{cell::RefCell, time::Duration};
 
@@ -43,6 +44,7 @@ pub use read::{
 };
 pub use render::{View, key_pairs};
 pub(crate) use render::{hist_json, hist_summary};
+pub use stored::print_text as stored_print_text;
 
 /// Errors turning probes into aggregations.
 #[derive(Debug, thiserror::Error)]

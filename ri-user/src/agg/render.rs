@@ -411,26 +411,19 @@ impl View<'_> {
         if self.opts.trace.json {
             return self.print_json(w, &rows, last);
         }
-        if !last {
-            writeln!(w, "--- interval")?;
-        }
+        interval_mark(w, last)?;
         let dropped = self.dropped();
         for ((plan, site, bytes), cell) in rows {
             let a = &self.plans[*plan as usize];
             let key = self.key(*plan as usize, bytes);
             let short = self.set.sites.get(*site as usize).map_or("?", |s| &s.short);
             if !a.hist {
-                let partial = if dropped.contains(site) {
-                    " (partial: detached by the overhead budget)"
-                } else {
-                    ""
-                };
-                key_line(w, short, &key, &format!(": {}{partial}", cell.count))?;
+                count_line(w, short, &key, cell.count, dropped.contains(site))?;
                 continue;
             }
             key_line(w, short, &key, ":")?;
             let time = matches!(self.opts.kind, AggKind::Latency | AggKind::Span(_));
-            hist_summary(w, cell, a.signed, time)?;
+            hist_lines(w, &HistStats::of(cell, a.signed), a.signed, time)?;
         }
         w.flush()
     }
@@ -489,6 +482,52 @@ impl View<'_> {
     }
 }
 
+/// `--- interval` before an interval's print (a final print has none).
+pub(super) fn interval_mark(w: &mut impl Write, last: bool) -> std::io::Result<()> {
+    match last {
+        true => Ok(()),
+        false => writeln!(w, "--- interval"),
+    }
+}
+
+/// A count's row: `SITE[key]: COUNT`, marked partial when the overhead
+/// budget detached the site.
+pub(super) fn count_line(
+    w: &mut impl Write,
+    short: &str,
+    key: &[KeyPart],
+    count: u64,
+    partial: bool,
+) -> std::io::Result<()> {
+    let partial = match partial {
+        true => " (partial: detached by the overhead budget)",
+        false => "",
+    };
+    key_line(w, short, key, &format!(": {count}{partial}"))
+}
+
+/// What a histogram's text shows: hits per log2 group, exact moments and
+/// quantiles (from a live cell, or from a stored print's JSON).
+pub(super) struct HistStats {
+    /// Hits per [`LOG2_GROUPS`] group.
+    pub(super) groups: [u64; LOG2_GROUPS],
+    /// Count, sum, min and max.
+    pub(super) moments: Moments,
+    /// p50, p90, p99.
+    pub(super) quantiles: [i128; 3],
+}
+
+impl HistStats {
+    /// A live cell's.
+    fn of(cell: &Cell, signed: bool) -> Self {
+        HistStats {
+            groups: log2_counts(cell),
+            moments: moments(cell, signed),
+            quantiles: [0.5, 0.9, 0.99].map(|q| quantile(cell, q, signed)),
+        }
+    }
+}
+
 /// A histogram's text: log2 bars, then count, mean, min, p50/p90/p99 and
 /// max (as durations when `time`), then a blank line.
 pub(crate) fn hist_summary(
@@ -497,9 +536,19 @@ pub(crate) fn hist_summary(
     signed: bool,
     time: bool,
 ) -> std::io::Result<()> {
-    hist_text(w, &log2_counts(cell), signed)?;
-    let m = moments(cell, signed);
-    let q = |q| quantile(cell, q, signed);
+    hist_lines(w, &HistStats::of(cell, signed), signed, time)
+}
+
+/// [`hist_summary`] of the numbers.
+pub(super) fn hist_lines(
+    w: &mut impl Write,
+    h: &HistStats,
+    signed: bool,
+    time: bool,
+) -> std::io::Result<()> {
+    hist_text(w, &h.groups, signed)?;
+    let m = h.moments;
+    let [p50, p90, p99] = h.quantiles;
     let text = |v: f64| {
         if time {
             signed_duration(v)
@@ -515,9 +564,9 @@ pub(crate) fn hist_summary(
         m.count,
         text(m.mean()),
         text(m.min as f64),
-        text(q(0.5) as f64),
-        text(q(0.9) as f64),
-        text(q(0.99) as f64),
+        text(p50 as f64),
+        text(p90 as f64),
+        text(p99 as f64),
         text(m.max as f64),
     )?;
     writeln!(w)

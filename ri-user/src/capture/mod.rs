@@ -7,7 +7,6 @@ pub mod file;
 pub mod hosts;
 pub mod instrument;
 mod perfetto;
-mod proto;
 pub mod recorder;
 mod run;
 pub mod show;

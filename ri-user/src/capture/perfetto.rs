@@ -4,20 +4,22 @@
 //! begin and end sharing a `key` (a FOM from queue to fini) become a slice
 //! on a lane of its process, with both events' fields as arguments; other
 //! events are instants; aggregation prints become counters over time.
+//! The messages are `perfetto-trace-proto`'s, generated from Perfetto's own
+//! `.proto` files.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use perfetto_trace_proto::{
+    CounterDescriptor, DebugAnnotation, ProcessDescriptor, ThreadDescriptor, Trace, TracePacket,
+    TrackDescriptor, TrackEvent, debug_annotation,
+    trace_packet::{Data, OptionalTrustedPacketSequenceId, SequenceFlags},
+    track_descriptor::StaticOrDynamicName,
+    track_event::{CounterValueField, NameField, Type},
+};
 use prost::Message as _;
 use serde_json::Value;
 
-use super::{
-    Bundle, CaptureError,
-    instrument::Kind,
-    proto::{
-        CounterDescriptor, DebugAnnotation, ProcessDescriptor, SEQ_INCREMENTAL_STATE_CLEARED,
-        ThreadDescriptor, Trace, TracePacket, TrackDescriptor, TrackEvent, kind,
-    },
-};
+use super::{Bundle, CaptureError, instrument::Kind};
 
 /// Event fields that are not arguments.
 const HEADER: &[&str] = &["probe", "pid", "tid", "cpu", "ts_ns", "host"];
@@ -66,11 +68,7 @@ impl Builder {
     }
 
     fn track(&mut self, d: TrackDescriptor) {
-        self.tracks.push(TracePacket {
-            track_descriptor: Some(d),
-            trusted_packet_sequence_id: Some(1),
-            ..Default::default()
-        });
+        self.tracks.push(packet(Data::TrackDescriptor(d)));
     }
 
     /// The host's track.
@@ -81,7 +79,7 @@ impl Builder {
         let u = self.uuid();
         self.track(TrackDescriptor {
             uuid: Some(u),
-            name: Some(format!("host {host}")),
+            static_or_dynamic_name: named(format!("host {host}")),
             ..Default::default()
         });
         self.hosts.insert(host.to_string(), u);
@@ -106,10 +104,11 @@ impl Builder {
         let comm = self.names.get(&key).map_or(String::new(), |n| n.0.clone());
         self.track(TrackDescriptor {
             uuid: Some(u),
-            name: Some(format!("{comm} {pid}{}", self.on(host))),
+            static_or_dynamic_name: named(format!("{comm} {pid}{}", self.on(host))),
             process: Some(ProcessDescriptor {
                 pid: Some(pid as i32),
                 process_name: Some(comm),
+                ..Default::default()
             }),
             ..Default::default()
         });
@@ -131,11 +130,12 @@ impl Builder {
             .unwrap_or_else(|| format!("thread {tid}"));
         self.track(TrackDescriptor {
             uuid: Some(u),
-            name: Some(format!("{name} {tid}{}", self.on(host))),
+            static_or_dynamic_name: named(format!("{name} {tid}{}", self.on(host))),
             thread: Some(ThreadDescriptor {
                 pid: Some(pid as i32),
                 tid: Some(tid as i32),
                 thread_name: Some(name),
+                ..Default::default()
             }),
             ..Default::default()
         });
@@ -145,25 +145,18 @@ impl Builder {
 
     fn event(&mut self, ts: u64, e: TrackEvent) {
         let n = self.events.len();
-        self.events.push((
-            ts,
-            n,
-            TracePacket {
-                timestamp: Some(ts),
-                trusted_packet_sequence_id: Some(1),
-                track_event: Some(e),
-                ..Default::default()
-            },
-        ));
+        let mut p = packet(Data::TrackEvent(e));
+        p.timestamp = Some(ts);
+        self.events.push((ts, n, p));
     }
 
     fn slice(&mut self, track: u64, name: &str, (b, e): (u64, u64), args: Vec<DebugAnnotation>) {
         self.event(
             b,
             TrackEvent {
-                r#type: Some(kind::SLICE_BEGIN),
+                r#type: Some(Type::SliceBegin.into()),
                 track_uuid: Some(track),
-                name: Some(name.to_string()),
+                name_field: Some(NameField::Name(name.to_string())),
                 debug_annotations: args,
                 ..Default::default()
             },
@@ -171,7 +164,7 @@ impl Builder {
         self.event(
             e,
             TrackEvent {
-                r#type: Some(kind::SLICE_END),
+                r#type: Some(Type::SliceEnd.into()),
                 track_uuid: Some(track),
                 ..Default::default()
             },
@@ -193,7 +186,7 @@ impl Builder {
         let u = self.uuid();
         self.track(TrackDescriptor {
             uuid: Some(u),
-            name: Some(name.to_string()),
+            static_or_dynamic_name: named(name.to_string()),
             parent_uuid: Some(parent),
             ..Default::default()
         });
@@ -210,15 +203,44 @@ impl Builder {
         let u = self.uuid();
         self.track(TrackDescriptor {
             uuid: Some(u),
-            name: Some(name.clone()),
+            static_or_dynamic_name: named(name.clone()),
             parent_uuid: Some(parent),
             counter: Some(CounterDescriptor {
                 unit_name: Some(unit.to_string()),
+                ..Default::default()
             }),
             ..Default::default()
         });
         self.counters.insert(name, u);
         u
+    }
+}
+
+/// A debug annotation's value.
+type Arg = debug_annotation::Value;
+
+/// A packet of the one sequence ri writes.
+fn packet(data: Data) -> TracePacket {
+    TracePacket {
+        data: Some(data),
+        optional_trusted_packet_sequence_id: Some(
+            OptionalTrustedPacketSequenceId::TrustedPacketSequenceId(1),
+        ),
+        ..Default::default()
+    }
+}
+
+/// A track's name.
+fn named(name: String) -> Option<StaticOrDynamicName> {
+    Some(StaticOrDynamicName::Name(name))
+}
+
+/// An argument `name = v`.
+fn annotation(name: &str, v: Arg) -> DebugAnnotation {
+    DebugAnnotation {
+        name_field: Some(debug_annotation::NameField::Name(name.to_string())),
+        value: Some(v),
+        ..Default::default()
     }
 }
 
@@ -230,19 +252,16 @@ fn args(ev: &Value) -> Vec<DebugAnnotation> {
     m.iter()
         .filter(|(k, _)| !HEADER.contains(&k.as_str()))
         .map(|(k, v)| {
-            let mut a = DebugAnnotation {
-                name: Some(k.clone()),
-                ..Default::default()
+            let v = match v {
+                Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                    (Some(i), _) => Arg::IntValue(i),
+                    (None, Some(u)) => Arg::UintValue(u),
+                    _ => Arg::DoubleValue(n.as_f64().unwrap_or(f64::NAN)),
+                },
+                Value::String(s) => Arg::StringValue(s.clone()),
+                v => Arg::StringValue(v.to_string()),
             };
-            match v {
-                Value::Number(n) if n.is_i64() || n.is_u64() => {
-                    a.int_value = n.as_i64().or(n.as_u64().map(|u| u as i64));
-                }
-                Value::Number(n) => a.double_value = n.as_f64(),
-                Value::String(s) => a.string_value = Some(s.clone()),
-                v => a.string_value = Some(v.to_string()),
-            }
-            a
+            annotation(k, v)
         })
         .collect()
 }
@@ -318,16 +337,10 @@ fn trace_events(bld: &mut Builder, mut evs: Vec<Value>) {
         if let Some(k) = e.get("key").map(Value::to_string) {
             match keyed.remove(&(host.clone(), pid, k.clone())) {
                 Some((begin, bts, btid, mut a)) if begin != func => {
-                    a.extend(
-                        args(e)
-                            .into_iter()
-                            .filter(|x| x.name.as_deref() != Some("key")),
-                    );
-                    a.push(DebugAnnotation {
-                        name: Some("begin_tid".into()),
-                        int_value: Some(i64::from(btid)),
-                        ..Default::default()
-                    });
+                    a.extend(args(e).into_iter().filter(|x| {
+                        x.name_field != Some(debug_annotation::NameField::Name("key".into()))
+                    }));
+                    a.push(annotation("begin_tid", Arg::IntValue(i64::from(btid))));
                     let name = format!("{begin} → {func}");
                     let lane = bld.lane(&host, pid, &name, (bts, ts));
                     bld.slice(lane, &name, (bts, ts), a);
@@ -342,9 +355,9 @@ fn trace_events(bld: &mut Builder, mut evs: Vec<Value>) {
         bld.event(
             ts,
             TrackEvent {
-                r#type: Some(kind::INSTANT),
+                r#type: Some(Type::Instant.into()),
                 track_uuid: Some(track),
-                name: Some(func.to_string()),
+                name_field: Some(NameField::Name(func.to_string())),
                 debug_annotations: args(e),
                 ..Default::default()
             },
@@ -357,11 +370,7 @@ fn trace_events(bld: &mut Builder, mut evs: Vec<Value>) {
         }
         let track = bld.thread(&host, pid, tid);
         for mut o in stack.into_iter().rev() {
-            o.args.push(DebugAnnotation {
-                name: Some("unfinished".into()),
-                int_value: Some(1),
-                ..Default::default()
-            });
+            o.args.push(annotation("unfinished", Arg::IntValue(1)));
             bld.slice(track, &o.name, (o.ts, last_ts.max(o.ts)), o.args);
         }
     }
@@ -397,9 +406,9 @@ fn counters(bld: &mut Builder, inst: &str, prints: &[Value]) {
 
 fn counter_event(track: u64, v: f64) -> TrackEvent {
     TrackEvent {
-        r#type: Some(kind::COUNTER),
+        r#type: Some(Type::Counter.into()),
         track_uuid: Some(track),
-        double_counter_value: Some(v),
+        counter_value_field: Some(CounterValueField::DoubleCounterValue(v)),
         ..Default::default()
     }
 }
@@ -435,7 +444,7 @@ pub fn trace(b: &Bundle) -> Result<Vec<u8>, CaptureError> {
     let mut packet = bld.tracks;
     packet.extend(bld.events.into_iter().map(|(_, _, p)| p));
     if let Some(first) = packet.first_mut() {
-        first.sequence_flags = Some(SEQ_INCREMENTAL_STATE_CLEARED);
+        first.sequence_flags = Some(SequenceFlags::SeqIncrementalStateCleared as u32);
     }
     Ok(Trace { packet }.encode_to_vec())
 }

@@ -1,6 +1,7 @@
 //! `ri session show`: a bundle's summary (session, hosts, targets,
-//! instruments with their counts and losses, triggers fired) and each
-//! aggregation's last print, read offline from the bundle alone.
+//! instruments with their counts and losses, triggers fired), each trace
+//! instrument's events per probe and each aggregation's last print, as the
+//! live commands print them, read offline from the bundle alone.
 
 use std::io::Write;
 
@@ -49,7 +50,7 @@ pub fn show(b: &Bundle, json: bool, w: &mut impl Write) -> Result<(), CaptureErr
     }
     for (name, p) in &prints {
         writeln!(w, "\n{name} (last print):")?;
-        print_text(p, w)?;
+        crate::agg::stored_print_text(w, p)?;
     }
     Ok(())
 }
@@ -185,41 +186,6 @@ pub(super) fn key_text(e: &Value) -> String {
         });
     }
     format!("[{}]", words.join(", "))
-}
-
-/// One aggregation print as text: a row per entry (count, or the
-/// histogram's quantiles in ms; inflight entries with their age).
-pub fn print_text(p: &Value, w: &mut impl Write) -> std::io::Result<()> {
-    let entries = p["entries"].as_array().cloned().unwrap_or_default();
-    if entries.is_empty() {
-        return writeln!(w, "  (empty)");
-    }
-    let ms = |v: &Value| v.as_f64().map_or("-".into(), |n| format!("{:.3}", n / 1e6));
-    for e in &entries {
-        let key = key_text(e);
-        if let Some(age) = e.get("age_ns") {
-            writeln!(
-                w,
-                "  {key} pid {} tid {} age {} ms",
-                e["pid"],
-                e["tid"],
-                ms(age)
-            )?;
-        } else if e.get("p99").is_some() {
-            writeln!(
-                w,
-                "  {key} count {} p50 {} p90 {} p99 {} max {} (ms)",
-                e["count"],
-                ms(&e["p50"]),
-                ms(&e["p90"]),
-                ms(&e["p99"]),
-                ms(&e["max"])
-            )?;
-        } else {
-            writeln!(w, "  {key}: {}", e["count"])?;
-        }
-    }
-    Ok(())
 }
 
 /// Folded stacks (`comm;outer;...;inner COUNT`) of a print whose keys are

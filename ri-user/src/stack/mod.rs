@@ -101,6 +101,18 @@ impl Frame {
         }
     }
 
+    /// A frame back from its [`Frame::json`].
+    pub fn from_json(v: &Json) -> Option<Frame> {
+        let addr = v["addr"].as_str()?.strip_prefix("0x")?;
+        Some(Frame {
+            addr: u64::from_str_radix(addr, 16).ok()?,
+            func: v["func"].as_str().map(str::to_string),
+            offset: v["offset"].as_u64()?,
+            file: v["file"].as_str().map(str::to_string),
+            line: v["line"].as_u64().and_then(|l| u32::try_from(l).ok()),
+        })
+    }
+
     /// `{addr, func, offset, file, line}`.
     pub fn json(&self) -> Json {
         json!({
@@ -141,6 +153,22 @@ impl Resolved {
             return Json::Null;
         }
         Json::Array(self.frames.iter().map(Frame::json).collect())
+    }
+
+    /// A stack back from its [`Resolved::json`] (a stored print's); `None`
+    /// when `v` is not one.
+    pub fn from_json(v: &Json) -> Option<Resolved> {
+        if v.is_null() {
+            return Some(Resolved {
+                frames: Vec::new(),
+                lost: true,
+            });
+        }
+        let frames = v.as_array()?.iter().map(Frame::from_json);
+        Some(Resolved {
+            frames: frames.collect::<Option<_>>()?,
+            lost: false,
+        })
     }
 
     /// Function names outermost first, joined by `;` (a folded stack).
