@@ -62,7 +62,8 @@ struct Reports {
     latest: BTreeMap<String, Json>,
     /// Each host's state, in host order.
     states: Vec<HostState>,
-    /// The remote ri's stderr lines `start` has not printed yet.
+    /// The remote ri's stderr lines not printed yet (`start` and `show`
+    /// print them).
     lines: Vec<String>,
 }
 
@@ -280,7 +281,11 @@ impl HostJob {
     /// keyed by host (one JSON object when `json`); in flight and leaks
     /// as each host's latest print, which names its host.
     pub fn print(&self, out: &mut impl Write, json: bool) -> std::io::Result<()> {
-        let r = self.reports.lock().unwrap();
+        let mut r = self.reports.lock().unwrap();
+        // What the hosts said since `start` (a process gone, a lost probe).
+        for l in r.lines.drain(..) {
+            eprintln!("{l}");
+        }
         if r.merged.is_empty() && r.latest.is_empty() {
             writeln!(
                 out,
