@@ -322,6 +322,13 @@ pub fn requests(stats: &Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// The `requests` counters of a stats JSON by opcode name, zeros left out.
+pub fn requests_by_name(stats: &Value) -> std::collections::BTreeMap<String, u64> {
+    (stats["requests"].as_object().into_iter().flatten())
+        .filter_map(|(k, v)| Some((k.clone(), v.as_u64().filter(|&n| n > 0)?)))
+        .collect()
+}
+
 /// Spawns `cmd`, again a few times while the executable is "busy": a copy
 /// just written by one test thread can still be open for writing in a
 /// child another thread is forking at that moment (until that child execs).

@@ -100,6 +100,16 @@ impl Tmux {
         }
     }
 
+    /// Types `typed` and `tabs` Tabs, waits (at most 30 s) until the
+    /// screen holds `want`, then clears the line (Ctrl-U); the screen.
+    pub fn complete(&self, typed: &str, tabs: usize, want: &str) -> String {
+        self.text(typed);
+        self.keys(&vec!["Tab"; tabs]);
+        let s = self.wait_for(want, 30);
+        self.keys(&["C-u"]);
+        s
+    }
+
     /// Types `line` and Enter at the prompt `prompt`, and waits for the
     /// next prompt; returns the screen.
     pub fn command(&self, prompt: &str, line: &str, secs: u64) -> String {
@@ -115,6 +125,17 @@ impl Tmux {
             assert!(Instant::now() < end, "'{line}' did not finish:\n{s}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Runs `line` as [`Tmux::command`] does; the first JSON line it printed.
+    pub fn command_json(&self, prompt: &str, line: &str, secs: u64) -> serde_json::Value {
+        let s = self.command(prompt, line, secs);
+        let printed = s.rsplit(&format!("{prompt}{line}")).next().unwrap_or(&s);
+        printed
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| panic!("no JSON after '{line}' on the screen:\n{s}"))
     }
 
     /// The pid of the program the session runs (`sh`'s child).

@@ -41,6 +41,10 @@ pub struct ShellArgs {
     /// The history file (default ~/.ri_history).
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
+    /// Print the completions of TEXT (a line up to the cursor) as JSON and
+    /// end: what `ri shell -H` asks a host's ri.
+    #[arg(long, hide = true, value_name = "TEXT")]
+    pub complete: Option<String>,
 }
 
 /// Options of `ri completions`.

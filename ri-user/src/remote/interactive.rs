@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{FleetArgs, RemoteError, hosts, session, ssh};
+use super::{FleetArgs, HostCompletion, HostJob, JobError, RemoteError, hosts, session, ssh};
 use crate::cli::Command;
 
 /// Hosts kept connected; dropping it closes the connections.
@@ -106,6 +106,17 @@ impl Fleet {
     /// The hosts, in order.
     pub fn hosts(&self) -> &[String] {
         &self.hosts
+    }
+
+    /// Starts ri's arguments `args` (`run PACK.INSTRUMENT ...`) in the
+    /// background on every host (see [`HostJob`]).
+    pub fn start_job(&self, args: &[String]) -> Result<HostJob, JobError> {
+        HostJob::start(&self.ssh, &self.hosts, args)
+    }
+
+    /// Completion from the hosts' processes that `targets` (ri's flags) name.
+    pub fn completion(&self, targets: Vec<String>) -> HostCompletion {
+        HostCompletion::new(self.ssh.clone(), self.hosts.clone(), targets)
     }
 
     /// Runs ri's arguments `words` (parsed as `command`) on every host, as

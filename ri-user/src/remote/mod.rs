@@ -9,8 +9,10 @@
 //! raw exit status and stderr of each session to name why a host failed.
 
 mod child;
+mod complete;
 mod hosts;
 mod interactive;
+mod jobs;
 mod merge;
 mod session;
 mod ssh;
@@ -20,7 +22,9 @@ use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 use clap::Args;
 
 pub use child::active as child_active;
+pub use complete::HostCompletion;
 pub use interactive::Fleet;
+pub use jobs::{HostJob, JobError};
 
 /// The protocol between a local and a remote ri: a version of the argument
 /// and output conventions, and ri's own version.

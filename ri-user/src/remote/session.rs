@@ -6,7 +6,7 @@ use std::{
     ffi::OsString,
     io::{BufRead, BufReader, IsTerminal, Write},
     os::unix::process::CommandExt,
-    process::{ChildStdin, ExitCode, Stdio},
+    process::{Child, ChildStdin, ExitCode, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -220,6 +220,19 @@ fn section(w: &mut impl Write, host: &str, stdout: &str) -> std::io::Result<()> 
     }
 }
 
+/// A print of `host` with `host` as its first member, and as the first
+/// column of each of its rows (in flight, leaks).
+pub(super) fn tagged(host: &str, mut m: serde_json::Map<String, Json>) -> Json {
+    if let Some(Json::Array(rows)) = m.get_mut("entries") {
+        for r in rows.iter_mut() {
+            if let Json::Object(e) = r {
+                *e = host_first(host, std::mem::take(e));
+            }
+        }
+    }
+    with_host(host, m)
+}
+
 /// `m` with `host` as its first member.
 fn with_host(host: &str, m: serde_json::Map<String, Json>) -> Json {
     Json::Object(host_first(host, m))
@@ -357,32 +370,9 @@ fn session(
     args: &[OsString],
 ) -> Result<Outcome, (Option<i32>, String)> {
     let plan = &shared.plan;
-    let mut cmd = plan.ssh.command(host);
-    cmd.arg(plan.ssh.remote_command(args))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
+    let mut child = spawn(&plan.ssh, host, args)
         .map_err(|e| (Some(255), format!("ssh: cannot run ssh: {e}")))?;
     let stdin = child.stdin.take();
-    if let Some(i) = &stdin {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: flags of our own pipe end: a stalled host never blocks
-        // the heartbeat.
-        unsafe { libc::fcntl(i.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    }
     let slot = {
         let mut s = shared.stdins.lock().unwrap();
         s.push(stdin);
@@ -436,6 +426,36 @@ fn session(
     })
 }
 
+/// Starts the remote ri with `args` on `host`: stdin, stdout and stderr
+/// piped (stdin non-blocking: a stalled host never blocks a heartbeat), in
+/// a process group of its own, ended (SIGTERM) when the spawning thread
+/// ends.
+pub fn spawn(ssh: &ssh::Ssh, host: &str, args: &[OsString]) -> std::io::Result<Child> {
+    let mut cmd = ssh.command(host);
+    cmd.arg(ssh.remote_command(args))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    if let Some(i) = &child.stdin {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: flags of our own pipe end.
+        unsafe { libc::fcntl(i.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    }
+    Ok(child)
+}
+
 /// One line of a streamed command: an aggregation's final print goes to
 /// the merge; other JSON gains `host`; text gets a `HOST: ` prefix.
 fn stream_line(shared: &Shared, host: &str, line: &str) {
@@ -463,16 +483,8 @@ fn stream_line(shared: &Shared, host: &str, line: &str) {
                     .to_string()
                     .replace("\"final\"", "\"interval\"")
             } else {
-                let Json::Object(mut m) = doc else { return };
-                // Rows (in flight, leaks) name their host each, as a column.
-                if let Some(Json::Array(rows)) = m.get_mut("entries") {
-                    for r in rows.iter_mut() {
-                        if let Json::Object(e) = r {
-                            *e = host_first(host, std::mem::take(e));
-                        }
-                    }
-                }
-                with_host(host, m).to_string()
+                let Json::Object(m) = doc else { return };
+                tagged(host, m).to_string()
             }
         }
         _ => format!("{host}: {line}"),

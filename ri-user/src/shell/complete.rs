@@ -28,6 +28,9 @@ pub struct Completion {
     pub jobs: Rc<RefCell<Vec<String>>>,
     /// Debug info by file, loaded on first use (`None`: the file has none).
     dwarf: RefCell<HashMap<PathBuf, Option<Rc<DebugInfo>>>>,
+    /// `-H`: probe points, members and `ctl` names come from the hosts'
+    /// processes (commands, flags and packs stay this machine's).
+    pub hosts: Option<crate::remote::HostCompletion>,
 }
 
 impl Completion {
@@ -37,6 +40,7 @@ impl Completion {
             pids,
             jobs,
             dwarf: RefCell::new(HashMap::new()),
+            hosts: None,
         }
     }
 
@@ -106,7 +110,8 @@ impl Completion {
             return (word_at, matching(names, word));
         };
         if let Some(i) = KINDS.iter().find_map(|k| word.find(k)) {
-            return self.probe(before, word_at + i);
+            return (self.on_hosts(before, word_at))
+                .unwrap_or_else(|| self.probe(before, word_at + i));
         }
         if word.starts_with('-') {
             // `start` takes `ri run`'s flags.
@@ -126,12 +131,21 @@ impl Completion {
             "view" if positional => (word_at, matching(views(), word)),
             "top" | "packs" if positional => (word_at, matching(packs(), word)),
             "show" | "stop" => (word_at, matching(self.jobs.borrow().iter().cloned(), word)),
-            "ctl" => self.ctl(&prior, word_at, word),
-            _ => match self.members(before, None) {
-                Some(c) => c,
-                None => (word_at, Vec::new()),
-            },
+            "ctl" => {
+                (self.on_hosts(before, word_at)).unwrap_or_else(|| self.ctl(&prior, word_at, word))
+            }
+            _ if word.contains("->") || word.contains('.') => (self.on_hosts(before, word_at))
+                .or_else(|| self.members(before, None))
+                .unwrap_or((word_at, Vec::new())),
+            _ => (word_at, Vec::new()),
         }
+    }
+
+    /// Over `-H`, the hosts' answer for `before` (none when no host
+    /// answered); `None` on this machine.
+    fn on_hosts(&self, before: &str, word_at: usize) -> Option<(usize, Vec<String>)> {
+        let h = self.hosts.as_ref()?;
+        Some(h.candidates(before).unwrap_or((word_at, Vec::new())))
     }
 
     /// `u:TARGET:FUNC` names, then struct members inside the probe's

@@ -33,6 +33,9 @@ pub enum ShellError {
     /// `save` with nothing a session could run.
     #[error(transparent)]
     Save(#[from] save::SaveError),
+    /// A background instrument over hosts that no host attached.
+    #[error(transparent)]
+    Hosts(#[from] crate::remote::JobError),
 }
 
 /// A background instrument.
@@ -40,7 +43,32 @@ struct Job {
     name: String,
     /// The `start` arguments after `start`, before `as`.
     run: Vec<String>,
-    live: Live,
+    live: Running,
+}
+
+/// Where a background instrument runs (boxed: both are large).
+enum Running {
+    /// Attached from this process.
+    Here(Box<Live>),
+    /// On the `-H` hosts, through the shell's connections.
+    Hosts(Box<crate::remote::HostJob>),
+}
+
+impl Running {
+    /// Prints the totals so far.
+    fn print(&self, out: &mut impl Write, json: bool) -> Result<(), Error> {
+        match self {
+            Running::Here(l) => l.print(out, json),
+            Running::Hosts(h) => Ok(h.print(out, json)?),
+        }
+    }
+
+    fn age(&self) -> f64 {
+        match self {
+            Running::Here(l) => l.age(),
+            Running::Hosts(h) => h.age(),
+        }
+    }
 }
 
 /// How the shell runs a parsed ri command.
@@ -133,30 +161,16 @@ impl Shell {
     /// `start PACK.INSTRUMENT [ARGS] as NAME`: parsed as `ri run`'s
     /// arguments, attached, kept.
     fn start(&mut self, words: &[String]) -> Result<(), Error> {
-        if self.fleet.is_some() {
-            return Err(ShellError::Usage(
-                "start: background instruments run on this machine only, not over -H hosts; run the instrument in front (run motr.ops -d 10)".into(),
-            )
-            .into());
-        }
         let (run, name) = line::start_words(words).map_err(ShellError::Usage)?;
         if self.jobs.iter().any(|j| j.name == name) {
             return Err(ShellError::JobExists(name).into());
         }
         let mut argv = vec!["run".to_string()];
         argv.extend(run.iter().cloned());
-        let argv = line::with_pids(argv, &self.pids);
-        let cli = crate::cli::Cli::try_parse_from(std::iter::once("ri".to_string()).chain(argv))
-            .map_err(|e| Error::Usage(crate::cli::fault(&e)))?;
-        let crate::cli::Command::Run(args) = cli.command else {
-            unreachable!("parsed as run");
+        let live = match &self.fleet {
+            Some(f) => Running::Hosts(Box::new(self.start_on_hosts(f, argv)?)),
+            None => Running::Here(Box::new(self.start_here(argv)?)),
         };
-        args.check().map_err(Error::Usage)?;
-        let (agg, notes) = crate::cli::instrument_aggregation(&args.options())?;
-        for n in notes {
-            eprintln!("ri: {n}");
-        }
-        let live = Live::start(agg)?;
         self.log.push(save::Entry::Started {
             name: name.clone(),
             words: run.clone(),
@@ -166,15 +180,56 @@ impl Shell {
         Ok(())
     }
 
+    /// `ri run`'s arguments `argv` over the hosts: checked here (an
+    /// aggregating instrument, flags right), run there.
+    fn start_on_hosts(
+        &self,
+        fleet: &crate::remote::Fleet,
+        argv: Vec<String>,
+    ) -> Result<crate::remote::HostJob, Error> {
+        let t = &self.targets;
+        let argv = line::with_targets(argv, &t.pids, &t.comms, &t.exes);
+        let args = parse_run(&argv)?;
+        if args.json || args.interval.is_some() || args.scope.duration.is_some() {
+            return Err(ShellError::Usage(
+                "start: over hosts a background instrument runs until stopped and `show` prints it (no --json, --interval or --duration)".into(),
+            )
+            .into());
+        }
+        let packs = crate::pack::load_all(&args.packs)?;
+        let (loaded, inst) = crate::pack::find(&packs, &args.instrument)?;
+        if loaded.file.instruments[inst].kind == "trace" {
+            return Err(Error::Usage(format!(
+                "{} traces events; only aggregating instruments run in the background",
+                args.instrument
+            )));
+        }
+        Ok(fleet.start_job(&argv).map_err(ShellError::from)?)
+    }
+
+    /// `ri run`'s arguments `argv`, attached from this process.
+    fn start_here(&self, argv: Vec<String>) -> Result<Live, Error> {
+        let args = parse_run(&line::with_pids(argv, &self.pids))?;
+        let (agg, notes) = crate::cli::instrument_aggregation(&args.options())?;
+        for n in notes {
+            eprintln!("ri: {n}");
+        }
+        Live::start(agg)
+    }
+
     fn list_jobs(&self) -> Result<(), Error> {
         let mut out = std::io::stdout().lock();
         if self.jobs.is_empty() {
             writeln!(out, "no background instruments")?;
         }
         for j in &self.jobs {
+            let on = match &j.live {
+                Running::Here(_) => String::new(),
+                Running::Hosts(h) => format!(" on {}", h.hosts_text()),
+            };
             writeln!(
                 out,
-                "{:<12} {:<40} attached {:.0} s",
+                "{:<12} {:<40} attached {:.0} s{on}",
                 j.name,
                 j.run.join(" "),
                 j.live.age()
@@ -190,6 +245,41 @@ impl Shell {
         println!("saved {} (ri session run {0})", file.display());
         Ok(())
     }
+}
+
+/// `ri run`'s arguments `argv` (starting with `run`), parsed and checked.
+fn parse_run(argv: &[String]) -> Result<crate::cli::RunArgs, Error> {
+    let cli = crate::cli::Cli::try_parse_from(
+        std::iter::once("ri").chain(argv.iter().map(String::as_str)),
+    )
+    .map_err(|e| Error::Usage(crate::cli::fault(&e)))?;
+    let crate::cli::Command::Run(args) = cli.command else {
+        unreachable!("parsed as run");
+    };
+    args.check().map_err(Error::Usage)?;
+    Ok(args)
+}
+
+/// `ri shell --complete=TEXT`: the completions of TEXT from this machine's
+/// processes, as one JSON object (`start`, `candidates`).
+fn print_completions(text: &str, pids: Vec<u32>) -> Result<(), Error> {
+    let c = complete::Completion::new(pids, Rc::new(RefCell::new(Vec::new())));
+    let (start, candidates) = c.candidates(text);
+    println!(
+        "{}",
+        serde_json::json!({"start": start, "candidates": candidates})
+    );
+    Ok(())
+}
+
+/// The shell's processes as ri's flags, for the hosts' ri.
+fn target_flags(t: &save::Targets) -> Vec<String> {
+    let pids = t.pids.iter().map(|p| ("-p", p.to_string()));
+    let comms = t.comms.iter().map(|c| ("--comm", c.clone()));
+    let exes = t.exes.iter().map(|e| ("--exe", e.clone()));
+    (pids.chain(comms).chain(exes))
+        .flat_map(|(f, v)| [f.to_string(), v])
+        .collect()
 }
 
 /// The default history file.
@@ -215,6 +305,9 @@ pub fn run(
             crate::select::running_now(&args.pids, &args.select.selection())?
         }
     };
+    if let Some(text) = &args.complete {
+        return print_completions(text, pids);
+    }
     crate::signals::catch(|| {})?;
     let fleet = hosts.map(crate::remote::Fleet::open).transpose()?;
     let names = Rc::new(RefCell::new(Vec::new()));
@@ -224,7 +317,7 @@ pub fn run(
         .build();
     let mut ed: Editor<complete::Completion, FileHistory> =
         Editor::with_config(config).map_err(ShellError::from)?;
-    ed.set_helper(Some(complete::Completion::new(pids.clone(), names.clone())));
+    let mut completion = complete::Completion::new(pids.clone(), names.clone());
     let history = history_file(args);
     if let Some(h) = &history {
         let _ = ed.load_history(h);
@@ -247,7 +340,9 @@ pub fn run(
     };
     if let Some(f) = &shell.fleet {
         shell.targets.hosts = f.hosts().to_vec();
+        completion.hosts = Some(f.completion(target_flags(&shell.targets)));
     }
+    ed.set_helper(Some(completion));
     let prompt = prompt(&shell);
     loop {
         let text = match ed.readline(&prompt) {
