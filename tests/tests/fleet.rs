@@ -578,8 +578,8 @@ fn shell_over_hosts_runs_each_line_on_every_host_over_one_connection_each() {
         "{text}"
     );
 
-    // ri top over hosts: --once prints one frame per host (each node's m0d
-    // found by name in its own pid namespace); the full screen is refused.
+    // ri top over hosts: --once prints one merged frame (each node's m0d
+    // found by name in its own pid namespace), a host on every row.
     for n in &mut fleet.nodes {
         n.load(40, 6.0);
     }
@@ -596,23 +596,28 @@ fn shell_over_hosts_runs_each_line_on_every_host_over_one_connection_each() {
         "{text}\n{}",
         String::from_utf8_lossy(&top.stderr)
     );
-    for n in &fleet.nodes {
-        assert!(text.contains(&format!("== {} ==", n.name)), "{text}");
-    }
+    let heads: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ri top motr"))
+        .collect();
     assert_eq!(
-        text.lines()
-            .filter(|l| l.starts_with("ri top motr"))
-            .count(),
-        3,
+        heads,
+        [format!("ri top motr  hosts {}", fleet.hosts())],
         "{text}"
     );
-    let full = fleet.ri(&fleet.hosts(), &["top"]).output().unwrap();
-    assert_eq!(full.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&full.stderr)
-            .starts_with("ri: error: ri top -H: the full-screen view watches one host"),
-        "{full:?}"
+        text.lines()
+            .any(|l| l.starts_with("host") && l.contains("opcode") && l.contains("p99")),
+        "{text}"
     );
+    for n in &fleet.nodes {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{}  ", n.name)) && l.contains("write (42)")),
+            "no write row of {}:\n{text}",
+            n.name
+        );
+    }
     fleet.nodes.iter_mut().for_each(|n| n.finish_loads());
 }
 

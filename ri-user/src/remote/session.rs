@@ -5,8 +5,7 @@
 use std::{
     ffi::OsString,
     io::{BufRead, BufReader, IsTerminal, Write},
-    os::unix::process::CommandExt,
-    process::{ChildStdin, ExitCode, Stdio},
+    process::{ChildStdin, ExitCode},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -357,24 +356,9 @@ fn session(
     args: &[OsString],
 ) -> Result<Outcome, (Option<i32>, String)> {
     let plan = &shared.plan;
-    let mut cmd = plan.ssh.command(host);
-    cmd.arg(plan.ssh.remote_command(args))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
+    let mut child = plan
+        .ssh
+        .session(host, args)
         .map_err(|e| (Some(255), format!("ssh: cannot run ssh: {e}")))?;
     let stdin = child.stdin.take();
     if let Some(i) = &stdin {
