@@ -184,34 +184,7 @@ fn sigkill_of_the_local_ri_leaves_no_remote_ri_and_no_probe() {
         assert!(!n.ri_processes().is_empty(), "no ri on {}", n.name);
     }
     run.kill();
-    let t = Instant::now();
-    loop {
-        let left: Vec<String> = fleet
-            .nodes
-            .iter()
-            .flat_map(|n| {
-                let mut v: Vec<String> = n
-                    .ri_processes()
-                    .iter()
-                    .map(|p| format!("{}: ri pid {p}", n.name))
-                    .collect();
-                v.extend(
-                    probes_on(&n.dir.join("bin/m0d"))
-                        .into_iter()
-                        .map(|p| format!("{}: probe {p}", n.name)),
-                );
-                v
-            })
-            .collect();
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "left after 2 s: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    fleet.wait_clean(Duration::from_secs(2), "SIGKILL");
 }
 
 #[test]

@@ -1,15 +1,24 @@
 //! `ri top -H`: the full-screen view merged over three nodes (namespaces
 //! with their own sshd and m0d, tests/src/fleet.rs) in an 80×24 tmux pane
 //! under m0client load: every host's opcodes with rates, sort and host
-//! keys, a dropped host named, `q` leaving no ri and no probe anywhere.
+//! keys, a dropped host named, `q` (or SIGKILL) leaving no ri and no probe
+//! anywhere.
 
 use std::time::{Duration, Instant};
 
-use ri_tests::{
-    fleet::{Fleet, probes_on},
-    ri_bin,
-    tmux::Tmux,
-};
+use ri_tests::{fleet::Fleet, ri_bin, tmux::Tmux};
+
+/// `ri -H` (the fleet's nodes) `top motr --comm m0d` in an 80×24 pane.
+fn top_over(fleet: &Fleet, tag: &str) -> Tmux {
+    let cmd = format!(
+        "RI_SSH_CONTROL_DIR={} {} -H {} --ssh-config {} top motr --comm m0d",
+        fleet.control_dir().display(),
+        ri_bin().display(),
+        fleet.hosts(),
+        fleet.ssh_config.display()
+    );
+    Tmux::start(tag, &cmd)
+}
 
 /// The screen's table rows of `host` (they start with its name).
 fn rows_of<'a>(screen: &'a str, host: &str) -> Vec<&'a str> {
@@ -48,14 +57,7 @@ fn top_over_three_hosts_merges_their_opcodes_and_q_ends_every_remote_ri() {
     for n in &mut fleet.nodes {
         n.load(60, 40.0);
     }
-    let cmd = format!(
-        "RI_SSH_CONTROL_DIR={} {} -H {} --ssh-config {} top motr --comm m0d",
-        fleet.control_dir().display(),
-        ri_bin().display(),
-        fleet.hosts(),
-        fleet.ssh_config.display()
-    );
-    let t = Tmux::start("fleet-top", &cmd);
+    let t = top_over(&fleet, "fleet-top");
     let s = t.wait_for("write (42)", 60);
     assert!(
         s.contains(&format!("ri top motr  hosts {}", fleet.hosts())),
@@ -112,27 +114,33 @@ fn top_over_three_hosts_merges_their_opcodes_and_q_ends_every_remote_ri() {
     assert!(write_rate(&t, "n1") > 0.0, "n1 stopped after {before}/s");
     t.keys(&["q"]);
     t.wait_for("EXIT=0", 20);
-    // No ri and no probe left on any node.
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left: Vec<String> = (fleet.nodes.iter())
-            .flat_map(|n| {
-                let mut v: Vec<String> = (n.ri_processes().iter())
-                    .map(|p| format!("{}: ri pid {p}", n.name))
-                    .collect();
-                v.extend(
-                    probes_on(&n.dir.join("bin/m0d"))
-                        .into_iter()
-                        .map(|p| format!("{}: probe {p}", n.name)),
-                );
-                v
-            })
-            .collect();
-        if left.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < end, "left after q: {left:?}");
+    fleet.wait_clean(Duration::from_secs(10), "q");
+    drop(t);
+}
+
+#[test]
+fn a_killed_top_over_hosts_leaves_no_remote_ri_and_no_probe() {
+    let mut fleet = Fleet::new(2);
+    for n in &mut fleet.nodes {
+        n.start_m0d();
+    }
+    let t = top_over(&fleet, "fleet-top-kill");
+    t.wait_for("ri top motr  hosts", 30);
+    // Every host attached (its panes' instruments) and sent a frame.
+    let end = Instant::now() + Duration::from_secs(30);
+    while fleet.nodes.iter().any(|n| n.ri_processes().is_empty())
+        || t.screen().contains("waiting for")
+        || !t.screen().contains("motr.fops")
+    {
+        assert!(
+            Instant::now() < end,
+            "no frame from every host:\n{}",
+            t.screen()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    drop(t);
+    // SAFETY: signals the ri this test started.
+    unsafe { libc::kill(t.program_pid(), libc::SIGKILL) };
+    t.wait_for("EXIT=137", 10);
+    fleet.wait_clean(Duration::from_secs(10), "SIGKILL");
 }
