@@ -35,6 +35,9 @@ fn main() -> ExitCode {
         && !session_fleet
         && !matches!(cli.command, ri::cli::Command::Shell(_))
     {
+        if let ri::cli::Command::Top(top) = &cli.command {
+            return ri::top::run_hosts(&cli.fleet, top, &args);
+        }
         return ri::remote::run(&cli, args, by_host);
     }
     let result = ri::dispatch::run_cli(cli);

@@ -330,6 +330,36 @@ pub fn final_doc(out: &str) -> Value {
 }
 
 impl Fleet {
+    /// Waits (at most `within`) until no node runs a ri or holds a probe on
+    /// its m0d; fails naming what is left `after` what.
+    pub fn wait_clean(&self, within: Duration, after: &str) {
+        let t = Instant::now();
+        loop {
+            let left: Vec<String> = (self.nodes.iter())
+                .flat_map(|n| {
+                    let mut v: Vec<String> = (n.ri_processes().iter())
+                        .map(|p| format!("{}: ri pid {p}", n.name))
+                        .collect();
+                    v.extend(
+                        probes_on(&n.dir.join("bin/m0d"))
+                            .into_iter()
+                            .map(|p| format!("{}: probe {p}", n.name)),
+                    );
+                    v
+                })
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                t.elapsed() < within,
+                "left {:?} after {after}: {left:?}",
+                t.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Ends every ssh master whose socket is in `dir`.
     pub fn close_masters(&self, dir: &Path) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

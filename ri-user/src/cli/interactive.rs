@@ -26,6 +26,10 @@ pub struct TopArgs {
     /// Also read this pack file (repeatable).
     #[arg(long = "pack", value_name = "FILE")]
     pub packs: Vec<PathBuf>,
+    /// Print each refresh as one JSON line of tables, for a local
+    /// `ri top -H` that draws them (set by it).
+    #[arg(long, hide = true)]
+    pub frames: bool,
 }
 
 /// Options of `ri shell`.

@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::Value as Json;
 
-use super::{session, ssh};
+use super::ssh;
 
 /// How long the hosts may take to answer one Tab, together.
 const ANSWER: Duration = Duration::from_secs(5);
@@ -64,7 +64,7 @@ impl HostCompletion {
     fn ask(&self, host: &str, before: &str, until: Instant) -> Option<Candidates> {
         let mut args: Vec<OsString> = vec!["shell".into(), format!("--complete={before}").into()];
         args.extend(self.targets.iter().map(OsString::from));
-        let mut child = session::spawn(&self.ssh, host, &args).ok()?;
+        let mut child = self.ssh.session(host, &args).ok()?;
         let mut stdin = child.stdin.take();
         let (mut stdout, mut stderr) = (child.stdout.take()?, child.stderr.take()?);
         let (tx, rx) = mpsc::channel();

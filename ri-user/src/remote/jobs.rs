@@ -135,7 +135,7 @@ impl HostJob {
         let reports = self.reports.clone();
         let set = |state: HostState| reports.lock().unwrap().states[i] = state;
         set(HostState::Starting);
-        let mut child = match session::spawn(&self.ssh, &host, &self.args) {
+        let mut child = match self.ssh.session(&host, &self.args) {
             Ok(c) => c,
             Err(e) => {
                 return set(HostState::Ended {

@@ -16,6 +16,7 @@ mod jobs;
 mod merge;
 mod session;
 mod ssh;
+mod stream;
 
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
@@ -25,6 +26,7 @@ pub use child::active as child_active;
 pub use complete::HostCompletion;
 pub use interactive::Fleet;
 pub use jobs::{HostJob, JobError};
+pub use stream::{Event, Streams};
 
 /// The protocol between a local and a remote ri: a version of the argument
 /// and output conventions, and ri's own version.
@@ -227,7 +229,7 @@ fn strip_by_host(args: Vec<OsString>) -> (Vec<OsString>, bool) {
 }
 
 /// The command line without the fleet flags, as each host runs it.
-fn forwarded(args: &[OsString]) -> Vec<OsString> {
+pub fn forwarded(args: &[OsString]) -> Vec<OsString> {
     let mut out = Vec::new();
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -307,14 +309,6 @@ pub fn run(cli: &crate::cli::Cli, args: Vec<OsString>, by_host: bool) -> ExitCod
             fanout: cli.fleet.fanout,
         };
         eprintln!("ri: error: {e}");
-        return ExitCode::from(2);
-    }
-    if let Command::Top(a) = &cli.command
-        && !a.once
-    {
-        eprintln!(
-            "ri: error: ri top -H: the full-screen view watches one host; use --once (one frame per host) or `ssh HOST ri top`"
-        );
         return ExitCode::from(2);
     }
     let (streamed, json, ctl_call) = shape(&cli.command);

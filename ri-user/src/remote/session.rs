@@ -5,8 +5,7 @@
 use std::{
     ffi::OsString,
     io::{BufRead, BufReader, IsTerminal, Write},
-    os::unix::process::CommandExt,
-    process::{Child, ChildStdin, ExitCode, Stdio},
+    process::{ChildStdin, ExitCode},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -370,7 +369,9 @@ fn session(
     args: &[OsString],
 ) -> Result<Outcome, (Option<i32>, String)> {
     let plan = &shared.plan;
-    let mut child = spawn(&plan.ssh, host, args)
+    let mut child = plan
+        .ssh
+        .session(host, args)
         .map_err(|e| (Some(255), format!("ssh: cannot run ssh: {e}")))?;
     let stdin = child.stdin.take();
     let slot = {
@@ -424,36 +425,6 @@ fn session(
         stdout,
         pending: pending(&err),
     })
-}
-
-/// Starts the remote ri with `args` on `host`: stdin, stdout and stderr
-/// piped (stdin non-blocking: a stalled host never blocks a heartbeat), in
-/// a process group of its own, ended (SIGTERM) when the spawning thread
-/// ends.
-pub fn spawn(ssh: &ssh::Ssh, host: &str, args: &[OsString]) -> std::io::Result<Child> {
-    let mut cmd = ssh.command(host);
-    cmd.arg(ssh.remote_command(args))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
-    if let Some(i) = &child.stdin {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: flags of our own pipe end.
-        unsafe { libc::fcntl(i.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    }
-    Ok(child)
 }
 
 /// One line of a streamed command: an aggregation's final print goes to

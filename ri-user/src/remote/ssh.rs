@@ -116,6 +116,37 @@ impl Ssh {
         }
     }
 
+    /// Starts `host`'s ri on `args`, its stdin, stdout and stderr piped
+    /// (stdin non-blocking: a stalled host never blocks a heartbeat), in a
+    /// process group of its own and ended with the thread that starts it
+    /// (the remote ri then ends too: its stdin closes).
+    pub fn session(&self, host: &str, args: &[OsString]) -> std::io::Result<std::process::Child> {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = self.command(host);
+        cmd.arg(self.remote_command(args))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        if let Some(i) = &child.stdin {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: flags of our own pipe end.
+            unsafe { libc::fcntl(i.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        }
+        Ok(child)
+    }
+
     /// Copies this binary to the host's cache, under its content hash.
     pub fn upload(&self, host: &str) -> Result<(), Failure> {
         let hash = exe_hash();

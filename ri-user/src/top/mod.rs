@@ -1,10 +1,14 @@
 //! `ri top`: a full-screen view of a pack's aggregating instruments,
 //! refreshed from the kernel's maps (nothing is sent per event).
 
+mod fleet;
+mod merge;
 mod model;
 mod screen;
 
-use std::time::Duration;
+use std::{io::Write as _, time::Duration};
+
+use serde::{Deserialize, Serialize};
 
 use crate::{
     Error,
@@ -13,6 +17,7 @@ use crate::{
     pack::{self, RunOptions},
 };
 
+pub use fleet::run as run_hosts;
 pub use model::{Rates, Table};
 
 /// Errors of `ri top`.
@@ -24,6 +29,16 @@ pub enum TopError {
     /// The terminal could not be set up or drawn.
     #[error("terminal: {0}")]
     Terminal(#[from] std::io::Error),
+    /// More hosts than `--fanout` for the full-screen view.
+    #[error(
+        "ri top -H: {hosts} hosts but --fanout {fanout}: the view streams from every host at once (add --fanout {hosts})"
+    )]
+    Fanout {
+        /// Hosts named.
+        hosts: usize,
+        /// `--fanout`.
+        fanout: u32,
+    },
 }
 
 /// The panes of the motr pack: title, instrument, unit of its rows.
@@ -34,25 +49,54 @@ const MOTR: &[(&str, &str, &str)] = &[
     ("memory", "allocs", "allocations"),
 ];
 
-/// One pane: an attached instrument and its rates.
-pub struct Pane {
+/// What a pane shows: its names and its last table (what a remote ri
+/// sends, one JSON line of them per refresh, with `--frames`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct View {
     /// Shown in the tab bar.
     pub title: String,
     /// `PACK.INSTRUMENT`.
     pub instrument: String,
-    what: String,
-    live: Live,
-    rates: Rates,
     /// The last table read.
     pub table: Table,
 }
 
+/// One pane's instrument, attached, and its rates.
+struct Pane {
+    what: String,
+    live: Live,
+    rates: Rates,
+}
+
 impl Pane {
     /// Reads the instrument's maps into a new table.
-    pub fn refresh(&mut self) -> Result<(), Error> {
+    fn read(&mut self) -> Result<Table, Error> {
         let doc = self.live.json()?;
-        self.table = model::table(&doc, &mut self.rates, &self.what);
+        Ok(model::table(&doc, &mut self.rates, &self.what))
+    }
+}
+
+/// The panes of one machine: attached instruments and their last tables.
+struct Local {
+    head: String,
+    panes: Vec<Pane>,
+    views: Vec<View>,
+}
+
+impl screen::Source for Local {
+    fn refresh(&mut self) -> Result<(), Error> {
+        for (p, v) in self.panes.iter_mut().zip(&mut self.views) {
+            v.table = p.read()?;
+        }
         Ok(())
+    }
+
+    fn views(&self) -> &[View] {
+        &self.views
+    }
+
+    fn head(&self) -> String {
+        self.head.clone()
     }
 }
 
@@ -77,8 +121,12 @@ fn layout(args: &TopArgs) -> Result<Vec<(String, String, String)>, Error> {
 }
 
 /// Attaches every pane's instrument.
-fn attach(args: &TopArgs, pids: &[u32]) -> Result<(Vec<Pane>, Vec<String>), Error> {
-    let mut panes = Vec::new();
+fn attach(args: &TopArgs, pids: &[u32]) -> Result<(Local, Vec<String>), Error> {
+    let mut local = Local {
+        head: screen::title(&args.pack, &scope(pids)),
+        panes: Vec::new(),
+        views: Vec::new(),
+    };
     let mut notes = Vec::new();
     for (title, instrument, what) in layout(args)? {
         let opts = RunOptions {
@@ -90,36 +138,72 @@ fn attach(args: &TopArgs, pids: &[u32]) -> Result<(Vec<Pane>, Vec<String>), Erro
         };
         let (agg, n) = crate::cli::instrument_aggregation(&opts)?;
         notes.extend(n);
-        panes.push(Pane {
-            title,
-            instrument,
+        local.panes.push(Pane {
             what,
             live: Live::start(agg)?,
             rates: Rates::default(),
+        });
+        local.views.push(View {
+            title,
+            instrument,
             table: Table::default(),
         });
     }
-    Ok((panes, notes))
+    Ok((local, notes))
+}
+
+/// The processes watched, as the header names them.
+fn scope(pids: &[u32]) -> String {
+    if pids.is_empty() {
+        return "all processes".to_string();
+    }
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    format!("pid {}", pids.join(","))
+}
+
+/// The seconds between refreshes.
+fn interval(args: &TopArgs) -> Result<Duration, Error> {
+    Ok(crate::cli::seconds("--interval", Some(args.interval))
+        .map_err(Error::Usage)?
+        .unwrap_or(Duration::from_secs(1)))
 }
 
 /// `ri top`.
 pub fn run(args: &TopArgs) -> Result<(), Error> {
-    let every = crate::cli::seconds("--interval", Some(args.interval))
-        .map_err(Error::Usage)?
-        .unwrap_or(Duration::from_secs(1));
+    let every = interval(args)?;
     let pids = crate::select::running_now(&args.pids, &args.select.selection())?;
-    let (mut panes, notes) = attach(args, &pids)?;
+    let (mut local, notes) = attach(args, &pids)?;
+    if args.frames {
+        return frames(&mut local, every, args.once);
+    }
     if args.once {
         for n in &notes {
             eprintln!("ri: {n}");
         }
         std::thread::sleep(every);
-        for p in &mut panes {
-            p.refresh()?;
-        }
+        screen::Source::refresh(&mut local)?;
         let mut out = std::io::stdout().lock();
-        screen::plain(&mut out, &args.pack, &pids, &panes)?;
+        screen::plain(&mut out, &local.head, &local.views)?;
         return Ok(());
     }
-    screen::run(&args.pack, &pids, &mut panes, every, &notes)
+    screen::run(&mut local, every, &notes)
+}
+
+/// `--frames`: one JSON line of every pane's view per refresh (one only
+/// with `--once`), until killed or stdout closes.
+fn frames(local: &mut Local, every: Duration, once: bool) -> Result<(), Error> {
+    let mut next = std::time::Instant::now() + every;
+    loop {
+        std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+        next += every;
+        screen::Source::refresh(local)?;
+        let line = serde_json::to_string(&local.views)
+            .map_err(|e| Error::Usage(format!("top frame: {e}")))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+        if once {
+            return Ok(());
+        }
+    }
 }

@@ -3,10 +3,11 @@
 
 use std::{collections::HashMap, time::Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// How a column sorts.
-#[derive(Clone, Debug, PartialEq, PartialOrd)]
+#[derive(Clone, Debug, PartialEq, PartialOrd, Serialize, Deserialize)]
 pub enum Key {
     /// By number.
     Num(f64),
@@ -15,7 +16,7 @@ pub enum Key {
 }
 
 /// One table cell: what is shown and what it sorts by.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cell {
     /// Shown.
     pub text: String,
@@ -31,7 +32,8 @@ impl Cell {
         }
     }
 
-    fn text(t: String) -> Cell {
+    /// A cell of text, sorted by it.
+    pub fn text(t: String) -> Cell {
         Cell {
             key: Key::Text(t.clone()),
             text: t,
@@ -39,8 +41,8 @@ impl Cell {
     }
 }
 
-/// One pane's content at one refresh.
-#[derive(Clone, Debug, Default)]
+/// One pane's content at one refresh (a remote ri sends it as JSON).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Table {
     /// One line above the table.
     pub summary: String,

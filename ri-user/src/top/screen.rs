@@ -15,18 +15,33 @@ use ratatui::{
     widgets::{Cell, Paragraph, Row, Table, Tabs},
 };
 
-use super::{Pane, TopError};
+use super::{TopError, View};
 use crate::Error;
 
-/// The header line: the pack, the processes, the time.
-fn title(pack: &str, pids: &[u32]) -> String {
-    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-    let scope = if pids.is_empty() {
-        "all processes".to_string()
-    } else {
-        format!("pid {}", pids.join(","))
-    };
+/// The header line: the pack and what it watches (processes, hosts).
+pub fn title(pack: &str, scope: &str) -> String {
     format!("ri top {pack}  {scope}")
+}
+
+/// Where the panes' tables come from: this machine's instruments, or the
+/// frames of remote ri's.
+pub trait Source {
+    /// Reads new tables (every refresh).
+    fn refresh(&mut self) -> Result<(), Error>;
+    /// The panes as last read.
+    fn views(&self) -> &[View];
+    /// The header line.
+    fn head(&self) -> String;
+    /// A line about a problem (a host failed), shown instead of the help.
+    fn status(&self) -> Option<String> {
+        None
+    }
+    /// Whether the `h` key switches hosts.
+    fn has_hosts(&self) -> bool {
+        false
+    }
+    /// The `h` key: shows the next host alone (after the last, all again).
+    fn next_host(&mut self) {}
 }
 
 /// Widths that fit each column's longest text.
@@ -43,9 +58,9 @@ fn widths(t: &super::Table) -> Vec<usize> {
         .collect()
 }
 
-/// `--once`: every pane as a plain-text table.
-pub fn plain(out: &mut impl Write, pack: &str, pids: &[u32], panes: &[Pane]) -> Result<(), Error> {
-    writeln!(out, "{}", title(pack, pids))?;
+/// `--once`: every pane as a plain-text table under the header `head`.
+pub fn plain(out: &mut impl Write, head: &str, panes: &[View]) -> Result<(), Error> {
+    writeln!(out, "{head}")?;
     for p in panes {
         let mut t = p.table.clone();
         t.sort(t.default_sort, false);
@@ -81,7 +96,8 @@ struct State {
 
 /// Draws one frame: tabs with each pane's summary, the current pane's
 /// table, the key help.
-fn draw(f: &mut Frame, head: &str, panes: &[Pane], st: &State, notes: &[String]) {
+fn draw(f: &mut Frame, src: &dyn Source, st: &State, help: &str) {
+    let panes = src.views();
     let [top, tabs, summary, body, foot] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
@@ -90,7 +106,7 @@ fn draw(f: &mut Frame, head: &str, panes: &[Pane], st: &State, notes: &[String])
         Constraint::Length(1),
     ])
     .areas(f.area());
-    f.render_widget(Paragraph::new(head.to_string()), top);
+    f.render_widget(Paragraph::new(src.head()), top);
     let titles: Vec<Line> = panes
         .iter()
         .enumerate()
@@ -102,7 +118,11 @@ fn draw(f: &mut Frame, head: &str, panes: &[Pane], st: &State, notes: &[String])
             .highlight_style(Style::default().add_modifier(Modifier::REVERSED)),
         tabs,
     );
-    let p = &panes[st.pane];
+    let line = src.status().unwrap_or_else(|| help.to_string());
+    f.render_widget(Paragraph::new(line), foot);
+    let Some(p) = panes.get(st.pane) else {
+        return;
+    };
     let mut t = p.table.clone();
     let (col, asc) = st.sort[st.pane].unwrap_or((t.default_sort, false));
     t.sort(col, asc);
@@ -110,7 +130,11 @@ fn draw(f: &mut Frame, head: &str, panes: &[Pane], st: &State, notes: &[String])
         Paragraph::new(format!("{}: {}", p.instrument, t.summary)),
         summary,
     );
-    let w = widths(&t);
+    let mut w = widths(&t);
+    // Room for the sort mark.
+    if let Some(n) = w.get_mut(col) {
+        *n = (*n).max(t.columns[col].chars().count() + 1);
+    }
     let header = Row::new(t.columns.iter().enumerate().map(|(i, c)| {
         let mark = if i == col {
             if asc { "^" } else { "v" }
@@ -126,11 +150,6 @@ fn draw(f: &mut Frame, head: &str, panes: &[Pane], st: &State, notes: &[String])
         .map(|r| Row::new(r.iter().map(|c| Cell::from(c.text.clone()))));
     let constraints: Vec<Constraint> = w.iter().map(|&n| Constraint::Length(n as u16)).collect();
     f.render_widget(Table::new(rows, constraints).header(header), body);
-    let help = match notes.first() {
-        Some(n) => n.clone(),
-        None => "q quit  Tab/1-9 pane  s sort  r reverse".to_string(),
-    };
-    f.render_widget(Paragraph::new(help), foot);
 }
 
 /// Restores the terminal when dropped, also on an error.
@@ -143,32 +162,32 @@ impl Drop for Restore {
 }
 
 /// The full-screen loop: refresh every `every`, redraw on keys, `q` quits
-/// (the panes detach when dropped by the caller).
-pub fn run(
-    pack: &str,
-    pids: &[u32],
-    panes: &mut [Pane],
-    every: Duration,
-    notes: &[String],
-) -> Result<(), Error> {
+/// (the caller's panes detach, or its hosts' ri end, when dropped).
+pub fn run(src: &mut dyn Source, every: Duration, notes: &[String]) -> Result<(), Error> {
     // Killed, it gives the terminal back first (ratatui::restore).
     crate::signals::catch(ratatui::restore)?;
     let mut term = ratatui::try_init().map_err(TopError::Terminal)?;
     let _restore = Restore;
-    let head = title(pack, pids);
+    let mut keys = "q quit  Tab/1-9 pane  s sort  r reverse".to_string();
+    if src.has_hosts() {
+        keys.push_str("  h host");
+    }
+    let help = notes.first().cloned().unwrap_or(keys);
     let mut st = State {
         pane: 0,
-        sort: vec![None; panes.len()],
+        sort: Vec::new(),
     };
     let mut next = Instant::now();
     loop {
         if Instant::now() >= next {
-            for p in panes.iter_mut() {
-                p.refresh()?;
-            }
+            src.refresh()?;
             next += every;
         }
-        term.draw(|f| draw(f, &head, panes, &st, notes))
+        // Remote hosts' panes come with their first frames.
+        let n = src.views().len();
+        st.sort.resize(n, None);
+        st.pane = st.pane.min(n.saturating_sub(1));
+        term.draw(|f| draw(f, src, &st, &help))
             .map_err(TopError::Terminal)?;
         let wait = next.saturating_duration_since(Instant::now());
         if !event::poll(wait).map_err(TopError::Terminal)? {
@@ -180,22 +199,32 @@ pub fn run(
         if k.kind != KeyEventKind::Press {
             continue;
         }
-        let n = panes.len();
-        let cols = panes[st.pane].table.columns.len().max(1);
-        let cur = st.sort[st.pane].unwrap_or((panes[st.pane].table.default_sort, false));
         match k.code {
             KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
             KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
-            KeyCode::Tab | KeyCode::Right => st.pane = (st.pane + 1) % n,
-            KeyCode::BackTab | KeyCode::Left => st.pane = (st.pane + n - 1) % n,
+            KeyCode::Char('h') => src.next_host(),
+            _ if n == 0 => {}
+            code => st.key(code, &src.views()[st.pane].table, n),
+        }
+    }
+}
+
+impl State {
+    /// A key that moves between panes or sorts the current one (`t`).
+    fn key(&mut self, code: KeyCode, t: &super::Table, n: usize) {
+        let cols = t.columns.len().max(1);
+        let cur = self.sort[self.pane].unwrap_or((t.default_sort, false));
+        match code {
+            KeyCode::Tab | KeyCode::Right => self.pane = (self.pane + 1) % n,
+            KeyCode::BackTab | KeyCode::Left => self.pane = (self.pane + n - 1) % n,
             KeyCode::Char(c @ '1'..='9') => {
                 let i = c as usize - '1' as usize;
                 if i < n {
-                    st.pane = i;
+                    self.pane = i;
                 }
             }
-            KeyCode::Char('s') => st.sort[st.pane] = Some(((cur.0 + 1) % cols, cur.1)),
-            KeyCode::Char('r') => st.sort[st.pane] = Some((cur.0, !cur.1)),
+            KeyCode::Char('s') => self.sort[self.pane] = Some(((cur.0 + 1) % cols, cur.1)),
+            KeyCode::Char('r') => self.sort[self.pane] = Some((cur.0, !cur.1)),
             _ => {}
         }
     }
