@@ -106,15 +106,22 @@ impl Timers {
     }
 }
 
-/// The first ring with records waiting, its readiness cleared (before it
-/// is read, so records that come meanwhile wake it again).
-async fn ready(rings: &mut [Option<AsyncFd<RingBuf<MapData>>>]) -> std::io::Result<usize> {
+/// A ring with records waiting, its readiness cleared (before it is read,
+/// so records that come meanwhile wake it again). The rings are asked in
+/// turn from `from`, which moves past the one returned: a busy ring does
+/// not keep the others waiting.
+async fn ready(
+    rings: &mut [Option<AsyncFd<RingBuf<MapData>>>],
+    from: &mut usize,
+) -> std::io::Result<usize> {
     poll_fn(|cx| {
-        for (i, ring) in rings.iter_mut().enumerate() {
-            if let Some(r) = ring
+        let n = rings.len();
+        for i in (0..n).map(|k| (*from + k) % n) {
+            if let Some(r) = &mut rings[i]
                 && let Poll::Ready(g) = r.poll_read_ready_mut(cx)
             {
                 g?.clear_ready();
+                *from = i + 1;
                 return Poll::Ready(Ok(i));
             }
         }
@@ -167,9 +174,10 @@ pub(crate) fn run(
             rings.push(ring);
         }
         let mut timers = Timers(timers);
+        let mut next_ring = 0;
         loop {
             tokio::select! {
-                i = ready(&mut rings) => {
+                i = ready(&mut rings, &mut next_ring) => {
                     let i = i?;
                     if let Some(r) = &mut rings[i] {
                         instruments[i].on_ring(r.get_mut());
