@@ -782,27 +782,27 @@ actions = ["ctl meta.update session.audit v2"]
     drop(live);
 }
 
-#[test]
-fn a_loss_to_a_tiny_ring_reaches_the_manifest_and_stderr() {
-    use std::io::{BufRead as _, Write as _};
-    require_bpf();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+/// A session file of one instrument `name` running `cmd` (`{calls}` in it
+/// stands for the calls fixture), and the fixture started as `calls wait
+/// N`: the directory, the file, the fixture and its first line.
+fn calls_waiting(
+    name: &str,
+    cmd: &str,
+    n: u32,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::process::Child,
+    String,
+) {
+    use std::io::BufRead as _;
     let calls = ri_tests::fixture("calls");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.toml");
-    // A 1 MiB ring, 2,000,000 calls as fast as the process makes them, and
-    // 1 KiB of the stack in each event: far more than the ring holds while
-    // ri writes the bundle.
-    std::fs::write(
-        &file,
-        format!(
-            "[instruments.calls]\ncmd = \"trace --buffer-size 1 'u:{}:work_nop5(a=arg0, b=arg1, s=buf(sp, 1024))'\"\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
+    let cmd = cmd.replace("{calls}", &calls.display().to_string());
+    std::fs::write(&file, format!("[instruments.{name}]\ncmd = \"{cmd}\"\n")).unwrap();
     let mut target = Command::new(&calls)
-        .args(["wait", "2000000"])
+        .args(["wait", &n.to_string()])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -811,12 +811,44 @@ fn a_loss_to_a_tiny_ring_reaches_the_manifest_and_stderr() {
     std::io::BufReader::new(target.stdout.as_mut().unwrap())
         .read_line(&mut first)
         .unwrap();
+    (dir, file, target, first)
+}
+
+/// Runs the session `file` on `target` (`-p`, quiet, its bundle in `dir`)
+/// until its instruments are attached; the bundle's path last.
+fn run_on_calls(
+    dir: &tempfile::TempDir,
+    file: &Path,
+    target: &std::process::Child,
+) -> (
+    std::process::Child,
+    ri_tests::Reader,
+    ri_tests::Reader,
+    std::path::PathBuf,
+) {
     let bundle = dir.path().join("bundle");
     let mut cmd = Command::new(ri_bin());
     cmd.args(["session", "run", file.to_str().unwrap(), "-q", "-p"])
         .arg(target.id().to_string())
         .args(["--out", bundle.to_str().unwrap()]);
-    let (mut session, out, err) = start_waiting(cmd, "instruments attached", true);
+    let (session, out, err) = start_waiting(cmd, "instruments attached", true);
+    (session, out, err, bundle)
+}
+
+#[test]
+fn a_loss_to_a_tiny_ring_reaches_the_manifest_and_stderr() {
+    use std::io::Write as _;
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // A 1 MiB ring, 2,000,000 calls as fast as the process makes them, and
+    // 1 KiB of the stack in each event: far more than the ring holds while
+    // ri writes the bundle.
+    let (dir, file, mut target, _) = calls_waiting(
+        "calls",
+        "trace --buffer-size 1 'u:{calls}:work_nop5(a=arg0, b=arg1, s=buf(sp, 1024))'",
+        2_000_000,
+    );
+    let (mut session, out, err, bundle) = run_on_calls(&dir, &file, &target);
     let stdin = target.stdin.as_mut().unwrap();
     stdin.write_all(b"\n").unwrap();
     stdin.flush().unwrap();
@@ -864,33 +896,10 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 #[test]
 fn an_instrument_that_does_not_stop_in_time_is_killed_and_the_manifest_says_so() {
-    use std::{
-        io::{BufRead as _, Write as _},
-        os::unix::fs::FileExt as _,
-    };
+    use std::{io::Write as _, os::unix::fs::FileExt as _};
     require_bpf();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let calls = ri_tests::fixture("calls");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("s.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[instruments.stuck]\ncmd = \"count 'u:{}:work_int3'\"\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
-    let mut target = Command::new(&calls)
-        .args(["wait", "3"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start calls");
-    let mut first = String::new();
-    std::io::BufReader::new(target.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (dir, file, mut target, first) = calls_waiting("stuck", "count 'u:{calls}:work_int3'", 3);
     let at = first
         .split_whitespace()
         .find_map(|w| w.strip_prefix("work_int3=0x"))
@@ -906,12 +915,7 @@ fn an_instrument_that_does_not_stop_in_time_is_killed_and_the_manifest_says_so()
         b
     };
     let before = code();
-    let bundle = dir.path().join("bundle");
-    let mut cmd = Command::new(ri_bin());
-    cmd.args(["session", "run", file.to_str().unwrap(), "-q", "-p"])
-        .arg(tid.to_string())
-        .args(["--out", bundle.to_str().unwrap()]);
-    let (mut session, out, err) = start_waiting(cmd, "instruments attached", true);
+    let (mut session, out, err, bundle) = run_on_calls(&dir, &file, &target);
     let kids = children_of(session.id());
     if code() == before || kids.len() != 1 {
         sigint(&mut session);
