@@ -4,6 +4,8 @@
 
 use std::{io::Write, time::Duration};
 
+use aya::maps::{MapData, RingBuf};
+
 use crate::{
     Error,
     decode::{Value, decode, header},
@@ -16,7 +18,6 @@ use crate::{
     target,
     text::counted,
 };
-use aya::maps::{MapData, RingBuf};
 
 mod printf;
 pub(crate) use printf::read_str;
