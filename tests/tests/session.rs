@@ -444,27 +444,27 @@ actions = ["ctl meta.update session.audit v2"]
     drop(live);
 }
 
-#[test]
-fn a_loss_to_a_tiny_ring_reaches_the_manifest_and_stderr() {
-    use std::io::{BufRead as _, Write as _};
-    require_bpf();
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+/// A session file of one instrument `name` running `cmd` (`{calls}` in it
+/// stands for the calls fixture), and the fixture started as `calls wait
+/// N`: the directory, the file, the fixture and its first line.
+fn calls_waiting(
+    name: &str,
+    cmd: &str,
+    n: u32,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::process::Child,
+    String,
+) {
+    use std::io::BufRead as _;
     let calls = ri_tests::fixture("calls");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.toml");
-    // A 1 MiB ring, 2,000,000 calls as fast as the process makes them, and
-    // 1 KiB of the stack in each event: far more than the ring holds while
-    // ri writes the bundle.
-    std::fs::write(
-        &file,
-        format!(
-            "[instruments.calls]\ncmd = \"trace --buffer-size 1 'u:{}:work_nop5(a=arg0, b=arg1, s=buf(sp, 1024))'\"\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
+    let cmd = cmd.replace("{calls}", &calls.display().to_string());
+    std::fs::write(&file, format!("[instruments.{name}]\ncmd = \"{cmd}\"\n")).unwrap();
     let mut target = Command::new(&calls)
-        .args(["wait", "2000000"])
+        .args(["wait", &n.to_string()])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -473,12 +473,44 @@ fn a_loss_to_a_tiny_ring_reaches_the_manifest_and_stderr() {
     std::io::BufReader::new(target.stdout.as_mut().unwrap())
         .read_line(&mut first)
         .unwrap();
+    (dir, file, target, first)
+}
+
+/// Runs the session `file` on `target` (`-p`, quiet, its bundle in `dir`)
+/// until its instruments are attached; the bundle's path last.
+fn run_on_calls(
+    dir: &tempfile::TempDir,
+    file: &Path,
+    target: &std::process::Child,
+) -> (
+    std::process::Child,
+    ri_tests::Reader,
+    ri_tests::Reader,
+    std::path::PathBuf,
+) {
     let bundle = dir.path().join("bundle");
     let mut cmd = Command::new(ri_bin());
     cmd.args(["session", "run", file.to_str().unwrap(), "-q", "-p"])
         .arg(target.id().to_string())
         .args(["--out", bundle.to_str().unwrap()]);
-    let (mut session, out, err) = start_waiting(cmd, "instruments attached", true);
+    let (session, out, err) = start_waiting(cmd, "instruments attached", true);
+    (session, out, err, bundle)
+}
+
+#[test]
+fn a_loss_to_a_tiny_ring_reaches_the_manifest_and_stderr() {
+    use std::io::Write as _;
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // A 1 MiB ring, 2,000,000 calls as fast as the process makes them, and
+    // 1 KiB of the stack in each event: far more than the ring holds while
+    // ri writes the bundle.
+    let (dir, file, mut target, _) = calls_waiting(
+        "calls",
+        "trace --buffer-size 1 'u:{calls}:work_nop5(a=arg0, b=arg1, s=buf(sp, 1024))'",
+        2_000_000,
+    );
+    let (mut session, out, err, bundle) = run_on_calls(&dir, &file, &target);
     let stdin = target.stdin.as_mut().unwrap();
     stdin.write_all(b"\n").unwrap();
     stdin.flush().unwrap();
@@ -503,4 +535,90 @@ fn a_loss_to_a_tiny_ring_reaches_the_manifest_and_stderr() {
     );
     assert!(err.contains(&format!("{lost} lost")), "{err}");
     assert!(err.contains("the bundle is incomplete"), "{err}");
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // After the command's name in parentheses: state, then the parent.
+        let after = &stat[stat.rfind(')').unwrap() + 1..];
+        if after.split_whitespace().nth(1) == Some(&pid.to_string()) {
+            kids.push(child);
+        }
+    }
+    kids
+}
+
+#[test]
+fn an_instrument_that_does_not_stop_in_time_is_killed_and_the_manifest_says_so() {
+    use std::{io::Write as _, os::unix::fs::FileExt as _};
+    require_bpf();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (dir, file, mut target, first) = calls_waiting("stuck", "count 'u:{calls}:work_int3'", 3);
+    let at = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("work_int3=0x"))
+        .and_then(|a| u64::from_str_radix(a, 16).ok())
+        .unwrap_or_else(|| panic!("calls said {first:?}"));
+    let tid = target.id();
+    let code = || {
+        let mut b = [0u8; 8];
+        std::fs::File::open(format!("/proc/{tid}/mem"))
+            .unwrap()
+            .read_exact_at(&mut b, at)
+            .unwrap();
+        b
+    };
+    let before = code();
+    let (mut session, out, err, bundle) = run_on_calls(&dir, &file, &target);
+    let kids = children_of(session.id());
+    if code() == before || kids.len() != 1 {
+        sigint(&mut session);
+        panic!("expected one instrument's ri, its breakpoint in; the session's children: {kids:?}");
+    }
+    // The instrument's ri is stopped: the session's Ctrl-C cannot end it.
+    let stuck = kids[0];
+    // SAFETY: plain kill(2) on the session's child.
+    unsafe { libc::kill(stuck as i32, libc::SIGSTOP) };
+    let asked = std::time::Instant::now();
+    sigint(&mut session);
+    let took = asked.elapsed();
+    let _ = out.join();
+    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    assert!(
+        took >= Duration::from_secs(15) && took < Duration::from_secs(40),
+        "the session waited {took:?} for its instrument\n{err}"
+    );
+    assert!(
+        err.contains(
+            "ri: instrument stuck did not stop within 15 s: killed; its losses are unknown"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("losses unknown for stuck"), "{err}");
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let inst = &m["instruments"][0];
+    assert_eq!(inst["exits"], serde_json::json!([null]), "{inst}");
+    assert_eq!(inst["losses_unknown"], Value::Bool(true), "{inst}");
+    assert_eq!(m["losses_unknown"], serde_json::json!(["stuck"]), "{m}");
+    // Nothing is left: the instrument's ri is gone and the target's code
+    // is restored; the target runs on to its end.
+    assert!(
+        !Path::new(&format!("/proc/{stuck}")).exists(),
+        "the instrument's ri {stuck} is still there"
+    );
+    assert_eq!(code(), before, "the breakpoint must be gone with the ri");
+    let stdin = target.stdin.as_mut().unwrap();
+    stdin.write_all(b"\n\n").unwrap();
+    stdin.flush().unwrap();
+    assert!(target.wait().unwrap().success());
 }

@@ -612,7 +612,7 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
         child_pid,
         watcher,
     } = launch::start(Some(&rt), &opts.trace.launching(), &set, opts.max_keys, 1)?;
-    let (mut watcher, selected) = watcher.unzip();
+    let (watcher, selected) = watcher.unzip();
     let selected = selected.unwrap_or_default();
     let stacks = RefCell::new(Stacks::new());
     let names = RefCell::new(labels::Names::new(
@@ -638,10 +638,12 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
             stacks.borrow_mut().watch(pid);
         }
     }
-    rt.block_on(async {
-        let mut stop = Stop::new(signals, &opts.trace.launching(), child_pid)?;
-        let mut out = std::io::stdout().lock();
-        let printer = printer::Printer {
+    let stop = {
+        let _in = rt.enter();
+        Stop::new(signals, &opts.trace.launching(), child_pid)?
+    };
+    let mut shown = printer::Shown {
+        printer: printer::Printer {
             view: render::View {
                 set: &set,
                 plans: &plans,
@@ -652,63 +654,36 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
             },
             opts,
             attached: std::time::Instant::now(),
-        };
-        let mut prev = Snapshot::default();
-        let start = tokio::time::Instant::now();
-        let every = opts.interval.unwrap_or(Duration::from_secs(3600));
-        let mut tick = tokio::time::interval_at(start + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Processes' mappings, re-read while they live: their stacks must
-        // still resolve once they have exited.
-        let mut maps_tick = tokio::time::interval(crate::stack::MAPS_REFRESH);
-        maps_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut names_tick = tokio::time::interval(labels::READ_EVERY);
-        names_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick(), if opts.interval.is_some() => {
-                    printer.show(&mut out, false, &mut prev)?;
-                }
-                _ = maps_tick.tick(), if has_stacks => stacks.borrow_mut().refresh(),
-                // Names are read while the processes live.
-                _ = names_tick.tick(), if has_labels => printer.read_names()?,
-                c = crate::select::changed(&mut watcher) => {
-                    for pid in c? {
-                        names.borrow_mut().add(pid);
-                        if has_stacks {
-                            stacks.borrow_mut().watch(pid);
-                        }
-                    }
-                }
-                r = stop.wait() => { r?; break; }
+        },
+        out: std::io::stdout().lock(),
+        prev: Snapshot::default(),
+        has_stacks,
+        has_labels,
+    };
+    launch::run(&rt, stop, watcher, &mut [&mut shown])?;
+    if !opts.trace.quiet {
+        let stats = read::stats(&engine)?;
+        let mut err = std::io::stderr();
+        match opts.kind {
+            AggKind::Inflight(..) | AggKind::Leaks(_) => {
+                render::dropped(&mut err, &stats, opts.max_keys)?
+            }
+            _ => {
+                let total = names
+                    .borrow_mut()
+                    .fold(read::snapshot(&engine, &set)?, &plans);
+                render::summary(&mut err, &total, &stats, opts.max_keys)?;
             }
         }
-        stop.finish();
-        printer.show(&mut out, true, &mut prev)?;
-        if !opts.trace.quiet {
-            let stats = read::stats(&engine)?;
-            let mut err = std::io::stderr();
-            match opts.kind {
-                AggKind::Inflight(..) | AggKind::Leaks(_) => {
-                    render::dropped(&mut err, &stats, opts.max_keys)?
-                }
-                _ => {
-                    let total = names
-                        .borrow_mut()
-                        .fold(read::snapshot(&engine, &set)?, &plans);
-                    render::summary(&mut err, &total, &stats, opts.max_keys)?;
-                }
-            }
-            if has_stacks {
-                crate::stack::write_errors(
-                    &mut err,
-                    crate::stack::errors(&engine)?,
-                    opts.trace.stack_entries,
-                )?;
-            }
+        if has_stacks {
+            crate::stack::write_errors(
+                &mut err,
+                crate::stack::errors(&engine)?,
+                opts.trace.stack_entries,
+            )?;
         }
-        Ok::<_, Error>(())
-    })
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,14 @@
 //! One print of an aggregation: the kernel map (or the in-flight table)
-//! read, labels named, and the table, JSON or folded stacks written.
+//! read, labels named, and the table, JSON or folded stacks written; and
+//! the instrument printing them as a command's run goes.
 
-use super::{AggKind, AggOptions, Snapshot, inflight, leaks, read, render};
-use crate::Error;
+use std::time::Duration;
+
+use super::{AggKind, AggOptions, Snapshot, inflight, labels, leaks, read, render};
+use crate::{
+    Error,
+    launch::{Instrument, Tick},
+};
 
 /// Everything one print of an aggregation needs.
 pub(super) struct Printer<'a> {
@@ -107,5 +113,56 @@ impl Printer<'_> {
             crate::stack::flamegraph(path, title, &lines)?;
         }
         Ok(())
+    }
+}
+
+/// The aggregation instrument of a command run in front: prints at each
+/// `--interval` and at the end, reading names and stacks as it goes.
+pub(super) struct Shown<'a> {
+    pub(super) printer: Printer<'a>,
+    pub(super) out: std::io::StdoutLock<'static>,
+    /// The map at the last print (an interval prints what was added).
+    pub(super) prev: Snapshot,
+    pub(super) has_stacks: bool,
+    pub(super) has_labels: bool,
+}
+
+impl Instrument for Shown<'_> {
+    fn ticks(&self) -> Vec<(Tick, Duration)> {
+        let mut ticks: Vec<(Tick, Duration)> = (self.printer.opts.interval)
+            .map(|every| (Tick::Interval, every))
+            .into_iter()
+            .collect();
+        if self.has_stacks {
+            ticks.push((Tick::Maps, crate::stack::MAPS_REFRESH));
+        }
+        // Names are read while the processes live.
+        if self.has_labels {
+            ticks.push((Tick::Names, labels::READ_EVERY));
+        }
+        ticks
+    }
+
+    fn on_tick(&mut self, tick: Tick) -> Result<(), Error> {
+        match tick {
+            Tick::Interval => self.printer.show(&mut self.out, false, &mut self.prev),
+            Tick::Maps => {
+                self.printer.view.stacks.borrow_mut().refresh();
+                Ok(())
+            }
+            Tick::Names => self.printer.read_names(),
+        }
+    }
+
+    fn on_new_process(&mut self, pid: u32) {
+        let v = &self.printer.view;
+        v.names.borrow_mut().add(pid);
+        if self.has_stacks {
+            v.stacks.borrow_mut().watch(pid);
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), Error> {
+        self.printer.show(&mut self.out, true, &mut self.prev)
     }
 }

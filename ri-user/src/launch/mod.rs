@@ -1,14 +1,18 @@
-//! The core every attaching command runs on: its targets (`-p` pids, the
-//! `-c` command, `--comm`/`--exe` selection), loading the object and
-//! attaching a probe set, and when the run ends (Ctrl-C, SIGTERM, the
-//! duration, the targets' exit). `trace`, `agg`, `serve` and the commands
-//! built on them launch through here.
+//! The session core every attaching command runs on: its targets (`-p`
+//! pids, the `-c` command, `--comm`/`--exe` selection), loading the object
+//! and attaching a probe set, the event loop ([`run`]) and when the run
+//! ends (Ctrl-C, SIGTERM, the duration, the targets' exit). A command is a
+//! session with one instrument: `trace` (a sink over the ring buffer) and
+//! `agg` (an aggregation printing at intervals) hand theirs to the loop;
+//! `serve` launches here but keeps its own loop (see `run.rs`).
 
+mod run;
 mod select;
 mod stop;
 
 use std::time::{Duration, Instant};
 
+pub(crate) use run::{Instrument, Tick, run};
 pub(crate) use stop::{Signals, Stop};
 
 use crate::{

@@ -44,7 +44,7 @@ pub(crate) struct Stop {
     signals: Signals,
     deadline: Option<tokio::time::Instant>,
     /// The `-c` command.
-    pub(crate) child: Option<u32>,
+    child: Option<u32>,
     child_fd: Option<AsyncFd<OwnedFd>>,
     child_status: Option<i32>,
     /// The `-p` processes still running.

@@ -1,4 +1,8 @@
 //! `ri serve`: instruments kept attached, served as Prometheus metrics read from the kernel's maps at each scrape.
+//!
+//! Its loop is its own, not `launch::run`'s: it answers HTTP scrapes and
+//! SIGHUP reloads, attaches and detaches instruments as their targets come
+//! and go, and ends only on a signal.
 
 mod config;
 mod expose;

@@ -5,15 +5,13 @@
 use std::{io::Write, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
 
 use crate::{
     Error,
     decode::{Value, decode, header},
     engine::Engine,
-    launch::{self, Launched, Signals, Stop},
+    launch::{self, Launched, Signals, Stop, Tick},
     probe::ProbeKind,
-    select::{self, Watcher},
     session::ProbeSet,
     sink::{JsonSink, Sink, SiteInfo, TextSink},
     stack::{Stacks, late::SiteFile},
@@ -334,7 +332,18 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
         let _in = rt.enter();
         Stop::new(signals, &opts.launching(), child_pid)?
     };
-    let mut summary = rt.block_on(event_loop(&set, &engine, ring, opts, within, stop, watcher))?;
+    let (watcher, selected) = watcher.unzip();
+    let mut d = Drain::new(&set, &engine, ring, opts, within);
+    for &pid in opts
+        .pids
+        .iter()
+        .chain(&child_pid)
+        .chain(selected.iter().flatten())
+    {
+        d.watch(pid);
+    }
+    let child_status = launch::run(&rt, stop, watcher, &mut [&mut d])?;
+    let mut summary = d.summary(opts.probes.len(), child_status);
     summary.lost = engine.lost()?;
     summary.no_entry = engine.no_entry()?;
     summary.dropped = (engine.dropped().iter())
@@ -385,9 +394,12 @@ fn batch_events(opts: &TraceOptions) -> u32 {
         .clamp(1, 1024)
 }
 
+/// The trace instrument: a sink over the ring buffer.
 struct Drain<'a> {
     set: &'a ProbeSet,
     engine: &'a Engine,
+    /// The ring, until the loop takes it.
+    ring: Option<RingBuf<MapData>>,
     stacks: Stacks,
     sink: Box<dyn Sink>,
     printf: &'a [PrintfSpec],
@@ -397,9 +409,70 @@ struct Drain<'a> {
     within: Option<Within>,
     /// The probes read strings or bytes: failed reads are retried from files.
     late_reads: bool,
+    /// Stacks or late reads: the processes' maps are kept, even after they
+    /// exit.
+    with_maps: bool,
 }
 
-impl Drain<'_> {
+impl<'a> Drain<'a> {
+    /// The sink `opts` ask for, writing events of `set` read from `ring`.
+    fn new(
+        set: &'a ProbeSet,
+        engine: &'a Engine,
+        ring: RingBuf<MapData>,
+        opts: &'a TraceOptions,
+        within: Option<Within>,
+    ) -> Self {
+        let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+        let sink: Box<dyn Sink> = if opts.json {
+            Box::new(JsonSink::new(out, opts.formatters.clone()))
+        } else {
+            Box::new(TextSink::new(
+                out,
+                opts.formatters.clone(),
+                opts.text.clone(),
+            ))
+        };
+        let late_reads = set.has_reads();
+        Drain {
+            set,
+            engine,
+            ring: Some(ring),
+            stacks: Stacks::new(),
+            sink,
+            printf: &opts.printf,
+            counts: vec![0; set.sites.len()],
+            undecodable: 0,
+            closed: false,
+            within,
+            late_reads,
+            with_maps: set.has_stacks() || late_reads,
+        }
+    }
+
+    /// Keeps `pid`'s maps when stacks or late reads need them.
+    fn watch(&mut self, pid: u32) {
+        if self.with_maps {
+            self.stacks.watch(pid);
+        }
+    }
+
+    /// What it saw (the user's `probes` first: the `--within` probes are
+    /// not the user's); the engine's counters are added after.
+    fn summary(&self, probes: usize, child_status: Option<i32>) -> Summary {
+        Summary {
+            per_site: (self.set.sites.iter())
+                .zip(&self.counts)
+                .filter(|(s, _)| s.probe < probes)
+                .map(|(s, n)| (s.name.clone(), *n))
+                .collect(),
+            outside: self.within.as_ref().map_or(0, |w| w.outside),
+            undecodable: self.undecodable,
+            child_status,
+            ..Summary::default()
+        }
+    }
+
     /// Decodes and writes every record waiting in the ring buffer (a
     /// record is one event or a batch of them, back to back).
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
@@ -500,111 +573,36 @@ impl Drain<'_> {
     }
 }
 
-async fn event_loop(
-    set: &ProbeSet,
-    engine: &Engine,
-    ring: RingBuf<MapData>,
-    opts: &TraceOptions,
-    within: Option<Within>,
-    mut stop: Stop,
-    watcher: Option<(Watcher, Vec<u32>)>,
-) -> Result<Summary, Error> {
-    let child = stop.child;
-    let (mut watcher, selected) = watcher.unzip();
-    let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
-    let sink: Box<dyn Sink> = if opts.json {
-        Box::new(JsonSink::new(out, opts.formatters.clone()))
-    } else {
-        Box::new(TextSink::new(
-            out,
-            opts.formatters.clone(),
-            opts.text.clone(),
-        ))
-    };
-    let mut stacks = Stacks::new();
-    // Stacks and late reads need the processes' maps, even after they exit.
-    let late_reads = set.has_reads();
-    let with_maps = set.has_stacks() || late_reads;
-    if with_maps {
-        for &pid in opts
-            .pids
-            .iter()
-            .chain(&child)
-            .chain(selected.iter().flatten())
-        {
-            stacks.watch(pid);
+impl launch::Instrument for Drain<'_> {
+    fn ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.ring.take()
+    }
+
+    fn batched(&self) -> bool {
+        self.engine.batched()
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        Ok(self.engine.flush_waiting()?)
+    }
+
+    fn on_ring(&mut self, ring: &mut RingBuf<MapData>) {
+        self.drain(ring);
+    }
+
+    fn ticks(&self) -> Vec<(Tick, Duration)> {
+        match self.with_maps {
+            true => vec![(Tick::Maps, crate::stack::MAPS_REFRESH)],
+            false => Vec::new(),
         }
     }
-    let mut d = Drain {
-        set,
-        engine,
-        stacks,
-        sink,
-        printf: &opts.printf,
-        counts: vec![0; set.sites.len()],
-        undecodable: 0,
-        closed: false,
-        within,
-        late_reads,
-    };
-    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
-    // holds it.
-    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
-    // Events the kernel did not wake us for (it batches wakeups) are picked
-    // up on this tick.
-    let mut tick = tokio::time::interval(Duration::from_millis(ri_common::READER_TICK_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Batches left waiting on a CPU that saw no more events are asked for.
-    let mut flush_tick = tokio::time::interval(Duration::from_millis(ri_common::FLUSH_TICK_MS));
-    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let batched = engine.batched();
-    // Processes' mappings, re-read while they live: their stacks must still
-    // resolve once they have exited.
-    let mut maps_tick = tokio::time::interval(crate::stack::MAPS_REFRESH);
-    maps_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => d.drain(ring.get_mut()),
-            _ = flush_tick.tick(), if batched => {
-                engine.flush_waiting()?;
-                d.drain(ring.get_mut());
-            }
-            _ = maps_tick.tick(), if with_maps => d.stacks.refresh(),
-            c = select::changed(&mut watcher) => {
-                for pid in c? {
-                    if with_maps {
-                        d.stacks.watch(pid);
-                    }
-                }
-            }
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                d.drain(guard.get_inner_mut());
-                guard.clear_ready();
-            }
-            r = stop.wait() => {
-                r?;
-                break;
-            }
-        }
+
+    fn on_tick(&mut self, _tick: Tick) -> Result<(), Error> {
+        self.stacks.refresh();
+        Ok(())
     }
-    let child_status = stop.finish();
-    engine.flush_waiting()?;
-    d.drain(ring.get_mut());
-    Ok(Summary {
-        // The --within probes are not the user's.
-        per_site: set
-            .sites
-            .iter()
-            .zip(&d.counts)
-            .filter(|(s, _)| s.probe < opts.probes.len())
-            .map(|(s, n)| (s.name.clone(), *n))
-            .collect(),
-        lost: 0,
-        no_entry: 0,
-        outside: d.within.as_ref().map_or(0, |w| w.outside),
-        undecodable: d.undecodable,
-        child_status,
-        dropped: Vec::new(),
-    })
+
+    fn on_new_process(&mut self, pid: u32) {
+        self.watch(pid);
+    }
 }
