@@ -11,7 +11,7 @@ use ri_tests::{
     m0sim::{M0d, M0dConfig},
     require_bpf, ri, ri_bin,
     session::{ONE_AT_A_TIME, start},
-    start_waiting,
+    sigint, start_waiting,
 };
 use serde_json::Value;
 
