@@ -460,7 +460,10 @@ fn caps_gauges_histograms_and_own_metrics_parse_and_a_bad_reload_keeps_them() {
          command = [\"hist\", \"u:{c}:work_nop5\", \"--value\", \"arg1\"]\n\
          [[instrument]]\nname = \"flight\"\n\
          command = [\"inflight\", \"--begin\", \"u:{c}:work_int3(key=arg0, b=arg1)\", \
-         \"--end\", \"u:{c}:work_nop5(key=arg0) if arg0 % 10 != 0\"]\n"
+         \"--end\", \"u:{c}:work_nop5(key=arg0) if arg0 % 10 != 0\"]\n\
+         [[instrument]]\nname = \"leak\"\n\
+         command = [\"leaks\", \"u:{c}:work_int3\", \"u:{c}:work_nop5 if arg0 % 10 != 0\", \
+         \"--free-ptr\", \"arg1\"]\n"
     );
     std::fs::write(&cfg, &good).unwrap();
     let (serve, err, port) = serve_err(&["--config", cfg.to_str().unwrap()]);
@@ -502,6 +505,15 @@ fn caps_gauges_histograms_and_own_metrics_parse_and_a_bad_reload_keeps_them() {
     // Gauges: 10 operations never ended, the oldest some age.
     let age = sample(&text, "ri_flight_oldest_age_seconds").expect("an age");
     assert!(age > 0.0, "{text}");
+    // Leaks: work_int3(i, 2i) returns the block 3i of i bytes, work_nop5(i,
+    // 3i) frees block 3i unless i % 10 == 0; block 0 (a NULL return) is no
+    // block: 9 left, 10 + 20 + ... + 90 bytes.
+    assert_eq!(sample(&text, "ri_leak_inflight"), Some(9.0), "{text}");
+    assert_eq!(
+        sample(&text, "ri_leak_outstanding_bytes"),
+        Some(450.0),
+        "{text}"
+    );
     // ri's own metrics.
     for own in [
         "ri_events_lost_total",
