@@ -36,10 +36,12 @@ pub const NUM_REGS: usize = 21;
 /// Default size of the event ring buffer in bytes (a power of two). The
 /// reader maps it twice (for wrap-around), so it counts twice in ri's RSS.
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
-/// The kernel wakes the reader at most this often per CPU while events flow
-/// (plus whenever a quarter of the ring is full); the reader drains on its
-/// own tick too, so no event waits longer than [`READER_TICK_MS`].
-pub const WAKEUP_INTERVAL_NS: u64 = 2_000_000;
+/// For events sent alone, the kernel wakes the reader at most once a jiffy
+/// per CPU while events flow (plus whenever a quarter of the ring is full);
+/// batches wake it only for a filling ring. The reader drains on its own
+/// ticks too, so no event waits longer than [`READER_TICK_MS`] (batched:
+/// [`FLUSH_TICK_MS`]).
+pub const WAKEUP_INTERVAL_JIFFIES: u64 = 1;
 /// The reader's drain tick in ms, for events that arrived without a wakeup.
 pub const READER_TICK_MS: u64 = 10;
 /// Bytes of events a [`Batch`] gathers before it goes to the ring as one
@@ -48,11 +50,15 @@ pub const BATCH_BYTES: usize = 4096;
 /// Events a [`Batch`] gathers at most by default (the loader's
 /// `BATCH_EVENTS`; 1 sends every event as its own record).
 pub const BATCH_EVENTS: u32 = 32;
-/// A batch this old is sent at the next event on its CPU; the reader asks
-/// every CPU with a batch waiting for it every [`FLUSH_TICK_MS`]. An event
-/// on a CPU that had none for this long goes alone, at once (sparse
-/// events wait for no batch).
+/// The reader asks a CPU for its batch when the batch has waited this long
+/// (it looks every [`FLUSH_TICK_MS`]).
 pub const BATCH_AGE_NS: u64 = 1_000_000;
+/// In the kernel, ages are counted in jiffies (read for free, where the
+/// exact clock costs 30–60 ns a hit): a batch begun a jiffy ago or more is
+/// sent at the next event on its CPU, and an event on a CPU that had none
+/// since the last jiffy goes alone, at once (sparse events wait for no
+/// batch).
+pub const BATCH_AGE_JIFFIES: u64 = 1;
 /// The reader's tick for batches left waiting on a CPU with no more events.
 pub const FLUSH_TICK_MS: u64 = 2;
 /// The largest event: a header and a payload of `2 * PAYLOAD_CAP - 8` bytes.
@@ -73,10 +79,10 @@ pub struct Batch {
     pub busy: u32,
     /// Reserved, zero.
     pub pad: u32,
-    /// `bpf_ktime_get_ns()` of the first event in `data`.
-    pub first_ns: u64,
-    /// `bpf_ktime_get_ns()` of this CPU's last event.
-    pub last_ns: u64,
+    /// Jiffies at the first event in `data`.
+    pub first_jiffies: u64,
+    /// Jiffies at this CPU's last event.
+    pub last_jiffies: u64,
     /// The events; room for one maximal event past [`BATCH_BYTES`].
     pub data: [u8; BATCH_BYTES + EVENT_MAX],
 }

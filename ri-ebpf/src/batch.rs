@@ -1,7 +1,7 @@
 //! Per-CPU batches of events: several events go to the ring buffer as one
 //! record, sent when full, when old at the next event, or when the reader
 //! asks (`ri_flush`, run on that CPU); an event after a quiet spell goes
-//! alone, at once.
+//! alone, at once. Ages are in jiffies: no clock is read per event here.
 
 use core::{
     ffi::c_void,
@@ -10,22 +10,25 @@ use core::{
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::generated::{
+        bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::map,
     maps::PerCpuArray,
 };
 use ri_common::{
-    BATCH_AGE_NS, BATCH_BYTES, Batch, EVENT_MAX, HEADER_LEN, MAX_INSNS, NUM_REGS, Plan, Scratch,
+    BATCH_AGE_JIFFIES, BATCH_BYTES, Batch, EVENT_MAX, HEADER_LEN, MAX_INSNS, NUM_REGS, Plan,
+    Scratch,
 };
 
-use crate::{EVENTS, LOST, select, wakeup_flags};
+use crate::{EVENTS, LOST, filling_wakeup, select, wakeup_flags};
 
 /// This CPU's batch of events not yet in the ring.
 #[map]
 static BATCH: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per CPU: the time of the oldest event waiting in its batch, 0 when none
-/// (the reader reads this to know which CPUs to ask).
+/// Per CPU: `bpf_ktime_get_ns()` at the oldest event waiting in its batch,
+/// 0 when none (the reader reads this to know which CPUs to ask).
 #[map]
 static PENDING: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
@@ -33,32 +36,33 @@ static PENDING: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[unsafe(no_mangle)]
 static BATCH_EVENTS: u32 = ri_common::BATCH_EVENTS;
 
-/// Sends the event of `len` bytes built in `s.event` at time `now`: into
-/// this CPU's batch, or alone when batching is off or the batch is busy.
+/// Sends the event of `len` bytes built in `s.event`: into this CPU's
+/// batch, or alone when batching is off or the batch is busy.
 #[inline(always)]
-pub fn send(s: &Scratch, len: usize, now: u64) {
+pub fn send(s: &Scratch, len: usize) {
     // SAFETY: a read-only global the loader sets.
     let max = unsafe { core::ptr::read_volatile(&BATCH_EVENTS) };
     let b = match BATCH.get_ptr_mut(0) {
         // SAFETY: this CPU's batch; `busy` keeps a nested program out.
         Some(b) if max > 1 => unsafe { &mut *b },
-        _ => return alone(s, len, now),
+        _ => return alone(s, len),
     };
     if !enter(b) {
-        return alone(s, len, now);
+        return alone(s, len);
     }
     // Volatile from here on: the compiler keeps every access to the batch
     // after `enter` and before `leave` (a flush the reader runs on this CPU
     // may interrupt a program up to `enter`).
-    let last = get(&b.last_ns);
-    put(&mut b.last_ns, now);
-    if now.wrapping_sub(last) >= BATCH_AGE_NS && get(&b.n) == 0 {
+    let now = unsafe { bpf_jiffies64() };
+    let last = get(&b.last_jiffies);
+    put(&mut b.last_jiffies, now);
+    if now.wrapping_sub(last) >= BATCH_AGE_JIFFIES && get(&b.n) == 0 {
         // Sparse events go at once.
         leave(b);
-        return alone(s, len, now);
+        return alone(s, len);
     }
     if get(&b.len) as usize + len > BATCH_BYTES {
-        flush(b, now);
+        flush(b);
     }
     let off = get(&b.len) as usize & (BATCH_BYTES - 1);
     let n = if len > EVENT_MAX { EVENT_MAX } else { len };
@@ -91,15 +95,15 @@ pub fn send_regs(regs: *const pt_regs, p: &Plan, cookie: u64) -> bool {
     if !enter(b) {
         return false;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_jiffies64() };
     let pairs = (p.n_insns / 2).min(MAX_INSNS as u32 / 2) as usize;
     let len = HEADER_LEN + 8 * pairs;
-    let last = get(&b.last_ns);
-    put(&mut b.last_ns, now);
+    let last = get(&b.last_jiffies);
+    put(&mut b.last_jiffies, now);
     // Sparse events go at once (from the empty batch's start).
-    let sparse = now.wrapping_sub(last) >= BATCH_AGE_NS && get(&b.n) == 0;
+    let sparse = now.wrapping_sub(last) >= BATCH_AGE_JIFFIES && get(&b.n) == 0;
     if !sparse && get(&b.len) as usize + len > BATCH_BYTES {
-        flush(b, now);
+        flush(b);
     }
     let off = if sparse {
         0
@@ -125,7 +129,7 @@ pub fn send_regs(regs: *const pt_regs, p: &Plan, cookie: u64) -> bool {
         let w = b.data.as_mut_ptr().add(off) as *mut u64;
         // EventHeader as words: ts; pid (tgid), tid; plan, site (the
         // cookie's halves); cpu, payload_len; faults.
-        write_volatile(w, now);
+        write_volatile(w, crate::timestamp());
         write_volatile(w.add(1), ids.rotate_left(32));
         write_volatile(w.add(2), cookie);
         write_volatile(w.add(3), cpu | ((8 * pairs as u64) << 32));
@@ -142,7 +146,7 @@ pub fn send_regs(regs: *const pt_regs, p: &Plan, cookie: u64) -> bool {
     }
     if sparse {
         let len = if len > EVENT_MAX { EVENT_MAX } else { len };
-        output_one(&b.data[..len], now);
+        output_one(&b.data[..len]);
         leave(b);
     } else {
         commit(b, off + len, max, now);
@@ -150,19 +154,23 @@ pub fn send_regs(regs: *const pt_regs, p: &Plan, cookie: u64) -> bool {
     true
 }
 
-/// Closes an event written into the batch up to byte `end`: counts it,
-/// sends the batch when it is full or old, and lets the batch go.
+/// Closes an event written into the batch up to byte `end` at jiffy `now`:
+/// counts it, sends the batch when it is full or old, and lets the batch
+/// go. The first event of a batch reads the clock once, for the reader.
 #[inline(always)]
 fn commit(b: &mut Batch, end: usize, max: u32, now: u64) {
     put(&mut b.len, end as u32);
     let count = get(&b.n) + 1;
     put(&mut b.n, count);
     if count == 1 {
-        put(&mut b.first_ns, now);
-        set_pending(now);
+        put(&mut b.first_jiffies, now);
+        set_pending(unsafe { bpf_ktime_get_ns() });
     }
-    if count >= max || end >= BATCH_BYTES || now.wrapping_sub(get(&b.first_ns)) >= BATCH_AGE_NS {
-        flush(b, now);
+    if count >= max
+        || end >= BATCH_BYTES
+        || now.wrapping_sub(get(&b.first_jiffies)) >= BATCH_AGE_JIFFIES
+    {
+        flush(b);
     }
     leave(b);
 }
@@ -208,15 +216,17 @@ pub fn flush_here() {
     // SAFETY: this CPU's batch.
     let b = unsafe { &mut *b };
     if enter(b) {
-        flush(b, unsafe { bpf_ktime_get_ns() });
+        flush(b);
         leave(b);
     }
 }
 
 /// Sends the batch's events as one record; when the ring is full they are
-/// counted lost, every one.
+/// counted lost, every one. The reader is not woken for it (its flush tick
+/// drains the ring) unless the ring fills: a wakeup is an interrupt on
+/// this CPU, dearer than the batch saves.
 #[inline(always)]
-fn flush(b: &mut Batch, now: u64) {
+fn flush(b: &mut Batch) {
     let n = get(&b.n);
     if n == 0 {
         return;
@@ -228,7 +238,7 @@ fn flush(b: &mut Batch, now: u64) {
         len
     };
     let data = &b.data[..len];
-    if EVENTS.output::<[u8]>(data, wakeup_flags(now)).is_err() {
+    if EVENTS.output::<[u8]>(data, filling_wakeup()).is_err() {
         lost(u64::from(n));
     }
     put(&mut b.len, 0);
@@ -238,18 +248,15 @@ fn flush(b: &mut Batch, now: u64) {
 
 /// The scratch event alone, as one record.
 #[inline(always)]
-fn alone(s: &Scratch, len: usize, now: u64) {
+fn alone(s: &Scratch, len: usize) {
     // SAFETY: `len` is at most the size of `s.event` (see Scratch).
-    output_one(
-        unsafe { core::slice::from_raw_parts(s.event.as_ptr(), len) },
-        now,
-    );
+    output_one(unsafe { core::slice::from_raw_parts(s.event.as_ptr(), len) });
 }
 
 /// One event as its own record; counted lost when the ring is full.
 #[inline(always)]
-fn output_one(data: &[u8], now: u64) {
-    if EVENTS.output::<[u8]>(data, wakeup_flags(now)).is_err() {
+fn output_one(data: &[u8]) {
+    if EVENTS.output::<[u8]>(data, wakeup_flags()).is_err() {
         lost(1);
     }
 }

@@ -10,8 +10,8 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::generated::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_loop,
-        bpf_probe_read_user, bpf_probe_read_user_str,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_ns,
+        bpf_loop, bpf_probe_read_user, bpf_probe_read_user_str,
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -20,7 +20,7 @@ use aya_ebpf::{
 use ri_common::{
     AGG_KEY_BYTES, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES, FrameKey, HEADER_LEN,
     LEN_READ_FAILED, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS, STACK_DEPTH,
-    STACK_NONE, SavedArgs, Scratch, WAKEUP_INTERVAL_NS, hist_bucket, op, plan_flags,
+    STACK_NONE, SavedArgs, Scratch, WAKEUP_INTERVAL_JIFFIES, hist_bucket, op, plan_flags,
 };
 
 mod agg;
@@ -157,7 +157,7 @@ fn run<C: StackIdContext, const FULL: bool>(probe: &C) -> u32 {
     if !select::admitted() {
         return 0;
     }
-    let Some(cookie) = budget::admit(unsafe { bpf_get_attach_cookie(ctx) }) else {
+    let Some(cookie) = budget::admit(attach_cookie(ctx)) else {
         return 0;
     };
     let regs = ctx as *const pt_regs;
@@ -288,7 +288,7 @@ fn run<C: StackIdContext, const FULL: bool>(probe: &C) -> u32 {
     let pid_tgid = select::ids();
     let out = s.out as usize & (2 * PAYLOAD_CAP - 1);
     let hdr = EventHeader {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: timestamp(),
         pid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         plan: cookie as u32,
@@ -299,7 +299,7 @@ fn run<C: StackIdContext, const FULL: bool>(probe: &C) -> u32 {
     };
     // SAFETY: the event buffer starts 8-aligned and is longer than a header.
     unsafe { *(s.event.as_mut_ptr() as *mut EventHeader) = hdr };
-    batch::send(s, HEADER_LEN + out, hdr.ts_ns);
+    batch::send(s, HEADER_LEN + out);
     0
 }
 
@@ -363,23 +363,74 @@ fn per_thread(what: u64) -> u64 {
     (unsafe { bpf_get_current_pid_tgid() } << 32) | (what & 0xffff_ffff)
 }
 
-/// Batches reader wakeups: waking the reader for every event costs more than
-/// the probe itself at high rates. Wake when this CPU has not woken it for
-/// `WAKEUP_INTERVAL_NS` (so sparse events still arrive at once) or when a
-/// quarter of the ring is in use; the reader's own tick drains the rest.
+/// Nonzero when every attachment has the cookie `ONLY_COOKIE`, set by the
+/// loader (one site, no budget): the programs skip the helper call.
+#[unsafe(no_mangle)]
+static ONE_COOKIE: u32 = 0;
+/// See [`ONE_COOKIE`].
+#[unsafe(no_mangle)]
+static ONLY_COOKIE: u64 = 0;
+
+/// This attachment's cookie.
 #[inline(always)]
-fn wakeup_flags(now: u64) -> u64 {
+fn attach_cookie(ctx: *mut c_void) -> u64 {
+    // SAFETY: read-only globals the loader sets.
+    unsafe {
+        if core::ptr::read_volatile(&ONE_COOKIE) != 0 {
+            return core::ptr::read_volatile(&ONLY_COOKIE);
+        }
+        bpf_get_attach_cookie(ctx)
+    }
+}
+
+/// Nonzero when events carry the time (`ts_ns`), set by the loader: a
+/// sink that prints no time saves the clock, 30–60 ns a hit here. A
+/// constant the verifier sees.
+#[unsafe(no_mangle)]
+static TIMESTAMPS: u32 = 1;
+
+/// An event's `ts_ns`: `bpf_ktime_get_ns()`, or 0 when events carry no time.
+#[inline(always)]
+fn timestamp() -> u64 {
+    // SAFETY: a read-only global the loader sets.
+    if unsafe { core::ptr::read_volatile(&TIMESTAMPS) } == 0 {
+        return 0;
+    }
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Batches reader wakeups for events sent alone: waking the reader for
+/// every event costs more than the probe itself at high rates. Wake when
+/// this CPU has not woken it for `WAKEUP_INTERVAL_JIFFIES` (so sparse
+/// events still arrive at once) or when a quarter of the ring is in use;
+/// the reader's own tick drains the rest.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
     let Some(last) = LAST_WAKEUP.get_ptr_mut(0) else {
         return 0;
     };
+    let now = unsafe { bpf_jiffies64() };
     // SAFETY: per-CPU value.
     let last = unsafe { &mut *last };
     // SAFETY: a read-only global the loader sets.
     let ring = unsafe { core::ptr::read_volatile(&RING_BYTES) };
-    if now.wrapping_sub(*last) >= WAKEUP_INTERVAL_NS
+    if now.wrapping_sub(*last) >= WAKEUP_INTERVAL_JIFFIES
         || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= ring / 4
     {
         *last = now;
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Wakes the reader only when a quarter of the ring is in use: for records
+/// the reader drains on its own tick anyway.
+#[inline(always)]
+fn filling_wakeup() -> u64 {
+    // SAFETY: a read-only global the loader sets.
+    let ring = unsafe { core::ptr::read_volatile(&RING_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= ring / 4 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

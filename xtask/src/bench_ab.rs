@@ -128,9 +128,15 @@ pub fn interleaved(calls: &Path, variants: &[Variant], rounds: usize, n: u64) ->
     Ok((all, said))
 }
 
+/// Pause before each run: the last run's detach starts RCU grace periods
+/// that slow every uprobe hit while they last (tens to hundreds of ms), so
+/// a run started at once would pay for the one before it.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// ns per call of `work_nop5` while `v` probes it (`calls bench 1000 N`),
 /// and the run's summary line, if it printed one.
 pub fn nop5_ns(calls: &Path, v: &Variant, n: u64) -> Result<(f64, Option<String>)> {
+    std::thread::sleep(SETTLE);
     let c = calls.display().to_string();
     let cmd_line = format!("{c} bench 1000 {}", v.calls.unwrap_or(n));
     let mut cmd = Command::new(&v.program);

@@ -14,6 +14,7 @@ use super::{
     render::{KeyPart, View, duration_text, key_json, key_parts, labelled},
 };
 use crate::engine::Engine;
+pub use crate::engine::monotonic_ns;
 
 /// One operation in flight.
 #[derive(Clone, Debug)]
@@ -51,17 +52,6 @@ pub fn read(engine: &Engine) -> Result<Vec<Flight>, crate::Error> {
     }
     v.sort_by_key(|f| f.ts_ns);
     Ok(v)
-}
-
-/// Now on the clock of the kernel's timestamps (CLOCK_MONOTONIC), in ns.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: plain clock read into a local.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Prints the operations in flight (text table or one JSON object), with

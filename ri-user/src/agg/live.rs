@@ -35,8 +35,13 @@ impl Live {
         }
         launch::check(&opts.trace.launching())?;
         let (set, plans) = build(&opts)?;
-        let Launched { engine, .. } =
-            launch::start(None, &opts.trace.launching(), &set, opts.max_keys, 1)?;
+        let Launched { engine, .. } = launch::start(
+            None,
+            &opts.trace.launching(),
+            &set,
+            opts.max_keys,
+            launch::Delivery::ALONE,
+        )?;
         let mut stacks = Stacks::new();
         if set.has_stacks() {
             for &pid in &opts.trace.pids {

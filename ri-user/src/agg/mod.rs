@@ -611,7 +611,13 @@ pub fn run(opts: &AggOptions) -> Result<(), Error> {
         engine,
         child_pid,
         watcher,
-    } = launch::start(Some(&rt), &opts.trace.launching(), &set, opts.max_keys, 1)?;
+    } = launch::start(
+        Some(&rt),
+        &opts.trace.launching(),
+        &set,
+        opts.max_keys,
+        launch::Delivery::ALONE,
+    )?;
     let (watcher, selected) = watcher.unzip();
     let selected = selected.unwrap_or_default();
     let stacks = RefCell::new(Stacks::new());

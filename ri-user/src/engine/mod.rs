@@ -136,6 +136,13 @@ pub struct MapSizes {
     /// Events per ring record (1: each alone; more needs
     /// [`Engine::start_batches`]).
     pub batch_events: u32,
+    /// Whether events carry the kernel's clock in `ts_ns` (else 0: a sink
+    /// that prints no time saves a clock read a hit).
+    pub timestamps: bool,
+    /// The cookie of every attachment, when they all have one and the
+    /// budget (which changes cookies) is off: the programs use it instead
+    /// of asking the kernel.
+    pub only_cookie: Option<u64>,
     /// Sites in `SITES`, the overhead budget's per-site counters (0: the
     /// budget is off, and the kernel neither counts nor checks per site).
     pub sites: u32,
@@ -157,6 +164,8 @@ impl MapSizes {
             kept: ri_common::FRAME_ENTRIES,
             saved_args: ri_common::FRAME_ENTRIES,
             batch_events: 1,
+            timestamps: true,
+            only_cookie: None,
             sites: 0,
             selecting: Selecting::default(),
         }
@@ -344,11 +353,17 @@ impl Engine {
         .map(|(n, v)| (n, v.max(1)))
         .collect::<Vec<_>>();
         let budget = u32::from(sizes.sites > 0).to_ne_bytes();
+        let timestamps = u32::from(sizes.timestamps).to_ne_bytes();
+        let one_cookie = u32::from(sizes.only_cookie.is_some() && sizes.sites == 0).to_ne_bytes();
+        let only_cookie = sizes.only_cookie.unwrap_or(0).to_ne_bytes();
         let selecting = sizes.selecting.globals();
         let mut globals: Vec<(&str, &[u8])> = vec![
             ("RING_BYTES", &ring),
             ("BATCH_EVENTS", &batch),
             ("BUDGET", &budget),
+            ("TIMESTAMPS", &timestamps),
+            ("ONE_COOKIE", &one_cookie),
+            ("ONLY_COOKIE", &only_cookie),
         ];
         globals.extend(selecting.iter().map(|(n, v)| (*n, v.as_slice())));
         let object =
@@ -399,8 +414,10 @@ impl Engine {
         self.flusher.is_some()
     }
 
-    /// Sends the batch of events waiting on each CPU, if any, to the ring.
-    pub fn flush_waiting(&self) -> Result<(), EngineError> {
+    /// Sends the batch of events waiting on each CPU for `waited` ns or
+    /// more, if any, to the ring. A younger batch goes with its CPU's next
+    /// event or fills first: asking for it would only interrupt a busy CPU.
+    pub fn flush_waiting(&self, waited: u64) -> Result<(), EngineError> {
         let Some(f) = &self.flusher else {
             return Ok(());
         };
@@ -412,8 +429,9 @@ impl Engine {
         let pending: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(|e| fail(chain(&e)))?;
         let since = pending.get(&0, 0).map_err(|e| fail(chain(&e)))?;
+        let now = monotonic_ns();
         for (cpu, &first) in since.iter().enumerate() {
-            if first != 0 {
+            if first != 0 && now.saturating_sub(first) >= waited {
                 // A CPU gone offline has nothing left to send.
                 let _ = f.flush(cpu as u32);
             }
@@ -728,6 +746,17 @@ impl Engine {
         let v = counts.get(&0, 0).map_err(|e| fail(chain(&e)))?;
         Ok(v.iter().sum())
     }
+}
+
+/// Now on the clock of the kernel's timestamps (CLOCK_MONOTONIC), in ns.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain clock read into a local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

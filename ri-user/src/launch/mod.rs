@@ -62,6 +62,23 @@ pub(crate) fn check(opts: &Options) -> Result<(), Error> {
     Ok(())
 }
 
+/// How events reach user space.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Delivery {
+    /// Events per ring record (1: each alone).
+    pub batch_events: u32,
+    /// Whether events carry the kernel's clock (`ts_ns`).
+    pub timestamps: bool,
+}
+
+impl Delivery {
+    /// Each event alone, with its time.
+    pub const ALONE: Delivery = Delivery {
+        batch_events: 1,
+        timestamps: true,
+    };
+}
+
 /// Probes in the kernel, and the `-c` command running.
 pub(crate) struct Launched {
     /// The loaded object.
@@ -74,14 +91,14 @@ pub(crate) struct Launched {
 }
 
 /// Forks the `-c` command (held), loads the object with `agg_entries` keys
-/// of aggregation map and events sent in batches of `batch_events`,
+/// of aggregation map and events sent as `delivery` says,
 /// attaches every site, prints the attach line, then lets the command run.
 pub(crate) fn start(
     rt: Option<&tokio::runtime::Runtime>,
     opts: &Options,
     set: &ProbeSet,
     agg_entries: u32,
-    batch_events: u32,
+    delivery: Delivery,
 ) -> Result<Launched, Error> {
     let choice = select::Launching::new(opts)?;
     let mut watcher = None;
@@ -107,13 +124,14 @@ pub(crate) fn start(
             .then(|| opts.max_overhead.resolve(set.has_wildcard()))
             .flatten();
         let mut sizes = set.map_sizes(opts.ring_bytes, agg_entries, stacks);
-        sizes.batch_events = batch_events;
+        sizes.batch_events = delivery.batch_events;
+        sizes.timestamps = delivery.timestamps;
         sizes.selecting = choice.selecting();
         if budget.is_some() {
             sizes.sites = set.sites.len() as u32;
         }
         let mut engine = Engine::load_sized(&sizes)?;
-        if batch_events > 1 {
+        if delivery.batch_events > 1 {
             engine.start_batches()?;
         }
         watcher = choice.start(rt, &mut engine, opts)?;

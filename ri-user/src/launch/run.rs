@@ -44,8 +44,9 @@ pub(crate) trait Instrument {
         false
     }
 
-    /// Asks the kernel for the batches waiting on CPUs (sent to the ring).
-    fn flush(&mut self) -> Result<(), Error> {
+    /// Asks the kernel for the batches waiting on CPUs (sent to the ring):
+    /// those that have waited a while, or with `all` (the run ends) every one.
+    fn flush(&mut self, _all: bool) -> Result<(), Error> {
         Ok(())
     }
 
@@ -188,7 +189,7 @@ pub(crate) fn run(
                     match (wake, &mut rings[i]) {
                         (Wake::Ring, Some(r)) => inst.on_ring(r.get_mut()),
                         (Wake::Flush, Some(r)) => {
-                            inst.flush()?;
+                            inst.flush(false)?;
                             inst.on_ring(r.get_mut());
                         }
                         (Wake::Own(tick), _) => inst.on_tick(tick)?,
@@ -211,7 +212,7 @@ pub(crate) fn run(
         let status = stop.finish();
         for (inst, ring) in instruments.iter_mut().zip(&mut rings) {
             if let Some(r) = ring {
-                inst.flush()?;
+                inst.flush(true)?;
                 inst.on_ring(r.get_mut());
             }
             inst.finish()?;

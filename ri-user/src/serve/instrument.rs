@@ -351,7 +351,13 @@ impl Instrument {
         let (set, plans) = agg::build(&opts)?;
         let Launched {
             engine, watcher, ..
-        } = launch::start(Some(rt), &opts.trace.launching(), &set, opts.max_keys, 1)?;
+        } = launch::start(
+            Some(rt),
+            &opts.trace.launching(),
+            &set,
+            opts.max_keys,
+            launch::Delivery::ALONE,
+        )?;
         self.kind = Some(opts.kind.clone());
         let (watcher, selected) = watcher.unzip();
         let selected: BTreeSet<u32> = selected.into_iter().flatten().collect();

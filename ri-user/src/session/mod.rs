@@ -180,6 +180,18 @@ impl ProbeSet {
         Ok(ProbeSet { probes, sites })
     }
 
+    /// The attach cookie of a set of one site whose plan saves no arguments
+    /// for a return: every attachment has it, so the programs need not ask
+    /// the kernel for it (a helper call a hit).
+    pub fn only_cookie(&self) -> Option<u64> {
+        let [site] = self.sites.as_slice() else {
+            return None;
+        };
+        let flags = self.probes[site.probe].plan.plan.flags;
+        (flags & ri_common::plan_flags::ENTRY_ARGS == 0)
+            .then(|| ri_common::cookie(site.probe as u32, 0))
+    }
+
     /// True when some probe string matched more than one site (the overhead
     /// budget is on by default then).
     pub fn has_wildcard(&self) -> bool {
@@ -271,6 +283,8 @@ impl ProbeSet {
             kept: 1,
             saved_args: 1,
             batch_events: 1,
+            timestamps: true,
+            only_cookie: self.only_cookie(),
             sites: 0,
             selecting: Default::default(),
         };

@@ -325,7 +325,11 @@ pub fn run(opts: &TraceOptions) -> Result<Summary, Error> {
         &opts.launching(),
         &set,
         ri_common::AGG_ENTRIES,
-        batch_events(opts),
+        launch::Delivery {
+            batch_events: batch_events(opts),
+            // Only JSON prints an event's time.
+            timestamps: opts.json,
+        },
     )?;
     let ring = engine.take_ring()?;
     let stop = {
@@ -582,8 +586,9 @@ impl launch::Instrument for Drain<'_> {
         self.engine.batched()
     }
 
-    fn flush(&mut self) -> Result<(), Error> {
-        Ok(self.engine.flush_waiting()?)
+    fn flush(&mut self, all: bool) -> Result<(), Error> {
+        let waited = if all { 0 } else { ri_common::BATCH_AGE_NS };
+        Ok(self.engine.flush_waiting(waited)?)
     }
 
     fn on_ring(&mut self, ring: &mut RingBuf<MapData>) {
