@@ -66,6 +66,8 @@ pub struct TextSink<W: Write> {
     opts: dwarf::value::Options,
     /// `--text`: the line laid out from the fields instead.
     template: Option<Template>,
+    /// The line being built, kept between events (no allocation per event).
+    line: Vec<u8>,
 }
 
 impl<W: Write> TextSink<W> {
@@ -76,6 +78,7 @@ impl<W: Write> TextSink<W> {
             out,
             opts: value_options(formatters),
             template,
+            line: Vec::with_capacity(256),
         }
     }
 
@@ -117,12 +120,28 @@ fn plain_text(v: &Value<'_>, opts: &dwarf::value::Options) -> Option<String> {
     })
 }
 
+/// [`push_text`] onto a string.
 fn text_bytes(b: &[u8], out: &mut String) {
+    let mut v = Vec::with_capacity(b.len());
+    push_text(b, &mut v);
+    // ASCII only.
+    out.extend(v.iter().map(|&c| char::from(c)));
+}
+
+/// Bytes as they print inside a text line: printable ASCII as is, the rest
+/// (and `"`, `\`) as `\xNN`.
+fn push_text(b: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     for &c in b {
         if (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\' {
-            out.push(c as char);
+            out.push(c);
         } else {
-            out.push_str(&format!("\\x{c:02x}"));
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 15)],
+            ]);
         }
     }
 }
@@ -133,51 +152,62 @@ impl<W: Write> Sink for TextSink<W> {
             line.push('\n');
             return self.out.write_all(line.as_bytes());
         }
-        let mut line = format!("{} pid={} tid={}", site.short, ev.header.pid, ev.header.tid);
+        let line = &mut self.line;
+        line.clear();
+        write!(
+            line,
+            "{} pid={} tid={}",
+            site.short, ev.header.pid, ev.header.tid
+        )?;
         let mut stacks = site.stacks.iter();
         let mut below = Vec::new();
         for (f, v) in site.fields.iter().zip(&ev.values) {
-            line.push(' ');
-            line.push_str(&f.name);
-            line.push('=');
+            line.push(b' ');
+            line.extend_from_slice(f.name.as_bytes());
+            line.push(b'=');
             match v {
-                Value::U64(x) => line.push_str(&x.to_string()),
-                Value::I64(x) => line.push_str(&x.to_string()),
-                Value::Hex(x) => line.push_str(&format!("{x:#x}")),
+                Value::U64(x) => write!(line, "{x}")?,
+                Value::I64(x) => write!(line, "{x}")?,
+                Value::Hex(x) => write!(line, "{x:#x}")?,
                 Value::Str(s) | Value::Bytes(s) => {
-                    line.push('"');
-                    text_bytes(s, &mut line);
-                    line.push('"');
+                    line.push(b'"');
+                    push_text(s, line);
+                    line.push(b'"');
                 }
-                Value::Enum(_, Some(n)) => line.push_str(n),
-                Value::Enum(v, None) => line.push_str(&v.to_string()),
-                Value::Object(bytes, t) => line.push_str(&one_line(bytes, t, &self.opts)),
+                Value::Enum(_, Some(n)) => line.extend_from_slice(n.as_bytes()),
+                Value::Enum(v, None) => write!(line, "{v}")?,
+                Value::Object(bytes, t) => {
+                    line.extend_from_slice(one_line(bytes, t, &self.opts).as_bytes())
+                }
                 Value::Stack(v, _) => match stacks.next() {
                     // Frames go on their own lines under the event.
                     Some(r) => {
-                        line.push_str(&format!("{} frames", r.frames.len()));
+                        write!(line, "{} frames", r.frames.len())?;
                         r.write_text(&mut below, "    ")?;
                     }
-                    None => line.push_str(&format!("{v:#x}")),
+                    None => write!(line, "{v:#x}")?,
                 },
                 Value::Late { bytes, .. } => {
-                    line.push('"');
-                    text_bytes(bytes, &mut line);
-                    line.push('"');
+                    line.push(b'"');
+                    push_text(bytes, line);
+                    line.push(b'"');
                 }
-                Value::Fault | Value::ReadFailed { .. } => line.push_str("<fault>"),
+                Value::Fault | Value::ReadFailed { .. } => line.extend_from_slice(b"<fault>"),
             }
         }
         for (name, text) in &ev.extra {
-            line.push(' ');
-            line.push_str(name);
-            line.push_str("=\"");
-            text_bytes(text.as_bytes(), &mut line);
-            line.push('"');
+            line.push(b' ');
+            line.extend_from_slice(name.as_bytes());
+            line.extend_from_slice(b"=\"");
+            push_text(text.as_bytes(), line);
+            line.push(b'"');
         }
-        line.push('\n');
-        self.out.write_all(line.as_bytes())?;
-        self.out.write_all(&below)
+        line.push(b'\n');
+        self.out.write_all(line)?;
+        if !below.is_empty() {
+            self.out.write_all(&below)?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
