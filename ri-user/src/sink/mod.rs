@@ -154,11 +154,11 @@ impl<W: Write> Sink for TextSink<W> {
         }
         let line = &mut self.line;
         line.clear();
-        write!(
-            line,
-            "{} pid={} tid={}",
-            site.short, ev.header.pid, ev.header.tid
-        )?;
+        line.extend_from_slice(site.short.as_bytes());
+        line.extend_from_slice(b" pid=");
+        push_int(line, ev.header.pid);
+        line.extend_from_slice(b" tid=");
+        push_int(line, ev.header.tid);
         let mut stacks = site.stacks.iter();
         let mut below = Vec::new();
         for (f, v) in site.fields.iter().zip(&ev.values) {
@@ -166,8 +166,8 @@ impl<W: Write> Sink for TextSink<W> {
             line.extend_from_slice(f.name.as_bytes());
             line.push(b'=');
             match v {
-                Value::U64(x) => write!(line, "{x}")?,
-                Value::I64(x) => write!(line, "{x}")?,
+                Value::U64(x) => push_int(line, *x),
+                Value::I64(x) => push_int(line, *x),
                 Value::Hex(x) => write!(line, "{x:#x}")?,
                 Value::Str(s) | Value::Bytes(s) => {
                     line.push(b'"');
@@ -252,26 +252,48 @@ fn push_json<T: serde::Serialize + ?Sized>(line: &mut Vec<u8>, v: &T) -> io::Res
     serde_json::to_writer(line, v).map_err(io::Error::other)
 }
 
+/// `s` as a JSON string, appended: as is between quotes when nothing in
+/// it needs escaping (probe and field names, every event), else escaped.
+fn push_json_str(line: &mut Vec<u8>, s: &str) -> io::Result<()> {
+    if s.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
+        line.push(b'"');
+        line.extend_from_slice(s.as_bytes());
+        line.push(b'"');
+        Ok(())
+    } else {
+        push_json(line, s)
+    }
+}
+
+/// An integer in decimal, appended.
+fn push_int<I: itoa::Integer>(line: &mut Vec<u8>, v: I) {
+    line.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, site: &SiteInfo<'_>, ev: &Event<'_>) -> io::Result<()> {
         let h = &ev.header;
         let line = &mut self.line;
         line.clear();
         line.extend_from_slice(b"{\"probe\":");
-        push_json(line, site.probe)?;
-        write!(
-            line,
-            ",\"pid\":{},\"tid\":{},\"cpu\":{},\"ts_ns\":{}",
-            h.pid, h.tid, h.cpu, h.ts_ns
-        )?;
+        push_json_str(line, site.probe)?;
+        for (key, v) in [
+            (&b",\"pid\":"[..], u64::from(h.pid)),
+            (b",\"tid\":", u64::from(h.tid)),
+            (b",\"cpu\":", u64::from(h.cpu)),
+            (b",\"ts_ns\":", h.ts_ns),
+        ] {
+            line.extend_from_slice(key);
+            push_int(line, v);
+        }
         let mut stacks = site.stacks.iter();
         for (f, v) in site.fields.iter().zip(&ev.values) {
             line.push(b',');
-            push_json(line, &f.name)?;
+            push_json_str(line, &f.name)?;
             line.push(b':');
             match v {
-                Value::U64(x) => write!(line, "{x}")?,
-                Value::I64(x) => write!(line, "{x}")?,
+                Value::U64(x) => push_int(line, *x),
+                Value::I64(x) => push_int(line, *x),
                 Value::Hex(x) => write!(line, "\"{x:#x}\"")?,
                 Value::Str(s) => push_json(line, &*String::from_utf8_lossy(s))?,
                 Value::Bytes(b) => push_hex(b, line),
