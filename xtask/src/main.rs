@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_ab;
+mod bench_agg;
 mod bench_budget;
 mod bench_dwarf;
 mod bench_fleet;
@@ -189,7 +190,7 @@ fn main() -> Result<()> {
             } else if budget {
                 bench_budget::run_alone()
             } else if agg {
-                bench::run_agg()
+                bench_agg::run_agg()
             } else if dwarf {
                 bench_dwarf::run_alone()
             } else if trace {
