@@ -14,6 +14,7 @@ use ri_tests::{
     events, fixture,
     m0sim::{M0d, M0dConfig},
     require_bpf, ri_bin,
+    run::final_entries,
 };
 use serde_json::Value;
 
@@ -110,16 +111,6 @@ impl Drop for Ri {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The entries of the last JSON print of an aggregating command.
-fn final_entries(stdout: &str) -> Vec<Value> {
-    let last = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .rfind(|p| p["type"] == "final")
-        .unwrap_or_else(|| panic!("no final print in:\n{stdout}"));
-    last["entries"].as_array().cloned().unwrap_or_default()
 }
 
 /// The count of the entry keyed by `pid`, if any.
