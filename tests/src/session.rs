@@ -68,3 +68,17 @@ impl Live {
         (self.dir, self.bundle, err)
     }
 }
+
+/// A bundle's `manifest.json`.
+pub fn manifest(bundle: &std::path::Path) -> serde_json::Value {
+    let path = bundle.join("manifest.json");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The stderr of a session that has ended (its stdout dropped).
+pub fn ended(out: Reader, err: Reader) -> String {
+    let _ = out.join();
+    String::from_utf8_lossy(&err.join().unwrap()).into_owned()
+}

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
 use ri_tests::{
     m0sim::{M0d, M0dConfig},
     require_bpf, ri, ri_bin,
-    session::{ONE_AT_A_TIME, start},
+    session::{ONE_AT_A_TIME, ended, manifest, start},
     sigint, start_waiting,
 };
 use serde_json::Value;
@@ -53,8 +53,7 @@ fn a_session_fires_once_and_its_bundle_holds_the_window_and_the_services_counts(
     let (dir, bundle, err) = live.finish();
 
     // Everything below reads the bundle alone: m0d and the session are gone.
-    let text = std::fs::read_to_string(bundle.join("manifest.json")).expect("manifest");
-    let m: Value = serde_json::from_str(&text).unwrap();
+    let m = manifest(&bundle);
     assert_eq!(m["targets"][0]["pid"].as_u64(), Some(pid.parse().unwrap()));
     assert!(m["targets"][0]["build_id"].is_string(), "{}", m["targets"]);
     assert!(m["kernel"].as_str().unwrap().contains('.'));
@@ -162,9 +161,7 @@ fn the_shipped_motr_slow_requests_session_reports_and_dumps_the_queue() {
     let load = load.finish(Duration::from_secs(60));
     assert_eq!(load["total_errors"], 0, "{load}");
     let (_dir, bundle, err) = live.finish();
-    let m: Value =
-        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
-            .unwrap();
+    let m = manifest(&bundle);
     let fired = m["fired"].as_array().unwrap();
     assert_eq!(fired.len(), 1, "{}\n{err}", m["fired"]);
     let actions: Vec<(&str, &str)> = fired[0]["actions"]
@@ -293,11 +290,8 @@ actions = ["snapshot"]
     let load = m0d.load(30, 4.0, "mix").finish(Duration::from_secs(60));
     assert_eq!(load["total_errors"], 0, "{load}");
     let _ = session.wait();
-    let _ = out.join();
-    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
-    let m: Value =
-        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
-            .unwrap();
+    let err = ended(out, err);
+    let m = manifest(&bundle);
     // The progress line (not on a terminal: every 10 intervals).
     assert!(
         err.lines()
@@ -424,9 +418,7 @@ actions = ["ctl meta.update session.audit v2"]
     let mut live = live;
     // It ends by its duration.
     let _ = live.session.wait();
-    let m: Value =
-        serde_json::from_str(&std::fs::read_to_string(live.bundle.join("manifest.json")).unwrap())
-            .unwrap();
+    let m = manifest(&live.bundle);
     assert_eq!(
         m["fired"][0]["actions"][0]["result"], "ok",
         "{}",
@@ -517,11 +509,8 @@ fn a_loss_to_a_tiny_ring_reaches_the_manifest_and_stderr() {
     let _ = target.wait();
     // The session ends by itself once its only target has exited.
     let _ = session.wait();
-    let _ = out.join();
-    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
-    let m: Value =
-        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
-            .unwrap();
+    let err = ended(out, err);
+    let m = manifest(&bundle);
     let lost = m["lost"].as_u64().unwrap();
     assert!(
         lost > 0,
@@ -590,8 +579,7 @@ fn an_instrument_that_does_not_stop_in_time_is_killed_and_the_manifest_says_so()
     let asked = std::time::Instant::now();
     sigint(&mut session);
     let took = asked.elapsed();
-    let _ = out.join();
-    let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    let err = ended(out, err);
     assert!(
         took >= Duration::from_secs(15) && took < Duration::from_secs(40),
         "the session waited {took:?} for its instrument\n{err}"
@@ -603,9 +591,7 @@ fn an_instrument_that_does_not_stop_in_time_is_killed_and_the_manifest_says_so()
         "{err}"
     );
     assert!(err.contains("losses unknown for stuck"), "{err}");
-    let m: Value =
-        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
-            .unwrap();
+    let m = manifest(&bundle);
     let inst = &m["instruments"][0];
     assert_eq!(inst["exits"], serde_json::json!([null]), "{inst}");
     assert_eq!(inst["losses_unknown"], Value::Bool(true), "{inst}");

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use ri_tests::{
     Reader, require_bpf, ri, ri_bin,
-    session::{ONE_AT_A_TIME, start},
+    session::{ONE_AT_A_TIME, manifest, start},
     sigint, start_waiting,
 };
 use serde_json::Value;
@@ -172,9 +172,7 @@ actions = ["snapshot"]
 
     // The other kinds of trigger: a trace instrument firing (sustained:
     // once) started an instrument for 2 s; a signal took a snapshot.
-    let m: Value =
-        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
-            .unwrap();
+    let m = manifest(&bundle);
     let fired: Vec<&str> = m["fired"]
         .as_array()
         .unwrap()
