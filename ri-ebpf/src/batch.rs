@@ -21,7 +21,10 @@ use ri_common::{
     Scratch,
 };
 
-use crate::{EVENTS, LOST, filling_wakeup, select, wakeup_flags};
+use crate::{
+    ring::{EVENTS, filling_wakeup, lost, wakeup_flags},
+    select,
+};
 
 /// This CPU's batch of events not yet in the ring.
 #[map]
@@ -266,13 +269,5 @@ fn set_pending(v: u64) {
     if let Some(p) = PENDING.get_ptr_mut(0) {
         // SAFETY: per-CPU value.
         unsafe { *p = v };
-    }
-}
-
-#[inline(always)]
-fn lost(n: u64) {
-    if let Some(l) = LOST.get_ptr_mut(0) {
-        // SAFETY: per-CPU counter.
-        unsafe { *l += n };
     }
 }

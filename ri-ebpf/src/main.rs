@@ -7,26 +7,27 @@
 use core::{ffi::c_void, ptr::write_volatile};
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
+    bindings::pt_regs,
     helpers::generated::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_jiffies64, bpf_ktime_get_ns,
-        bpf_loop, bpf_probe_read_user, bpf_probe_read_user_str,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_loop,
+        bpf_probe_read_user, bpf_probe_read_user_str,
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext, tracing::StackIdContext},
 };
 use ri_common::{
-    AGG_KEY_BYTES, DEFAULT_RING_BYTES, EventHeader, FRAME_ENTRIES, FrameKey, HEADER_LEN,
-    LEN_READ_FAILED, MAX_INSNS, MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS, STACK_DEPTH,
-    STACK_NONE, SavedArgs, Scratch, WAKEUP_INTERVAL_JIFFIES, hist_bucket, op, plan_flags,
+    AGG_KEY_BYTES, EventHeader, FRAME_ENTRIES, FrameKey, HEADER_LEN, LEN_READ_FAILED, MAX_INSNS,
+    MAX_PLANS, PAYLOAD_CAP, Plan, READ_MAX, SAVE_ARGS, STACK_DEPTH, STACK_NONE, SavedArgs, Scratch,
+    hist_bucket, op, plan_flags,
 };
 
 mod agg;
 mod batch;
 mod budget;
 mod flight;
+mod ring;
 mod select;
 mod stack;
 
@@ -44,22 +45,6 @@ static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PLANS, 0);
 /// Interpreter state, one per CPU.
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
-
-/// Events to user space.
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
-
-/// Size of `EVENTS` in bytes, set by the loader (saves asking the ring).
-#[unsafe(no_mangle)]
-static RING_BYTES: u64 = DEFAULT_RING_BYTES as u64;
-
-/// Time of the last reader wakeup this CPU asked for.
-#[map]
-static LAST_WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// Events dropped because the ring buffer was full, per CPU.
-#[map]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Values `KEEP` stored for `TAKE` (an entry's time for `ri latency`, an
 /// allocation's size for `ri leaks`), keyed by call ([`FrameKey`]). Not an
@@ -397,44 +382,6 @@ fn timestamp() -> u64 {
         return 0;
     }
     unsafe { bpf_ktime_get_ns() }
-}
-
-/// Batches reader wakeups for events sent alone: waking the reader for
-/// every event costs more than the probe itself at high rates. Wake when
-/// this CPU has not woken it for `WAKEUP_INTERVAL_JIFFIES` (so sparse
-/// events still arrive at once) or when a quarter of the ring is in use;
-/// the reader's own tick drains the rest.
-#[inline(always)]
-fn wakeup_flags() -> u64 {
-    let Some(last) = LAST_WAKEUP.get_ptr_mut(0) else {
-        return 0;
-    };
-    let now = unsafe { bpf_jiffies64() };
-    // SAFETY: per-CPU value.
-    let last = unsafe { &mut *last };
-    // SAFETY: a read-only global the loader sets.
-    let ring = unsafe { core::ptr::read_volatile(&RING_BYTES) };
-    if now.wrapping_sub(*last) >= WAKEUP_INTERVAL_JIFFIES
-        || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= ring / 4
-    {
-        *last = now;
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
-}
-
-/// Wakes the reader only when a quarter of the ring is in use: for records
-/// the reader drains on its own tick anyway.
-#[inline(always)]
-fn filling_wakeup() -> u64 {
-    // SAFETY: a read-only global the loader sets.
-    let ring = unsafe { core::ptr::read_volatile(&RING_BYTES) };
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= ring / 4 {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
 }
 
 /// Stack and payload operations on the scratch state, with every index

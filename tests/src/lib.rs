@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod fleet;
 pub mod m0sim;
 pub mod pg;
+pub mod report;
 pub mod run;
 pub mod session;
 pub mod tmux;
